@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Generates the seed book deterministically: targets.csv (2,687 rows),
+customers.csv (400 existing customers, some of them also in targets.csv) and
+tickers.csv (domain -> ticker for the public companies among the targets).
+
+Run from anywhere: python3 data/seed/generate.py. The same seed always writes
+the same files, so the committed CSVs can be checked by regenerating them.
+"""
+import csv
+import os
+import random
+
+SEED = 20261123
+TARGETS = 2687
+CUSTOMERS = 400
+CUSTOMERS_IN_TARGETS = 64
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FIRST = """blue red north south east west silver golden urban coastal alpine prairie summit harbor river
+canyon maple cedar pine oak willow iron copper crystal lunar solar bright swift true bold noble royal
+grand modern classic vintage wild open clear fresh pure prime peak metro pacific atlantic evergreen
+sterling granite velvet cobalt amber ivory onyx jade scarlet indigo""".split()
+SECOND = {
+    "Commerce": "outfitters apparel goods supply market mart boutique home living gear footwear beauty kitchen style wear shop trading".split(),
+    "Media": "times herald news media press tribune gazette broadcast studios post".split(),
+    "Content": "magazine journal stories guides review insider digest".split(),
+    "Travel": "travel voyages trips hotels resorts tours getaways airways".split(),
+    "Technology": "software systems labs cloud devices networks data tech".split(),
+    "Financial Services": "bank capital financial insurance credit invest wealth".split(),
+    "Healthcare": "health pharmacy wellness clinic care".split(),
+    "Automotive": "motors auto parts cars".split(),
+    "Education": "learning academy university school".split(),
+    "Manufacturing": "industries manufacturing tools works".split(),
+}
+VERTICALS = [("Commerce", 38), ("Media", 11), ("Content", 9), ("Travel", 8), ("Technology", 11),
+             ("Financial Services", 8), ("Healthcare", 5), ("Automotive", 4), ("Education", 3),
+             ("Manufacturing", 3)]
+PARTNERS = [("Adobe Experience Manager", 24), ("Shopify Plus", 26), ("Salesforce Commerce Cloud", 18),
+            ("Sitecore", 12), ("Contentful", 12), ("BigCommerce", 8)]
+COUNTRIES = [("US", 52, ".com"), ("GB", 12, ".co.uk"), ("DE", 8, ".de"), ("FR", 6, ".fr"), ("CA", 6, ".ca"),
+             ("AU", 5, ".com.au"), ("NL", 4, ".nl"), ("JP", 3, ".jp"), ("SE", 2, ".se"), ("ES", 2, ".es")]
+SUFFIX = ["", "", "", " Inc.", " Group", " Co.", " Ltd", " Holdings"]
+
+
+def weighted(rng, items):
+    total = sum(w for _, w, *_ in items)
+    roll = rng.uniform(0, total)
+    for item in items:
+        roll -= item[1]
+        if roll <= 0:
+            return item
+    return items[-1]
+
+
+def company(words):
+    return " ".join(w.capitalize() for w in words)
+
+
+def main():
+    rng = random.Random(SEED)
+    seen = set()
+    targets = []
+    while len(targets) < TARGETS:
+        vertical = weighted(rng, VERTICALS)[0]
+        country, _, tld = weighted(rng, COUNTRIES)
+        if rng.random() < 0.35:
+            tld = ".com"  # many non-US companies run a .com
+        words = [rng.choice(FIRST), rng.choice(SECOND[vertical])]
+        if rng.random() < 0.25:
+            words.insert(1, rng.choice(FIRST))
+        domain = "-".join(words) if rng.random() < 0.6 else "".join(words)
+        domain += tld
+        if domain in seen:
+            continue
+        seen.add(domain)
+        name = company(words) + rng.choice(SUFFIX)
+        partner = weighted(rng, PARTNERS)[0]
+        # Real CRM exports are messy: a few rows carry a scheme, www. or capitals.
+        written = domain
+        roll = rng.random()
+        if roll < 0.01:
+            written = "https://www." + domain + "/"
+        elif roll < 0.02:
+            written = "www." + domain.upper()
+        # Some rows miss a field or two.
+        targets.append([written, name, partner if rng.random() > 0.02 else "",
+                        vertical if rng.random() > 0.03 else "", country])
+
+    customers = [t[0] for t in rng.sample(targets, CUSTOMERS_IN_TARGETS)]
+    while len(customers) < CUSTOMERS:
+        vertical = weighted(rng, VERTICALS)[0]
+        domain = rng.choice(FIRST) + rng.choice(SECOND[vertical]) + rng.choice([".com", ".io", ".co.uk"])
+        if domain not in seen:
+            seen.add(domain)
+            customers.append(domain)
+
+    tickers = []
+    used = set()
+    for row in targets:
+        if row[0] in customers or rng.random() > 0.12:
+            continue
+        while True:
+            ticker = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.choice([3, 4, 4])))
+            if ticker not in used:
+                used.add(ticker)
+                break
+        domain = row[0].lower().removeprefix("https://").removeprefix("www.").rstrip("/")
+        tickers.append([domain, ticker])
+
+    with open(os.path.join(HERE, "targets.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["domain", "company_name", "partner_tech", "vertical", "country"])
+        w.writerows(targets)
+    with open(os.path.join(HERE, "customers.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["domain"])
+        w.writerows([c] for c in customers)
+    with open(os.path.join(HERE, "tickers.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["domain", "ticker"])
+        w.writerows(tickers)
+    print(f"targets.csv {len(targets)} rows, customers.csv {len(customers)} rows, tickers.csv {len(tickers)} rows")
+
+
+if __name__ == "__main__":
+    main()

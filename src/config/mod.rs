@@ -1,0 +1,284 @@
+//! Configuration: the serde types for `pipelines/*.toml` and the scoring models,
+//! parsed once into types and validated before any provider call is made.
+//!
+//! Every error names the file, and where the TOML parser knows it, the line,
+//! column and key (`deny_unknown_fields` turns a typo into an error instead of a
+//! silently ignored setting). Rules are data: weights, bands, tiers, costs and
+//! vendor lists live here as values, never as constants in Rust code.
+
+mod scoring;
+
+pub use scoring::{Band, Component, ComponentKind, ScoringModel, Tier};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors of the configuration layer. Each one names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+/// Reads and parses one TOML file into `T`, with the file named in every error.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        // toml's message already carries "line N, column M" and a caret excerpt.
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Ok((value, text))
+}
+
+/// A pipeline file (`pipelines/nightly.toml`): what a run reads, fetches and scores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: String,
+    pub version: u32,
+    pub inputs: Inputs,
+    /// Path of the scoring model, relative to the pipeline file's folder's parent
+    /// (the repository root) like every other path in the file.
+    pub scoring_model: PathBuf,
+    #[serde(default)]
+    pub fetch: FetchSettings,
+    pub detection: Detection,
+    pub providers: Providers,
+    #[serde(default)]
+    pub simulator: SimulatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    pub targets: PathBuf,
+    pub customers: PathBuf,
+    pub tickers: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Provider calls in flight at once across the run.
+    pub concurrency: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self { concurrency: 16 }
+    }
+}
+
+/// How technologies found by the providers are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detection {
+    /// Search vendors, recognised by technology name (case-insensitive, whole name
+    /// or name followed by a space and more words, e.g. "Coveo Search").
+    pub search_vendors: Vec<String>,
+    /// The vendor whose presence means "already a customer": such domains are not targets.
+    pub algolia: String,
+    /// Partner technologies recognised in a tech stack, in order of preference.
+    pub partner_techs: Vec<String>,
+    /// A technology is current when its `LastDetected` is within this many days of the
+    /// path's `LastIndexed`; older ones are history (dead technologies stay in responses).
+    pub live_within_days: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Providers {
+    pub builtwith: ProviderSettings,
+    pub similarweb: ProviderSettings,
+    pub yahoo_finance: ProviderSettings,
+}
+
+impl Providers {
+    pub fn get(&self, id: ProviderId) -> &ProviderSettings {
+        match id {
+            ProviderId::BuiltWith => &self.builtwith,
+            ProviderId::SimilarWeb => &self.similarweb,
+            ProviderId::YahooFinance => &self.yahoo_finance,
+        }
+    }
+}
+
+/// One provider's call settings. The base URL defaults to the real host; the
+/// environment (`<PROVIDER>_BASE_URL`) overrides the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub base_url: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// USD per call, by endpoint name.
+    #[serde(default)]
+    pub costs: BTreeMap<String, f64>,
+    /// Provider-specific request options (e.g. SimilarWeb's `country`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+impl ProviderSettings {
+    pub fn cost(&self, endpoint: &str) -> f64 {
+        self.costs.get(endpoint).copied().unwrap_or(0.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// The simulated world is a pure function of (domain, date, seed).
+    pub seed: u64,
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self { seed: 42 }
+    }
+}
+
+/// The providers PartnerForge calls in this release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderId {
+    BuiltWith,
+    SimilarWeb,
+    YahooFinance,
+}
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 3] = [Self::BuiltWith, Self::SimilarWeb, Self::YahooFinance];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BuiltWith => "builtwith",
+            Self::SimilarWeb => "similarweb",
+            Self::YahooFinance => "yahoo_finance",
+        }
+    }
+
+    /// The real provider's host, used when neither the pipeline file nor the
+    /// environment names another base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::BuiltWith => "https://api.builtwith.com",
+            Self::SimilarWeb => "https://api.similarweb.com",
+            Self::YahooFinance => "https://query2.finance.yahoo.com",
+        }
+    }
+
+    /// The environment variable that holds this provider's API key, if it takes one.
+    pub fn key_env(self) -> Option<&'static str> {
+        match self {
+            Self::BuiltWith => Some("BUILTWITH_API_KEY"),
+            Self::SimilarWeb => Some("SIMILARWEB_API_KEY"),
+            Self::YahooFinance => None,
+        }
+    }
+
+    pub fn base_url_env(self) -> &'static str {
+        match self {
+            Self::BuiltWith => "BUILTWITH_BASE_URL",
+            Self::SimilarWeb => "SIMILARWEB_BASE_URL",
+            Self::YahooFinance => "YAHOO_FINANCE_BASE_URL",
+        }
+    }
+}
+
+/// A loaded pipeline with its resolved paths, its text hash and its scoring model.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    pub path: PathBuf,
+    pub pipeline: Pipeline,
+    /// sha256 of the pipeline file's bytes, recorded in every manifest.
+    pub sha256: String,
+    pub model: ScoringModel,
+    /// Folder that relative paths in the pipeline are resolved against.
+    pub root: PathBuf,
+}
+
+impl LoadedPipeline {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (pipeline, text): (Pipeline, String) = load_toml(path)?;
+        let root = repository_root(path);
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if pipeline.fetch.concurrency == 0 {
+            return Err(invalid("fetch.concurrency", "must be at least 1".into()));
+        }
+        if pipeline.detection.search_vendors.is_empty() {
+            return Err(invalid("detection.search_vendors", "must list at least one vendor".into()));
+        }
+        if pipeline.detection.live_within_days < 0 {
+            return Err(invalid("detection.live_within_days", "must not be negative".into()));
+        }
+        for id in ProviderId::ALL {
+            let settings = pipeline.providers.get(id);
+            for (endpoint, cost) in &settings.costs {
+                if !cost.is_finite() || *cost < 0.0 {
+                    return Err(invalid(
+                        &format!("providers.{}.costs.{endpoint}", id.name()),
+                        format!("a cost must be a non-negative number of USD, not {cost}"),
+                    ));
+                }
+            }
+            if let Some(url) = &settings.base_url {
+                url::Url::parse(url).map_err(|e| {
+                    invalid(&format!("providers.{}.base_url", id.name()), format!("{url:?} is not a URL: {e}"))
+                })?;
+            }
+        }
+        let model_path = root.join(&pipeline.scoring_model);
+        let model = ScoringModel::load(&model_path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            sha256: sha256_hex(text.as_bytes()),
+            pipeline,
+            model,
+            root,
+        })
+    }
+
+    pub fn resolve(&self, relative: &Path) -> PathBuf {
+        if relative.is_absolute() { relative.to_path_buf() } else { self.root.join(relative) }
+    }
+}
+
+/// Pipelines live in `<root>/pipelines/`; paths inside them are relative to `<root>`.
+fn repository_root(pipeline_path: &Path) -> PathBuf {
+    let folder = pipeline_path.parent().unwrap_or(Path::new("."));
+    let folder = if folder.as_os_str().is_empty() { Path::new(".") } else { folder };
+    if folder.file_name().is_some_and(|n| n == "pipelines") {
+        folder.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        folder.to_path_buf()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

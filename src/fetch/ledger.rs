@@ -1,0 +1,61 @@
+//! The ledger: one row per provider call, the proof of what was called, what it
+//! cost and how it went. Written as Parquet with every snapshot and queryable
+//! as `api_calls`.
+
+use std::fmt;
+
+use crate::config::ProviderId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Data came back and was read.
+    Ok,
+    /// The provider answered that it has nothing on this domain (a fact).
+    NoData,
+    /// Transport error, timeout, or an error status.
+    Failed,
+    /// A body came back but could not be read, or held out-of-range values.
+    Invalid,
+    /// Not made: a module it depends on failed for this domain.
+    SkippedDependency,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::NoData => "no_data",
+            Self::Failed => "failed",
+            Self::Invalid => "invalid",
+            Self::SkippedDependency => "skipped_dependency",
+        }
+    }
+
+    /// Whether the domain's module is missing because of this call (not a fact about the domain).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Invalid | Self::SkippedDependency)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    pub run_id: String,
+    pub provider: ProviderId,
+    pub endpoint: &'static str,
+    pub domain: String,
+    pub modules: String,
+    pub attempt: u32,
+    pub http_status: Option<u16>,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    pub cost_usd: f64,
+    pub bytes: u64,
+    pub called_at: chrono::DateTime<chrono::Utc>,
+}

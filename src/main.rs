@@ -1,0 +1,258 @@
+//! The `partnerforge` binary: parse arguments, set up logging, dispatch.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use partnerforge::config::LoadedPipeline;
+use partnerforge::run::{self, ProvidersMode, RunOptions};
+use partnerforge::serve::{QueryResult, Warehouse, export};
+use partnerforge::simulate::{Keys, Simulator};
+use partnerforge::store::Store;
+
+/// PartnerForge: nightly account intelligence for displacement targets.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log as JSON lines on stderr (default: human-readable).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Refresh: fetch provider data, score the targets, commit a snapshot.
+    Run {
+        /// The pipeline file.
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// Where snapshots live: a folder, file://…, or s3://bucket/prefix.
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// The snapshot's date (YYYY-MM-DD); default today (UTC).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Refresh only the first N targets of the book.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Use this targets CSV instead of the pipeline's, for this run.
+        #[arg(long)]
+        targets: Option<PathBuf>,
+        /// Which providers to call: auto = simulated when no API keys are set.
+        #[arg(long, value_enum, default_value_t = ProvidersMode::Auto)]
+        providers: ProvidersMode,
+        /// Commit a new generation when the date already has a snapshot.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Serve the simulated providers over HTTP until interrupted.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The date the simulated world is at (YYYY-MM-DD); default today (UTC).
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+        /// The world's seed; default the pipeline's `simulator.seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// The BuiltWith key the simulator accepts.
+        #[arg(long, env = "BUILTWITH_API_KEY", default_value = "simulated-builtwith-key", hide_env_values = true)]
+        builtwith_key: String,
+        /// The SimilarWeb key the simulator accepts.
+        #[arg(long, env = "SIMILARWEB_API_KEY", default_value = "simulated-similarweb-key", hide_env_values = true)]
+        similarweb_key: String,
+    },
+    /// Run read-only SQL over the latest snapshot (views: targets, targets_history, api_calls, …).
+    Query {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Read the SQL from this file (e.g. queries/top_targets.sql).
+        #[arg(long, conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// The SQL to run.
+        sql: Option<String>,
+    },
+    /// Write the dashboard's JSON files from the latest snapshot.
+    Export {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The export queries.
+        #[arg(long, default_value = "queries/export")]
+        queries: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,partnerforge=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+/// Where copies of remote snapshots are kept for DuckDB.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PARTNERFORGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("partnerforge")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/partnerforge")))
+        .unwrap_or_else(|| std::env::temp_dir().join("partnerforge-cache"))
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    match dispatch(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { pipeline, store, date, limit, targets, providers, replace } => {
+            let options =
+                RunOptions { pipeline, store, date: date.unwrap_or_else(today), limit, targets, providers, replace };
+            let report = run::run(options).await?;
+            println!("{}", run::summary(&report));
+        }
+        Command::Simulate { listen, as_of, seed, pipeline, builtwith_key, similarweb_key } => {
+            let seed = match seed {
+                Some(seed) => seed,
+                None => LoadedPipeline::load(&pipeline)?.pipeline.simulator.seed,
+            };
+            let as_of = as_of.unwrap_or_else(today);
+            let sim = Simulator::start(listen, seed, as_of, Keys { builtwith: builtwith_key, similarweb: similarweb_key })
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("simulated providers on {} (world as of {as_of}, seed {seed}); Ctrl-C stops", sim.base_url());
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            sim.shutdown().await;
+        }
+        Command::Query { store, format, file, sql } => {
+            let sql = match (file, sql) {
+                (Some(path), _) => std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                (None, Some(sql)) => sql,
+                (None, None) => anyhow::bail!("give the SQL as an argument or with --file queries/NAME.sql"),
+            };
+            let store = Store::open(&store)?;
+            let warehouse = Warehouse::open(&store, &cache_dir()).await?;
+            let result = warehouse.query(&sql)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Table => write!(out, "{}", render_table(&result))?,
+                Format::Csv => write_csv(&mut out, &result)?,
+                Format::Json => writeln!(out, "{}", render_json(&result))?,
+            }
+        }
+        Command::Export { store, out, queries } => {
+            let store = Store::open(&store)?;
+            let warehouse = Warehouse::open(&store, &cache_dir()).await?;
+            let summary = export::export(&warehouse, &queries, &out)?;
+            for key in &summary.skipped_keys {
+                tracing::warn!("skipped a row whose key {key:?} is not a safe file name");
+            }
+            println!(
+                "exported {} files from snapshot {} to {}",
+                summary.files,
+                warehouse.latest.snapshot_id,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => {
+                let text = format!("{f:.4}");
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
+            }
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn render_table(result: &QueryResult) -> String {
+    let cells: Vec<Vec<String>> = result.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let widths: Vec<usize> = result
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(60))
+        .collect();
+    let line = |values: &[String]| {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| {
+                let v: String = if v.chars().count() > *w { v.chars().take(w - 1).chain(['…']).collect() } else { v.clone() };
+                format!("{v:<w$}")
+            })
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(&result.columns);
+    out.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out.push_str(&format!("({} row{})\n", cells.len(), if cells.len() == 1 { "" } else { "s" }));
+    out
+}
+
+fn write_csv(out: &mut impl Write, result: &QueryResult) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(&result.columns)?;
+    for row in &result.rows {
+        writer.write_record(row.iter().map(cell))?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+fn render_json(result: &QueryResult) -> String {
+    let rows: Vec<serde_json::Value> = result
+        .rows
+        .iter()
+        .map(|r| serde_json::Value::Object(result.columns.iter().cloned().zip(r.iter().cloned()).collect()))
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}

@@ -1,0 +1,46 @@
+//! m01 company context: name, vertical, location and size from BuiltWith's `Meta`.
+
+use super::tables::CompanyRow;
+use super::{Context, Module, Parsed, Subject, Tables};
+use crate::config::ProviderId;
+use crate::fetch::Call;
+use crate::providers::{Answer, builtwith};
+
+pub const MODULE: Module = Module {
+    id: "m01",
+    name: "company context",
+    provider: ProviderId::BuiltWith,
+    depends_on: &[],
+    calls: domain_lookup,
+    normalize,
+};
+
+/// The BuiltWith domain lookup that m01 and m02 share (made once per domain).
+pub(super) fn domain_lookup(context: &Context, subject: &Subject) -> Vec<Call> {
+    let (path, query) = builtwith::domain_request(&context.builtwith_version, subject.domain);
+    vec![Call {
+        provider: ProviderId::BuiltWith,
+        endpoint: builtwith::ENDPOINT_DOMAIN,
+        domain: subject.domain.to_string(),
+        modules: String::new(),
+        path,
+        query,
+    }]
+}
+
+fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
+    for reply in replies {
+        if let Parsed::BuiltWith(Answer::Data(profile)) = reply {
+            let m = &profile.meta;
+            tables.company.push(CompanyRow {
+                domain: subject.domain.to_string(),
+                company_name: m.company_name.clone(),
+                vertical: m.vertical.clone(),
+                country: m.country.clone(),
+                city: m.city.clone(),
+                state: m.state.clone(),
+                employees: m.employees,
+            });
+        }
+    }
+}

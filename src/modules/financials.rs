@@ -1,0 +1,61 @@
+//! m07 financials: revenue, margins, market cap, profile and officers from
+//! Yahoo Finance, for targets whose domain maps to a ticker (`tickers.csv`:
+//! tickers cannot be searched on Yahoo).
+
+use super::tables::{ExecutiveRow, FinancialsRow};
+use super::{Context, Module, Parsed, Subject, Tables};
+use crate::config::ProviderId;
+use crate::fetch::Call;
+use crate::providers::{Answer, yahoo};
+
+pub const MODULE: Module = Module {
+    id: "m07",
+    name: "financials",
+    provider: ProviderId::YahooFinance,
+    depends_on: &["m01"],
+    calls,
+    normalize,
+};
+
+fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
+    let Some(ticker) = subject.ticker else { return Vec::new() };
+    let (path, query) = yahoo::quote_summary_request(ticker);
+    vec![Call {
+        provider: ProviderId::YahooFinance,
+        endpoint: yahoo::ENDPOINT_QUOTE_SUMMARY,
+        domain: subject.domain.to_string(),
+        modules: String::new(),
+        path,
+        query,
+    }]
+}
+
+fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
+    let Some(ticker) = subject.ticker else { return };
+    for reply in replies {
+        let Parsed::Quote(Answer::Data(f)) = reply else { continue };
+        let lead = yahoo::lead_executive(&f.officers);
+        tables.financials.push(FinancialsRow {
+            domain: subject.domain.to_string(),
+            ticker: ticker.to_string(),
+            currency: f.currency.clone(),
+            revenue: f.revenue,
+            gross_margin: f.gross_margin,
+            revenue_growth: f.revenue_growth,
+            market_cap: f.market_cap,
+            sector: f.sector.clone(),
+            industry: f.industry.clone(),
+            employees: f.employees,
+            exec_name: lead.map(|o| o.name.clone()),
+            exec_title: lead.map(|o| o.title.clone()),
+        });
+        for officer in &f.officers {
+            tables.executives.push(ExecutiveRow {
+                domain: subject.domain.to_string(),
+                ticker: ticker.to_string(),
+                name: officer.name.clone(),
+                title: officer.title.clone(),
+            });
+        }
+    }
+}

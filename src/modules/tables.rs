@@ -1,0 +1,243 @@
+//! The normalized tables the modules fill, and their Parquet schemas.
+//! Every row carries its `source` and `fetched_at` (data trust: every value
+//! says where it came from and when).
+
+use crate::store::StoreError;
+use crate::store::table::TableBuilder;
+use arrow::record_batch::RecordBatch;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanyRow {
+    pub domain: String,
+    pub company_name: Option<String>,
+    pub vertical: Option<String>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub employees: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TechRow {
+    pub domain: String,
+    pub technology: String,
+    pub tag: Option<String>,
+    pub categories: Option<String>,
+    pub first_detected_ms: Option<i64>,
+    pub last_detected_ms: Option<i64>,
+    pub live: bool,
+    pub is_search_vendor: bool,
+    pub is_partner_tech: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendRow {
+    pub domain: String,
+    pub monthly_spend_usd: Option<f64>,
+    /// Per year: 12 × the monthly estimate.
+    pub tech_spend: Option<f64>,
+    /// The live search vendor, if any (most recently detected first).
+    pub current_search: Option<String>,
+    /// The first live partner technology, in the pipeline's order of preference.
+    pub partner_tech_detected: Option<String>,
+    pub runs_algolia: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficRow {
+    pub domain: String,
+    pub month: String,
+    pub monthly_visits: Option<f64>,
+    pub visits_growth_mom: Option<f64>,
+    pub bounce_rate: Option<f64>,
+    pub pages_per_visit: Option<f64>,
+    pub avg_visit_duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficSourcesRow {
+    pub domain: String,
+    pub month: String,
+    pub search_traffic_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinancialsRow {
+    pub domain: String,
+    pub ticker: String,
+    pub currency: Option<String>,
+    pub revenue: Option<f64>,
+    pub gross_margin: Option<f64>,
+    pub revenue_growth: Option<f64>,
+    pub market_cap: Option<f64>,
+    pub sector: Option<String>,
+    pub industry: Option<String>,
+    pub employees: Option<i64>,
+    pub exec_name: Option<String>,
+    pub exec_title: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutiveRow {
+    pub domain: String,
+    pub ticker: String,
+    pub name: String,
+    pub title: String,
+}
+
+/// A provider body as received, kept with the snapshot for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRow {
+    pub provider: &'static str,
+    pub endpoint: &'static str,
+    pub domain: String,
+    pub modules: String,
+    pub http_status: Option<u16>,
+    pub fetched_at_ms: i64,
+    pub body: String,
+}
+
+/// Rows by table, plus the module outcomes per (module, domain).
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub company: Vec<CompanyRow>,
+    pub tech_stack: Vec<TechRow>,
+    pub tech_spend: Vec<SpendRow>,
+    pub traffic: Vec<TrafficRow>,
+    pub traffic_sources: Vec<TrafficSourcesRow>,
+    pub financials: Vec<FinancialsRow>,
+    pub executives: Vec<ExecutiveRow>,
+    pub raw: Vec<RawRow>,
+}
+
+fn stamped(builder: TableBuilder, n: usize, source: &str, fetched_at_ms: i64, snapshot_id: &str) -> TableBuilder {
+    builder
+        .text("source", std::iter::repeat_n(Some(source), n))
+        .timestamp_ms("fetched_at", std::iter::repeat_n(Some(fetched_at_ms), n))
+        .text("snapshot_id", std::iter::repeat_n(Some(snapshot_id), n))
+}
+
+impl Tables {
+    /// Encodes every normalized table as an Arrow batch, by table name.
+    pub fn batches(&self, fetched_at_ms: i64, snapshot_id: &str) -> Result<Vec<(&'static str, RecordBatch)>, StoreError> {
+        let stamp = |b, n, source| stamped(b, n, source, fetched_at_ms, snapshot_id);
+        let c = &self.company;
+        let company = stamp(
+            TableBuilder::new()
+                .text("domain", c.iter().map(|r| Some(&r.domain)))
+                .text("company_name", c.iter().map(|r| r.company_name.as_ref()))
+                .text("vertical", c.iter().map(|r| r.vertical.as_ref()))
+                .text("country", c.iter().map(|r| r.country.as_ref()))
+                .text("city", c.iter().map(|r| r.city.as_ref()))
+                .text("state", c.iter().map(|r| r.state.as_ref()))
+                .int("employees", c.iter().map(|r| r.employees)),
+            c.len(),
+            "builtwith",
+        )
+        .finish()?;
+        let t = &self.tech_stack;
+        let tech_stack = stamp(
+            TableBuilder::new()
+                .text("domain", t.iter().map(|r| Some(&r.domain)))
+                .text("technology", t.iter().map(|r| Some(&r.technology)))
+                .text("tag", t.iter().map(|r| r.tag.as_ref()))
+                .text("categories", t.iter().map(|r| r.categories.as_ref()))
+                .timestamp_ms("first_detected", t.iter().map(|r| r.first_detected_ms))
+                .timestamp_ms("last_detected", t.iter().map(|r| r.last_detected_ms))
+                .boolean("live", t.iter().map(|r| Some(r.live)))
+                .boolean("is_search_vendor", t.iter().map(|r| Some(r.is_search_vendor)))
+                .boolean("is_partner_tech", t.iter().map(|r| Some(r.is_partner_tech))),
+            t.len(),
+            "builtwith",
+        )
+        .finish()?;
+        let s = &self.tech_spend;
+        let tech_spend = stamp(
+            TableBuilder::new()
+                .text("domain", s.iter().map(|r| Some(&r.domain)))
+                .float("monthly_spend_usd", s.iter().map(|r| r.monthly_spend_usd))
+                .float("tech_spend", s.iter().map(|r| r.tech_spend))
+                .text("current_search", s.iter().map(|r| r.current_search.as_ref()))
+                .text("partner_tech_detected", s.iter().map(|r| r.partner_tech_detected.as_ref()))
+                .boolean("runs_algolia", s.iter().map(|r| Some(r.runs_algolia))),
+            s.len(),
+            "builtwith",
+        )
+        .finish()?;
+        let tr = &self.traffic;
+        let traffic = stamp(
+            TableBuilder::new()
+                .text("domain", tr.iter().map(|r| Some(&r.domain)))
+                .text("month", tr.iter().map(|r| Some(&r.month)))
+                .float("monthly_visits", tr.iter().map(|r| r.monthly_visits))
+                .float("visits_growth_mom", tr.iter().map(|r| r.visits_growth_mom))
+                .float("bounce_rate", tr.iter().map(|r| r.bounce_rate))
+                .float("pages_per_visit", tr.iter().map(|r| r.pages_per_visit))
+                .float("avg_visit_duration", tr.iter().map(|r| r.avg_visit_duration)),
+            tr.len(),
+            "similarweb",
+        )
+        .finish()?;
+        let ts = &self.traffic_sources;
+        let traffic_sources = stamp(
+            TableBuilder::new()
+                .text("domain", ts.iter().map(|r| Some(&r.domain)))
+                .text("month", ts.iter().map(|r| Some(&r.month)))
+                .float("search_traffic_pct", ts.iter().map(|r| Some(r.search_traffic_pct))),
+            ts.len(),
+            "similarweb",
+        )
+        .finish()?;
+        let f = &self.financials;
+        let financials = stamp(
+            TableBuilder::new()
+                .text("domain", f.iter().map(|r| Some(&r.domain)))
+                .text("ticker", f.iter().map(|r| Some(&r.ticker)))
+                .text("currency", f.iter().map(|r| r.currency.as_ref()))
+                .float("revenue", f.iter().map(|r| r.revenue))
+                .float("gross_margin", f.iter().map(|r| r.gross_margin))
+                .float("revenue_growth", f.iter().map(|r| r.revenue_growth))
+                .float("market_cap", f.iter().map(|r| r.market_cap))
+                .text("sector", f.iter().map(|r| r.sector.as_ref()))
+                .text("industry", f.iter().map(|r| r.industry.as_ref()))
+                .int("employees", f.iter().map(|r| r.employees))
+                .text("exec_name", f.iter().map(|r| r.exec_name.as_ref()))
+                .text("exec_title", f.iter().map(|r| r.exec_title.as_ref())),
+            f.len(),
+            "yahoo_finance",
+        )
+        .finish()?;
+        let e = &self.executives;
+        let executives = stamp(
+            TableBuilder::new()
+                .text("domain", e.iter().map(|r| Some(&r.domain)))
+                .text("ticker", e.iter().map(|r| Some(&r.ticker)))
+                .text("name", e.iter().map(|r| Some(&r.name)))
+                .text("title", e.iter().map(|r| Some(&r.title))),
+            e.len(),
+            "yahoo_finance",
+        )
+        .finish()?;
+        let r = &self.raw;
+        let raw = TableBuilder::new()
+            .text("provider", r.iter().map(|x| Some(x.provider)))
+            .text("endpoint", r.iter().map(|x| Some(x.endpoint)))
+            .text("domain", r.iter().map(|x| Some(&x.domain)))
+            .text("modules", r.iter().map(|x| Some(&x.modules)))
+            .int("http_status", r.iter().map(|x| x.http_status.map(i64::from)))
+            .timestamp_ms("fetched_at", r.iter().map(|x| Some(x.fetched_at_ms)))
+            .text("body", r.iter().map(|x| Some(&x.body)))
+            .text("snapshot_id", r.iter().map(|_| Some(snapshot_id)))
+            .finish()?;
+        Ok(vec![
+            ("company", company),
+            ("tech_stack", tech_stack),
+            ("tech_spend", tech_spend),
+            ("traffic", traffic),
+            ("traffic_sources", traffic_sources),
+            ("financials", financials),
+            ("executives", executives),
+            ("raw_responses", raw),
+        ])
+    }
+}

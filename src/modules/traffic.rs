@@ -1,0 +1,58 @@
+//! m03 traffic & engagement: latest month's visits (and growth over the month
+//! before), bounce rate, pages per visit and average visit duration.
+
+use super::tables::TrafficRow;
+use super::{Context, Module, Parsed, Subject, Tables};
+use crate::config::ProviderId;
+use crate::fetch::Call;
+use crate::providers::{Answer, similarweb};
+
+pub const MODULE: Module = Module {
+    id: "m03",
+    name: "traffic & engagement",
+    provider: ProviderId::SimilarWeb,
+    depends_on: &["m01"],
+    calls,
+    normalize,
+};
+
+pub(super) fn similarweb_call(context: &Context, subject: &Subject, endpoint: &'static str, path: &str) -> Call {
+    let (start, end) = &context.months;
+    let (path, query) = similarweb::request(subject.domain, path, &context.similarweb_country, start, end);
+    Call { provider: ProviderId::SimilarWeb, endpoint, domain: subject.domain.to_string(), modules: String::new(), path, query }
+}
+
+fn calls(context: &Context, subject: &Subject) -> Vec<Call> {
+    similarweb::ENGAGEMENT.iter().map(|m| similarweb_call(context, subject, m.endpoint, m.path)).collect()
+}
+
+fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
+    let series = |endpoint: &str| {
+        replies.iter().find_map(|r| match r {
+            Parsed::Series { endpoint: e, answer: Answer::Data(points) } if *e == endpoint => Some(points.as_slice()),
+            _ => None,
+        })
+    };
+    let Some(visits) = series(similarweb::VISITS.endpoint).filter(|v| !v.is_empty()) else {
+        return; // too small to measure: no row
+    };
+    let latest = &visits[visits.len() - 1];
+    let growth = visits
+        .len()
+        .checked_sub(2)
+        .map(|i| &visits[i])
+        .filter(|prev| prev.value > 0.0)
+        .map(|prev| latest.value / prev.value - 1.0);
+    let at_month = |endpoint: &str| {
+        series(endpoint).and_then(|points| points.iter().rev().find(|p| p.month == latest.month).map(|p| p.value))
+    };
+    tables.traffic.push(TrafficRow {
+        domain: subject.domain.to_string(),
+        month: latest.month.clone(),
+        monthly_visits: Some(latest.value),
+        visits_growth_mom: growth,
+        bounce_rate: at_month(similarweb::BOUNCE_RATE.endpoint),
+        pages_per_visit: at_month(similarweb::PAGES_PER_VISIT.endpoint),
+        avg_visit_duration: at_month(similarweb::AVERAGE_VISIT_DURATION.endpoint),
+    });
+}

@@ -1,0 +1,277 @@
+//! BuiltWith Domain API (`/v21/api.json?KEY=…&LOOKUP=domain`).
+//!
+//! A response has many paths (root, `dd`, `m`, subdomains) repeating the same
+//! technologies with different dates; they are combined and de-duplicated by
+//! name. Dead technologies stay in the response with an old `LastDetected`: a
+//! technology is *live* only when it was last seen within `live_within_days` of
+//! its path's `LastIndexed`. Times are epoch milliseconds; `Spend` is USD per
+//! month. Empty strings in `Meta` are missing values.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{Answer, ProviderError, parse_json, text};
+
+pub const ENDPOINT_DOMAIN: &str = "domain";
+
+/// Path and query (without the key) of a domain lookup.
+pub fn domain_request(api_version: &str, domain: &str) -> (String, Vec<(&'static str, String)>) {
+    (format!("/{api_version}/api.json"), vec![("LOOKUP", domain.to_string())])
+}
+
+/// The query parameter that carries the API key.
+pub const KEY_PARAM: &str = "KEY";
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompanyMeta {
+    pub company_name: Option<String>,
+    pub vertical: Option<String>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub employees: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Technology {
+    pub name: String,
+    pub tag: Option<String>,
+    pub categories: Vec<String>,
+    /// Earliest `FirstDetected` over all paths, epoch ms.
+    pub first_detected_ms: Option<i64>,
+    /// Latest `LastDetected` over all paths, epoch ms.
+    pub last_detected_ms: Option<i64>,
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainProfile {
+    /// `Paths[].Domain` of the first path: the root domain the answer is about.
+    pub root_domain: Option<String>,
+    pub meta: CompanyMeta,
+    /// Estimated technology spend, USD per month.
+    pub spend_monthly_usd: Option<f64>,
+    /// One entry per technology name, sorted by name.
+    pub technologies: Vec<Technology>,
+}
+
+/// Parses a domain lookup. `live_within_days` decides which technologies are current.
+pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainProfile>, ProviderError> {
+    let json = parse_json(body)?;
+    let results = json.get("Results");
+    let errors = json.get("Errors").and_then(Value::as_array).filter(|e| !e.is_empty());
+    if let Some(first) = errors.and_then(|e| e.first()) {
+        let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
+        if message.to_ascii_lowercase().contains("not in our system") || message.to_ascii_lowercase().contains("no data") {
+            return Ok(Answer::NoData(message));
+        }
+        if results.is_none_or(Value::is_null) {
+            let code = first.get("Code").map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+            return Err(ProviderError::Api { code, message });
+        }
+    }
+    let Some(result) = results.and_then(Value::as_array).and_then(|r| r.first()) else {
+        if results.is_some_and(|r| r.as_array().is_some_and(Vec::is_empty)) {
+            return Ok(Answer::NoData("no results".into()));
+        }
+        return Err(ProviderError::Malformed("no Results array".into()));
+    };
+    let inner = result.get("Result").ok_or_else(|| ProviderError::Malformed("Results[0] has no Result".into()))?;
+
+    let meta = result.get("Meta").filter(|m| m.is_object());
+    let meta_text = |key: &str| text(meta.and_then(|m| m.get(key)));
+    let employees = result
+        .get("Attributes")
+        .and_then(|a| a.get("Employees"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0);
+    let meta = CompanyMeta {
+        company_name: meta_text("CompanyName"),
+        vertical: meta_text("Vertical"),
+        country: meta_text("Country"),
+        city: meta_text("City"),
+        state: meta_text("State"),
+        employees,
+    };
+
+    let spend_monthly_usd = match inner.get("Spend") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let spend = v.as_f64().ok_or_else(|| ProviderError::Invalid {
+                field: "Result.Spend".into(),
+                message: format!("{v} is not a number"),
+            })?;
+            if spend < 0.0 {
+                return Err(ProviderError::Invalid {
+                    field: "Result.Spend".into(),
+                    message: format!("{spend} is negative"),
+                });
+            }
+            Some(spend)
+        }
+    };
+
+    let live_window_ms = live_within_days.saturating_mul(86_400_000);
+    let mut by_name: BTreeMap<String, Technology> = BTreeMap::new();
+    let paths = inner.get("Paths").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut root_domain = None;
+    for (p, path) in paths.iter().enumerate() {
+        if root_domain.is_none() {
+            root_domain = text(path.get("Domain")).map(|d| d.to_ascii_lowercase());
+        }
+        let last_indexed = path.get("LastIndexed").and_then(Value::as_i64);
+        let techs = path.get("Technologies").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for (t, tech) in techs.iter().enumerate() {
+            let Some(name) = text(tech.get("Name")) else { continue };
+            let millis = |key: &str| -> Result<Option<i64>, ProviderError> {
+                match tech.get(key) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v.as_i64().filter(|ms| *ms >= 0).map(Some).ok_or_else(|| ProviderError::Invalid {
+                        field: format!("Paths[{p}].Technologies[{t}].{key}"),
+                        message: format!("{v} is not epoch milliseconds"),
+                    }),
+                }
+            };
+            let first = millis("FirstDetected")?;
+            let last = millis("LastDetected")?;
+            let live = match (last, last_indexed) {
+                (Some(last), Some(indexed)) => indexed - last <= live_window_ms,
+                // Without dates there is nothing to call it dead by.
+                _ => true,
+            };
+            let categories = tech
+                .get("Categories")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter_map(|v| text(Some(v))).collect())
+                .unwrap_or_default();
+            let entry = by_name.entry(name.to_ascii_lowercase()).or_insert_with(|| Technology {
+                name: name.clone(),
+                tag: text(tech.get("Tag")),
+                categories,
+                first_detected_ms: first,
+                last_detected_ms: last,
+                live,
+            });
+            entry.live |= live;
+            entry.first_detected_ms = min_opt(entry.first_detected_ms, first);
+            entry.last_detected_ms = entry.last_detected_ms.max(last);
+        }
+    }
+    Ok(Answer::Data(DomainProfile {
+        root_domain,
+        meta,
+        spend_monthly_usd,
+        technologies: by_name.into_values().collect(),
+    }))
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// BuiltWith's HTTP 403 means a bad key *or* an exhausted quota; the body says which.
+pub fn is_quota_message(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("quota") || text.contains("credits") || text.contains("limit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const NOW: i64 = 1_763_000_000_000;
+
+    fn profile(body: &str) -> DomainProfile {
+        match parse_domain(body.as_bytes(), 45).unwrap() {
+            Answer::Data(p) => p,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn combines_paths_dedupes_by_name_and_separates_dead_technologies() {
+        let body = format!(
+            r#"{{"Results":[{{"Result":{{"IsDB":"True","Spend":1272,"Paths":[
+              {{"Domain":"shop.com","Url":"","SubDomain":"","FirstIndexed":{first},"LastIndexed":{now},"Technologies":[
+                 {{"Name":"Adobe Experience Manager","Tag":"cms","Categories":["Enterprise"],"FirstDetected":{first},"LastDetected":{now},"IsPremium":"yes"}},
+                 {{"Name":"Elasticsearch","Tag":"widgets","Categories":null,"FirstDetected":{old},"LastDetected":{dead}}}]}},
+              {{"Domain":"shop.com","Url":"m","SubDomain":"","LastIndexed":{now},"Technologies":[
+                 {{"Name":"adobe experience manager","Tag":"cms","FirstDetected":{older},"LastDetected":{recent}}},
+                 {{"Name":"Coveo","Tag":"widgets","FirstDetected":{recent},"LastDetected":{now}}}]}}]}},
+              "Meta":{{"CompanyName":"Shop Inc","Vertical":"","Country":"US","City":null,"Telephones":null,"Emails":[],"Names":null,"ARank":-1}},
+              "Attributes":{{"Employees":0}},"Lookup":"www.shop.com","SalesRevenue":0}}],"Errors":[],"Trust":null}}"#,
+            first = NOW - 900 * DAY,
+            older = NOW - 1000 * DAY,
+            old = NOW - 1200 * DAY,
+            dead = NOW - 700 * DAY,
+            recent = NOW - 10 * DAY,
+            now = NOW,
+        );
+        let p = profile(&body);
+        assert_eq!(p.root_domain.as_deref(), Some("shop.com"));
+        assert_eq!(p.spend_monthly_usd, Some(1272.0));
+        assert_eq!(p.meta.company_name.as_deref(), Some("Shop Inc"));
+        assert_eq!(p.meta.vertical, None, "an empty string is missing");
+        assert_eq!(p.meta.city, None);
+        assert_eq!(p.meta.employees, None, "0 employees is unknown");
+        let names: Vec<(&str, bool)> = p.technologies.iter().map(|t| (t.name.as_str(), t.live)).collect();
+        assert_eq!(names, [("Adobe Experience Manager", true), ("Coveo", true), ("Elasticsearch", false)]);
+        let aem = &p.technologies[0];
+        assert_eq!(aem.first_detected_ms, Some(NOW - 1000 * DAY), "earliest over paths");
+        assert_eq!(aem.last_detected_ms, Some(NOW), "latest over paths");
+        assert_eq!(p.technologies[2].categories, Vec::<String>::new(), "null categories");
+    }
+
+    #[test]
+    fn not_in_our_system_is_a_fact_not_a_failure() {
+        let body = r#"{"Errors":[{"Lookup":null,"Message":"Domain not in our system","Code":-10}],"NextOffset":null,"Results":null}"#;
+        assert!(matches!(parse_domain(body.as_bytes(), 45), Ok(Answer::NoData(_))));
+    }
+
+    #[test]
+    fn other_error_envelopes_are_errors() {
+        let body = r#"{"Errors":[{"Lookup":null,"Message":"Invalid LOOKUP","Code":-4}],"Results":null}"#;
+        assert_eq!(
+            parse_domain(body.as_bytes(), 45),
+            Err(ProviderError::Api { code: "-4".into(), message: "Invalid LOOKUP".into() })
+        );
+    }
+
+    #[test]
+    fn html_and_truncated_bodies_are_malformed() {
+        for body in ["<html><body>502 Bad Gateway</body></html>", r#"{"Results":[{"Result":{"Paths":["#, ""] {
+            assert!(matches!(parse_domain(body.as_bytes(), 45), Err(ProviderError::Malformed(_))), "{body}");
+        }
+    }
+
+    #[test]
+    fn missing_sections_give_empty_values() {
+        let p = profile(r#"{"Results":[{"Result":{"Paths":null},"Meta":null}],"Errors":[]}"#);
+        assert_eq!(p.meta, CompanyMeta::default());
+        assert!(p.technologies.is_empty());
+        assert_eq!(p.spend_monthly_usd, None);
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let err = parse_domain(br#"{"Results":[{"Result":{"Spend":-5}}]}"#, 45).unwrap_err();
+        assert!(err.to_string().contains("Result.Spend"), "{err}");
+        let err = parse_domain(
+            br#"{"Results":[{"Result":{"Paths":[{"Technologies":[{"Name":"X","FirstDetected":"yesterday"}]}]}}]}"#,
+            45,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Paths[0].Technologies[0].FirstDetected"), "{err}");
+    }
+
+    #[test]
+    fn quota_403_is_told_apart_from_a_bad_key() {
+        assert!(is_quota_message(b"API Key has exceeded its daily quota"));
+        assert!(!is_quota_message(b"Invalid API key"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Yahoo Finance `quoteSummary` (`/v10/finance/quoteSummary/{TICKER}?modules=…`).
+//!
+//! Numbers arrive as `{"raw": …, "fmt": …}`, as bare numbers
+//! (`formatted=false`), as `{}` (missing) or not at all; all four are read.
+//! Income statements now carry `grossProfit` zeroed and `operatingIncome` as
+//! `{}`: a zero there is unknown, never a 0% margin, so the gross margin comes
+//! from `financialData.grossMargins`. A 404 envelope is a fact about the
+//! company (delisted, no fundamentals), not a failure to retry.
+
+use serde_json::Value;
+
+use super::{Answer, ProviderError, normalize_rate, parse_json, text};
+
+pub const ENDPOINT_QUOTE_SUMMARY: &str = "quote_summary";
+pub const MODULES: &str = "financialData,price,summaryDetail,assetProfile,incomeStatementHistory";
+
+/// Path and query of a quoteSummary request.
+pub fn quote_summary_request(ticker: &str) -> (String, Vec<(&'static str, String)>) {
+    (format!("/v10/finance/quoteSummary/{ticker}"), vec![("modules", MODULES.to_string())])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Officer {
+    /// Display form: honorific dropped, spaces collapsed.
+    pub name: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Financials {
+    pub currency: Option<String>,
+    /// Trailing twelve months.
+    pub revenue: Option<f64>,
+    pub gross_margin: Option<f64>,
+    pub revenue_growth: Option<f64>,
+    pub market_cap: Option<f64>,
+    pub sector: Option<String>,
+    pub industry: Option<String>,
+    pub employees: Option<i64>,
+    pub officers: Vec<Officer>,
+    /// Fiscal-year revenue, newest first, as (`YYYY-MM-DD` end date, revenue).
+    pub annual_revenue: Vec<(String, f64)>,
+}
+
+/// `{"raw": x, …}`, a bare number, `{}` or absent → `Some(x)` / `None`.
+fn number(value: Option<&Value>) -> Option<f64> {
+    match value? {
+        Value::Number(n) => n.as_f64(),
+        Value::Object(o) => o.get("raw").and_then(Value::as_f64),
+        _ => None,
+    }
+}
+
+fn date_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Object(o) => text(o.get("fmt")).or_else(|| epoch_date(o.get("raw")?.as_i64()?)),
+        Value::Number(n) => epoch_date(n.as_i64()?),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn epoch_date(seconds: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(seconds, 0).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// `"Mr. Kevan  Parekh"` → `"Kevan Parekh"`.
+pub fn display_name(raw: &str) -> String {
+    const HONORIFICS: [&str; 7] = ["mr.", "mrs.", "ms.", "dr.", "prof.", "sir", "mx."];
+    let mut words: Vec<&str> = raw.split_whitespace().collect();
+    while words.len() > 1 && HONORIFICS.contains(&words[0].to_ascii_lowercase().as_str()) {
+        words.remove(0);
+    }
+    words.join(" ")
+}
+
+pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderError> {
+    let json = parse_json(body)?;
+    // A bad crumb answers under "finance", not "quoteSummary".
+    if let Some(error) = json.get("finance").and_then(|f| f.get("error")).filter(|e| !e.is_null()) {
+        return Err(ProviderError::Api {
+            code: text(error.get("code")).unwrap_or_else(|| "?".into()),
+            message: text(error.get("description")).unwrap_or_default(),
+        });
+    }
+    let summary = json.get("quoteSummary").ok_or_else(|| ProviderError::Malformed("no quoteSummary".into()))?;
+    if let Some(error) = summary.get("error").filter(|e| !e.is_null()) {
+        let code = text(error.get("code")).unwrap_or_else(|| "?".into());
+        let message = text(error.get("description")).unwrap_or_default();
+        if code.eq_ignore_ascii_case("not found") {
+            return Ok(Answer::NoData(message));
+        }
+        return Err(ProviderError::Api { code, message });
+    }
+    let Some(result) = summary.get("result").and_then(Value::as_array).and_then(|r| r.first()) else {
+        return Ok(Answer::NoData("empty result".into()));
+    };
+    let module = |name: &str| result.get(name).filter(|m| m.is_object());
+    let financial = module("financialData");
+    let field = |m: Option<&Value>, key: &str| number(m.and_then(|m| m.get(key)));
+
+    let mut out = Financials {
+        currency: text(financial.and_then(|f| f.get("financialCurrency"))),
+        revenue: field(financial, "totalRevenue").filter(|r| *r > 0.0),
+        revenue_growth: field(financial, "revenueGrowth"),
+        market_cap: field(module("price"), "marketCap")
+            .or_else(|| field(module("summaryDetail"), "marketCap"))
+            .filter(|m| *m > 0.0),
+        ..Default::default()
+    };
+    if let Some(margin) = field(financial, "grossMargins") {
+        out.gross_margin = Some(normalize_rate("financialData.grossMargins", margin.abs())?.copysign(margin));
+    }
+    if let Some(revenue) = out.revenue.filter(|r| *r < 0.0) {
+        return Err(ProviderError::Invalid {
+            field: "financialData.totalRevenue".into(),
+            message: format!("{revenue} is negative"),
+        });
+    }
+    if let Some(profile) = module("assetProfile") {
+        out.sector = text(profile.get("sector"));
+        out.industry = text(profile.get("industry"));
+        out.employees = profile.get("fullTimeEmployees").and_then(Value::as_i64).filter(|n| *n > 0);
+        if let Some(officers) = profile.get("companyOfficers").and_then(Value::as_array) {
+            out.officers = officers
+                .iter()
+                .filter_map(|o| {
+                    let name = display_name(&text(o.get("name"))?);
+                    let title = text(o.get("title")).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+                    Some(Officer { name, title })
+                })
+                .collect();
+        }
+    }
+    if let Some(history) = module("incomeStatementHistory")
+        .and_then(|m| m.get("incomeStatementHistory"))
+        .and_then(Value::as_array)
+    {
+        out.annual_revenue = history
+            .iter()
+            .filter_map(|s| Some((date_text(s.get("endDate"))?, number(s.get("totalRevenue")).filter(|r| *r > 0.0)?)))
+            .take(3)
+            .collect();
+    }
+    Ok(Answer::Data(out))
+}
+
+/// The officer to show for an account: the plain CEO (not a divisional "CEO of …"),
+/// then any CEO, then the first officer listed.
+pub fn lead_executive(officers: &[Officer]) -> Option<&Officer> {
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect()
+    };
+    let is_ceo = |o: &&Officer| words(&o.title).iter().any(|w| w == "ceo") || o.title.to_ascii_lowercase().contains("chief executive officer");
+    let divisional = |o: &&Officer| {
+        let t = o.title.to_ascii_lowercase();
+        t.contains("ceo of") || t.contains("chief executive officer of")
+    };
+    officers
+        .iter()
+        .find(|o| is_ceo(o) && !divisional(o))
+        .or_else(|| officers.iter().find(is_ceo))
+        .or_else(|| officers.first())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(body: &str) -> Financials {
+        match parse_quote_summary(body.as_bytes()).unwrap() {
+            Answer::Data(f) => f,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_wrapped_bare_and_missing_numbers() {
+        let f = data(
+            r#"{"quoteSummary":{"result":[{
+              "financialData":{"maxAge":86400,"totalRevenue":{"raw":318272995328,"fmt":"318.27B","longFmt":"318,272,995,328"},
+                 "grossMargins":{"raw":0.68309,"fmt":"68.31%"},"revenueGrowth":{},"financialCurrency":"USD"},
+              "price":{"maxAge":1,"marketCap":3100000000000},
+              "assetProfile":{"sector":"Technology","industry":"Software","fullTimeEmployees":228000,
+                 "companyOfficers":[{"maxAge":1,"name":"Mr. Bradford L.  Smith","title":"Vice Chair & President","fiscalYear":2024},
+                                    {"maxAge":1,"name":"Ms. Amy E. Hood","title":"Executive VP & CFO","fiscalYear":2024},
+                                    {"maxAge":1,"name":"Ms. Judson  Althoff","title":"Executive VP & CEO of Commercial Business"},
+                                    {"maxAge":1,"name":"Mr. Satya  Nadella","title":"Chairman & CEO","age":57}]},
+              "incomeStatementHistory":{"incomeStatementHistory":[
+                 {"endDate":{"raw":1719705600,"fmt":"2024-06-30"},"totalRevenue":{"raw":245122000000,"fmt":"245.12B"},
+                  "grossProfit":{"raw":0,"fmt":null},"operatingIncome":{}},
+                 {"endDate":{"raw":1688083200,"fmt":"2023-06-30"},"totalRevenue":{"raw":211915000000,"fmt":"211.92B"}}]}}],
+              "error":null}}"#,
+        );
+        assert_eq!(f.revenue, Some(318272995328.0));
+        assert_eq!(f.gross_margin, Some(0.68309));
+        assert_eq!(f.revenue_growth, None, "{{}} is missing");
+        assert_eq!(f.market_cap, Some(3.1e12), "bare number");
+        assert_eq!(f.currency.as_deref(), Some("USD"));
+        assert_eq!(f.employees, Some(228000));
+        assert_eq!(f.officers[0].name, "Bradford L. Smith");
+        assert_eq!(f.annual_revenue, [("2024-06-30".to_string(), 245122000000.0), ("2023-06-30".to_string(), 211915000000.0)]);
+        let ceo = lead_executive(&f.officers).unwrap();
+        assert_eq!((ceo.name.as_str(), ceo.title.as_str()), ("Satya Nadella", "Chairman & CEO"), "plain CEO beats divisional");
+    }
+
+    #[test]
+    fn not_found_is_a_fact() {
+        let body = r#"{"quoteSummary":{"result":null,"error":{"code":"Not Found","description":"No fundamentals data found for any of the summaryTypes=financialData"}}}"#;
+        assert!(matches!(parse_quote_summary(body.as_bytes()), Ok(Answer::NoData(_))));
+        assert!(matches!(parse_quote_summary(br#"{"quoteSummary":{"result":[],"error":null}}"#), Ok(Answer::NoData(_))));
+    }
+
+    #[test]
+    fn a_bad_crumb_is_an_error_under_finance() {
+        let body = br#"{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Crumb"}}}"#;
+        assert!(matches!(parse_quote_summary(body), Err(ProviderError::Api { .. })));
+    }
+
+    #[test]
+    fn missing_modules_are_left_out_not_errors() {
+        let f = data(r#"{"quoteSummary":{"result":[{"price":{"maxAge":1}}],"error":null}}"#);
+        assert_eq!(f, Financials::default());
+    }
+
+    #[test]
+    fn margins_given_as_percent_are_normalized() {
+        let f = data(r#"{"quoteSummary":{"result":[{"financialData":{"grossMargins":42.5}}],"error":null}}"#);
+        assert_eq!(f.gross_margin, Some(0.425));
+    }
+
+    #[test]
+    fn names_lose_honorifics_and_double_spaces() {
+        assert_eq!(display_name("Mr. Kevan  Parekh"), "Kevan Parekh");
+        assert_eq!(display_name("Dr.  Lisa T. Su"), "Lisa T. Su");
+        assert_eq!(display_name("Sir"), "Sir");
+    }
+}

@@ -1,0 +1,457 @@
+//! `partnerforge run`: one refresh, end to end — read the book, fetch wave by
+//! wave, write the normalized tables and the ledger, assemble and score the
+//! targets with Polars, and commit the snapshot (data files first, the
+//! manifest last and create-only).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use chrono::{Datelike, NaiveDate, Utc};
+
+use crate::config::{LoadedPipeline, ProviderId};
+use crate::fetch::{Call, Endpoint, Fetcher, LedgerRow, Outcome};
+use crate::modules::{self, Context, Parsed, RawRow, Subject, Tables};
+use crate::providers::{builtwith, similarweb};
+use crate::simulate::{Keys, Simulator};
+use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
+use crate::store::table::{TableBuilder, to_parquet};
+use crate::store::Store;
+use crate::targets::Book;
+use crate::transform::{self, BookRow, ModuleFiles};
+
+/// Which providers a run talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProvidersMode {
+    /// Simulated when no API keys are set, real otherwise.
+    Auto,
+    /// The simulated providers, started in-process on a loopback port.
+    Simulated,
+    /// The real provider APIs (keys from the environment).
+    Real,
+}
+
+pub struct RunOptions {
+    pub pipeline: PathBuf,
+    pub store: String,
+    pub date: NaiveDate,
+    pub limit: Option<usize>,
+    pub targets: Option<PathBuf>,
+    pub providers: ProvidersMode,
+    pub replace: bool,
+}
+
+/// What a run did, for the summary and the tests.
+#[derive(Debug)]
+pub struct RunReport {
+    pub manifest: Manifest,
+    pub location: String,
+    pub wall_secs: f64,
+    pub simulated: bool,
+}
+
+fn run_id(now: chrono::DateTime<Utc>) -> String {
+    format!("run-{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), std::process::id() & 0xffff)
+}
+
+/// The keys an embedded simulator accepts (and the adapters send).
+fn simulated_keys() -> Keys {
+    Keys { builtwith: "simulated-builtwith-key".into(), similarweb: "simulated-similarweb-key".into() }
+}
+
+fn key_param(provider: ProviderId) -> Option<&'static str> {
+    match provider {
+        ProviderId::BuiltWith => Some(builtwith::KEY_PARAM),
+        ProviderId::SimilarWeb => Some(similarweb::KEY_PARAM),
+        ProviderId::YahooFinance => None,
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Resolves base URLs and keys: in real mode environment > pipeline file > real host.
+fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow::Result<Vec<Endpoint>> {
+    let sim_keys = simulated_keys();
+    let mut out = Vec::new();
+    for id in ProviderId::ALL {
+        let settings = pipeline.pipeline.providers.get(id).clone();
+        let (base, key) = match simulator {
+            Some(sim) => {
+                let key = match id {
+                    ProviderId::BuiltWith => Some(sim_keys.builtwith.clone()),
+                    ProviderId::SimilarWeb => Some(sim_keys.similarweb.clone()),
+                    ProviderId::YahooFinance => None,
+                };
+                (sim.base_url(), key)
+            }
+            None => {
+                let base = env_nonempty(id.base_url_env())
+                    .or_else(|| settings.base_url.clone())
+                    .unwrap_or_else(|| id.default_base_url().to_string());
+                let key = match id.key_env() {
+                    Some(var) => Some(env_nonempty(var).with_context(|| {
+                        format!("real providers need {var} in the environment (or a .env file); none is set")
+                    })?),
+                    None => None,
+                };
+                (base, key)
+            }
+        };
+        let url = url::Url::parse(&base).with_context(|| format!("{} base URL {base:?} is not a URL", id.name()))?;
+        let key = key.and_then(|k| key_param(id).map(|param| (param, k)));
+        out.push(Endpoint::new(id, url, key, settings));
+    }
+    Ok(out)
+}
+
+/// SimilarWeb's window: the three complete months before the run date.
+fn month_window(date: NaiveDate) -> (String, String) {
+    let index = date.year() * 12 + date.month0() as i32;
+    let month = |i: i32| format!("{:04}-{:02}", i.div_euclid(12), i.rem_euclid(12) + 1);
+    (month(index - 3), month(index - 1))
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let run_id = run_id(now);
+    // Configuration first: bad configuration stops before any call.
+    let pipeline = LoadedPipeline::load(&options.pipeline)?;
+    let p = &pipeline.pipeline;
+    let waves = modules::waves(modules::REGISTRY)?;
+    let store = Store::open(&options.store)?;
+    let date = options.date.to_string();
+
+    let previous = store.snapshots().await?;
+    if let Some(existing) = previous.iter().find(|m| m.date == date)
+        && !options.replace
+    {
+        bail!(
+            "store {} already has a snapshot for {date} (generation {}, run {}); pass --replace to commit a new generation beside it",
+            store.url(),
+            existing.generation,
+            existing.run_id
+        );
+    }
+    let previous_snapshot = previous.iter().rev().find(|m| m.date < date).map(|m| m.snapshot_id.clone());
+
+    let targets_path = options.targets.clone().unwrap_or_else(|| pipeline.resolve(&p.inputs.targets));
+    let book = Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
+    for rejected in &book.rejected {
+        tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
+    }
+    let mut work: Vec<&crate::targets::Target> =
+        book.targets.iter().filter(|t| !book.customers.contains(&t.domain)).collect();
+    let excluded_customers = book.targets.len() - work.len();
+    if let Some(limit) = options.limit {
+        work.truncate(limit);
+    }
+
+    let simulated = match options.providers {
+        ProvidersMode::Simulated => true,
+        ProvidersMode::Real => false,
+        ProvidersMode::Auto => ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none()),
+    };
+    let simulator = if simulated {
+        let listen = "127.0.0.1:0".parse().context("loopback address")?;
+        let sim = Simulator::start(listen, p.simulator.seed, options.date, simulated_keys())
+            .await
+            .context("cannot start the simulated providers")?;
+        println!(
+            "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
+            sim.base_url()
+        );
+        Some(sim)
+    } else {
+        println!("providers: real (keys from the environment)");
+        None
+    };
+    let fetcher = Fetcher::new(endpoints(&pipeline, simulator.as_ref())?, p.fetch.concurrency)?;
+
+    let context = Context {
+        detection: p.detection.clone(),
+        builtwith_version: p.providers.builtwith.options.get("api_version").cloned().unwrap_or_else(|| "v21".into()),
+        similarweb_country: p.providers.similarweb.options.get("country").cloned().unwrap_or_else(|| "world".into()),
+        months: month_window(options.date),
+        fetched_at_ms: now.timestamp_millis(),
+        snapshot_id: date.clone(),
+    };
+
+    let mut tables = Tables::default();
+    let mut ledger: Vec<LedgerRow> = Vec::new();
+    let mut failed: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
+    let mut not_targets: BTreeSet<String> = BTreeSet::new();
+
+    for (w, wave) in waves.iter().enumerate() {
+        let wave_started = Instant::now();
+        // Plan the wave: each module's calls per domain, one call per (provider, endpoint, domain).
+        let mut calls: Vec<Call> = Vec::new();
+        let mut index: HashMap<(ProviderId, &'static str, String), usize> = HashMap::new();
+        let mut wanted: Vec<(&modules::Module, &crate::targets::Target, Vec<usize>)> = Vec::new();
+        for target in &work {
+            if not_targets.contains(&target.domain) {
+                continue; // already a customer (runs Algolia): not worth a call
+            }
+            let ticker = book.tickers.get(&target.domain).map(String::as_str);
+            let subject = Subject { domain: &target.domain, ticker };
+            for module in wave {
+                let blocked: Vec<&str> = module
+                    .depends_on
+                    .iter()
+                    .copied()
+                    .filter(|d| failed.get(&target.domain).is_some_and(|f| f.contains(d)))
+                    .collect();
+                let module_calls = (module.calls)(&context, &subject);
+                if !blocked.is_empty() {
+                    for call in module_calls {
+                        ledger.push(LedgerRow {
+                            run_id: run_id.clone(),
+                            provider: call.provider,
+                            endpoint: call.endpoint,
+                            domain: call.domain,
+                            modules: module.id.to_string(),
+                            attempt: 0,
+                            http_status: None,
+                            outcome: Outcome::SkippedDependency,
+                            error: Some(format!("{} failed for this domain", blocked.join(","))),
+                            latency_ms: 0.0,
+                            cost_usd: 0.0,
+                            bytes: 0,
+                            called_at: Utc::now(),
+                        });
+                    }
+                    failed.entry(target.domain.clone()).or_default().insert(module.id);
+                    continue;
+                }
+                let mut slots = Vec::new();
+                for mut call in module_calls {
+                    let key = (call.provider, call.endpoint, call.domain.clone());
+                    let slot = *index.entry(key).or_insert_with(|| {
+                        call.modules.clear();
+                        calls.push(call);
+                        calls.len() - 1
+                    });
+                    let modules_of = &mut calls[slot].modules;
+                    if !modules_of.split(',').any(|m| m == module.id) {
+                        if !modules_of.is_empty() {
+                            modules_of.push(',');
+                        }
+                        modules_of.push_str(module.id);
+                    }
+                    slots.push(slot);
+                }
+                wanted.push((module, target, slots));
+            }
+        }
+        let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
+        tracing::info!(wave = w + 1, modules = %ids.join(","), calls = calls.len(), "fetching");
+        let replies = fetcher.execute(calls).await?;
+
+        let mut parsed: Vec<Result<Parsed, (Outcome, String)>> = Vec::with_capacity(replies.len());
+        for (call, reply) in &replies {
+            let result = modules::parse(&context, call, reply);
+            let endpoint = fetcher.endpoint(call.provider)?;
+            let (outcome, error) = match &result {
+                Ok(p) if modules::is_no_data(p) => (Outcome::NoData, None),
+                Ok(_) => (Outcome::Ok, None),
+                Err((outcome, message)) => (*outcome, Some(endpoint.redact(message))),
+            };
+            let cost = if reply.is_success() { endpoint.settings.cost(call.endpoint) } else { 0.0 };
+            ledger.push(LedgerRow {
+                run_id: run_id.clone(),
+                provider: call.provider,
+                endpoint: call.endpoint,
+                domain: call.domain.clone(),
+                modules: call.modules.clone(),
+                attempt: 1,
+                http_status: reply.status,
+                outcome,
+                error,
+                latency_ms: reply.latency.as_secs_f64() * 1000.0,
+                cost_usd: cost,
+                bytes: reply.body.len() as u64,
+                called_at: reply.called_at,
+            });
+            if reply.status.is_some() {
+                tables.raw.push(RawRow {
+                    provider: call.provider.name(),
+                    endpoint: call.endpoint,
+                    domain: call.domain.clone(),
+                    modules: call.modules.clone(),
+                    http_status: reply.status,
+                    fetched_at_ms: reply.called_at.timestamp_millis(),
+                    body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+                });
+            }
+            parsed.push(result);
+        }
+        for (module, target, slots) in wanted {
+            if slots.iter().any(|s| parsed[*s].is_err()) {
+                failed.entry(target.domain.clone()).or_default().insert(module.id);
+                continue;
+            }
+            let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
+            let ticker = book.tickers.get(&target.domain).map(String::as_str);
+            (module.normalize)(&context, &Subject { domain: &target.domain, ticker }, &replies, &mut tables);
+        }
+        for spend in tables.tech_spend.iter().filter(|s| s.runs_algolia) {
+            not_targets.insert(spend.domain.clone());
+        }
+        tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
+    }
+    if let Some(sim) = simulator {
+        sim.shutdown().await;
+    }
+
+    // Write the data files, then the manifest.
+    let generation = store.next_generation(&date).await?;
+    let folder = manifest::folder(&date, generation);
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
+    for (table, batch) in tables.batches(context.fetched_at_ms, &date)? {
+        let bytes = to_parquet(&batch)?;
+        let path = format!("{folder}/{table}.parquet");
+        store.put(&path, bytes.clone()).await?;
+        files.push(FileEntry { table: table.into(), path, bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        module_bytes.insert(table, bytes);
+    }
+    let ledger_batch = ledger_batch(&ledger, &date)?;
+    let ledger_bytes = to_parquet(&ledger_batch)?;
+    let path = format!("{folder}/api_calls.parquet");
+    store.put(&path, ledger_bytes.clone()).await?;
+    files.push(FileEntry {
+        table: "api_calls".into(),
+        path,
+        bytes: ledger_bytes.len() as u64,
+        rows: ledger_batch.num_rows() as u64,
+    });
+
+    let book_rows: Vec<BookRow> = work
+        .iter()
+        .map(|t| BookRow {
+            target: t,
+            ticker: book.tickers.get(&t.domain).map(String::as_str),
+            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
+        })
+        .collect();
+    let take = |name: &str| module_bytes.get(name).cloned().unwrap_or_default();
+    let module_files = ModuleFiles {
+        company: take("company"),
+        tech_spend: take("tech_spend"),
+        traffic: take("traffic"),
+        traffic_sources: take("traffic_sources"),
+        financials: take("financials"),
+    };
+    let mut scored = transform::assemble(&book_rows, &module_files, &pipeline.model, &date)
+        .context("assembling and scoring the targets table")?;
+    let targets_bytes = transform::to_parquet(&mut scored)?;
+    let path = format!("{folder}/targets.parquet");
+    store.put(&path, targets_bytes.clone()).await?;
+    files.push(FileEntry { table: "targets".into(), path, bytes: targets_bytes.len() as u64, rows: scored.height() as u64 });
+
+    let mut tiers: Vec<TierCount> =
+        pipeline.model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+    let tier_column = scored.column("icp_tier")?.i32()?;
+    for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
+        if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
+            count.targets += 1;
+        }
+    }
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for row in ledger.iter().filter(|r| r.outcome.is_failure()) {
+        *failures.entry(row.provider.name().to_string()).or_default() += 1;
+    }
+    let counts = Counts {
+        book: book.targets.len() as u64,
+        targets: scored.height() as u64,
+        excluded_customers: excluded_customers as u64,
+        excluded_algolia: not_targets.len() as u64,
+        rejected_rows: book.rejected.len() as u64,
+        tiers,
+        calls: ledger.iter().filter(|r| r.attempt > 0).count() as u64,
+        spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0,
+        failures,
+    };
+    let manifest = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        snapshot_id: date.clone(),
+        date: date.clone(),
+        generation,
+        run_id: run_id.clone(),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        status: if counts.failures.is_empty() { "completed".into() } else { "partial".into() },
+        previous_snapshot,
+        pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
+        scoring_model: ModelRef { name: pipeline.model.name.clone(), version: pipeline.model.version },
+        providers: if simulated { "simulated".into() } else { "real".into() },
+        files,
+        counts,
+    };
+    store.commit(&manifest).await?;
+    Ok(RunReport {
+        location: format!("{}/{folder}/", store.url().trim_end_matches('/')),
+        manifest,
+        wall_secs: started.elapsed().as_secs_f64(),
+        simulated,
+    })
+}
+
+fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::record_batch::RecordBatch> {
+    Ok(TableBuilder::new()
+        .text("run_id", rows.iter().map(|r| Some(&r.run_id)))
+        .text("snapshot_id", rows.iter().map(|_| Some(snapshot_id)))
+        .text("provider", rows.iter().map(|r| Some(r.provider.name())))
+        .text("endpoint", rows.iter().map(|r| Some(r.endpoint)))
+        .text("domain", rows.iter().map(|r| Some(&r.domain)))
+        .text("modules", rows.iter().map(|r| Some(&r.modules)))
+        .int("attempt", rows.iter().map(|r| Some(i64::from(r.attempt))))
+        .int("http_status", rows.iter().map(|r| r.http_status.map(i64::from)))
+        .text("outcome", rows.iter().map(|r| Some(r.outcome.as_str())))
+        .text("error", rows.iter().map(|r| r.error.as_ref()))
+        .float("latency_ms", rows.iter().map(|r| Some(r.latency_ms)))
+        .float("cost_usd", rows.iter().map(|r| Some(r.cost_usd)))
+        .int("bytes", rows.iter().map(|r| Some(r.bytes as i64)))
+        .timestamp_ms("called_at", rows.iter().map(|r| Some(r.called_at.timestamp_millis())))
+        .finish()?)
+}
+
+/// The end-of-run summary, as printed on stdout.
+pub fn summary(report: &RunReport) -> String {
+    let m = &report.manifest;
+    let c = &m.counts;
+    let tiers: Vec<String> = c.tiers.iter().map(|t| format!("{} {}", t.name, t.targets)).collect();
+    let failures = if c.failures.is_empty() {
+        "none".to_string()
+    } else {
+        c.failures.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "snapshot {} committed (generation {}, {}, run {})\n\
+         \x20 targets scored  {} (book {}, existing customers excluded {}, running Algolia excluded {}, rows rejected {})\n\
+         \x20 tiers           {}\n\
+         \x20 calls           {} made, ${:.2} spent{}\n\
+         \x20 failures        {}\n\
+         \x20 wall time       {:.1} s\n\
+         \x20 location        {}",
+        m.snapshot_id,
+        m.generation,
+        m.status,
+        m.run_id,
+        c.targets,
+        c.book,
+        c.excluded_customers,
+        c.excluded_algolia,
+        c.rejected_rows,
+        tiers.join(" · "),
+        c.calls,
+        c.spend_usd,
+        if report.simulated { " (simulated providers: nothing was billed)" } else { "" },
+        failures,
+        report.wall_secs,
+        report.location,
+    )
+}

@@ -1,0 +1,128 @@
+//! The simulated providers: an HTTP server that speaks BuiltWith's, SimilarWeb's
+//! and Yahoo Finance's wire formats (paths, query parameters, key checks, error
+//! envelopes) over the deterministic world in `world.rs`.
+//!
+//! It is what a run talks to when no API keys are configured (the embedded
+//! default), and what `partnerforge simulate` serves on its own. It knows
+//! nothing of the parsers: it answers as the real APIs do, ugly parts included.
+
+pub mod world;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+pub use world::World;
+
+/// The API keys the simulator accepts, like the real providers' accounts.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub builtwith: String,
+    pub similarweb: String,
+}
+
+#[derive(Clone)]
+struct AppState {
+    world: Arc<World>,
+    keys: Arc<Keys>,
+}
+
+/// Builds the router for a world as of a date.
+pub fn router(seed: u64, as_of: NaiveDate, keys: Keys) -> Router {
+    let state = AppState { world: Arc::new(World::new(seed, as_of)), keys: Arc::new(keys) };
+    Router::new()
+        .route("/{version}/api.json", get(builtwith_domain))
+        .route("/v1/website/{domain}/{group}/{metric}", get(similarweb))
+        .route("/v10/finance/quoteSummary/{ticker}", get(quote_summary))
+        .with_state(state)
+}
+
+/// A running simulator; dropping it does not stop it, `shutdown` does.
+pub struct Simulator {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 picks a free port) and serves in the background.
+    pub async fn start(listen: SocketAddr, seed: u64, as_of: NaiveDate, keys: Keys) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(seed, as_of, keys);
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "simulated providers stopped");
+            }
+        });
+        Ok(Self { addr, shutdown: Some(tx), task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn respond(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn builtwith_domain(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !version.starts_with('v') {
+        return respond(404, &json!({"Errors": [{"Message": "Not found", "Code": -1}], "Results": null}));
+    }
+    if query.get("KEY") != Some(&state.keys.builtwith) {
+        return respond(
+            403,
+            &json!({"Errors": [{"Lookup": null, "Message": "Invalid API key", "Code": -1}], "Results": null}),
+        );
+    }
+    let lookup = query.get("LOOKUP").map(String::as_str).unwrap_or("");
+    let (status, body) = state.world.builtwith_domain(lookup);
+    respond(status, &body)
+}
+
+async fn similarweb(
+    State(state): State<AppState>,
+    Path((domain, group, metric)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if query.get("api_key") != Some(&state.keys.similarweb) {
+        return respond(
+            403,
+            &json!({"meta": {"status": "Error", "error_code": 403, "error_message": "Invalid API key"}}),
+        );
+    }
+    let country = query.get("country").map(String::as_str).unwrap_or("world");
+    let (status, body) = state.world.similarweb(&domain, &format!("{group}/{metric}"), country);
+    respond(status, &body)
+}
+
+async fn quote_summary(State(state): State<AppState>, Path(ticker): Path<String>) -> Response {
+    let (status, body) = state.world.quote_summary(&ticker);
+    respond(status, &body)
+}

@@ -1,0 +1,498 @@
+//! The simulated world: every answer is a pure function of (domain or ticker,
+//! as-of date, seed), so runs are reproducible and two dates differ the way the
+//! real world does. Slow-moving facts (search vendor, secondary partner tech,
+//! executives) are constant over per-domain periods of months and change at
+//! period boundaries; traffic drifts month by month with occasional jumps.
+
+use chrono::{Datelike, NaiveDate};
+use serde_json::{Value, json};
+
+/// Deterministic 64-bit hash of the seed and any parts (FNV-1a, then a
+/// splitmix64 finalizer so nearby inputs land far apart).
+pub fn hash(seed: u64, parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// A uniform number in [0, 1).
+pub fn unit(seed: u64, parts: &[&str]) -> f64 {
+    (hash(seed, parts) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn pick<'a, T>(seed: u64, parts: &[&str], items: &'a [T]) -> &'a T {
+    &items[(hash(seed, parts) % items.len() as u64) as usize]
+}
+
+/// Picks from (item, weight) pairs.
+fn weighted<'a>(seed: u64, parts: &[&str], items: &'a [(&'a str, u32)]) -> &'a str {
+    let total: u32 = items.iter().map(|(_, w)| w).sum();
+    let mut roll = (hash(seed, parts) % u64::from(total)) as u32;
+    for (item, w) in items {
+        if roll < *w {
+            return item;
+        }
+        roll -= w;
+    }
+    items[0].0
+}
+
+const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(2020, 1, 1) {
+    Some(d) => d,
+    None => panic!("valid date"),
+};
+const DAY_MS: i64 = 86_400_000;
+
+fn day_index(date: NaiveDate) -> i64 {
+    (date - EPOCH).num_days()
+}
+
+fn epoch_ms(day: i64) -> i64 {
+    (EPOCH.and_hms_opt(0, 0, 0).map(|d| d.and_utc().timestamp_millis()).unwrap_or(0)) + day * DAY_MS
+}
+
+/// A per-domain period structure: which period `day` is in, and the day it started.
+fn period(seed: u64, domain: &str, what: &str, min_len: i64, spread: i64, day: i64) -> (i64, i64) {
+    let len = min_len + (hash(seed, &[domain, what, "len"]) % spread as u64) as i64;
+    let offset = (hash(seed, &[domain, what, "offset"]) % len as u64) as i64;
+    let index = (day + offset).div_euclid(len);
+    (index, index * len - offset)
+}
+
+pub const SEARCH_VENDORS: [(&str, u32); 10] = [
+    ("", 24),
+    ("Elasticsearch", 20),
+    ("Coveo", 8),
+    ("Bloomreach", 8),
+    ("Constructor", 7),
+    ("Lucidworks Fusion", 6),
+    ("Searchspring", 8),
+    ("Klevu", 7),
+    ("Apache Solr", 6),
+    ("Algolia", 6),
+];
+
+const PARTNER_TECHS: [(&str, &str); 6] = [
+    ("Adobe Experience Manager", "cms"),
+    ("Shopify Plus", "shop"),
+    ("Salesforce Commerce Cloud", "shop"),
+    ("Sitecore", "cms"),
+    ("Contentful", "cms"),
+    ("BigCommerce", "shop"),
+];
+
+/// Technologies most sites run, including the look-alikes that are not search vendors.
+const COMMON_TECHS: [(&str, &str, u32); 10] = [
+    ("Google Analytics", "analytics", 90),
+    ("Google Tag Manager", "widgets", 85),
+    ("jQuery", "javascript", 70),
+    ("Cloudflare", "CDN", 45),
+    ("Nginx", "Web Server", 40),
+    ("Amazon Elastic Load Balancing", "hosting", 30),
+    ("Amazon Elastic Beanstalk", "hosting", 10),
+    ("Sitelinks Search Box", "widgets", 35),
+    ("Optimizely", "analytics", 20),
+    ("Klaviyo", "mx", 25),
+];
+
+const VERTICALS: [(&str, u32); 10] = [
+    ("Commerce", 34),
+    ("Media", 12),
+    ("Content", 10),
+    ("Travel", 8),
+    ("Technology", 12),
+    ("Financial Services", 8),
+    ("Healthcare", 5),
+    ("Education", 4),
+    ("Automotive", 4),
+    ("", 8),
+];
+
+const PLACES: [(&str, &str, &str); 12] = [
+    ("US", "New York", "NY"),
+    ("US", "San Francisco", "CA"),
+    ("US", "Chicago", "IL"),
+    ("US", "Austin", "TX"),
+    ("US", "Seattle", "WA"),
+    ("GB", "London", ""),
+    ("DE", "Berlin", ""),
+    ("FR", "Paris", ""),
+    ("CA", "Toronto", "ON"),
+    ("AU", "Sydney", "NSW"),
+    ("NL", "Amsterdam", ""),
+    ("JP", "Tokyo", ""),
+];
+
+const FIRST_NAMES: [&str; 16] = [
+    "James", "Maria", "Robert", "Linda", "Wei", "Priya", "Carlos", "Sofia", "Kevan", "Amy", "Olu", "Hannah",
+    "Diego", "Yuki", "Fatima", "Lars",
+];
+const LAST_NAMES: [&str; 16] = [
+    "Smith", "Garcia", "Chen", "Patel", "Johnson", "Müller", "Okafor", "Rossi", "Parekh", "Hood", "Nakamura",
+    "Silva", "Kowalski", "Dubois", "Andersen", "Reyes",
+];
+
+/// The simulated world at one date.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub seed: u64,
+    pub as_of: NaiveDate,
+}
+
+impl World {
+    pub fn new(seed: u64, as_of: NaiveDate) -> Self {
+        Self { seed, as_of }
+    }
+
+    fn today(&self) -> i64 {
+        day_index(self.as_of)
+    }
+
+    /// The live search vendor of a domain on a given day ("" for none).
+    pub fn search_vendor(&self, domain: &str, day: i64) -> (&'static str, i64) {
+        let (index, start) = period(self.seed, domain, "search", 240, 720, day);
+        let vendor = weighted(self.seed, &[domain, "search", &index.to_string()], &SEARCH_VENDORS);
+        (vendor, start)
+    }
+
+    fn primary_partner(&self, domain: &str) -> (&'static str, &'static str) {
+        *pick(self.seed, &[domain, "partner"], &PARTNER_TECHS)
+    }
+
+    /// BuiltWith domain lookup: (HTTP status, body).
+    pub fn builtwith_domain(&self, lookup: &str) -> (u16, Value) {
+        let domain = lookup.trim().trim_start_matches("www.").to_ascii_lowercase();
+        if domain.is_empty() || !domain.contains('.') {
+            return (
+                200,
+                json!({"Errors": [{"Lookup": null, "Message": "Invalid LOOKUP", "Code": -4}], "NextOffset": null, "Results": null}),
+            );
+        }
+        let s = self.seed;
+        let d = domain.as_str();
+        if unit(s, &[d, "known"]) < 0.02 {
+            return (
+                200,
+                json!({"Errors": [{"Lookup": null, "Message": "Domain not in our system", "Code": -10}], "NextOffset": null, "Results": null}),
+            );
+        }
+        let today = self.today();
+        let indexed = epoch_ms(today) - (hash(s, &[d, "crawl", &today.to_string()]) % 3) as i64 * DAY_MS;
+        let site_start = today - 400 - (hash(s, &[d, "age"]) % 2500) as i64;
+        let mut techs = Vec::new();
+        let mut tech = |name: &str, tag: &str, first_day: i64, last_ms: i64| {
+            let mut t = json!({
+                "Name": name, "Tag": tag, "Description": format!("{name} technology"),
+                "Link": format!("https://{}.example", name.to_ascii_lowercase().replace(' ', "")),
+                "FirstDetected": epoch_ms(first_day.max(site_start)), "LastDetected": last_ms,
+                "IsPremium": if tag == "cms" || tag == "shop" { "yes" } else { "no" },
+            });
+            // Categories are a list, null, or missing.
+            match hash(s, &[d, name, "cats"]) % 4 {
+                0 => {}
+                1 => t["Categories"] = Value::Null,
+                _ => t["Categories"] = json!([format!("{tag} platform")]),
+            }
+            techs.push(t);
+        };
+        for (name, tag, share) in COMMON_TECHS {
+            if hash(s, &[d, "common", name]) % 100 < u64::from(share) {
+                tech(name, tag, site_start, indexed);
+            }
+        }
+        let (partner, partner_tag) = self.primary_partner(d);
+        tech(partner, partner_tag, site_start + 30, indexed);
+        // A second partner technology comes and goes over months.
+        let (p_index, p_start) = period(s, d, "partner2", 200, 600, today);
+        let (second, second_tag) = *pick(s, &[d, "partner2"], &PARTNER_TECHS);
+        if second != partner && hash(s, &[d, "partner2", &p_index.to_string()]) % 3 == 0 {
+            tech(second, second_tag, p_start, indexed);
+        }
+        let (vendor, vendor_start) = self.search_vendor(d, today);
+        if !vendor.is_empty() {
+            tech(vendor, "widgets", vendor_start, indexed);
+        }
+        // The vendor of the previous period stays in the response, dead.
+        let (previous, previous_start) = self.search_vendor(d, vendor_start - 1);
+        if !previous.is_empty() && previous != vendor {
+            tech(previous, "widgets", previous_start, epoch_ms(vendor_start - 1));
+        }
+        let monthly_spend = (10f64.powf(1.5 + 3.0 * unit(s, &[d, "spend"]))
+            * (1.0 + 0.1 * (today as f64 / 90.0 + unit(s, &[d, "spend-phase"]) * 6.0).sin()))
+        .round() as i64;
+        // The same technologies repeat on other paths (mobile, a shop subdomain) with other dates.
+        let mobile: Vec<Value> = techs
+            .iter()
+            .filter(|t| hash(s, &[d, t["Name"].as_str().unwrap_or(""), "mobile"]) % 2 == 0)
+            .map(|t| {
+                let mut t = t.clone();
+                t["FirstDetected"] = json!(t["FirstDetected"].as_i64().unwrap_or(0) + 20 * DAY_MS);
+                t
+            })
+            .collect();
+        let path = |url: &str, sub: &str, technologies: Vec<Value>| {
+            json!({"Domain": d, "Url": url, "SubDomain": sub, "FirstIndexed": epoch_ms(site_start),
+                   "LastIndexed": indexed, "Technologies": technologies})
+        };
+        let (country, city, state) = *pick(s, &[d, "place"], &PLACES);
+        let vertical = weighted(s, &[d, "vertical"], &VERTICALS);
+        let meta_sparse = unit(s, &[d, "meta-sparse"]) < 0.1;
+        let company = if meta_sparse { Value::Null } else { json!(company_name(d)) };
+        let email_user = self.person(d, "contact", today).0.to_ascii_lowercase().replace(' ', ".");
+        let body = json!({
+            "Results": [{
+                "Result": {
+                    "IsDB": "True",
+                    "Spend": monthly_spend,
+                    "SpendHistory": [{"D": epoch_ms(today - 30), "S": monthly_spend}],
+                    "Paths": [path("", "", techs), path("m", "", mobile)],
+                },
+                "Meta": {
+                    "CompanyName": company,
+                    "Vertical": if meta_sparse { "" } else { vertical },
+                    "Country": country, "City": if meta_sparse { Value::Null } else { json!(city) },
+                    "State": state, "Postcode": null,
+                    "Telephones": if meta_sparse { Value::Null } else { json!(["+1 555 0100"]) },
+                    "Emails": if meta_sparse { json!([]) } else { json!([format!("{email_user}@{d}")]) },
+                    "Social": null, "Names": null,
+                    "ARank": if meta_sparse { -1 } else { (hash(s, &[d, "rank"]) % 1_000_000) as i64 },
+                    "QRank": -1, "Majestic": 0, "Umbrella": 0,
+                },
+                "Attributes": {"Employees": (hash(s, &[d, "employees"]) % 20_000) as i64, "ProductCount": 0},
+                "Lookup": lookup, "FirstIndexed": epoch_ms(site_start), "LastIndexed": indexed, "SalesRevenue": 0,
+            }],
+            "Errors": [], "Trust": null,
+        });
+        (200, body)
+    }
+
+    /// Monthly visits for a month index (months since 2020-01).
+    fn visits(&self, domain: &str, month: i64) -> f64 {
+        let s = self.seed;
+        let base = 10f64.powf(3.3 + 4.9 * unit(s, &[domain, "traffic"]));
+        let growth = (unit(s, &[domain, "growth"]) - 0.45) * 0.03;
+        let phase = unit(s, &[domain, "season"]) * 12.0;
+        let season = 0.12 * ((month as f64 + phase) * std::f64::consts::TAU / 12.0).sin();
+        // Every half-year a few domains jump or drop.
+        let half = month.div_euclid(6);
+        let mut jumps = 0.0;
+        for h in (half - 4)..=half {
+            if unit(s, &[domain, "jump", &h.to_string()]) < 0.08 {
+                jumps += (unit(s, &[domain, "jump-size", &h.to_string()]) - 0.4) * 1.2;
+            }
+        }
+        let noise = (unit(s, &[domain, "noise", &month.to_string()]) - 0.5) * 0.06;
+        base * (growth * month as f64 + season + jumps + noise).exp()
+    }
+
+    /// The last three complete months before the as-of date, as month indexes.
+    fn reported_months(&self) -> Vec<i64> {
+        let current = i64::from(self.as_of.year() - 2020) * 12 + i64::from(self.as_of.month0());
+        (current - 3..current).collect()
+    }
+
+    /// SimilarWeb metric endpoint (`group/metric` below `/v1/website/{domain}/`).
+    pub fn similarweb(&self, domain: &str, path: &str, country: &str) -> (u16, Value) {
+        let s = self.seed;
+        let d = domain.trim().to_ascii_lowercase();
+        let months = self.reported_months();
+        let month_date = |m: i64| format!("{:04}-{:02}-01", 2020 + m.div_euclid(12), m.rem_euclid(12) + 1);
+        let too_small = months.iter().all(|m| self.visits(&d, *m) < 5_000.0);
+        if too_small {
+            return (
+                401,
+                json!({"meta": {"status": "Error", "error_code": 401, "error_message": "Data not found"}}),
+            );
+        }
+        let first = months.first().copied().unwrap_or(0);
+        let last = months.last().copied().unwrap_or(0);
+        let mut request = json!({
+            "domain": d, "country": country, "granularity": "Monthly",
+            "start_date": month_date(first), "end_date": month_date(last),
+            "main_domain_only": false, "mtd": false, "show_verified": false,
+            "state": if hash(s, &[&d, "state"]) % 2 == 0 { Value::Null } else { json!("") }, "format": "json",
+        });
+        let series = |key: &str, value: &dyn Fn(i64) -> f64| -> Value {
+            Value::Array(months.iter().map(|m| json!({"date": month_date(*m), key: value(*m)})).collect())
+        };
+        let (key, data) = match path {
+            "total-traffic-and-engagement/visits" => ("visits", series("visits", &|m| self.visits(&d, m))),
+            "total-traffic-and-engagement/bounce-rate" => {
+                // A few domains report the rate as a percentage.
+                let percent = unit(s, &[&d, "bounce-percent"]) < 0.05;
+                let value = |m: i64| {
+                    let r = 0.25 + 0.5 * unit(s, &[&d, "bounce"]) + 0.04 * (unit(s, &[&d, "bounce", &m.to_string()]) - 0.5);
+                    if percent { r * 100.0 } else { r }
+                };
+                ("bounce_rate", series("bounce_rate", &value))
+            }
+            "total-traffic-and-engagement/pages-per-visit" => (
+                "pages_per_visit",
+                series("pages_per_visit", &|m| 1.5 + 7.5 * unit(s, &[&d, "ppv"]) + 0.3 * unit(s, &[&d, "ppv", &m.to_string()])),
+            ),
+            "total-traffic-and-engagement/average-visit-duration" => (
+                "average_visit_duration",
+                series("average_visit_duration", &|m| 40.0 + 560.0 * unit(s, &[&d, "dur"]) + 20.0 * unit(s, &[&d, "dur", &m.to_string()])),
+            ),
+            "traffic-sources/overview-share" => {
+                if let Some(r) = request.as_object_mut() {
+                    r.remove("granularity");
+                }
+                let search_share = 0.1 + 0.5 * unit(s, &[&d, "search-share"]);
+                let rest = [("Social", 0.2), ("Mail", 0.05), ("Display Ads", 0.05), ("Direct", 0.5), ("Referrals", 0.2)];
+                let mut sources = vec![json!({"source_type": "Search", "visits": months.iter().map(|m| {
+                    let total = self.visits(&d, *m) * search_share;
+                    json!({"date": month_date(*m), "organic": total * 0.8, "paid": total * 0.2})
+                }).collect::<Vec<_>>()})];
+                for (name, share) in rest {
+                    sources.push(json!({"source_type": name, "visits": months.iter().map(|m| {
+                        json!({"date": month_date(*m), "organic": self.visits(&d, *m) * (1.0 - search_share) * share, "paid": 0.0})
+                    }).collect::<Vec<_>>()}));
+                }
+                let body = json!({"meta": {"request": request, "status": "Success", "last_updated": self.as_of.to_string()},
+                                  "visits": {d.clone(): sources}});
+                return (200, body);
+            }
+            _ => {
+                return (
+                    404,
+                    json!({"meta": {"status": "Error", "error_code": 404, "error_message": "Unknown endpoint"}}),
+                );
+            }
+        };
+        (200, json!({"meta": {"request": request, "status": "Success", "last_updated": self.as_of.to_string()}, key: data}))
+    }
+
+    /// A person in a role at a company, stable over a tenure of months.
+    fn person(&self, key: &str, role: &str, day: i64) -> (String, i64) {
+        let (index, _) = period(self.seed, key, role, 365, 1800, day);
+        let i = index.to_string();
+        let first = pick(self.seed, &[key, role, &i, "first"], &FIRST_NAMES);
+        let last = pick(self.seed, &[key, role, &i, "last"], &LAST_NAMES);
+        (format!("{first} {last}"), index)
+    }
+
+    /// Yahoo Finance quoteSummary for a ticker.
+    pub fn quote_summary(&self, ticker: &str) -> (u16, Value) {
+        let s = self.seed;
+        let t = ticker.trim().to_ascii_uppercase();
+        if t.is_empty() {
+            return (404, json!({"quoteSummary": {"result": [], "error": null}}));
+        }
+        if unit(s, &[&t, "delisted"]) < 0.03 {
+            return (
+                404,
+                json!({"quoteSummary": {"result": null, "error": {"code": "Not Found",
+                    "description": "No fundamentals data found for any of the summaryTypes=financialData"}}}),
+            );
+        }
+        let today = self.today();
+        let revenue = 10f64.powf(8.3 + 3.2 * unit(s, &[&t, "revenue"])) * (1.0 + today as f64 / 3650.0);
+        let margin = 0.2 + 0.55 * unit(s, &[&t, "margin"]);
+        let market_cap = revenue * (0.5 + 7.5 * unit(s, &[&t, "multiple"]));
+        let wrap = |x: f64| json!({"raw": x.round(), "fmt": format!("{:.2}B", x / 1e9), "longFmt": format!("{:.0}", x)});
+        let honorific = |name: &str, role: &str| {
+            let h = ["Mr.", "Ms.", "Dr."][(hash(s, &[&t, role, name]) % 3) as usize];
+            // Real names come with double spaces now and then.
+            format!("{h} {}", name.replacen(' ', "  ", (hash(s, &[&t, role, "space"]) % 2) as usize))
+        };
+        let mut officers = Vec::new();
+        for (role, title) in [
+            ("ceo", "Chairman & CEO"),
+            ("cfo", "Executive VP & CFO"),
+            ("cto", "CTO & Senior VP of Engineering"),
+            ("cdo", "Chief Digital Officer"),
+            ("division", "Executive VP & CEO of International"),
+        ] {
+            let (name, _) = self.person(&t, role, today);
+            let mut officer = json!({"maxAge": 1, "name": honorific(&name, role), "title": title,
+                                     "fiscalYear": self.as_of.year() - 1, "exercisedValue": {"raw": 0, "fmt": null}});
+            if hash(s, &[&t, role, "age"]) % 2 == 0 {
+                officer["age"] = json!(45 + (hash(s, &[&t, role, "age"]) % 20));
+                officer["totalPay"] = wrap(1e6 + (hash(s, &[&t, role, "pay"]) % 9_000_000) as f64);
+            }
+            officers.push(officer);
+        }
+        let statements: Vec<Value> = (0..4)
+            .map(|y| {
+                let year = self.as_of.year() - 1 - y;
+                let end = NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or(self.as_of);
+                let seconds = end.and_hms_opt(0, 0, 0).map(|d| d.and_utc().timestamp()).unwrap_or(0);
+                json!({"maxAge": 1, "endDate": {"raw": seconds, "fmt": end.to_string()},
+                       "totalRevenue": wrap(revenue * (1.0 - 0.07 * y as f64)),
+                       "grossProfit": {"raw": 0, "fmt": null}, "operatingIncome": {}})
+            })
+            .collect();
+        let body = json!({"quoteSummary": {"result": [{
+            "financialData": {"maxAge": 86400, "totalRevenue": wrap(revenue),
+                              "grossMargins": {"raw": margin, "fmt": format!("{:.2}%", margin * 100.0)},
+                              "revenueGrowth": if hash(s, &[&t, "growth"]) % 4 == 0 { json!({}) } else { json!({"raw": 0.07, "fmt": "7.00%"}) },
+                              "financialCurrency": "USD"},
+            "price": {"maxAge": 1, "symbol": t, "marketCap": wrap(market_cap), "currency": "USD"},
+            "summaryDetail": {"maxAge": 1, "marketCap": wrap(market_cap)},
+            "assetProfile": {"maxAge": 86400, "sector": "Consumer Cyclical", "industry": "Internet Retail",
+                             "fullTimeEmployees": 1000 + (hash(s, &[&t, "staff"]) % 200_000), "country": "United States",
+                             "companyOfficers": officers},
+            "incomeStatementHistory": {"maxAge": 86400, "incomeStatementHistory": statements},
+        }], "error": null}});
+        (200, body)
+    }
+}
+
+/// "blue-harbor-outfitters.com" → "Blue Harbor Outfitters".
+pub fn company_name(domain: &str) -> String {
+    let label = domain.split('.').next().unwrap_or(domain);
+    label
+        .split('-')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_world_is_a_pure_function_of_its_inputs() {
+        let a = World::new(7, date("2026-11-01"));
+        let b = World::new(7, date("2026-11-01"));
+        assert_eq!(a.builtwith_domain("shop.com"), b.builtwith_domain("shop.com"));
+        assert_eq!(a.quote_summary("SHOP"), b.quote_summary("SHOP"));
+        assert_ne!(a.builtwith_domain("shop.com"), World::new(8, date("2026-11-01")).builtwith_domain("shop.com"));
+    }
+
+    #[test]
+    fn search_vendors_change_for_a_small_share_of_domains_per_month() {
+        let world = World::new(42, date("2026-11-01"));
+        let day = day_index(date("2026-11-01"));
+        let domains: Vec<String> = (0..2000).map(|i| format!("site-{i}.com")).collect();
+        let changed =
+            domains.iter().filter(|d| world.search_vendor(d, day).0 != world.search_vendor(d, day + 30).0).count();
+        assert!((20..400).contains(&changed), "{changed} of 2000 changed vendor in 30 days");
+        let algolia = domains.iter().filter(|d| world.search_vendor(d, day).0 == "Algolia").count();
+        assert!(algolia > 0);
+    }
+
+    #[test]
+    fn company_names_come_from_the_domain() {
+        assert_eq!(company_name("blue-harbor-outfitters.com"), "Blue Harbor Outfitters");
+    }
+}

@@ -1,0 +1,89 @@
+//! `_manifest.json`: the commit record of a snapshot. It lists every file with
+//! its size and row count, and says which pipeline, model and run made it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub schema_version: u32,
+    /// The snapshot's date, `YYYY-MM-DD`; also the `snapshot_id` column of its tables.
+    pub snapshot_id: String,
+    pub date: String,
+    /// 1 for a date's first snapshot; a replacement gets the next number.
+    pub generation: u32,
+    pub run_id: String,
+    pub created_at: String,
+    /// `completed` or `partial` (some provider calls failed; see `failures`).
+    pub status: String,
+    pub previous_snapshot: Option<String>,
+    pub pipeline: PipelineRef,
+    pub scoring_model: ModelRef,
+    /// `simulated` or `real`.
+    pub providers: String,
+    pub files: Vec<FileEntry>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PipelineRef {
+    pub name: String,
+    pub version: u32,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Table name: `targets`, `company`, `api_calls`, …
+    pub table: String,
+    /// Object path from the store's root.
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    pub book: u64,
+    pub targets: u64,
+    pub excluded_customers: u64,
+    pub excluded_algolia: u64,
+    pub rejected_rows: u64,
+    /// Targets per tier, best tier first.
+    pub tiers: Vec<TierCount>,
+    pub calls: u64,
+    pub spend_usd: f64,
+    /// Failed calls per provider.
+    pub failures: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TierCount {
+    pub tier: i32,
+    pub name: String,
+    pub targets: u64,
+}
+
+impl Manifest {
+    /// The folder that holds this snapshot's files.
+    pub fn folder(&self) -> String {
+        folder(&self.date, self.generation)
+    }
+
+    pub fn file(&self, table: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.table == table)
+    }
+}
+
+pub fn folder(date: &str, generation: u32) -> String {
+    format!("snapshots/{date}/{generation:04}")
+}

@@ -1,0 +1,218 @@
+//! The snapshot store on object storage (local filesystem or S3, one code path).
+//!
+//! Layout: `snapshots/<date>/<generation>/` holds a snapshot's Parquet files
+//! and, written last and create-only, its `_manifest.json`. **A snapshot exists
+//! only once its manifest does**: readers list manifests, never data files, so
+//! a run that dies before its commit leaves nothing a reader can see. A second
+//! snapshot for the same date is a new generation beside the first, never an
+//! overwrite.
+
+pub mod manifest;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+pub use manifest::{FileEntry, Manifest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {url}: {message}")]
+    Open { url: String, message: String },
+    #[error("store {url}: {path}: {source}")]
+    Object { url: String, path: String, source: object_store::Error },
+    #[error("store {url}: a snapshot is already committed at {path} (another run won the commit)")]
+    AlreadyCommitted { url: String, path: String },
+    #[error("store {url}: {path}: the manifest is not readable: {message}")]
+    BadManifest { url: String, path: String, message: String },
+    #[error("store {url}: snapshot {snapshot}: file {path} is listed in the manifest but missing")]
+    MissingFile { url: String, snapshot: String, path: String },
+    #[error("cannot encode a table: {0}")]
+    Encode(String),
+    #[error("local cache {path}: {source}")]
+    Cache { path: PathBuf, source: std::io::Error },
+}
+
+/// A store opened from a URL: `data/store`, `file:///abs/path` or `s3://bucket/prefix`.
+#[derive(Clone)]
+pub struct Store {
+    url: String,
+    inner: Arc<dyn ObjectStore>,
+    /// Where the store's objects are on this machine's disk, for a local store.
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+pub const MANIFEST_FILE: &str = "_manifest.json";
+
+impl Store {
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let open_error = |message: String| StoreError::Open { url: url.to_string(), message };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(open_error("an s3:// URL needs a bucket: s3://bucket/prefix".into()));
+            }
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                builder = builder.with_endpoint(endpoint);
+            }
+            let s3 = builder.build().map_err(|e| open_error(e.to_string()))?;
+            let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.trim_matches('/')))
+            };
+            return Ok(Self { url: url.to_string(), inner, local_root: None });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(open_error("unsupported store URL: use a path, file://… or s3://bucket/prefix".into()));
+        }
+        let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        std::fs::create_dir_all(&path).map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
+        let root = std::fs::canonicalize(&path).map_err(|e| open_error(e.to_string()))?;
+        let local = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(|e| open_error(e.to_string()))?;
+        Ok(Self { url: url.to_string(), inner: Arc::new(local), local_root: Some(root) })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn object_error(&self, path: &ObjectPath, source: object_store::Error) -> StoreError {
+        StoreError::Object { url: self.url.clone(), path: path.to_string(), source }
+    }
+
+    pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = ObjectPath::from(path);
+        self.inner.put(&path, PutPayload::from(bytes)).await.map_err(|e| self.object_error(&path, e))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let path = ObjectPath::from(path);
+        let result = self.inner.get(&path).await.map_err(|e| self.object_error(&path, e))?;
+        result.bytes().await.map_err(|e| self.object_error(&path, e))
+    }
+
+    /// Writes a snapshot's manifest, create-only: the commit point.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let path = ObjectPath::from(format!("{}/{MANIFEST_FILE}", manifest.folder()));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(&path, PutPayload::from(json), options).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(StoreError::AlreadyCommitted { url: self.url.clone(), path: path.to_string() })
+            }
+            Err(e) => Err(self.object_error(&path, e)),
+        }
+    }
+
+    /// Every committed snapshot (each date's newest generation), oldest date first.
+    pub async fn snapshots(&self) -> Result<Vec<Manifest>, StoreError> {
+        let prefix = ObjectPath::from("snapshots");
+        let objects: Vec<_> = self
+            .inner
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.object_error(&prefix, e))?;
+        let mut manifests: Vec<Manifest> = Vec::new();
+        for object in objects {
+            if object.location.filename() != Some(MANIFEST_FILE) {
+                continue;
+            }
+            let bytes = self.get(object.location.as_ref()).await?;
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest {
+                url: self.url.clone(),
+                path: object.location.to_string(),
+                message: e.to_string(),
+            })?;
+            manifests.push(manifest);
+        }
+        manifests.sort_by(|a, b| (&a.date, a.generation).cmp(&(&b.date, b.generation)));
+        // Keep each date's newest generation: older ones are history of replacements.
+        let mut current: Vec<Manifest> = Vec::new();
+        for manifest in manifests {
+            if current.last().is_some_and(|last| last.date == manifest.date) {
+                current.pop();
+            }
+            current.push(manifest);
+        }
+        Ok(current)
+    }
+
+    pub async fn latest(&self) -> Result<Option<Manifest>, StoreError> {
+        Ok(self.snapshots().await?.pop())
+    }
+
+    /// The snapshot's files as paths on this machine: the files themselves for a
+    /// local store, else copies in `cache_dir/<snapshot>/<generation>/` (reused
+    /// when already complete). Every listed file is checked to exist.
+    pub async fn local_files(&self, manifest: &Manifest, cache_dir: &Path) -> Result<Vec<(FileEntry, PathBuf)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in &manifest.files {
+            let object = ObjectPath::from(entry.path.as_str());
+            let missing = || StoreError::MissingFile {
+                url: self.url.clone(),
+                snapshot: manifest.snapshot_id.clone(),
+                path: entry.path.clone(),
+            };
+            let local = match &self.local_root {
+                Some(root) => {
+                    let path = root.join(&entry.path);
+                    if !path.is_file() {
+                        return Err(missing());
+                    }
+                    path
+                }
+                None => {
+                    let path = cache_dir.join(&entry.path);
+                    let cached = std::fs::metadata(&path).is_ok_and(|m| m.len() == entry.bytes);
+                    if !cached {
+                        let bytes = match self.inner.get(&object).await {
+                            Ok(result) => result.bytes().await.map_err(|e| self.object_error(&object, e))?,
+                            Err(object_store::Error::NotFound { .. }) => return Err(missing()),
+                            Err(e) => return Err(self.object_error(&object, e)),
+                        };
+                        let cache = |source| StoreError::Cache { path: path.clone(), source };
+                        if let Some(parent) = path.parent() {
+                            std::fs::create_dir_all(parent).map_err(cache)?;
+                        }
+                        let partial = path.with_extension("partial");
+                        std::fs::write(&partial, &bytes).map_err(cache)?;
+                        std::fs::rename(&partial, &path).map_err(cache)?;
+                    }
+                    path
+                }
+            };
+            out.push((entry.clone(), local));
+        }
+        Ok(out)
+    }
+
+    /// The next free generation number for a date (1 for a new date).
+    pub async fn next_generation(&self, date: &str) -> Result<u32, StoreError> {
+        let prefix = ObjectPath::from(format!("snapshots/{date}"));
+        let objects: Vec<_> =
+            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_error(&prefix, e))?;
+        let highest = objects
+            .iter()
+            .filter(|o| o.location.filename() == Some(MANIFEST_FILE))
+            .filter_map(|o| o.location.parts().nth(2).and_then(|p| p.as_ref().parse::<u32>().ok()))
+            .max()
+            .unwrap_or(0);
+        Ok(highest + 1)
+    }
+}

@@ -1,0 +1,83 @@
+//! Arrow record batches from typed rows, and Parquet bytes from batches.
+//!
+//! The fetch layer's tables (normalized module rows, the ledger, raw bodies)
+//! are written with arrow-rs + parquet; Polars and DuckDB read the files.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::StoreError;
+
+/// Builds a batch column by column; every column must have the same length.
+#[derive(Default)]
+pub struct TableBuilder {
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+}
+
+impl TableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(mut self, name: &str, data_type: DataType, array: ArrayRef) -> Self {
+        self.fields.push(Field::new(name, data_type, true));
+        self.columns.push(array);
+        self
+    }
+
+    pub fn text<I, S>(self, name: &str, values: I) -> Self
+    where
+        I: IntoIterator<Item = Option<S>>,
+        S: AsRef<str>,
+    {
+        let array: StringArray = values.into_iter().collect();
+        self.push(name, DataType::Utf8, Arc::new(array))
+    }
+
+    pub fn float(self, name: &str, values: impl IntoIterator<Item = Option<f64>>) -> Self {
+        let array: Float64Array = values.into_iter().collect();
+        self.push(name, DataType::Float64, Arc::new(array))
+    }
+
+    pub fn int(self, name: &str, values: impl IntoIterator<Item = Option<i64>>) -> Self {
+        let array: Int64Array = values.into_iter().collect();
+        self.push(name, DataType::Int64, Arc::new(array))
+    }
+
+    pub fn boolean(self, name: &str, values: impl IntoIterator<Item = Option<bool>>) -> Self {
+        let array: BooleanArray = values.into_iter().collect();
+        self.push(name, DataType::Boolean, Arc::new(array))
+    }
+
+    /// Timestamps in UTC, milliseconds (stored without a zone: every time in the store is UTC).
+    pub fn timestamp_ms(self, name: &str, values: impl IntoIterator<Item = Option<i64>>) -> Self {
+        let array: TimestampMillisecondArray = values.into_iter().collect();
+        self.push(name, DataType::Timestamp(TimeUnit::Millisecond, None), Arc::new(array))
+    }
+
+    pub fn finish(self) -> Result<RecordBatch, StoreError> {
+        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns)
+            .map_err(|e| StoreError::Encode(e.to_string()))
+    }
+}
+
+/// Encodes a batch as one Parquet file (zstd).
+pub fn to_parquet(batch: &RecordBatch) -> Result<Bytes, StoreError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| StoreError::Encode(e.to_string()))?))
+        .build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    writer.write(batch).map_err(|e| StoreError::Encode(e.to_string()))?;
+    writer.close().map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(Bytes::from(buffer))
+}

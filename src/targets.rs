@@ -1,0 +1,310 @@
+//! The book: target domains, the exclusion list and the ticker map, read from
+//! the seed CSV files.
+//!
+//! Domains are normalized (lower case, no scheme, no `www.`, no path or port,
+//! no trailing dot, IDN to punycode) so that every later join is on one
+//! spelling. A malformed or duplicate row is reported with its file and line
+//! and skipped; the run goes on with the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A row of the book that could not be used, with where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    pub file: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for RejectedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("{path}: missing column {column:?} in the header (found: {found})")]
+    MissingColumn { path: PathBuf, column: String, found: String },
+}
+
+/// Normalizes a domain as typed by a person or a provider: `HTTPS://www.Shop.Example.com./path`
+/// becomes `shop.example.com`. Returns why when the text is not a domain.
+pub fn normalize_domain(raw: &str) -> Result<String, String> {
+    let mut text = raw.trim();
+    if text.is_empty() {
+        return Err("empty domain".into());
+    }
+    if let Some(pos) = text.find("://") {
+        text = &text[pos + 3..];
+    }
+    // Drop credentials, path, query, fragment and port.
+    if let Some(pos) = text.rfind('@') {
+        text = &text[pos + 1..];
+    }
+    let end = text.find(['/', '?', '#']).unwrap_or(text.len());
+    text = &text[..end];
+    if let Some(pos) = text.rfind(':') {
+        let port = &text[pos + 1..];
+        if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) {
+            text = &text[..pos];
+        }
+    }
+    let text = text.trim_end_matches('.');
+    let ascii = idna::domain_to_ascii(text).map_err(|_| format!("{raw:?} is not a valid domain name"))?;
+    let ascii = ascii.strip_prefix("www.").unwrap_or(&ascii).to_string();
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!("{raw:?} has no top-level domain"));
+    }
+    for label in &labels {
+        let valid = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return Err(format!("{raw:?} is not a valid domain name"));
+        }
+    }
+    if ascii.len() > 253 {
+        return Err(format!("{raw:?} is longer than 253 characters"));
+    }
+    let tld = labels[labels.len() - 1];
+    if tld.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{raw:?} is an address, not a domain"));
+    }
+    Ok(ascii)
+}
+
+/// One target of the book as the seed gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub domain: String,
+    pub company_name: Option<String>,
+    pub partner_tech: Option<String>,
+    pub vertical: Option<String>,
+    pub country: Option<String>,
+}
+
+/// What the seed files hold, after normalization, plus every row that was skipped.
+#[derive(Debug, Default)]
+pub struct Book {
+    /// Targets in file order, unique by domain.
+    pub targets: Vec<Target>,
+    pub customers: BTreeSet<String>,
+    pub tickers: BTreeMap<String, String>,
+    pub rejected: Vec<RejectedRow>,
+}
+
+impl Book {
+    pub fn load(targets: &Path, customers: &Path, tickers: &Path) -> Result<Self, SeedError> {
+        let mut book = Book::default();
+        let mut seen = BTreeMap::new();
+        for row in read_rows(targets, &["domain"], &["company_name", "partner_tech", "vertical", "country"])? {
+            let row = match row {
+                Ok(row) => row,
+                Err(rejected) => {
+                    book.rejected.push(rejected);
+                    continue;
+                }
+            };
+            let domain = match normalize_domain(&row.values[0]) {
+                Ok(domain) => domain,
+                Err(reason) => {
+                    book.rejected.push(row.reject(reason));
+                    continue;
+                }
+            };
+            if let Some(first) = seen.get(&domain) {
+                book.rejected.push(row.reject(format!("duplicate of line {first} ({domain})")));
+                continue;
+            }
+            seen.insert(domain.clone(), row.line);
+            let optional = |i: usize| Some(row.values[i].trim().to_string()).filter(|v| !v.is_empty());
+            book.targets.push(Target {
+                domain,
+                company_name: optional(1),
+                partner_tech: optional(2),
+                vertical: optional(3),
+                country: optional(4),
+            });
+        }
+        for row in read_rows(customers, &["domain"], &[])? {
+            match row.and_then(|row| normalize_domain(&row.values[0]).map_err(|reason| row.reject(reason))) {
+                Ok(domain) => {
+                    book.customers.insert(domain);
+                }
+                Err(rejected) => book.rejected.push(rejected),
+            }
+        }
+        for row in read_rows(tickers, &["domain", "ticker"], &[])? {
+            let row = match row {
+                Ok(row) => row,
+                Err(rejected) => {
+                    book.rejected.push(rejected);
+                    continue;
+                }
+            };
+            let ticker = row.values[1].trim().to_ascii_uppercase();
+            let valid_ticker = !ticker.is_empty()
+                && ticker.len() <= 12
+                && ticker.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.^=".contains(&b));
+            match normalize_domain(&row.values[0]) {
+                Err(reason) => book.rejected.push(row.reject(reason)),
+                Ok(_) if !valid_ticker => {
+                    book.rejected.push(row.reject(format!("{:?} is not a ticker symbol", row.values[1])))
+                }
+                Ok(domain) if book.tickers.contains_key(&domain) => {
+                    book.rejected.push(row.reject(format!("duplicate ticker row for {domain}")))
+                }
+                Ok(domain) => {
+                    book.tickers.insert(domain, ticker);
+                }
+            }
+        }
+        Ok(book)
+    }
+}
+
+struct SeedRow {
+    file: PathBuf,
+    line: u64,
+    /// Required columns first, then optional ones (empty when absent).
+    values: Vec<String>,
+}
+
+impl SeedRow {
+    fn reject(&self, reason: String) -> RejectedRow {
+        RejectedRow { file: self.file.clone(), line: self.line, reason }
+    }
+}
+
+/// Reads a CSV with a header, picking columns by name. A row that cannot be read
+/// (wrong field count, bad UTF-8) comes back as a rejected row, not an error.
+fn read_rows(
+    path: &Path,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<Vec<Result<SeedRow, RejectedRow>>, SeedError> {
+    let read_error = |source| SeedError::Read { path: path.to_path_buf(), source };
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_path(path).map_err(read_error)?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(read_error)?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let find = |name: &str| header.iter().position(|h| h == name);
+    let mut columns = Vec::new();
+    for name in required {
+        columns.push(Some(find(name).ok_or_else(|| SeedError::MissingColumn {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            found: header.join(", "),
+        })?));
+    }
+    columns.extend(optional.iter().map(|name| find(name)));
+
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        match record {
+            Ok(record) => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                let values =
+                    columns.iter().map(|c| c.and_then(|c| record.get(c)).unwrap_or("").to_string()).collect();
+                rows.push(Ok(SeedRow { file: path.to_path_buf(), line, values }));
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let reason = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("{len} fields where the header has {expected_len}")
+                    }
+                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+                    _ => e.to_string(),
+                };
+                rows.push(Err(RejectedRow { file: path.to_path_buf(), line, reason }));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_the_ways_people_write_domains() {
+        for (raw, want) in [
+            ("example.com", "example.com"),
+            ("  Example.COM ", "example.com"),
+            ("https://www.example.com/path?q=1", "example.com"),
+            ("http://shop.example.co.uk:8080/", "shop.example.co.uk"),
+            ("www.example.com.", "example.com"),
+            ("bücher.de", "xn--bcher-kva.de"),
+            ("HTTPS://WWW.Bücher.DE/", "xn--bcher-kva.de"),
+            ("user@mail.example.org", "mail.example.org"),
+        ] {
+            assert_eq!(normalize_domain(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_domain() {
+        for raw in ["", "   ", "localhost", "exa mple.com", "-bad.com", "bad-.com", "a..com", "10.0.0.1", "https://"] {
+            assert!(normalize_domain(raw).is_err(), "{raw:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn reports_bad_and_duplicate_rows_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = dir.path().join("targets.csv");
+        std::fs::write(
+            &targets,
+            "domain,company_name,partner_tech,vertical,country\n\
+             www.Alpha.com,Alpha,Shopify Plus,Commerce,US\n\
+             not a domain,Bad,,,\n\
+             https://alpha.com/,Alpha again,,,\n\
+             beta.io,Beta,Contentful,Media\n\
+             gamma.de,Gamma,,,DE\n",
+        )
+        .unwrap();
+        let customers = dir.path().join("customers.csv");
+        std::fs::write(&customers, "domain\ngamma.de\n???\n").unwrap();
+        let tickers = dir.path().join("tickers.csv");
+        std::fs::write(&tickers, "domain,ticker\nalpha.com,alph\nbeta.io,BAD TICKER\n").unwrap();
+
+        let book = Book::load(&targets, &customers, &tickers).unwrap();
+        let domains: Vec<&str> = book.targets.iter().map(|t| t.domain.as_str()).collect();
+        assert_eq!(domains, ["alpha.com", "gamma.de"]);
+        assert_eq!(book.targets[1].country.as_deref(), Some("DE"));
+        assert_eq!(book.targets[1].partner_tech, None);
+        assert!(book.customers.contains("gamma.de"));
+        assert_eq!(book.tickers.get("alpha.com").map(String::as_str), Some("ALPH"));
+
+        let lines: Vec<String> = book.rejected.iter().map(|r| r.to_string()).collect();
+        let name = |f: &str| dir.path().join(f).display().to_string();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines[0].starts_with(&format!("{}:3: ", name("targets.csv"))), "{lines:#?}");
+        assert_eq!(lines[1], format!("{}:4: duplicate of line 2 (alpha.com)", name("targets.csv")));
+        assert_eq!(lines[2], format!("{}:5: 4 fields where the header has 5", name("targets.csv")));
+        assert!(lines[3].starts_with(&format!("{}:3: ", name("customers.csv"))), "{lines:#?}");
+        assert!(lines[4].starts_with(&format!("{}:3: ", name("tickers.csv"))), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_missing_column_names_the_file_and_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.csv");
+        std::fs::write(&path, "site,name\nexample.com,Example\n").unwrap();
+        let err = Book::load(&path, &path, &path).unwrap_err().to_string();
+        assert!(err.contains("targets.csv") && err.contains("\"domain\"") && err.contains("site, name"), "{err}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Polars transforms: the wide `targets` table, one row per target domain,
+//! assembled from the book and the normalized module tables, then scored.
+//!
+//! Inputs are the Parquet files the fetch layer wrote (files are the contract
+//! between the layers); the output is the `targets` Parquet file. Every step is
+//! lazy and collected once.
+
+pub mod scoring;
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use polars::prelude::*;
+
+use crate::config::ScoringModel;
+use crate::targets::Target;
+
+/// The columns of `targets`, in order (they follow the system this replaces).
+pub const TARGET_COLUMNS: [&str; 31] = [
+    "domain",
+    "company_name",
+    "partner_tech",
+    "vertical",
+    "country",
+    "city",
+    "state",
+    "tech_spend",
+    "current_search",
+    "sw_monthly_visits",
+    "sw_visits_growth_mom",
+    "sw_bounce_rate",
+    "sw_pages_per_visit",
+    "sw_avg_duration",
+    "sw_search_traffic_pct",
+    "ticker",
+    "is_public",
+    "revenue",
+    "gross_margin",
+    "market_cap",
+    "exec_name",
+    "exec_title",
+    "icp_score",
+    "icp_tier",
+    "icp_tier_name",
+    "score_breakdown",
+    "score_reasons",
+    "enrichment_level",
+    "last_enriched",
+    "snapshot_id",
+    "modules_failed",
+];
+
+/// Reads one Parquet file into a lazy frame.
+pub fn read_parquet(bytes: Bytes) -> PolarsResult<LazyFrame> {
+    Ok(ParquetReader::new(Cursor::new(bytes)).finish()?.lazy())
+}
+
+/// The module tables `assemble` joins, as Parquet bytes.
+pub struct ModuleFiles {
+    pub company: Bytes,
+    pub tech_spend: Bytes,
+    pub traffic: Bytes,
+    pub traffic_sources: Bytes,
+    pub financials: Bytes,
+}
+
+/// One book target, with what the run knows about it beyond the providers.
+pub struct BookRow<'a> {
+    pub target: &'a Target,
+    pub ticker: Option<&'a str>,
+    /// Modules whose calls failed for this domain this run, e.g. "m03,m04".
+    pub modules_failed: Option<String>,
+}
+
+fn book_frame(rows: &[BookRow]) -> PolarsResult<LazyFrame> {
+    let text = |f: &dyn Fn(&BookRow) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+    let df = df!(
+        "domain" => text(&|r| Some(r.target.domain.clone())),
+        "seed_company_name" => text(&|r| r.target.company_name.clone()),
+        "seed_partner_tech" => text(&|r| r.target.partner_tech.clone()),
+        "seed_vertical" => text(&|r| r.target.vertical.clone()),
+        "seed_country" => text(&|r| r.target.country.clone()),
+        "ticker" => text(&|r| r.ticker.map(str::to_string)),
+        "modules_failed" => text(&|r| r.modules_failed.clone()),
+    )?;
+    Ok(df.lazy())
+}
+
+/// Builds and scores the targets table. Domains found running Algolia are not
+/// targets and are dropped here (customers were dropped from the book before).
+pub fn assemble(book: &[BookRow], files: &ModuleFiles, model: &ScoringModel, snapshot_id: &str) -> PolarsResult<DataFrame> {
+    let company = read_parquet(files.company.clone())?.select([
+        col("domain"),
+        col("company_name").alias("bw_company_name"),
+        col("vertical").alias("bw_vertical"),
+        col("country").alias("bw_country"),
+        col("city"),
+        col("state"),
+        col("fetched_at").alias("company_at"),
+    ]);
+    let spend = read_parquet(files.tech_spend.clone())?.select([
+        col("domain"),
+        col("tech_spend"),
+        col("current_search"),
+        col("partner_tech_detected"),
+        col("runs_algolia"),
+        col("fetched_at").alias("tech_at"),
+    ]);
+    let traffic = read_parquet(files.traffic.clone())?.select([
+        col("domain"),
+        col("monthly_visits").alias("sw_monthly_visits"),
+        col("visits_growth_mom").alias("sw_visits_growth_mom"),
+        col("bounce_rate").alias("sw_bounce_rate"),
+        col("pages_per_visit").alias("sw_pages_per_visit"),
+        col("avg_visit_duration").alias("sw_avg_duration"),
+        col("fetched_at").alias("traffic_at"),
+    ]);
+    let sources = read_parquet(files.traffic_sources.clone())?.select([
+        col("domain"),
+        col("search_traffic_pct").alias("sw_search_traffic_pct"),
+        col("fetched_at").alias("sources_at"),
+    ]);
+    let financials = read_parquet(files.financials.clone())?.select([
+        col("domain"),
+        col("revenue"),
+        col("gross_margin"),
+        col("market_cap"),
+        col("exec_name"),
+        col("exec_title"),
+        col("fetched_at").alias("financials_at"),
+    ]);
+
+    let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
+    let found = present("company_at") + present("tech_at") + present("traffic_at") + present("sources_at")
+        + present("financials_at");
+    let expected = lit(4) + col("is_public").cast(DataType::Int32);
+    let enrichment = when(found.clone().gt_eq(expected))
+        .then(lit("full"))
+        .when(found.gt(lit(0)))
+        .then(lit("partial"))
+        .otherwise(lit("none"));
+    let last_enriched = polars::lazy::dsl::max_horizontal([
+        col("company_at"),
+        col("tech_at"),
+        col("traffic_at"),
+        col("sources_at"),
+        col("financials_at"),
+    ])?;
+
+    let frame = book_frame(book)?
+        .left_join(company, col("domain"), col("domain"))
+        .left_join(spend, col("domain"), col("domain"))
+        .left_join(traffic, col("domain"), col("domain"))
+        .left_join(sources, col("domain"), col("domain"))
+        .left_join(financials, col("domain"), col("domain"))
+        .filter(col("runs_algolia").fill_null(lit(false)).not())
+        .with_columns([
+            // The book is curated by sales: its values win; the providers fill gaps.
+            coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
+            coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
+            coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
+            coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
+            col("ticker").is_not_null().alias("is_public"),
+        ])
+        .with_columns([enrichment.alias("enrichment_level"), last_enriched.alias("last_enriched")])
+        .with_columns(scoring::score_columns(model)?)
+        .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
+        .select(TARGET_COLUMNS.map(col))
+        .sort(["domain"], SortMultipleOptions::default());
+    frame.collect()
+}
+
+/// Encodes a frame as Parquet (zstd).
+pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Bytes> {
+    let mut buffer = Vec::new();
+    ParquetWriter::new(&mut buffer).with_compression(ParquetCompression::Zstd(None)).finish(df)?;
+    Ok(Bytes::from(buffer))
+}
