@@ -50,6 +50,12 @@ pub struct Module {
     pub normalize: fn(&Context, &Subject, &[&Parsed], &mut Tables),
 }
 
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("id", &self.id).field("depends_on", &self.depends_on).finish()
+    }
+}
+
 /// Every module this build knows, in no particular order.
 pub const REGISTRY: &[&Module] = &[
     &company::MODULE,

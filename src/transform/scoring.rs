@@ -109,3 +109,167 @@ pub fn score_columns(model: &ScoringModel) -> PolarsResult<Vec<Expr>> {
         reasons.alias("score_reasons"),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(path: &str) -> ScoringModel {
+        ScoringModel::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    }
+
+    /// Scores rows of (vertical, visits, spend, partner) with the shipped model.
+    fn score(rows: &[(Option<&str>, Option<f64>, Option<f64>, Option<&str>)]) -> DataFrame {
+        let df = df!(
+            "vertical" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "sw_monthly_visits" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "tech_spend" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "partner_tech" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        df.lazy().with_columns(score_columns(&model("pipelines/scoring/icp.toml")).unwrap()).collect().unwrap()
+    }
+
+    fn breakdown(df: &DataFrame, component: &str) -> Vec<i32> {
+        let s = df.column("score_breakdown").unwrap().struct_().unwrap().field_by_name(component).unwrap();
+        let ca = s.i32().unwrap().clone();
+        (0..ca.len()).map(|i| ca.get(i).unwrap()).collect()
+    }
+
+    fn ints(df: &DataFrame, column: &str) -> Vec<i32> {
+        let ca = df.column(column).unwrap().i32().unwrap().clone();
+        (0..ca.len()).map(|i| ca.get(i).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_traffic_band_edge() {
+        let visits = [50_000_000.0, 49_999_999.9, 10_000_000.0, 9_999_999.0, 1_000_000.0, 999_999.0, 100_000.0, 99_999.0];
+        let mut rows: Vec<_> = visits.iter().map(|v| (None, Some(*v), None, None)).collect();
+        rows.push((None, None, None, None));
+        assert_eq!(breakdown(&score(&rows), "traffic"), [30, 25, 25, 15, 15, 5, 5, 0, 0]);
+    }
+
+    #[test]
+    fn every_tech_spend_band_edge() {
+        let spend = [100_000.0, 99_999.0, 50_000.0, 49_999.0, 10_000.0, 9_999.0, 1_000.0, 999.0];
+        let mut rows: Vec<_> = spend.iter().map(|s| (None, None, Some(*s), None)).collect();
+        rows.push((None, None, None, None));
+        assert_eq!(breakdown(&score(&rows), "tech_spend"), [20, 15, 15, 10, 10, 5, 5, 0, 0]);
+    }
+
+    #[test]
+    fn every_vertical_and_partner_tech() {
+        let verticals = [
+            Some("Commerce"),
+            Some("commerce"),
+            Some("Content"),
+            Some("Media"),
+            Some("Travel"),
+            Some("Technology"),
+            Some("Financial Services"),
+            Some("Healthcare"),
+            Some(""),
+            None,
+        ];
+        let rows: Vec<_> = verticals.iter().map(|v| (*v, None, None, None)).collect();
+        assert_eq!(breakdown(&score(&rows), "vertical"), [40, 40, 25, 25, 20, 15, 15, 10, 0, 0]);
+
+        let partners = [
+            Some("Adobe Experience Manager"),
+            Some("Salesforce Commerce Cloud"),
+            Some("Sitecore"),
+            Some("Shopify Plus"),
+            Some("Contentful"),
+            Some("BigCommerce"),
+            Some("Magento"),
+            None,
+        ];
+        let rows: Vec<_> = partners.iter().map(|p| (None, None, None, *p)).collect();
+        assert_eq!(breakdown(&score(&rows), "partner_tech"), [10, 8, 8, 7, 6, 5, 3, 0]);
+    }
+
+    #[test]
+    fn score_is_the_sum_and_reasons_name_what_scored() {
+        let df = score(&[
+            (Some("Commerce"), Some(52_000_000.0), Some(120_000.0), Some("Adobe Experience Manager")),
+            (Some("Media"), Some(2_000_000.0), None, None),
+            (None, None, None, None),
+        ]);
+        assert_eq!(ints(&df, "icp_score"), [100, 40, 0]);
+        assert_eq!(ints(&df, "icp_tier"), [1, 3, 4]);
+        let reasons = df.column("score_reasons").unwrap().list().unwrap().clone();
+        let first = reasons.get_as_series(0).unwrap();
+        let first = first.str().unwrap();
+        let first: Vec<&str> = (0..first.len()).map(|i| first.get(i).unwrap()).collect();
+        assert_eq!(
+            first,
+            [
+                "Commerce vertical +40",
+                "50M+ monthly visits +30",
+                "$100K+ yearly tech spend +20",
+                "Adobe Experience Manager partner tech +10"
+            ]
+        );
+        assert_eq!(reasons.get_as_series(1).unwrap().len(), 2, "only components that scored");
+        assert_eq!(reasons.get_as_series(2).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn tier_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            r#"name = "t"
+version = 1
+max_score = 100
+[[components]]
+name = "x"
+column = "x"
+max = 100
+kind = "category"
+points = { a = 100, b = 80, c = 79, d = 60, e = 59, f = 40, g = 39 }
+other = 0
+missing = 0
+reason = "{value} +{points}"
+[[tiers]]
+tier = 1
+name = "hot"
+min_score = 80
+[[tiers]]
+tier = 2
+name = "warm"
+min_score = 60
+[[tiers]]
+tier = 3
+name = "cool"
+min_score = 40
+[[tiers]]
+tier = 4
+name = "cold"
+min_score = 0
+"#,
+        )
+        .unwrap();
+        let model = ScoringModel::load(&path).unwrap();
+        let df = df!("x" => ["a", "b", "c", "d", "e", "f", "g", "z"]).unwrap();
+        let df = df.lazy().with_columns(score_columns(&model).unwrap()).collect().unwrap();
+        assert_eq!(ints(&df, "icp_score"), [100, 80, 79, 60, 59, 40, 39, 0]);
+        assert_eq!(ints(&df, "icp_tier"), [1, 1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn a_model_that_does_not_add_up_is_refused_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/scoring/icp.toml"))
+            .unwrap()
+            .replace("max_score = 100", "max_score = 90");
+        std::fs::write(&path, text).unwrap();
+        let err = ScoringModel::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("max_score") && err.contains("100"), "{err}");
+        std::fs::write(&path, "name = \"x\"\nversion = 1\nmax_score = 1\nwieght = 3\n").unwrap();
+        let err = ScoringModel::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("line 4") && err.contains("wieght"), "{err}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The nightly refresh end to end: two consecutive dates against the embedded
+//! simulated providers over real HTTP, into a temporary store; then the
+//! snapshots, the scores, `query` and `export` are checked as a user would.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use support::{TestStore, repo};
+
+/// A book of seed targets plus rows a real export has: existing customers,
+/// a duplicate, a malformed domain.
+fn book(store: &TestStore) -> (String, Vec<String>) {
+    let seed = std::fs::read_to_string(repo().join("data/seed/targets.csv")).unwrap();
+    let customers = std::fs::read_to_string(repo().join("data/seed/customers.csv")).unwrap();
+    let customers: Vec<String> = customers.lines().skip(1).take(3).map(str::to_string).collect();
+    // The header and the first 30 targets.
+    let mut lines: Vec<String> = seed.lines().take(31).map(str::to_string).collect();
+    for c in &customers {
+        lines.push(format!("{c},Customer Co,Shopify Plus,Commerce,US"));
+    }
+    let first_domain = seed.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    lines.push(format!("HTTPS://WWW.{}/,Duplicate,Sitecore,Media,US", first_domain.to_uppercase()));
+    lines.push("not a domain,Broken,Sitecore,Media,US".into());
+    let path = store.path().join("targets.csv");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    (path.display().to_string(), customers)
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+#[test]
+fn two_nights_commit_snapshots_that_query_and_export_read() {
+    let store = TestStore::new();
+    let (targets, customers) = book(&store);
+
+    // Two consecutive dates across a month boundary, so monthly traffic moves too.
+    let first = store.ok(&["run", "--targets", &targets, "--date", "2026-11-30"]);
+    assert!(first.contains("providers: simulated"), "{first}");
+    assert!(first.contains("snapshot 2026-11-30 committed"), "{first}");
+    let second = store.ok(&["run", "--targets", &targets, "--date", "2026-12-01"]);
+    assert!(second.contains("snapshot 2026-12-01 committed"), "{second}");
+
+    // Manifests: one per night, listing files that exist with their sizes and rows.
+    let manifests = store.manifests();
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    for (path, m) in &manifests {
+        assert_eq!(m["status"], "completed", "{path:?}");
+        assert_eq!(m["counts"]["rejected_rows"], 2, "duplicate + malformed");
+        assert_eq!(m["counts"]["excluded_customers"], 3);
+        assert_eq!(m["scoring_model"]["name"], "icp");
+        let folder = path.parent().unwrap();
+        for file in m["files"].as_array().unwrap() {
+            let local = store.path().join("store").join(file["path"].as_str().unwrap());
+            assert!(local.starts_with(folder));
+            assert_eq!(std::fs::metadata(&local).unwrap().len(), file["bytes"].as_u64().unwrap(), "{local:?}");
+        }
+        let targets_file = m["files"].as_array().unwrap().iter().find(|f| f["table"] == "targets").unwrap();
+        assert_eq!(targets_file["rows"], m["counts"]["targets"]);
+        let book_rows = 30 - m["counts"]["excluded_algolia"].as_u64().unwrap();
+        assert_eq!(m["counts"]["targets"].as_u64().unwrap(), book_rows);
+    }
+    assert_eq!(manifests[0].1["previous_snapshot"], Value::Null);
+    assert_eq!(manifests[1].1["previous_snapshot"], "2026-11-30");
+
+    // Scores: the sum of the breakdown, tiers by the model's thresholds.
+    let rows = store.query("SELECT domain, icp_score, icp_tier, icp_tier_name, score_breakdown, score_reasons, sw_bounce_rate FROM targets");
+    assert_eq!(rows.len() as u64, manifests[1].1["counts"]["targets"].as_u64().unwrap());
+    for row in &rows {
+        let score = num(&row["icp_score"]);
+        let parts: f64 = row["score_breakdown"].as_object().unwrap().values().map(num).sum();
+        assert_eq!(score, parts, "{row:?}");
+        let (tier, name) = match score as i64 {
+            80.. => (1, "hot"),
+            60..=79 => (2, "warm"),
+            40..=59 => (3, "cool"),
+            _ => (4, "cold"),
+        };
+        assert_eq!((num(&row["icp_tier"]) as i64, row["icp_tier_name"].as_str().unwrap()), (tier, name), "{row:?}");
+        let scored = row["score_breakdown"].as_object().unwrap().values().filter(|v| num(v) > 0.0).count();
+        assert_eq!(row["score_reasons"].as_array().unwrap().len(), scored, "{row:?}");
+        if let Some(rate) = row["sw_bounce_rate"].as_f64() {
+            assert!((0.0..=1.0).contains(&rate), "rates are fractions: {row:?}");
+        }
+    }
+
+    // Existing customers are neither scored nor called.
+    let customer_set: BTreeSet<String> = customers.iter().cloned().collect();
+    let history = store.query("SELECT DISTINCT domain FROM targets_history");
+    let called = store.query("SELECT DISTINCT domain FROM api_calls");
+    for row in history.iter().chain(&called) {
+        assert!(!customer_set.contains(row["domain"].as_str().unwrap()), "{row:?}");
+    }
+
+    // History holds both nights, and the world moved between them.
+    let per_night = store.query("SELECT snapshot_id, count(*) AS n FROM targets_history GROUP BY ALL ORDER BY 1");
+    assert_eq!(per_night.len(), 2);
+    let moved = store.query(
+        "SELECT count(*) AS n FROM targets_history a JOIN targets_history b USING (domain)
+         WHERE a.snapshot_id = '2026-11-30' AND b.snapshot_id = '2026-12-01'
+           AND a.sw_monthly_visits IS DISTINCT FROM b.sw_monthly_visits",
+    );
+    assert!(num(&moved[0]["n"]) > 0.0, "traffic should move between months");
+
+    // The ledger: every call a row with provider, endpoint, status and latency.
+    let calls = store.query(
+        "SELECT provider, count(*) AS n, count(*) FILTER (WHERE outcome IN ('ok', 'no_data')) AS answered FROM api_calls
+         WHERE snapshot_id = '2026-12-01' GROUP BY ALL ORDER BY 1",
+    );
+    let providers: Vec<&str> = calls.iter().map(|r| r["provider"].as_str().unwrap()).collect();
+    assert_eq!(providers, ["builtwith", "similarweb", "yahoo_finance"]);
+    for row in &calls {
+        assert_eq!(row["n"], row["answered"], "{row:?}");
+    }
+
+    // query is read-only.
+    let refused = store.fails(&["query", "DROP VIEW targets"]);
+    assert!(refused.contains("read-only"), "{refused}");
+    let table = store.ok(&["query", "--file", "queries/top_targets.sql"]);
+    assert!(table.lines().next().unwrap().starts_with("domain"), "{table}");
+
+    // export writes what the dashboard reads.
+    let site = store.path().join("site");
+    let out = store.ok(&["export", "--out", site.to_str().unwrap()]);
+    assert!(out.contains("snapshot 2026-12-01"), "{out}");
+    let list: Vec<Value> = serde_json::from_slice(&std::fs::read(site.join("targets.json")).unwrap()).unwrap();
+    assert_eq!(list.len(), rows.len());
+    let stats: Value = serde_json::from_slice(&std::fs::read(site.join("stats.json")).unwrap()).unwrap();
+    let by_tier: f64 = stats["by_tier"].as_array().unwrap().iter().map(|t| num(&t["count"])).sum();
+    assert_eq!(by_tier as usize, rows.len());
+    let heatmap: Vec<Value> = serde_json::from_slice(&std::fs::read(site.join("heatmap.json")).unwrap()).unwrap();
+    assert_eq!(heatmap.iter().map(|c| num(&c["count"])).sum::<f64>() as usize, rows.len());
+    for row in &rows {
+        let domain = row["domain"].as_str().unwrap();
+        let detail: Value = serde_json::from_slice(&std::fs::read(site.join("targets").join(format!("{domain}.json"))).unwrap()).unwrap();
+        assert_eq!(detail["domain"], domain);
+        assert_eq!(detail["icp_score"], row["icp_score"]);
+    }
+
+    // The same date again is refused; --replace commits a new generation beside it.
+    let again = store.fails(&["run", "--targets", &targets, "--date", "2026-12-01"]);
+    assert!(again.contains("already has a snapshot for 2026-12-01") && again.contains("--replace"), "{again}");
+    store.ok(&["run", "--targets", &targets, "--date", "2026-12-01", "--replace"]);
+    let manifests = store.manifests();
+    assert_eq!(manifests.len(), 3, "the replaced manifest is kept as history");
+    assert_eq!(manifests[2].1["generation"], 2);
+    let per_night = store.query("SELECT count(DISTINCT snapshot_id) AS n FROM targets_history");
+    assert_eq!(num(&per_night[0]["n"]), 2.0, "readers see each date once");
+}
+
+#[test]
+fn bad_configuration_stops_before_any_call_naming_file_and_line() {
+    let store = TestStore::new();
+    let pipeline = store.path().join("pipelines").join("nightly.toml");
+    std::fs::create_dir_all(pipeline.parent().unwrap()).unwrap();
+    let text = std::fs::read_to_string(repo().join("pipelines/nightly.toml")).unwrap().replace("[fetch]\n", "[fetch]\nconcurency = 4\n");
+    std::fs::write(&pipeline, text).unwrap();
+    let err = store.fails(&["run", "--pipeline", pipeline.to_str().unwrap(), "--limit", "3"]);
+    assert!(err.contains("nightly.toml") && err.contains("concurency") && err.contains("line"), "{err}");
+    assert!(store.manifests().is_empty());
+}
+
+#[test]
+fn query_on_an_empty_store_says_what_to_do() {
+    let store = TestStore::new();
+    let err = store.fails(&["query", "SELECT 1"]);
+    assert!(err.contains("no committed snapshot") && err.contains("partnerforge run"), "{err}");
+}

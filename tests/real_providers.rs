@@ -1,0 +1,85 @@
+//! Real-provider mode: keys and base URLs come from the environment. Pointed at
+//! a simulator that checks keys like the real APIs, a wrong key fails that
+//! provider's calls (the run finishes `partial`, every failure in the ledger),
+//! and the key appears in no output and no stored file.
+
+mod support;
+
+use partnerforge::simulate::{Keys, Simulator};
+use support::{TestStore, listing};
+
+const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
+const SW_KEY: &str = "sw-right-41d2";
+const BW_KEY: &str = "bw-right-88e1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
+    let date = "2026-11-20".parse().unwrap();
+    let keys = Keys { builtwith: BW_KEY.into(), similarweb: SW_KEY.into() };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 42, date, keys).await.unwrap();
+    let base = sim.base_url();
+    let with_env = |bw_key: &str| {
+        TestStore::new()
+            .env("BUILTWITH_API_KEY", bw_key)
+            .env("SIMILARWEB_API_KEY", SW_KEY)
+            .env("BUILTWITH_BASE_URL", &base)
+            .env("SIMILARWEB_BASE_URL", &base)
+            .env("YAHOO_FINANCE_BASE_URL", &base)
+    };
+    let store = with_env(WRONG_KEY);
+    let (store, out) = tokio::task::spawn_blocking(move || {
+        let out = store.pf(&["run", "--limit", "12", "--date", "2026-11-20"]);
+        (store, out)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "a partial run is not a failed run\n{}", store.explain(&["run"], &out));
+    assert!(stdout.contains("providers: real"), "{stdout}");
+    assert!(stdout.contains("partial") && stdout.contains("builtwith 12"), "{stdout}");
+
+    let manifests = store.manifests();
+    assert_eq!(manifests[0].1["status"], "partial");
+    // BuiltWith answered 403 to every domain; what depends on it was skipped, and said so.
+    let outcomes = store.query(
+        "SELECT provider, outcome, http_status, count(*) AS n, sum(cost_usd) AS cost FROM api_calls GROUP BY ALL ORDER BY 1, 2",
+    );
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|r| format!("{} {} {} {}", r["provider"].as_str().unwrap(), r["outcome"].as_str().unwrap(), r["http_status"], r["n"]))
+        .collect();
+    assert!(summary.contains(&"builtwith failed 403 12".to_string()), "{summary:?}");
+    assert!(summary.iter().any(|s| s.starts_with("similarweb skipped_dependency null 60")), "{summary:?}");
+    assert!(outcomes.iter().all(|r| r["cost"].as_f64() == Some(0.0)), "failed calls cost nothing: {outcomes:?}");
+    let targets = store.query("SELECT count(*) AS n, count(*) FILTER (WHERE enrichment_level = 'none') AS empty FROM targets");
+    assert_eq!(targets[0]["n"], 12, "a failed provider leaves modules empty, not targets missing");
+    assert!(targets[0]["empty"].as_i64().unwrap() > 0);
+
+    // The key is nowhere: not in the output, the ledger's errors, the raw bodies or any file.
+    assert!(!stdout.contains(WRONG_KEY) && !stderr.contains(WRONG_KEY));
+    let leaks = store.query(&format!(
+        "SELECT (SELECT count(*) FROM api_calls WHERE error LIKE '%{WRONG_KEY}%' OR error LIKE '%{SW_KEY}%')
+              + (SELECT count(*) FROM raw_responses WHERE body LIKE '%{WRONG_KEY}%' OR body LIKE '%{SW_KEY}%') AS n"
+    ));
+    assert_eq!(leaks[0]["n"], 0);
+    for file in listing(&store.path().join("store")) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(WRONG_KEY) && !text.contains(SW_KEY), "{file} holds a key");
+    }
+
+    // The right keys, the next night: a complete run against the same endpoints.
+    let fixed = with_env(BW_KEY);
+    let out = tokio::task::spawn_blocking(move || fixed.ok(&["run", "--limit", "12", "--date", "2026-11-21"])).await.unwrap();
+    assert!(out.contains("completed"), "{out}");
+    sim.shutdown().await;
+}
+
+#[test]
+fn real_mode_without_keys_stops_before_any_call() {
+    let store = TestStore::new();
+    let err = store.fails(&["run", "--providers", "real", "--limit", "3"]);
+    assert!(err.contains("BUILTWITH_API_KEY"), "{err}");
+    assert!(store.manifests().is_empty());
+}

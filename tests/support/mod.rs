@@ -1,0 +1,122 @@
+//! A small harness so each end-to-end test reads like a user's session: run the
+//! real `partnerforge` binary from the repository root against a temporary
+//! store, and on failure print the command, its stdout and stderr, and a
+//! listing of the store.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary store plus the environment runs get.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> String {
+        self.path().join("store").display().to_string()
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs `partnerforge ARGS`; `--store` is added for the commands that take it.
+    pub fn pf(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_partnerforge"));
+        command.current_dir(repo()).args(args);
+        if matches!(args.first(), Some(&"run") | Some(&"query") | Some(&"export")) && !args.contains(&"--store") {
+            command.args(["--store", &self.store()]);
+        }
+        for var in ["BUILTWITH_API_KEY", "SIMILARWEB_API_KEY", "BUILTWITH_BASE_URL", "SIMILARWEB_BASE_URL", "YAHOO_FINANCE_BASE_URL", "PARTNERFORGE_STORE", "RUST_LOG"] {
+            command.env_remove(var);
+        }
+        command.env("PARTNERFORGE_CACHE", self.path().join("cache"));
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command.output().expect("start partnerforge")
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.pf(args);
+        if !out.status.success() {
+            panic!("{}", self.explain(args, &out));
+        }
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs and asserts failure, returning stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.pf(args);
+        if out.status.success() {
+            panic!("expected failure\n{}", self.explain(args, &out));
+        }
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    pub fn explain(&self, args: &[&str], out: &Output) -> String {
+        format!(
+            "command: partnerforge {}\ncwd: {}\nstatus: {}\n--- stdout\n{}\n--- stderr\n{}\n--- store\n{}",
+            args.join(" "),
+            repo().display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            listing(&self.path().join("store")).join("\n")
+        )
+    }
+
+    /// `query --format json` parsed into rows.
+    pub fn query(&self, sql: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let out = self.ok(&["query", "--format", "json", sql]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(out.trim()).expect("query --format json prints JSON");
+        rows.into_iter().map(|r| r.as_object().cloned().expect("row object")).collect()
+    }
+
+    /// Every manifest in the store, by path.
+    pub fn manifests(&self) -> Vec<(PathBuf, serde_json::Value)> {
+        let mut found: Vec<PathBuf> =
+            listing(&self.path().join("store")).into_iter().map(PathBuf::from).filter(|p| p.ends_with("_manifest.json")).collect();
+        found.sort();
+        found
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("read manifest");
+                (p, serde_json::from_str(&text).expect("manifest is JSON"))
+            })
+            .collect()
+    }
+}
+
+/// Every file below `dir`, recursively, as paths.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(listing(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
