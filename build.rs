@@ -67,10 +67,7 @@ fn fetch_library(dir: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("npm pack {PACKAGE} failed to start: {e}"))?;
     if !pack.status.success() {
-        return Err(format!(
-            "npm pack {PACKAGE} failed: {}",
-            String::from_utf8_lossy(&pack.stderr).trim()
-        ));
+        return Err(format!("npm pack {PACKAGE} failed: {}", String::from_utf8_lossy(&pack.stderr).trim()));
     }
     let tarball = fs::read_dir(&scratch)
         .map_err(|e| format!("cannot list {}: {e}", scratch.display()))?

@@ -154,16 +154,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 None => LoadedPipeline::load(&pipeline)?.pipeline.simulator.seed,
             };
             let as_of = as_of.unwrap_or_else(today);
-            let sim = Simulator::start(listen, seed, as_of, Keys { builtwith: builtwith_key, similarweb: similarweb_key })
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let sim =
+                Simulator::start(listen, seed, as_of, Keys { builtwith: builtwith_key, similarweb: similarweb_key })
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
             println!("simulated providers on {} (world as of {as_of}, seed {seed}); Ctrl-C stops", sim.base_url());
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             sim.shutdown().await;
         }
         Command::Query { store, format, file, sql } => {
             let sql = match (file, sql) {
-                (Some(path), _) => std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                (Some(path), _) => {
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+                }
                 (None, Some(sql)) => sql,
                 (None, None) => anyhow::bail!("give the SQL as an argument or with --file queries/NAME.sql"),
             };
@@ -223,7 +226,8 @@ fn render_table(result: &QueryResult) -> String {
             .iter()
             .zip(&widths)
             .map(|(v, w)| {
-                let v: String = if v.chars().count() > *w { v.chars().take(w - 1).chain(['…']).collect() } else { v.clone() };
+                let v: String =
+                    if v.chars().count() > *w { v.chars().take(w - 1).chain(['…']).collect() } else { v.clone() };
                 format!("{v:<w$}")
             })
             .collect();

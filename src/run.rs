@@ -16,9 +16,9 @@ use crate::fetch::{Call, Endpoint, Fetcher, LedgerRow, Outcome};
 use crate::modules::{self, Context, Parsed, RawRow, Subject, Tables};
 use crate::providers::{builtwith, similarweb};
 use crate::simulate::{Keys, Simulator};
+use crate::store::Store;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
 use crate::store::table::{TableBuilder, to_parquet};
-use crate::store::Store;
 use crate::targets::Book;
 use crate::transform::{self, BookRow, ModuleFiles};
 
@@ -154,17 +154,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let simulated = match options.providers {
         ProvidersMode::Simulated => true,
         ProvidersMode::Real => false,
-        ProvidersMode::Auto => ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none()),
+        ProvidersMode::Auto => {
+            ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none())
+        }
     };
     let simulator = if simulated {
         let listen = "127.0.0.1:0".parse().context("loopback address")?;
         let sim = Simulator::start(listen, p.simulator.seed, options.date, simulated_keys())
             .await
             .context("cannot start the simulated providers")?;
-        println!(
-            "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
-            sim.base_url()
-        );
+        println!("providers: simulated (no provider API keys set), serving a world as of {date} on {}", sim.base_url());
         Some(sim)
     } else {
         println!("providers: real (keys from the environment)");
@@ -351,7 +350,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let targets_bytes = transform::to_parquet(&mut scored)?;
     let path = format!("{folder}/targets.parquet");
     store.put(&path, targets_bytes.clone()).await?;
-    files.push(FileEntry { table: "targets".into(), path, bytes: targets_bytes.len() as u64, rows: scored.height() as u64 });
+    files.push(FileEntry {
+        table: "targets".into(),
+        path,
+        bytes: targets_bytes.len() as u64,
+        rows: scored.height() as u64,
+    });
 
     let mut tiers: Vec<TierCount> =
         pipeline.model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();

@@ -215,8 +215,7 @@ fn read_rows(
         match record {
             Ok(record) => {
                 let line = record.position().map(|p| p.line()).unwrap_or(0);
-                let values =
-                    columns.iter().map(|c| c.and_then(|c| record.get(c)).unwrap_or("").to_string()).collect();
+                let values = columns.iter().map(|c| c.and_then(|c| record.get(c)).unwrap_or("").to_string()).collect();
                 rows.push(Ok(SeedRow { file: path.to_path_buf(), line, values }));
             }
             Err(e) => {

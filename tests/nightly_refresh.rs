@@ -135,7 +135,9 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
     assert_eq!(heatmap.iter().map(|c| num(&c["count"])).sum::<f64>() as usize, rows.len());
     for row in &rows {
         let domain = row["domain"].as_str().unwrap();
-        let detail: Value = serde_json::from_slice(&std::fs::read(site.join("targets").join(format!("{domain}.json"))).unwrap()).unwrap();
+        let detail: Value =
+            serde_json::from_slice(&std::fs::read(site.join("targets").join(format!("{domain}.json"))).unwrap())
+                .unwrap();
         assert_eq!(detail["domain"], domain);
         assert_eq!(detail["icp_score"], row["icp_score"]);
     }
@@ -156,7 +158,9 @@ fn bad_configuration_stops_before_any_call_naming_file_and_line() {
     let store = TestStore::new();
     let pipeline = store.path().join("pipelines").join("nightly.toml");
     std::fs::create_dir_all(pipeline.parent().unwrap()).unwrap();
-    let text = std::fs::read_to_string(repo().join("pipelines/nightly.toml")).unwrap().replace("[fetch]\n", "[fetch]\nconcurency = 4\n");
+    let text = std::fs::read_to_string(repo().join("pipelines/nightly.toml"))
+        .unwrap()
+        .replace("[fetch]\n", "[fetch]\nconcurency = 4\n");
     std::fs::write(&pipeline, text).unwrap();
     let err = store.fails(&["run", "--pipeline", pipeline.to_str().unwrap(), "--limit", "3"]);
     assert!(err.contains("nightly.toml") && err.contains("concurency") && err.contains("line"), "{err}");

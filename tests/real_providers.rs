@@ -47,12 +47,21 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     );
     let summary: Vec<String> = outcomes
         .iter()
-        .map(|r| format!("{} {} {} {}", r["provider"].as_str().unwrap(), r["outcome"].as_str().unwrap(), r["http_status"], r["n"]))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["provider"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["http_status"],
+                r["n"]
+            )
+        })
         .collect();
     assert!(summary.contains(&"builtwith failed 403 12".to_string()), "{summary:?}");
     assert!(summary.iter().any(|s| s.starts_with("similarweb skipped_dependency null 60")), "{summary:?}");
     assert!(outcomes.iter().all(|r| r["cost"].as_f64() == Some(0.0)), "failed calls cost nothing: {outcomes:?}");
-    let targets = store.query("SELECT count(*) AS n, count(*) FILTER (WHERE enrichment_level = 'none') AS empty FROM targets");
+    let targets =
+        store.query("SELECT count(*) AS n, count(*) FILTER (WHERE enrichment_level = 'none') AS empty FROM targets");
     assert_eq!(targets[0]["n"], 12, "a failed provider leaves modules empty, not targets missing");
     assert!(targets[0]["empty"].as_i64().unwrap() > 0);
 
@@ -71,7 +80,8 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
 
     // The right keys, the next night: a complete run against the same endpoints.
     let fixed = with_env(BW_KEY);
-    let out = tokio::task::spawn_blocking(move || fixed.ok(&["run", "--limit", "12", "--date", "2026-11-21"])).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || fixed.ok(&["run", "--limit", "12", "--date", "2026-11-21"])).await.unwrap();
     assert!(out.contains("completed"), "{out}");
     sim.shutdown().await;
 }

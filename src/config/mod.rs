@@ -28,10 +28,8 @@ pub enum ConfigError {
 
 /// Reads and parses one TOML file into `T`, with the file named in every error.
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         // toml's message already carries "line N, column M" and a caret excerpt.
@@ -252,13 +250,7 @@ impl LoadedPipeline {
         }
         let model_path = root.join(&pipeline.scoring_model);
         let model = ScoringModel::load(&model_path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            sha256: sha256_hex(text.as_bytes()),
-            pipeline,
-            model,
-            root,
-        })
+        Ok(Self { path: path.to_path_buf(), sha256: sha256_hex(text.as_bytes()), pipeline, model, root })
     }
 
     pub fn resolve(&self, relative: &Path) -> PathBuf {

@@ -61,7 +61,12 @@ enum ComponentFile {
         missing: i32,
         reason: String,
     },
-    Bands { name: String, column: String, max: i32, bands: Vec<Band> },
+    Bands {
+        name: String,
+        column: String,
+        max: i32,
+        bands: Vec<Band>,
+    },
 }
 
 impl From<ComponentFile> for Component {
@@ -104,11 +109,7 @@ impl ScoringModel {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
+        let invalid = |key: String, message: String| ConfigError::Invalid { path: path.to_path_buf(), key, message };
         if self.components.is_empty() {
             return Err(invalid("components".into(), "a model needs at least one component".into()));
         }

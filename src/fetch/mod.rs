@@ -67,7 +67,12 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(provider: ProviderId, base_url: url::Url, key: Option<(&'static str, String)>, settings: ProviderSettings) -> Self {
+    pub fn new(
+        provider: ProviderId,
+        base_url: url::Url,
+        key: Option<(&'static str, String)>,
+        settings: ProviderSettings,
+    ) -> Self {
         Self { provider, base_url, key, settings }
     }
 
@@ -97,8 +102,7 @@ pub enum FetchError {
 
 impl Fetcher {
     pub fn new(endpoints: Vec<Endpoint>, concurrency: usize) -> Result<Self, FetchError> {
-        let connect_timeout =
-            endpoints.iter().map(|e| e.settings.connect_timeout_secs).min().unwrap_or(10);
+        let connect_timeout = endpoints.iter().map(|e| e.settings.connect_timeout_secs).min().unwrap_or(10);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(connect_timeout))
             .user_agent(concat!("partnerforge/", env!("CARGO_PKG_VERSION")))
@@ -133,7 +137,13 @@ impl Fetcher {
         let called_at = chrono::Utc::now();
         let started = Instant::now();
         let Ok(endpoint) = self.endpoint(call.provider) else {
-            return Reply { status: None, body: Bytes::new(), latency: Duration::ZERO, error: Some("no endpoint".into()), called_at };
+            return Reply {
+                status: None,
+                body: Bytes::new(),
+                latency: Duration::ZERO,
+                error: Some("no endpoint".into()),
+                called_at,
+            };
         };
         let mut url = endpoint.base_url.clone();
         let base_path = url.path().trim_end_matches('/').to_string();

@@ -57,13 +57,8 @@ impl std::fmt::Debug for Module {
 }
 
 /// Every module this build knows, in no particular order.
-pub const REGISTRY: &[&Module] = &[
-    &company::MODULE,
-    &tech_stack::MODULE,
-    &traffic::MODULE,
-    &traffic_sources::MODULE,
-    &financials::MODULE,
-];
+pub const REGISTRY: &[&Module] =
+    &[&company::MODULE, &tech_stack::MODULE, &traffic::MODULE, &traffic_sources::MODULE, &financials::MODULE];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModuleError {
@@ -167,7 +162,9 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
 pub fn is_no_data(parsed: &Parsed) -> bool {
     matches!(
         parsed,
-        Parsed::BuiltWith(Answer::NoData(_)) | Parsed::Series { answer: Answer::NoData(_), .. } | Parsed::Quote(Answer::NoData(_))
+        Parsed::BuiltWith(Answer::NoData(_))
+            | Parsed::Series { answer: Answer::NoData(_), .. }
+            | Parsed::Quote(Answer::NoData(_))
     )
 }
 
@@ -182,7 +179,14 @@ mod tests {
     use super::*;
 
     fn module(id: &'static str, depends_on: &'static [&'static str]) -> Module {
-        Module { id, name: id, provider: ProviderId::BuiltWith, depends_on, calls: |_, _| Vec::new(), normalize: |_, _, _, _| {} }
+        Module {
+            id,
+            name: id,
+            provider: ProviderId::BuiltWith,
+            depends_on,
+            calls: |_, _| Vec::new(),
+            normalize: |_, _, _, _| {},
+        }
     }
 
     #[test]

@@ -119,7 +119,11 @@ fn stamped(builder: TableBuilder, n: usize, source: &str, fetched_at_ms: i64, sn
 
 impl Tables {
     /// Encodes every normalized table as an Arrow batch, by table name.
-    pub fn batches(&self, fetched_at_ms: i64, snapshot_id: &str) -> Result<Vec<(&'static str, RecordBatch)>, StoreError> {
+    pub fn batches(
+        &self,
+        fetched_at_ms: i64,
+        snapshot_id: &str,
+    ) -> Result<Vec<(&'static str, RecordBatch)>, StoreError> {
         let stamp = |b, n, source| stamped(b, n, source, fetched_at_ms, snapshot_id);
         let c = &self.company;
         let company = stamp(

@@ -19,7 +19,14 @@ pub const MODULE: Module = Module {
 pub(super) fn similarweb_call(context: &Context, subject: &Subject, endpoint: &'static str, path: &str) -> Call {
     let (start, end) = &context.months;
     let (path, query) = similarweb::request(subject.domain, path, &context.similarweb_country, start, end);
-    Call { provider: ProviderId::SimilarWeb, endpoint, domain: subject.domain.to_string(), modules: String::new(), path, query }
+    Call {
+        provider: ProviderId::SimilarWeb,
+        endpoint,
+        domain: subject.domain.to_string(),
+        modules: String::new(),
+        path,
+        query,
+    }
 }
 
 fn calls(context: &Context, subject: &Subject) -> Vec<Call> {

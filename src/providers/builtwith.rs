@@ -63,7 +63,9 @@ pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainP
     let errors = json.get("Errors").and_then(Value::as_array).filter(|e| !e.is_empty());
     if let Some(first) = errors.and_then(|e| e.first()) {
         let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
-        if message.to_ascii_lowercase().contains("not in our system") || message.to_ascii_lowercase().contains("no data") {
+        if message.to_ascii_lowercase().contains("not in our system")
+            || message.to_ascii_lowercase().contains("no data")
+        {
             return Ok(Answer::NoData(message));
         }
         if results.is_none_or(Value::is_null) {
@@ -81,11 +83,8 @@ pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainP
 
     let meta = result.get("Meta").filter(|m| m.is_object());
     let meta_text = |key: &str| text(meta.and_then(|m| m.get(key)));
-    let employees = result
-        .get("Attributes")
-        .and_then(|a| a.get("Employees"))
-        .and_then(Value::as_i64)
-        .filter(|n| *n > 0);
+    let employees =
+        result.get("Attributes").and_then(|a| a.get("Employees")).and_then(Value::as_i64).filter(|n| *n > 0);
     let meta = CompanyMeta {
         company_name: meta_text("CompanyName"),
         vertical: meta_text("Vertical"),

@@ -42,7 +42,13 @@ pub const ENDPOINT_TRAFFIC_SOURCES: &str = "traffic_sources";
 pub const TRAFFIC_SOURCES_PATH: &str = "traffic-sources/overview-share";
 
 /// Path and query (without the key) of a monthly request over `[start, end]` (`YYYY-MM`).
-pub fn request(domain: &str, path: &str, country: &str, start: &str, end: &str) -> (String, Vec<(&'static str, String)>) {
+pub fn request(
+    domain: &str,
+    path: &str,
+    country: &str,
+    start: &str,
+    end: &str,
+) -> (String, Vec<(&'static str, String)>) {
     (
         format!("/v1/website/{domain}/{path}"),
         vec![
@@ -89,10 +95,8 @@ pub fn parse_metric(body: &[u8], metric: Metric) -> Result<Answer<Vec<Point>>, P
     let mut points = Vec::with_capacity(series.len());
     for (i, point) in series.iter().enumerate() {
         let field = |key: &str| format!("{}[{i}].{key}", metric.series_key);
-        let month = text(point.get("date")).ok_or_else(|| ProviderError::Invalid {
-            field: field("date"),
-            message: "missing date".into(),
-        })?;
+        let month = text(point.get("date"))
+            .ok_or_else(|| ProviderError::Invalid { field: field("date"), message: "missing date".into() })?;
         let Some(raw) = point.get(metric.series_key).and_then(Value::as_f64) else {
             continue; // a month without an estimate
         };

@@ -126,15 +126,15 @@ pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderEr
                 .iter()
                 .filter_map(|o| {
                     let name = display_name(&text(o.get("name"))?);
-                    let title = text(o.get("title")).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+                    let title =
+                        text(o.get("title")).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
                     Some(Officer { name, title })
                 })
                 .collect();
         }
     }
-    if let Some(history) = module("incomeStatementHistory")
-        .and_then(|m| m.get("incomeStatementHistory"))
-        .and_then(Value::as_array)
+    if let Some(history) =
+        module("incomeStatementHistory").and_then(|m| m.get("incomeStatementHistory")).and_then(Value::as_array)
     {
         out.annual_revenue = history
             .iter()
@@ -151,7 +151,9 @@ pub fn lead_executive(officers: &[Officer]) -> Option<&Officer> {
     let words = |t: &str| -> Vec<String> {
         t.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect()
     };
-    let is_ceo = |o: &&Officer| words(&o.title).iter().any(|w| w == "ceo") || o.title.to_ascii_lowercase().contains("chief executive officer");
+    let is_ceo = |o: &&Officer| {
+        words(&o.title).iter().any(|w| w == "ceo") || o.title.to_ascii_lowercase().contains("chief executive officer")
+    };
     let divisional = |o: &&Officer| {
         let t = o.title.to_ascii_lowercase();
         t.contains("ceo of") || t.contains("chief executive officer of")
@@ -199,16 +201,26 @@ mod tests {
         assert_eq!(f.currency.as_deref(), Some("USD"));
         assert_eq!(f.employees, Some(228000));
         assert_eq!(f.officers[0].name, "Bradford L. Smith");
-        assert_eq!(f.annual_revenue, [("2024-06-30".to_string(), 245122000000.0), ("2023-06-30".to_string(), 211915000000.0)]);
+        assert_eq!(
+            f.annual_revenue,
+            [("2024-06-30".to_string(), 245122000000.0), ("2023-06-30".to_string(), 211915000000.0)]
+        );
         let ceo = lead_executive(&f.officers).unwrap();
-        assert_eq!((ceo.name.as_str(), ceo.title.as_str()), ("Satya Nadella", "Chairman & CEO"), "plain CEO beats divisional");
+        assert_eq!(
+            (ceo.name.as_str(), ceo.title.as_str()),
+            ("Satya Nadella", "Chairman & CEO"),
+            "plain CEO beats divisional"
+        );
     }
 
     #[test]
     fn not_found_is_a_fact() {
         let body = r#"{"quoteSummary":{"result":null,"error":{"code":"Not Found","description":"No fundamentals data found for any of the summaryTypes=financialData"}}}"#;
         assert!(matches!(parse_quote_summary(body.as_bytes()), Ok(Answer::NoData(_))));
-        assert!(matches!(parse_quote_summary(br#"{"quoteSummary":{"result":[],"error":null}}"#), Ok(Answer::NoData(_))));
+        assert!(matches!(
+            parse_quote_summary(br#"{"quoteSummary":{"result":[],"error":null}}"#),
+            Ok(Answer::NoData(_))
+        ));
     }
 
     #[test]

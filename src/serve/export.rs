@@ -66,7 +66,10 @@ pub fn export(warehouse: &Warehouse, queries_dir: &Path, out: &Path) -> Result<E
         let result = warehouse.query(&sql).map_err(|e| fail(e.to_string()))?;
         if pattern.contains("{key}") {
             if result.columns.len() != 2 {
-                return Err(fail(format!("{pattern} needs two columns (key, json); the query returns {}", result.columns.len())));
+                return Err(fail(format!(
+                    "{pattern} needs two columns (key, json); the query returns {}",
+                    result.columns.len()
+                )));
             }
             for row in &result.rows {
                 let key = row[0].as_str().unwrap_or_default();

@@ -178,9 +178,9 @@ pub fn to_json(value: Value) -> serde_json::Value {
             .unwrap_or(serde_json::Value::Null),
         V::Text(s) | V::Enum(s) => json!(s),
         V::List(items) | V::Array(items) => serde_json::Value::Array(items.into_iter().map(to_json).collect()),
-        V::Struct(fields) => serde_json::Value::Object(
-            fields.iter().map(|(k, v)| (k.clone(), to_json(v.clone()))).collect(),
-        ),
+        V::Struct(fields) => {
+            serde_json::Value::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v.clone()))).collect())
+        }
         V::Union(inner) => to_json(*inner),
         other => json!(format!("{other:?}")),
     }

@@ -117,7 +117,10 @@ const VERTICALS: [(&str, u32); 10] = [
     ("", 8),
 ];
 
-const PLACES: [(&str, &str, &str); 12] = [
+const PLACES: [(&str, &str, &str); 15] = [
+    ("ES", "Madrid", ""),
+    ("SE", "Stockholm", ""),
+    ("GB", "Manchester", ""),
     ("US", "New York", "NY"),
     ("US", "San Francisco", "CA"),
     ("US", "Chicago", "IL"),
@@ -133,12 +136,12 @@ const PLACES: [(&str, &str, &str); 12] = [
 ];
 
 const FIRST_NAMES: [&str; 16] = [
-    "James", "Maria", "Robert", "Linda", "Wei", "Priya", "Carlos", "Sofia", "Kevan", "Amy", "Olu", "Hannah",
-    "Diego", "Yuki", "Fatima", "Lars",
+    "James", "Maria", "Robert", "Linda", "Wei", "Priya", "Carlos", "Sofia", "Kevan", "Amy", "Olu", "Hannah", "Diego",
+    "Yuki", "Fatima", "Lars",
 ];
 const LAST_NAMES: [&str; 16] = [
-    "Smith", "Garcia", "Chen", "Patel", "Johnson", "Müller", "Okafor", "Rossi", "Parekh", "Hood", "Nakamura",
-    "Silva", "Kowalski", "Dubois", "Andersen", "Reyes",
+    "Smith", "Garcia", "Chen", "Patel", "Johnson", "Müller", "Okafor", "Rossi", "Parekh", "Hood", "Nakamura", "Silva",
+    "Kowalski", "Dubois", "Andersen", "Reyes",
 ];
 
 /// The simulated world at one date.
@@ -243,7 +246,7 @@ impl World {
             json!({"Domain": d, "Url": url, "SubDomain": sub, "FirstIndexed": epoch_ms(site_start),
                    "LastIndexed": indexed, "Technologies": technologies})
         };
-        let (country, city, state) = *pick(s, &[d, "place"], &PLACES);
+        let (country, city, state) = place(s, d);
         let vertical = weighted(s, &[d, "vertical"], &VERTICALS);
         let meta_sparse = unit(s, &[d, "meta-sparse"]) < 0.1;
         let company = if meta_sparse { Value::Null } else { json!(company_name(d)) };
@@ -308,10 +311,7 @@ impl World {
         let month_date = |m: i64| format!("{:04}-{:02}-01", 2020 + m.div_euclid(12), m.rem_euclid(12) + 1);
         let too_small = months.iter().all(|m| self.visits(&d, *m) < 5_000.0);
         if too_small {
-            return (
-                401,
-                json!({"meta": {"status": "Error", "error_code": 401, "error_message": "Data not found"}}),
-            );
+            return (401, json!({"meta": {"status": "Error", "error_code": 401, "error_message": "Data not found"}}));
         }
         let first = months.first().copied().unwrap_or(0);
         let last = months.last().copied().unwrap_or(0);
@@ -330,25 +330,31 @@ impl World {
                 // A few domains report the rate as a percentage.
                 let percent = unit(s, &[&d, "bounce-percent"]) < 0.05;
                 let value = |m: i64| {
-                    let r = 0.25 + 0.5 * unit(s, &[&d, "bounce"]) + 0.04 * (unit(s, &[&d, "bounce", &m.to_string()]) - 0.5);
+                    let r =
+                        0.25 + 0.5 * unit(s, &[&d, "bounce"]) + 0.04 * (unit(s, &[&d, "bounce", &m.to_string()]) - 0.5);
                     if percent { r * 100.0 } else { r }
                 };
                 ("bounce_rate", series("bounce_rate", &value))
             }
             "total-traffic-and-engagement/pages-per-visit" => (
                 "pages_per_visit",
-                series("pages_per_visit", &|m| 1.5 + 7.5 * unit(s, &[&d, "ppv"]) + 0.3 * unit(s, &[&d, "ppv", &m.to_string()])),
+                series("pages_per_visit", &|m| {
+                    1.5 + 7.5 * unit(s, &[&d, "ppv"]) + 0.3 * unit(s, &[&d, "ppv", &m.to_string()])
+                }),
             ),
             "total-traffic-and-engagement/average-visit-duration" => (
                 "average_visit_duration",
-                series("average_visit_duration", &|m| 40.0 + 560.0 * unit(s, &[&d, "dur"]) + 20.0 * unit(s, &[&d, "dur", &m.to_string()])),
+                series("average_visit_duration", &|m| {
+                    40.0 + 560.0 * unit(s, &[&d, "dur"]) + 20.0 * unit(s, &[&d, "dur", &m.to_string()])
+                }),
             ),
             "traffic-sources/overview-share" => {
                 if let Some(r) = request.as_object_mut() {
                     r.remove("granularity");
                 }
                 let search_share = 0.1 + 0.5 * unit(s, &[&d, "search-share"]);
-                let rest = [("Social", 0.2), ("Mail", 0.05), ("Display Ads", 0.05), ("Direct", 0.5), ("Referrals", 0.2)];
+                let rest =
+                    [("Social", 0.2), ("Mail", 0.05), ("Display Ads", 0.05), ("Direct", 0.5), ("Referrals", 0.2)];
                 let mut sources = vec![json!({"source_type": "Search", "visits": months.iter().map(|m| {
                     let total = self.visits(&d, *m) * search_share;
                     json!({"date": month_date(*m), "organic": total * 0.8, "paid": total * 0.2})
@@ -369,7 +375,10 @@ impl World {
                 );
             }
         };
-        (200, json!({"meta": {"request": request, "status": "Success", "last_updated": self.as_of.to_string()}, key: data}))
+        (
+            200,
+            json!({"meta": {"request": request, "status": "Success", "last_updated": self.as_of.to_string()}, key: data}),
+        )
     }
 
     /// A person in a role at a company, stable over a tenure of months.
@@ -399,7 +408,8 @@ impl World {
         let revenue = 10f64.powf(8.3 + 3.2 * unit(s, &[&t, "revenue"])) * (1.0 + today as f64 / 3650.0);
         let margin = 0.2 + 0.55 * unit(s, &[&t, "margin"]);
         let market_cap = revenue * (0.5 + 7.5 * unit(s, &[&t, "multiple"]));
-        let wrap = |x: f64| json!({"raw": x.round(), "fmt": format!("{:.2}B", x / 1e9), "longFmt": format!("{:.0}", x)});
+        let wrap =
+            |x: f64| json!({"raw": x.round(), "fmt": format!("{:.2}B", x / 1e9), "longFmt": format!("{:.0}", x)});
         let honorific = |name: &str, role: &str| {
             let h = ["Mr.", "Ms.", "Dr."][(hash(s, &[&t, role, name]) % 3) as usize];
             // Real names come with double spaces now and then.
@@ -446,6 +456,23 @@ impl World {
         }], "error": null}});
         (200, body)
     }
+}
+
+/// Where a company sits: by its country-code domain where it has one, else anywhere.
+fn place(seed: u64, domain: &str) -> (&'static str, &'static str, &'static str) {
+    let country = match domain.rsplit('.').next() {
+        Some("uk") => Some("GB"),
+        Some(tld) if tld.len() == 2 => Some(tld),
+        _ => None,
+    };
+    let local: Vec<&(&str, &str, &str)> = match country {
+        Some(code) => PLACES.iter().filter(|(c, _, _)| c.eq_ignore_ascii_case(code)).collect(),
+        None => Vec::new(),
+    };
+    if local.is_empty() {
+        return *pick(seed, &[domain, "place"], &PLACES);
+    }
+    *local[(hash(seed, &[domain, "place"]) % local.len() as u64) as usize]
 }
 
 /// "blue-harbor-outfitters.com" → "Blue Harbor Outfitters".

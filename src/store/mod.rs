@@ -81,7 +81,8 @@ impl Store {
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
         std::fs::create_dir_all(&path).map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
         let root = std::fs::canonicalize(&path).map_err(|e| open_error(e.to_string()))?;
-        let local = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(|e| open_error(e.to_string()))?;
+        let local =
+            object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(|e| open_error(e.to_string()))?;
         Ok(Self { url: url.to_string(), inner: Arc::new(local), local_root: Some(root) })
     }
 
@@ -122,12 +123,8 @@ impl Store {
     /// Every committed snapshot (each date's newest generation), oldest date first.
     pub async fn snapshots(&self) -> Result<Vec<Manifest>, StoreError> {
         let prefix = ObjectPath::from("snapshots");
-        let objects: Vec<_> = self
-            .inner
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.object_error(&prefix, e))?;
+        let objects: Vec<_> =
+            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_error(&prefix, e))?;
         let mut manifests: Vec<Manifest> = Vec::new();
         for object in objects {
             if object.location.filename() != Some(MANIFEST_FILE) {
@@ -160,7 +157,11 @@ impl Store {
     /// The snapshot's files as paths on this machine: the files themselves for a
     /// local store, else copies in `cache_dir/<snapshot>/<generation>/` (reused
     /// when already complete). Every listed file is checked to exist.
-    pub async fn local_files(&self, manifest: &Manifest, cache_dir: &Path) -> Result<Vec<(FileEntry, PathBuf)>, StoreError> {
+    pub async fn local_files(
+        &self,
+        manifest: &Manifest,
+        cache_dir: &Path,
+    ) -> Result<Vec<(FileEntry, PathBuf)>, StoreError> {
         let mut out = Vec::new();
         for entry in &manifest.files {
             let object = ObjectPath::from(entry.path.as_str());

@@ -88,7 +88,12 @@ fn book_frame(rows: &[BookRow]) -> PolarsResult<LazyFrame> {
 
 /// Builds and scores the targets table. Domains found running Algolia are not
 /// targets and are dropped here (customers were dropped from the book before).
-pub fn assemble(book: &[BookRow], files: &ModuleFiles, model: &ScoringModel, snapshot_id: &str) -> PolarsResult<DataFrame> {
+pub fn assemble(
+    book: &[BookRow],
+    files: &ModuleFiles,
+    model: &ScoringModel,
+    snapshot_id: &str,
+) -> PolarsResult<DataFrame> {
     let company = read_parquet(files.company.clone())?.select([
         col("domain"),
         col("company_name").alias("bw_company_name"),
@@ -131,7 +136,10 @@ pub fn assemble(book: &[BookRow], files: &ModuleFiles, model: &ScoringModel, sna
     ]);
 
     let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
-    let found = present("company_at") + present("tech_at") + present("traffic_at") + present("sources_at")
+    let found = present("company_at")
+        + present("tech_at")
+        + present("traffic_at")
+        + present("sources_at")
         + present("financials_at");
     let expected = lit(4) + col("is_public").cast(DataType::Int32);
     let enrichment = when(found.clone().gt_eq(expected))

@@ -39,7 +39,10 @@ fn template(text: &str, value: &Expr, points: &Expr) -> Expr {
 /// `when(c1).then(v1).otherwise(when(c2).then(v2).otherwise(…fallback))`: the first
 /// condition that holds wins.
 fn first_match(cases: Vec<(Expr, Expr)>, fallback: Expr) -> Expr {
-    cases.into_iter().rev().fold(fallback, |otherwise, (condition, value)| when(condition).then(value).otherwise(otherwise))
+    cases
+        .into_iter()
+        .rev()
+        .fold(fallback, |otherwise, (condition, value)| when(condition).then(value).otherwise(otherwise))
 }
 
 /// (points, reason) expressions of every component, in model order.
@@ -72,7 +75,11 @@ fn components(model: &ScoringModel) -> Vec<(String, Expr, Expr)> {
                     let reasons = bands
                         .iter()
                         .map(|b| {
-                            let line = if b.points > 0 { lit(b.reason.replace("{points}", &b.points.to_string())) } else { null_text() };
+                            let line = if b.points > 0 {
+                                lit(b.reason.replace("{points}", &b.points.to_string()))
+                            } else {
+                                null_text()
+                            };
                             (reached(b.min), line)
                         })
                         .collect();
@@ -89,9 +96,8 @@ fn components(model: &ScoringModel) -> Vec<(String, Expr, Expr)> {
 /// per component) and `score_reasons` (a list with one line per component that scored).
 pub fn score_columns(model: &ScoringModel) -> PolarsResult<Vec<Expr>> {
     let parts = components(model);
-    let score =
-        polars::lazy::dsl::sum_horizontal(parts.iter().map(|(_, p, _)| p.clone()).collect::<Vec<_>>(), true)?
-            .cast(DataType::Int32);
+    let score = polars::lazy::dsl::sum_horizontal(parts.iter().map(|(_, p, _)| p.clone()).collect::<Vec<_>>(), true)?
+        .cast(DataType::Int32);
     let lowest = &model.tiers[model.tiers.len() - 1];
     let reached = |min: i32| score.clone().gt_eq(lit(min));
     let tier = first_match(model.tiers.iter().map(|t| (reached(t.min_score), lit(t.tier))).collect(), lit(lowest.tier));
@@ -143,7 +149,8 @@ mod tests {
 
     #[test]
     fn every_traffic_band_edge() {
-        let visits = [50_000_000.0, 49_999_999.9, 10_000_000.0, 9_999_999.0, 1_000_000.0, 999_999.0, 100_000.0, 99_999.0];
+        let visits =
+            [50_000_000.0, 49_999_999.9, 10_000_000.0, 9_999_999.0, 1_000_000.0, 999_999.0, 100_000.0, 99_999.0];
         let mut rows: Vec<_> = visits.iter().map(|v| (None, Some(*v), None, None)).collect();
         rows.push((None, None, None, None));
         assert_eq!(breakdown(&score(&rows), "traffic"), [30, 25, 25, 15, 15, 5, 5, 0, 0]);
@@ -262,9 +269,11 @@ min_score = 0
     fn a_model_that_does_not_add_up_is_refused_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
-        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/scoring/icp.toml"))
-            .unwrap()
-            .replace("max_score = 100", "max_score = 90");
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/scoring/icp.toml"),
+        )
+        .unwrap()
+        .replace("max_score = 100", "max_score = 90");
         std::fs::write(&path, text).unwrap();
         let err = ScoringModel::load(&path).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("max_score") && err.contains("100"), "{err}");

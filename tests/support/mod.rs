@@ -43,7 +43,15 @@ impl TestStore {
         if matches!(args.first(), Some(&"run") | Some(&"query") | Some(&"export")) && !args.contains(&"--store") {
             command.args(["--store", &self.store()]);
         }
-        for var in ["BUILTWITH_API_KEY", "SIMILARWEB_API_KEY", "BUILTWITH_BASE_URL", "SIMILARWEB_BASE_URL", "YAHOO_FINANCE_BASE_URL", "PARTNERFORGE_STORE", "RUST_LOG"] {
+        for var in [
+            "BUILTWITH_API_KEY",
+            "SIMILARWEB_API_KEY",
+            "BUILTWITH_BASE_URL",
+            "SIMILARWEB_BASE_URL",
+            "YAHOO_FINANCE_BASE_URL",
+            "PARTNERFORGE_STORE",
+            "RUST_LOG",
+        ] {
             command.env_remove(var);
         }
         command.env("PARTNERFORGE_CACHE", self.path().join("cache"));
@@ -92,8 +100,11 @@ impl TestStore {
 
     /// Every manifest in the store, by path.
     pub fn manifests(&self) -> Vec<(PathBuf, serde_json::Value)> {
-        let mut found: Vec<PathBuf> =
-            listing(&self.path().join("store")).into_iter().map(PathBuf::from).filter(|p| p.ends_with("_manifest.json")).collect();
+        let mut found: Vec<PathBuf> = listing(&self.path().join("store"))
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.ends_with("_manifest.json"))
+            .collect();
         found.sort();
         found
             .into_iter()
