@@ -33,10 +33,10 @@ fn main() {
     let library = dir.join(LIBRARY);
     println!("cargo:rerun-if-changed={}", library.display());
 
-    if !library.exists() {
-        if let Err(message) = fetch_library(&dir) {
-            fail(&message);
-        }
+    if !library.exists()
+        && let Err(message) = fetch_library(&dir)
+    {
+        fail(&message);
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());

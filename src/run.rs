@@ -12,14 +12,14 @@ use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 
 use crate::config::{LoadedPipeline, ProviderId};
-use crate::fetch::{Call, Endpoint, Fetcher, LedgerRow, Outcome};
-use crate::modules::{self, Context, Parsed, RawRow, Subject, Tables};
+use crate::fetch::{Call, Endpoint, Fetcher, LedgerRow, Outcome, Reply};
+use crate::modules::{self, Context, Module, Parsed, RawRow, Subject, Tables};
 use crate::providers::{builtwith, similarweb};
 use crate::simulate::{Keys, Simulator};
 use crate::store::Store;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
 use crate::store::table::{TableBuilder, to_parquet};
-use crate::targets::Book;
+use crate::targets::{Book, Target};
 use crate::transform::{self, BookRow, ModuleFiles};
 
 /// Which providers a run talks to.
@@ -144,8 +144,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     for rejected in &book.rejected {
         tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
     }
-    let mut work: Vec<&crate::targets::Target> =
-        book.targets.iter().filter(|t| !book.customers.contains(&t.domain)).collect();
+    let mut work: Vec<&Target> = book.targets.iter().filter(|t| !book.customers.contains(&t.domain)).collect();
     let excluded_customers = book.targets.len() - work.len();
     if let Some(limit) = options.limit {
         work.truncate(limit);
@@ -180,131 +179,28 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         snapshot_id: date.clone(),
     };
 
-    let mut tables = Tables::default();
-    let mut ledger: Vec<LedgerRow> = Vec::new();
-    let mut failed: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
-    let mut not_targets: BTreeSet<String> = BTreeSet::new();
-
+    let mut refresh = Refresh {
+        run_id: run_id.clone(),
+        context,
+        book: &book,
+        fetcher,
+        tables: Tables::default(),
+        ledger: Vec::new(),
+        failed: BTreeMap::new(),
+        not_targets: BTreeSet::new(),
+    };
     for (w, wave) in waves.iter().enumerate() {
         let wave_started = Instant::now();
-        // Plan the wave: each module's calls per domain, one call per (provider, endpoint, domain).
-        let mut calls: Vec<Call> = Vec::new();
-        let mut index: HashMap<(ProviderId, &'static str, String), usize> = HashMap::new();
-        let mut wanted: Vec<(&modules::Module, &crate::targets::Target, Vec<usize>)> = Vec::new();
-        for target in &work {
-            if not_targets.contains(&target.domain) {
-                continue; // already a customer (runs Algolia): not worth a call
-            }
-            let ticker = book.tickers.get(&target.domain).map(String::as_str);
-            let subject = Subject { domain: &target.domain, ticker };
-            for module in wave {
-                let blocked: Vec<&str> = module
-                    .depends_on
-                    .iter()
-                    .copied()
-                    .filter(|d| failed.get(&target.domain).is_some_and(|f| f.contains(d)))
-                    .collect();
-                let module_calls = (module.calls)(&context, &subject);
-                if !blocked.is_empty() {
-                    for call in module_calls {
-                        ledger.push(LedgerRow {
-                            run_id: run_id.clone(),
-                            provider: call.provider,
-                            endpoint: call.endpoint,
-                            domain: call.domain,
-                            modules: module.id.to_string(),
-                            attempt: 0,
-                            http_status: None,
-                            outcome: Outcome::SkippedDependency,
-                            error: Some(format!("{} failed for this domain", blocked.join(","))),
-                            latency_ms: 0.0,
-                            cost_usd: 0.0,
-                            bytes: 0,
-                            called_at: Utc::now(),
-                        });
-                    }
-                    failed.entry(target.domain.clone()).or_default().insert(module.id);
-                    continue;
-                }
-                let mut slots = Vec::new();
-                for mut call in module_calls {
-                    let key = (call.provider, call.endpoint, call.domain.clone());
-                    let slot = *index.entry(key).or_insert_with(|| {
-                        call.modules.clear();
-                        calls.push(call);
-                        calls.len() - 1
-                    });
-                    let modules_of = &mut calls[slot].modules;
-                    if !modules_of.split(',').any(|m| m == module.id) {
-                        if !modules_of.is_empty() {
-                            modules_of.push(',');
-                        }
-                        modules_of.push_str(module.id);
-                    }
-                    slots.push(slot);
-                }
-                wanted.push((module, target, slots));
-            }
-        }
+        let plan = refresh.plan_wave(wave, &work);
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
-        tracing::info!(wave = w + 1, modules = %ids.join(","), calls = calls.len(), "fetching");
-        let replies = fetcher.execute(calls).await?;
-
-        let mut parsed: Vec<Result<Parsed, (Outcome, String)>> = Vec::with_capacity(replies.len());
-        for (call, reply) in &replies {
-            let result = modules::parse(&context, call, reply);
-            let endpoint = fetcher.endpoint(call.provider)?;
-            let (outcome, error) = match &result {
-                Ok(p) if modules::is_no_data(p) => (Outcome::NoData, None),
-                Ok(_) => (Outcome::Ok, None),
-                Err((outcome, message)) => (*outcome, Some(endpoint.redact(message))),
-            };
-            let cost = if reply.is_success() { endpoint.settings.cost(call.endpoint) } else { 0.0 };
-            ledger.push(LedgerRow {
-                run_id: run_id.clone(),
-                provider: call.provider,
-                endpoint: call.endpoint,
-                domain: call.domain.clone(),
-                modules: call.modules.clone(),
-                attempt: 1,
-                http_status: reply.status,
-                outcome,
-                error,
-                latency_ms: reply.latency.as_secs_f64() * 1000.0,
-                cost_usd: cost,
-                bytes: reply.body.len() as u64,
-                called_at: reply.called_at,
-            });
-            if reply.status.is_some() {
-                tables.raw.push(RawRow {
-                    provider: call.provider.name(),
-                    endpoint: call.endpoint,
-                    domain: call.domain.clone(),
-                    modules: call.modules.clone(),
-                    http_status: reply.status,
-                    fetched_at_ms: reply.called_at.timestamp_millis(),
-                    body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
-                });
-            }
-            parsed.push(result);
-        }
-        for (module, target, slots) in wanted {
-            if slots.iter().any(|s| parsed[*s].is_err()) {
-                failed.entry(target.domain.clone()).or_default().insert(module.id);
-                continue;
-            }
-            let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
-            let ticker = book.tickers.get(&target.domain).map(String::as_str);
-            (module.normalize)(&context, &Subject { domain: &target.domain, ticker }, &replies, &mut tables);
-        }
-        for spend in tables.tech_spend.iter().filter(|s| s.runs_algolia) {
-            not_targets.insert(spend.domain.clone());
-        }
+        tracing::info!(wave = w + 1, modules = %ids.join(","), calls = plan.calls.len(), "fetching");
+        refresh.run_wave(plan).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
+    let Refresh { context, tables, ledger, failed, not_targets, .. } = refresh;
 
     // Write the data files, then the manifest.
     let generation = store.next_generation(&date).await?;
@@ -313,21 +209,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
     for (table, batch) in tables.batches(context.fetched_at_ms, &date)? {
         let bytes = to_parquet(&batch)?;
-        let path = format!("{folder}/{table}.parquet");
-        store.put(&path, bytes.clone()).await?;
-        files.push(FileEntry { table: table.into(), path, bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        files.push(store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?);
         module_bytes.insert(table, bytes);
     }
     let ledger_batch = ledger_batch(&ledger, &date)?;
-    let ledger_bytes = to_parquet(&ledger_batch)?;
-    let path = format!("{folder}/api_calls.parquet");
-    store.put(&path, ledger_bytes.clone()).await?;
-    files.push(FileEntry {
-        table: "api_calls".into(),
-        path,
-        bytes: ledger_bytes.len() as u64,
-        rows: ledger_batch.num_rows() as u64,
-    });
+    files.push(store.put_table(&folder, "api_calls", to_parquet(&ledger_batch)?, ledger_batch.num_rows()).await?);
 
     let book_rows: Vec<BookRow> = work
         .iter()
@@ -347,15 +233,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     };
     let mut scored = transform::assemble(&book_rows, &module_files, &pipeline.model, &date)
         .context("assembling and scoring the targets table")?;
-    let targets_bytes = transform::to_parquet(&mut scored)?;
-    let path = format!("{folder}/targets.parquet");
-    store.put(&path, targets_bytes.clone()).await?;
-    files.push(FileEntry {
-        table: "targets".into(),
-        path,
-        bytes: targets_bytes.len() as u64,
-        rows: scored.height() as u64,
-    });
+    files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
 
     let mut tiers: Vec<TierCount> =
         pipeline.model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
@@ -402,6 +280,145 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         wall_secs: started.elapsed().as_secs_f64(),
         simulated,
     })
+}
+
+/// The state of one refresh as it goes: rows so far, the ledger, what failed.
+struct Refresh<'a> {
+    run_id: String,
+    context: Context,
+    book: &'a Book,
+    fetcher: Fetcher,
+    tables: Tables,
+    ledger: Vec<LedgerRow>,
+    /// Modules that failed, or could not run, per domain.
+    failed: BTreeMap<String, BTreeSet<&'static str>>,
+    /// Domains found not to be targets (running Algolia): later waves skip them.
+    not_targets: BTreeSet<String>,
+}
+
+/// A wave's work: the calls to make, one per (provider, endpoint, domain), and
+/// which module of which target reads which of them.
+struct WavePlan<'t> {
+    calls: Vec<Call>,
+    reads: Vec<(&'static Module, &'t Target, Vec<usize>)>,
+}
+
+fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
+    Subject { domain: &target.domain, ticker: book.tickers.get(&target.domain).map(String::as_str) }
+}
+
+impl Refresh<'_> {
+    /// Plans a wave. A module whose dependency failed for a domain is not called;
+    /// its calls are recorded as `skipped_dependency` and the module as failed.
+    fn plan_wave<'t>(&mut self, wave: &[&'static Module], work: &[&'t Target]) -> WavePlan<'t> {
+        let mut plan = WavePlan { calls: Vec::new(), reads: Vec::new() };
+        let mut index: HashMap<(ProviderId, &'static str, String), usize> = HashMap::new();
+        for target in work {
+            if self.not_targets.contains(&target.domain) {
+                continue; // already a customer (runs Algolia): not worth a call
+            }
+            for module in wave {
+                let module_calls = (module.calls)(&self.context, &subject(self.book, target));
+                let failed = self.failed.get(&target.domain);
+                let blocked: Vec<&str> =
+                    module.depends_on.iter().copied().filter(|d| failed.is_some_and(|f| f.contains(d))).collect();
+                if !blocked.is_empty() {
+                    let reason = format!("{} failed for this domain", blocked.join(","));
+                    for call in module_calls {
+                        self.ledger.push(LedgerRow::not_made(
+                            &self.run_id,
+                            &call,
+                            module.id,
+                            Outcome::SkippedDependency,
+                            &reason,
+                        ));
+                    }
+                    self.failed.entry(target.domain.clone()).or_default().insert(module.id);
+                    continue;
+                }
+                let mut slots = Vec::new();
+                for mut call in module_calls {
+                    let key = (call.provider, call.endpoint, call.domain.clone());
+                    let slot = *index.entry(key).or_insert_with(|| {
+                        call.modules.clear();
+                        plan.calls.push(call);
+                        plan.calls.len() - 1
+                    });
+                    let modules_of = &mut plan.calls[slot].modules;
+                    if !modules_of.split(',').any(|m| m == module.id) {
+                        if !modules_of.is_empty() {
+                            modules_of.push(',');
+                        }
+                        modules_of.push_str(module.id);
+                    }
+                    slots.push(slot);
+                }
+                plan.reads.push((module, target, slots));
+            }
+        }
+        plan
+    }
+
+    /// Makes the wave's calls, records each in the ledger (and its body), and
+    /// lets every module read its replies; a module with a failed call is empty.
+    async fn run_wave(&mut self, plan: WavePlan<'_>) -> anyhow::Result<()> {
+        let replies = self.fetcher.execute(plan.calls).await?;
+        let mut parsed = Vec::with_capacity(replies.len());
+        for (call, reply) in &replies {
+            parsed.push(self.record(call, reply)?);
+        }
+        for (module, target, slots) in plan.reads {
+            if slots.iter().any(|s| parsed[*s].is_err()) {
+                self.failed.entry(target.domain.clone()).or_default().insert(module.id);
+                continue;
+            }
+            let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
+            (module.normalize)(&self.context, &subject(self.book, target), &replies, &mut self.tables);
+        }
+        for spend in self.tables.tech_spend.iter().filter(|s| s.runs_algolia) {
+            self.not_targets.insert(spend.domain.clone());
+        }
+        Ok(())
+    }
+
+    /// Parses a reply and records the call: a ledger row, and the body as received.
+    fn record(&mut self, call: &Call, reply: &Reply) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
+        let result = modules::parse(&self.context, call, reply);
+        let endpoint = self.fetcher.endpoint(call.provider)?;
+        let (outcome, error) = match &result {
+            Ok(p) if modules::is_no_data(p) => (Outcome::NoData, None),
+            Ok(_) => (Outcome::Ok, None),
+            Err((outcome, message)) => (*outcome, Some(endpoint.redact(message))),
+        };
+        self.ledger.push(LedgerRow {
+            run_id: self.run_id.clone(),
+            provider: call.provider,
+            endpoint: call.endpoint,
+            domain: call.domain.clone(),
+            modules: call.modules.clone(),
+            attempt: 1,
+            http_status: reply.status,
+            outcome,
+            error,
+            latency_ms: reply.latency.as_secs_f64() * 1000.0,
+            // Providers bill answered calls; error statuses are not charged.
+            cost_usd: if reply.is_success() { endpoint.settings.cost(call.endpoint) } else { 0.0 },
+            bytes: reply.body.len() as u64,
+            called_at: reply.called_at,
+        });
+        if reply.status.is_some() {
+            self.tables.raw.push(RawRow {
+                provider: call.provider.name(),
+                endpoint: call.endpoint,
+                domain: call.domain.clone(),
+                modules: call.modules.clone(),
+                http_status: reply.status,
+                fetched_at_ms: reply.called_at.timestamp_millis(),
+                body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+            });
+        }
+        Ok(result)
+    }
 }
 
 fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::record_batch::RecordBatch> {

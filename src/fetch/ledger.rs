@@ -59,3 +59,24 @@ pub struct LedgerRow {
     pub bytes: u64,
     pub called_at: chrono::DateTime<chrono::Utc>,
 }
+
+impl LedgerRow {
+    /// A call that was planned but not made, and why.
+    pub fn not_made(run_id: &str, call: &super::Call, modules: &str, outcome: Outcome, reason: &str) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            provider: call.provider,
+            endpoint: call.endpoint,
+            domain: call.domain.clone(),
+            modules: modules.to_string(),
+            attempt: 0,
+            http_status: None,
+            outcome,
+            error: Some(reason.to_string()),
+            latency_ms: 0.0,
+            cost_usd: 0.0,
+            bytes: 0,
+            called_at: chrono::Utc::now(),
+        }
+    }
+}

@@ -31,16 +31,7 @@ pub(super) fn domain_lookup(context: &Context, subject: &Subject) -> Vec<Call> {
 fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
     for reply in replies {
         if let Parsed::BuiltWith(Answer::Data(profile)) = reply {
-            let m = &profile.meta;
-            tables.company.push(CompanyRow {
-                domain: subject.domain.to_string(),
-                company_name: m.company_name.clone(),
-                vertical: m.vertical.clone(),
-                country: m.country.clone(),
-                city: m.city.clone(),
-                state: m.state.clone(),
-                employees: m.employees,
-            });
+            tables.company.push(CompanyRow { domain: subject.domain.to_string(), meta: profile.meta.clone() });
         }
     }
 }

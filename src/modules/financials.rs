@@ -38,14 +38,7 @@ fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut T
         tables.financials.push(FinancialsRow {
             domain: subject.domain.to_string(),
             ticker: ticker.to_string(),
-            currency: f.currency.clone(),
-            revenue: f.revenue,
-            gross_margin: f.gross_margin,
-            revenue_growth: f.revenue_growth,
-            market_cap: f.market_cap,
-            sector: f.sector.clone(),
-            industry: f.industry.clone(),
-            employees: f.employees,
+            figures: f.figures.clone(),
             exec_name: lead.map(|o| o.name.clone()),
             exec_title: lead.map(|o| o.title.clone()),
         });

@@ -2,6 +2,8 @@
 //! Every row carries its `source` and `fetched_at` (data trust: every value
 //! says where it came from and when).
 
+use crate::providers::builtwith::CompanyMeta;
+use crate::providers::yahoo::Figures;
 use crate::store::StoreError;
 use crate::store::table::TableBuilder;
 use arrow::record_batch::RecordBatch;
@@ -9,12 +11,7 @@ use arrow::record_batch::RecordBatch;
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompanyRow {
     pub domain: String,
-    pub company_name: Option<String>,
-    pub vertical: Option<String>,
-    pub country: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub employees: Option<i64>,
+    pub meta: CompanyMeta,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,14 +62,7 @@ pub struct TrafficSourcesRow {
 pub struct FinancialsRow {
     pub domain: String,
     pub ticker: String,
-    pub currency: Option<String>,
-    pub revenue: Option<f64>,
-    pub gross_margin: Option<f64>,
-    pub revenue_growth: Option<f64>,
-    pub market_cap: Option<f64>,
-    pub sector: Option<String>,
-    pub industry: Option<String>,
-    pub employees: Option<i64>,
+    pub figures: Figures,
     pub exec_name: Option<String>,
     pub exec_title: Option<String>,
 }
@@ -129,12 +119,12 @@ impl Tables {
         let company = stamp(
             TableBuilder::new()
                 .text("domain", c.iter().map(|r| Some(&r.domain)))
-                .text("company_name", c.iter().map(|r| r.company_name.as_ref()))
-                .text("vertical", c.iter().map(|r| r.vertical.as_ref()))
-                .text("country", c.iter().map(|r| r.country.as_ref()))
-                .text("city", c.iter().map(|r| r.city.as_ref()))
-                .text("state", c.iter().map(|r| r.state.as_ref()))
-                .int("employees", c.iter().map(|r| r.employees)),
+                .text("company_name", c.iter().map(|r| r.meta.company_name.as_ref()))
+                .text("vertical", c.iter().map(|r| r.meta.vertical.as_ref()))
+                .text("country", c.iter().map(|r| r.meta.country.as_ref()))
+                .text("city", c.iter().map(|r| r.meta.city.as_ref()))
+                .text("state", c.iter().map(|r| r.meta.state.as_ref()))
+                .int("employees", c.iter().map(|r| r.meta.employees)),
             c.len(),
             "builtwith",
         )
@@ -197,14 +187,14 @@ impl Tables {
             TableBuilder::new()
                 .text("domain", f.iter().map(|r| Some(&r.domain)))
                 .text("ticker", f.iter().map(|r| Some(&r.ticker)))
-                .text("currency", f.iter().map(|r| r.currency.as_ref()))
-                .float("revenue", f.iter().map(|r| r.revenue))
-                .float("gross_margin", f.iter().map(|r| r.gross_margin))
-                .float("revenue_growth", f.iter().map(|r| r.revenue_growth))
-                .float("market_cap", f.iter().map(|r| r.market_cap))
-                .text("sector", f.iter().map(|r| r.sector.as_ref()))
-                .text("industry", f.iter().map(|r| r.industry.as_ref()))
-                .int("employees", f.iter().map(|r| r.employees))
+                .text("currency", f.iter().map(|r| r.figures.currency.as_ref()))
+                .float("revenue", f.iter().map(|r| r.figures.revenue))
+                .float("gross_margin", f.iter().map(|r| r.figures.gross_margin))
+                .float("revenue_growth", f.iter().map(|r| r.figures.revenue_growth))
+                .float("market_cap", f.iter().map(|r| r.figures.market_cap))
+                .text("sector", f.iter().map(|r| r.figures.sector.as_ref()))
+                .text("industry", f.iter().map(|r| r.figures.industry.as_ref()))
+                .int("employees", f.iter().map(|r| r.figures.employees))
                 .text("exec_name", f.iter().map(|r| r.exec_name.as_ref()))
                 .text("exec_title", f.iter().map(|r| r.exec_title.as_ref())),
             f.len(),

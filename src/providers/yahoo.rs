@@ -28,6 +28,15 @@ pub struct Officer {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Financials {
+    pub figures: Figures,
+    pub officers: Vec<Officer>,
+    /// Fiscal-year revenue, newest first, as (`YYYY-MM-DD` end date, revenue).
+    pub annual_revenue: Vec<(String, f64)>,
+}
+
+/// The company's current figures and profile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Figures {
     pub currency: Option<String>,
     /// Trailing twelve months.
     pub revenue: Option<f64>,
@@ -37,9 +46,6 @@ pub struct Financials {
     pub sector: Option<String>,
     pub industry: Option<String>,
     pub employees: Option<i64>,
-    pub officers: Vec<Officer>,
-    /// Fiscal-year revenue, newest first, as (`YYYY-MM-DD` end date, revenue).
-    pub annual_revenue: Vec<(String, f64)>,
 }
 
 /// `{"raw": x, …}`, a bare number, `{}` or absent → `Some(x)` / `None`.
@@ -99,28 +105,33 @@ pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderEr
     let financial = module("financialData");
     let field = |m: Option<&Value>, key: &str| number(m.and_then(|m| m.get(key)));
 
-    let mut out = Financials {
-        currency: text(financial.and_then(|f| f.get("financialCurrency"))),
-        revenue: field(financial, "totalRevenue").filter(|r| *r > 0.0),
-        revenue_growth: field(financial, "revenueGrowth"),
-        market_cap: field(module("price"), "marketCap")
-            .or_else(|| field(module("summaryDetail"), "marketCap"))
-            .filter(|m| *m > 0.0),
-        ..Default::default()
-    };
-    if let Some(margin) = field(financial, "grossMargins") {
-        out.gross_margin = Some(normalize_rate("financialData.grossMargins", margin.abs())?.copysign(margin));
-    }
-    if let Some(revenue) = out.revenue.filter(|r| *r < 0.0) {
+    let revenue = field(financial, "totalRevenue");
+    if let Some(revenue) = revenue.filter(|r| *r < 0.0) {
         return Err(ProviderError::Invalid {
             field: "financialData.totalRevenue".into(),
             message: format!("{revenue} is negative"),
         });
     }
+    let mut out = Financials {
+        figures: Figures {
+            currency: text(financial.and_then(|f| f.get("financialCurrency"))),
+            // A zero is "unknown" in today's responses, never a real revenue.
+            revenue: revenue.filter(|r| *r > 0.0),
+            revenue_growth: field(financial, "revenueGrowth"),
+            market_cap: field(module("price"), "marketCap")
+                .or_else(|| field(module("summaryDetail"), "marketCap"))
+                .filter(|m| *m > 0.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if let Some(margin) = field(financial, "grossMargins") {
+        out.figures.gross_margin = Some(normalize_rate("financialData.grossMargins", margin.abs())?.copysign(margin));
+    }
     if let Some(profile) = module("assetProfile") {
-        out.sector = text(profile.get("sector"));
-        out.industry = text(profile.get("industry"));
-        out.employees = profile.get("fullTimeEmployees").and_then(Value::as_i64).filter(|n| *n > 0);
+        out.figures.sector = text(profile.get("sector"));
+        out.figures.industry = text(profile.get("industry"));
+        out.figures.employees = profile.get("fullTimeEmployees").and_then(Value::as_i64).filter(|n| *n > 0);
         if let Some(officers) = profile.get("companyOfficers").and_then(Value::as_array) {
             out.officers = officers
                 .iter()
@@ -194,12 +205,12 @@ mod tests {
                  {"endDate":{"raw":1688083200,"fmt":"2023-06-30"},"totalRevenue":{"raw":211915000000,"fmt":"211.92B"}}]}}],
               "error":null}}"#,
         );
-        assert_eq!(f.revenue, Some(318272995328.0));
-        assert_eq!(f.gross_margin, Some(0.68309));
-        assert_eq!(f.revenue_growth, None, "{{}} is missing");
-        assert_eq!(f.market_cap, Some(3.1e12), "bare number");
-        assert_eq!(f.currency.as_deref(), Some("USD"));
-        assert_eq!(f.employees, Some(228000));
+        assert_eq!(f.figures.revenue, Some(318272995328.0));
+        assert_eq!(f.figures.gross_margin, Some(0.68309));
+        assert_eq!(f.figures.revenue_growth, None, "{{}} is missing");
+        assert_eq!(f.figures.market_cap, Some(3.1e12), "bare number");
+        assert_eq!(f.figures.currency.as_deref(), Some("USD"));
+        assert_eq!(f.figures.employees, Some(228000));
         assert_eq!(f.officers[0].name, "Bradford L. Smith");
         assert_eq!(
             f.annual_revenue,
@@ -236,9 +247,21 @@ mod tests {
     }
 
     #[test]
+    fn negative_revenue_is_invalid_and_zero_is_unknown() {
+        let body =
+            br#"{"quoteSummary":{"result":[{"financialData":{"totalRevenue":{"raw":-5,"fmt":"-5"}}}],"error":null}}"#;
+        let err = parse_quote_summary(body).unwrap_err();
+        assert!(err.to_string().contains("financialData.totalRevenue"), "{err}");
+        let f = data(
+            r#"{"quoteSummary":{"result":[{"financialData":{"totalRevenue":{"raw":0,"fmt":null}}}],"error":null}}"#,
+        );
+        assert_eq!(f.figures.revenue, None);
+    }
+
+    #[test]
     fn margins_given_as_percent_are_normalized() {
         let f = data(r#"{"quoteSummary":{"result":[{"financialData":{"grossMargins":42.5}}],"error":null}}"#);
-        assert_eq!(f.gross_margin, Some(0.425));
+        assert_eq!(f.figures.gross_margin, Some(0.425));
     }
 
     #[test]

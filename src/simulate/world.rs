@@ -217,7 +217,7 @@ impl World {
         // A second partner technology comes and goes over months.
         let (p_index, p_start) = period(s, d, "partner2", 200, 600, today);
         let (second, second_tag) = *pick(s, &[d, "partner2"], &PARTNER_TECHS);
-        if second != partner && hash(s, &[d, "partner2", &p_index.to_string()]) % 3 == 0 {
+        if second != partner && hash(s, &[d, "partner2", &p_index.to_string()]).is_multiple_of(3) {
             tech(second, second_tag, p_start, indexed);
         }
         let (vendor, vendor_start) = self.search_vendor(d, today);
@@ -235,7 +235,7 @@ impl World {
         // The same technologies repeat on other paths (mobile, a shop subdomain) with other dates.
         let mobile: Vec<Value> = techs
             .iter()
-            .filter(|t| hash(s, &[d, t["Name"].as_str().unwrap_or(""), "mobile"]) % 2 == 0)
+            .filter(|t| hash(s, &[d, t["Name"].as_str().unwrap_or(""), "mobile"]).is_multiple_of(2))
             .map(|t| {
                 let mut t = t.clone();
                 t["FirstDetected"] = json!(t["FirstDetected"].as_i64().unwrap_or(0) + 20 * DAY_MS);
@@ -319,7 +319,7 @@ impl World {
             "domain": d, "country": country, "granularity": "Monthly",
             "start_date": month_date(first), "end_date": month_date(last),
             "main_domain_only": false, "mtd": false, "show_verified": false,
-            "state": if hash(s, &[&d, "state"]) % 2 == 0 { Value::Null } else { json!("") }, "format": "json",
+            "state": if hash(s, &[&d, "state"]).is_multiple_of(2) { Value::Null } else { json!("") }, "format": "json",
         });
         let series = |key: &str, value: &dyn Fn(i64) -> f64| -> Value {
             Value::Array(months.iter().map(|m| json!({"date": month_date(*m), key: value(*m)})).collect())
@@ -426,7 +426,7 @@ impl World {
             let (name, _) = self.person(&t, role, today);
             let mut officer = json!({"maxAge": 1, "name": honorific(&name, role), "title": title,
                                      "fiscalYear": self.as_of.year() - 1, "exercisedValue": {"raw": 0, "fmt": null}});
-            if hash(s, &[&t, role, "age"]) % 2 == 0 {
+            if hash(s, &[&t, role, "age"]).is_multiple_of(2) {
                 officer["age"] = json!(45 + (hash(s, &[&t, role, "age"]) % 20));
                 officer["totalPay"] = wrap(1e6 + (hash(s, &[&t, role, "pay"]) % 9_000_000) as f64);
             }
@@ -445,7 +445,7 @@ impl World {
         let body = json!({"quoteSummary": {"result": [{
             "financialData": {"maxAge": 86400, "totalRevenue": wrap(revenue),
                               "grossMargins": {"raw": margin, "fmt": format!("{:.2}%", margin * 100.0)},
-                              "revenueGrowth": if hash(s, &[&t, "growth"]) % 4 == 0 { json!({}) } else { json!({"raw": 0.07, "fmt": "7.00%"}) },
+                              "revenueGrowth": if hash(s, &[&t, "growth"]).is_multiple_of(4) { json!({}) } else { json!({"raw": 0.07, "fmt": "7.00%"}) },
                               "financialCurrency": "USD"},
             "price": {"maxAge": 1, "symbol": t, "marketCap": wrap(market_cap), "currency": "USD"},
             "summaryDetail": {"maxAge": 1, "marketCap": wrap(market_cap)},

@@ -100,6 +100,20 @@ impl Store {
         Ok(())
     }
 
+    /// Writes one table of a snapshot folder and describes it for the manifest.
+    pub async fn put_table(
+        &self,
+        folder: &str,
+        table: &str,
+        bytes: Bytes,
+        rows: usize,
+    ) -> Result<FileEntry, StoreError> {
+        let path = format!("{folder}/{table}.parquet");
+        let size = bytes.len() as u64;
+        self.put(&path, bytes).await?;
+        Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64 })
+    }
+
     pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         let path = ObjectPath::from(path);
         let result = self.inner.get(&path).await.map_err(|e| self.object_error(&path, e))?;

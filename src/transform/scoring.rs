@@ -124,8 +124,11 @@ mod tests {
         ScoringModel::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
     }
 
-    /// Scores rows of (vertical, visits, spend, partner) with the shipped model.
-    fn score(rows: &[(Option<&str>, Option<f64>, Option<f64>, Option<&str>)]) -> DataFrame {
+    /// (vertical, monthly visits, yearly tech spend, partner tech)
+    type Row<'a> = (Option<&'a str>, Option<f64>, Option<f64>, Option<&'a str>);
+
+    /// Scores rows with the shipped model.
+    fn score(rows: &[Row]) -> DataFrame {
         let df = df!(
             "vertical" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
             "sw_monthly_visits" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
