@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -12,9 +13,11 @@ use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 
 use crate::config::{LoadedPipeline, ProviderId};
-use crate::fetch::{Call, Endpoint, Fetcher, LedgerRow, Outcome, Reply};
+use crate::fetch::budget::Budget;
+use crate::fetch::clock::TokioClock;
+use crate::fetch::{Call, Ending, Endpoint, Exchange, Fetcher, LedgerRow, Outcome, UsedToday};
 use crate::modules::{self, Context, Module, Parsed, RawRow, Subject, Tables};
-use crate::providers::{builtwith, similarweb};
+use crate::providers::{self, builtwith, similarweb};
 use crate::simulate::{Keys, Simulator};
 use crate::store::Store;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
@@ -103,7 +106,11 @@ fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow
         };
         let url = url::Url::parse(&base).with_context(|| format!("{} base URL {base:?} is not a URL", id.name()))?;
         let key = key.and_then(|k| key_param(id).map(|param| (param, k)));
-        out.push(Endpoint::new(id, url, key, settings));
+        let stop_signal = match id {
+            ProviderId::BuiltWith | ProviderId::SimilarWeb => providers::stop_signal_403,
+            ProviderId::YahooFinance => providers::yahoo::stop_signal,
+        };
+        out.push(Endpoint::new(id, url, key, settings, stop_signal));
     }
     Ok(out)
 }
@@ -168,7 +175,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         println!("providers: real (keys from the environment)");
         None
     };
-    let fetcher = Fetcher::new(endpoints(&pipeline, simulator.as_ref())?, p.fetch.concurrency)?;
+    let (month_to_date, used_today) = spent_before(&store, &previous, &date).await?;
+    let budget = Budget::new(
+        ProviderId::ALL.iter().map(|id| (*id, p.providers.get(*id).budget.clone())).collect(),
+        &month_to_date,
+    );
+    let fetcher = Fetcher::new(
+        endpoints(&pipeline, simulator.as_ref())?,
+        p.fetch.concurrency,
+        budget,
+        &used_today,
+        Arc::new(TokioClock::default()),
+    )?;
 
     let context = Context {
         detection: p.detection.clone(),
@@ -244,6 +262,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    // A failure is a call that ended without an answer (retried attempts are not counted twice).
     for row in ledger.iter().filter(|r| r.outcome.is_failure()) {
         *failures.entry(row.provider.name().to_string()).or_default() += 1;
     }
@@ -254,7 +273,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         excluded_algolia: not_targets.len() as u64,
         rejected_rows: book.rejected.len() as u64,
         tiers,
-        calls: ledger.iter().filter(|r| r.attempt > 0).count() as u64,
+        calls: ledger.iter().filter(|r| r.outcome.was_sent()).count() as u64,
         spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0,
         failures,
     };
@@ -362,10 +381,10 @@ impl Refresh<'_> {
     /// Makes the wave's calls, records each in the ledger (and its body), and
     /// lets every module read its replies; a module with a failed call is empty.
     async fn run_wave(&mut self, plan: WavePlan<'_>) -> anyhow::Result<()> {
-        let replies = self.fetcher.execute(plan.calls).await?;
-        let mut parsed = Vec::with_capacity(replies.len());
-        for (call, reply) in &replies {
-            parsed.push(self.record(call, reply)?);
+        let exchanges = self.fetcher.execute(plan.calls).await?;
+        let mut parsed = Vec::with_capacity(exchanges.len());
+        for (call, exchange) in &exchanges {
+            parsed.push(self.record(call, exchange)?);
         }
         for (module, target, slots) in plan.reads {
             if slots.iter().any(|s| parsed[*s].is_err()) {
@@ -381,44 +400,116 @@ impl Refresh<'_> {
         Ok(())
     }
 
-    /// Parses a reply and records the call: a ledger row, and the body as received.
-    fn record(&mut self, call: &Call, reply: &Reply) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
-        let result = modules::parse(&self.context, call, reply);
+    /// Parses a call's answer and records every attempt in the ledger (and each
+    /// body as received); a call not made gets one row saying why.
+    fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
-        let (outcome, error) = match &result {
-            Ok(p) if modules::is_no_data(p) => (Outcome::NoData, None),
-            Ok(_) => (Outcome::Ok, None),
-            Err((outcome, message)) => (*outcome, Some(endpoint.redact(message))),
+        let result = match (&exchange.ending, exchange.answer()) {
+            (Ending::Answered, Some(reply)) => modules::parse(&self.context, call, reply),
+            (Ending::GaveUp(reason), _) => {
+                let last = exchange.attempts.last().map(|a| attempt_error(&a.reply)).unwrap_or_default();
+                Err((Outcome::Failed, format!("{last}; {reason}")))
+            }
+            (Ending::Skipped(outcome, reason), _) => Err((*outcome, reason.clone())),
+            (Ending::Answered, None) => Err((Outcome::Failed, "no reply".into())),
         };
-        self.ledger.push(LedgerRow {
-            run_id: self.run_id.clone(),
-            provider: call.provider,
-            endpoint: call.endpoint,
-            domain: call.domain.clone(),
-            modules: call.modules.clone(),
-            attempt: 1,
-            http_status: reply.status,
-            outcome,
-            error,
-            latency_ms: reply.latency.as_secs_f64() * 1000.0,
-            // Providers bill answered calls; error statuses are not charged.
-            cost_usd: if reply.is_success() { endpoint.settings.cost(call.endpoint) } else { 0.0 },
-            bytes: reply.body.len() as u64,
-            called_at: reply.called_at,
-        });
-        if reply.status.is_some() {
-            self.tables.raw.push(RawRow {
-                provider: call.provider.name(),
+        let last = exchange.attempts.len();
+        for (i, attempt) in exchange.attempts.iter().enumerate() {
+            let reply = &attempt.reply;
+            let final_attempt = i + 1 == last && !matches!(exchange.ending, Ending::Skipped(..));
+            let (outcome, error) = match (&result, final_attempt) {
+                (_, false) => (Outcome::Retried, Some(attempt_error(reply))),
+                (Ok(p), true) if modules::is_no_data(p) => (Outcome::NoData, None),
+                (Ok(_), true) => (Outcome::Ok, None),
+                (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
+            };
+            self.ledger.push(LedgerRow {
+                run_id: self.run_id.clone(),
+                provider: call.provider,
                 endpoint: call.endpoint,
                 domain: call.domain.clone(),
                 modules: call.modules.clone(),
+                attempt: attempt.number,
                 http_status: reply.status,
-                fetched_at_ms: reply.called_at.timestamp_millis(),
-                body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+                outcome,
+                error: error.map(|e| endpoint.redact(&e)),
+                latency_ms: reply.latency.as_secs_f64() * 1000.0,
+                waited_ms: attempt.waited.as_secs_f64() * 1000.0,
+                cost_usd: attempt.cost_usd,
+                bytes: reply.body.len() as u64,
+                called_at: reply.called_at,
             });
+            if reply.status.is_some() {
+                self.tables.raw.push(RawRow {
+                    provider: call.provider.name(),
+                    endpoint: call.endpoint,
+                    domain: call.domain.clone(),
+                    modules: call.modules.clone(),
+                    http_status: reply.status,
+                    fetched_at_ms: reply.called_at.timestamp_millis(),
+                    body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+                });
+            }
+        }
+        if let Ending::Skipped(outcome, reason) = &exchange.ending {
+            let mut row = LedgerRow::not_made(&self.run_id, call, &call.modules, *outcome, reason);
+            row.attempt = last as u32 + 1;
+            self.ledger.push(row);
         }
         Ok(result)
     }
+}
+
+/// What went wrong with one attempt, in a line: the transport error or the status.
+fn attempt_error(reply: &crate::fetch::Reply) -> String {
+    match (&reply.error, reply.status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => format!("HTTP {status}"),
+        (None, None) => "no reply".into(),
+    }
+}
+
+/// Month-to-date spend and today's call count per provider, from the ledgers of
+/// the committed snapshots (a replaced generation's calls were made and paid too,
+/// but its ledger is kept only with the snapshot that replaced it: this reads the
+/// current generation of each date).
+async fn spent_before(
+    store: &Store,
+    snapshots: &[Manifest],
+    date: &str,
+) -> anyhow::Result<(BTreeMap<ProviderId, f64>, UsedToday)> {
+    let month = &date[..7];
+    let mut spent: BTreeMap<ProviderId, f64> = BTreeMap::new();
+    let mut today: UsedToday = BTreeMap::new();
+    for manifest in snapshots.iter().filter(|m| m.date.starts_with(month)) {
+        let Some(file) = manifest.file("api_calls") else { continue };
+        let bytes = store.get(&file.path).await?;
+        let calls = transform::read_parquet(bytes)?
+            .group_by([polars::prelude::col("provider")])
+            .agg([
+                polars::prelude::col("cost_usd").sum().alias("spent"),
+                polars::prelude::col("http_status")
+                    .is_not_null()
+                    .sum()
+                    .cast(polars::prelude::DataType::Float64)
+                    .alias("made"),
+            ])
+            .collect()?;
+        let providers = calls.column("provider")?.str()?.clone();
+        let costs = calls.column("spent")?.f64()?.clone();
+        let made = calls.column("made")?.f64()?.clone();
+        for i in 0..calls.height() {
+            let Some(id) = providers.get(i).and_then(|name| ProviderId::ALL.into_iter().find(|p| p.name() == name))
+            else {
+                continue;
+            };
+            *spent.entry(id).or_default() += costs.get(i).unwrap_or(0.0);
+            if manifest.date == date {
+                *today.entry(id).or_default() += made.get(i).unwrap_or(0.0) as u64;
+            }
+        }
+    }
+    Ok((spent, today))
 }
 
 fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::record_batch::RecordBatch> {
@@ -434,6 +525,7 @@ fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::
         .text("outcome", rows.iter().map(|r| Some(r.outcome.as_str())))
         .text("error", rows.iter().map(|r| r.error.as_ref()))
         .float("latency_ms", rows.iter().map(|r| Some(r.latency_ms)))
+        .float("waited_ms", rows.iter().map(|r| Some(r.waited_ms)))
         .float("cost_usd", rows.iter().map(|r| Some(r.cost_usd)))
         .int("bytes", rows.iter().map(|r| Some(r.bytes as i64)))
         .timestamp_ms("called_at", rows.iter().map(|r| Some(r.called_at.timestamp_millis())))

@@ -127,6 +127,85 @@ pub struct ProviderSettings {
     /// Provider-specific request options (e.g. SimilarWeb's `country`).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rate: RateSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub budget: BudgetSettings,
+}
+
+/// Request rate limits. Calls are spaced so that neither the per-second nor the
+/// per-minute limit is ever exceeded; `per_day` is a quota that stops the
+/// provider cleanly (its remaining calls are `skipped_quota`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateSettings {
+    pub per_second: Option<f64>,
+    pub per_minute: Option<f64>,
+    pub per_day: Option<u64>,
+}
+
+/// Retries with exponential backoff and full jitter, on timeouts, connection
+/// errors, 429 and 5xx only.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    /// The longest single wait; a `Retry-After` beyond it gives up instead of stalling.
+    pub max_delay_ms: u64,
+    /// The most one call may spend waiting between its attempts.
+    pub max_total_wait_ms: u64,
+    /// The shortest wait, even when the provider says `Retry-After: 0`.
+    pub min_delay_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay_ms: 1_000,
+            max_delay_ms: 60_000,
+            max_total_wait_ms: 120_000,
+            min_delay_ms: 100,
+        }
+    }
+}
+
+/// The circuit breaker: open after `failures_to_open` consecutive failures,
+/// half-open after `cooldown_secs`, closed again after `successes_to_close` successes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    pub failures_to_open: u32,
+    pub cooldown_secs: u64,
+    pub successes_to_close: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self { failures_to_open: 5, cooldown_secs: 60, successes_to_close: 2 }
+    }
+}
+
+/// Spending caps in USD. A call that would cross a cap is not made.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetSettings {
+    pub per_run_usd: Option<f64>,
+    pub per_month_usd: Option<f64>,
+    /// Warn once when spending reaches this share of a cap.
+    pub warn_at: f64,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        Self { per_run_usd: None, per_month_usd: None, warn_at: 0.8 }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -134,6 +213,22 @@ fn default_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     10
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            timeout_secs: default_timeout(),
+            connect_timeout_secs: default_connect_timeout(),
+            costs: BTreeMap::new(),
+            options: BTreeMap::new(),
+            rate: RateSettings::default(),
+            retry: RetrySettings::default(),
+            breaker: BreakerSettings::default(),
+            budget: BudgetSettings::default(),
+        }
+    }
 }
 
 impl ProviderSettings {
@@ -241,6 +336,29 @@ impl LoadedPipeline {
                         format!("a cost must be a non-negative number of USD, not {cost}"),
                     ));
                 }
+            }
+            let key = |field: &str| format!("providers.{}.{field}", id.name());
+            let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+            if !positive(settings.rate.per_second) || !positive(settings.rate.per_minute) {
+                return Err(invalid(&key("rate"), "rates must be positive numbers of requests".into()));
+            }
+            if settings.retry.max_attempts == 0 {
+                return Err(invalid(&key("retry.max_attempts"), "must be at least 1 (the first attempt)".into()));
+            }
+            if settings.breaker.failures_to_open == 0 || settings.breaker.successes_to_close == 0 {
+                return Err(invalid(
+                    &key("breaker"),
+                    "failures_to_open and successes_to_close must be at least 1".into(),
+                ));
+            }
+            let b = &settings.budget;
+            if !positive(b.per_run_usd) && b.per_run_usd != Some(0.0)
+                || !positive(b.per_month_usd) && b.per_month_usd != Some(0.0)
+            {
+                return Err(invalid(&key("budget"), "caps must be non-negative numbers of USD".into()));
+            }
+            if !(0.0..=1.0).contains(&b.warn_at) {
+                return Err(invalid(&key("budget.warn_at"), format!("{} is not a share between 0 and 1", b.warn_at)));
             }
             if let Some(url) = &settings.base_url {
                 url::Url::parse(url).map_err(|e| {

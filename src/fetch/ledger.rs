@@ -16,8 +16,18 @@ pub enum Outcome {
     Failed,
     /// A body came back but could not be read, or held out-of-range values.
     Invalid,
+    /// A transient failure (timeout, connection, 429, 5xx) that was tried again.
+    Retried,
     /// Not made: a module it depends on failed for this domain.
     SkippedDependency,
+    /// Not made: it would have crossed a budget cap.
+    SkippedBudget,
+    /// Not made: the provider's daily quota is used up.
+    SkippedQuota,
+    /// Not made: the provider's circuit breaker is open.
+    SkippedCircuit,
+    /// Not made: the provider refused the key earlier in the run.
+    SkippedAuth,
 }
 
 impl Outcome {
@@ -27,13 +37,30 @@ impl Outcome {
             Self::NoData => "no_data",
             Self::Failed => "failed",
             Self::Invalid => "invalid",
+            Self::Retried => "retried",
             Self::SkippedDependency => "skipped_dependency",
+            Self::SkippedBudget => "skipped_budget",
+            Self::SkippedQuota => "skipped_quota",
+            Self::SkippedCircuit => "skipped_circuit",
+            Self::SkippedAuth => "skipped_auth",
         }
+    }
+
+    /// Whether the call went out (skipped calls never touched the network).
+    pub fn was_sent(self) -> bool {
+        !matches!(
+            self,
+            Self::SkippedDependency
+                | Self::SkippedBudget
+                | Self::SkippedQuota
+                | Self::SkippedCircuit
+                | Self::SkippedAuth
+        )
     }
 
     /// Whether the domain's module is missing because of this call (not a fact about the domain).
     pub fn is_failure(self) -> bool {
-        matches!(self, Self::Failed | Self::Invalid | Self::SkippedDependency)
+        !matches!(self, Self::Ok | Self::NoData | Self::Retried)
     }
 }
 
@@ -55,6 +82,8 @@ pub struct LedgerRow {
     pub outcome: Outcome,
     pub error: Option<String>,
     pub latency_ms: f64,
+    /// Backoff or `Retry-After` wait before this attempt.
+    pub waited_ms: f64,
     pub cost_usd: f64,
     pub bytes: u64,
     pub called_at: chrono::DateTime<chrono::Utc>,
@@ -74,6 +103,7 @@ impl LedgerRow {
             outcome,
             error: Some(reason.to_string()),
             latency_ms: 0.0,
+            waited_ms: 0.0,
             cost_usd: 0.0,
             bytes: 0,
             called_at: chrono::Utc::now(),

@@ -1,20 +1,32 @@
-//! The provider-agnostic call path: an HTTP client per provider, bounded
-//! concurrency across the run, and the ledger of every call.
+//! The provider-agnostic call path. Every call goes through the same stages, in
+//! this order: rate limiter → budget reservation → circuit breaker → HTTP →
+//! retry decision; the caller then parses and writes the ledger.
 //!
 //! Nothing here knows a provider's wire format: a `Call` is a path and query
-//! below a base URL, a `Reply` is a status and bytes. API keys are added here,
-//! at the last moment, and never leave: errors are stripped of URLs and
-//! scrubbed of key text before they are logged or stored.
+//! below a base URL, a `Reply` is a status and bytes; the one piece of provider
+//! knowledge it takes is a `StopSignal` telling "quota used up" and "bad key"
+//! apart, which stops that provider cleanly. API keys are added at the last
+//! moment and never leave: errors are stripped of URLs and scrubbed of key text.
 
+pub mod breaker;
+pub mod budget;
+pub mod clock;
 pub mod ledger;
+pub mod limiter;
+pub mod retry;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::config::{ProviderId, ProviderSettings};
+use breaker::CircuitBreaker;
+use budget::Budget;
+use clock::Clock;
 pub use ledger::{LedgerRow, Outcome};
+use limiter::RateLimiter;
 
 /// One request to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,14 +41,15 @@ pub struct Call {
     pub query: Vec<(&'static str, String)>,
 }
 
-/// What came back: a status and body, or a transport error.
+/// What came back from one attempt: a status and body, or a transport error.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: Option<u16>,
     pub body: Bytes,
     pub latency: Duration,
-    /// Transport failure (connect, timeout, reset), already redacted.
+    /// Transport failure (connect, timeout, reset, truncated body), already redacted.
     pub error: Option<String>,
+    pub retry_after: Option<String>,
     pub called_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -46,6 +59,18 @@ impl Reply {
     }
 }
 
+/// Why a provider stops taking calls for the rest of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The account's quota or credits are used up.
+    Quota,
+    /// The key is wrong: every further call would fail the same way.
+    Auth,
+}
+
+/// Reads a final answer for a provider-wide stop (e.g. BuiltWith's 403 says which).
+pub type StopSignal = fn(u16, &[u8]) -> Option<Stop>;
+
 /// How to reach one provider.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -54,6 +79,7 @@ pub struct Endpoint {
     /// (query parameter, key) for providers that take a key in the query string.
     key: Option<(&'static str, String)>,
     pub settings: ProviderSettings,
+    pub stop_signal: StopSignal,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -72,8 +98,9 @@ impl Endpoint {
         base_url: url::Url,
         key: Option<(&'static str, String)>,
         settings: ProviderSettings,
+        stop_signal: StopSignal,
     ) -> Self {
-        Self { provider, base_url, key, settings }
+        Self { provider, base_url, key, settings, stop_signal }
     }
 
     /// Removes the key from any text (errors may echo URLs or bodies).
@@ -85,11 +112,72 @@ impl Endpoint {
     }
 }
 
-/// Sends calls with at most `concurrency` in flight, across all providers.
-pub struct Fetcher {
-    http: reqwest::Client,
-    endpoints: Vec<Endpoint>,
-    concurrency: usize,
+/// One attempt of a call, as the ledger records it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub reply: Reply,
+    /// Waited before this attempt (backoff or `Retry-After`; rate-limit waits not included).
+    pub waited: Duration,
+    pub cost_usd: f64,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// The last attempt holds the answer, for the parser.
+    Answered,
+    /// Transient failures until the retry policy gave up; the reason.
+    GaveUp(String),
+    /// Not (or no longer) sent: breaker open, quota, budget, provider stopped.
+    Skipped(Outcome, String),
+}
+
+/// Everything that happened to one call.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub attempts: Vec<Attempt>,
+    pub ending: Ending,
+}
+
+impl Exchange {
+    /// The reply to parse, when the call was answered.
+    pub fn answer(&self) -> Option<&Reply> {
+        match self.ending {
+            Ending::Answered => self.attempts.last().map(|a| &a.reply),
+            _ => None,
+        }
+    }
+
+    pub fn waited(&self) -> Duration {
+        self.attempts.iter().map(|a| a.waited).sum()
+    }
+}
+
+/// Per-provider state shared by every task of the run.
+struct Lane {
+    endpoint: Endpoint,
+    limiter: RateLimiter,
+    breaker: CircuitBreaker,
+    stopped: Mutex<Option<(Outcome, String)>>,
+}
+
+impl Lane {
+    fn stopped(&self) -> Option<(Outcome, String)> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn stop(&self, outcome: Outcome, reason: String) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if stopped.is_none() {
+            tracing::warn!(
+                provider = self.endpoint.provider.name(),
+                "{}: stopped for this run: {reason}",
+                self.endpoint.provider.name()
+            );
+            *stopped = Some((outcome, reason));
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +188,26 @@ pub enum FetchError {
     NoEndpoint(&'static str),
 }
 
+/// Calls already made today per provider (earlier runs of the same date), for the daily quotas.
+pub type UsedToday = std::collections::BTreeMap<ProviderId, u64>;
+
+/// Sends calls with at most `concurrency` in flight across all providers.
+pub struct Fetcher {
+    http: reqwest::Client,
+    lanes: Vec<Lane>,
+    budget: Budget,
+    clock: Arc<dyn Clock>,
+    concurrency: usize,
+}
+
 impl Fetcher {
-    pub fn new(endpoints: Vec<Endpoint>, concurrency: usize) -> Result<Self, FetchError> {
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        concurrency: usize,
+        budget: Budget,
+        used_today: &UsedToday,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, FetchError> {
         let connect_timeout = endpoints.iter().map(|e| e.settings.connect_timeout_secs).min().unwrap_or(10);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(connect_timeout))
@@ -109,42 +215,124 @@ impl Fetcher {
             .pool_max_idle_per_host(concurrency.max(1))
             .build()
             .map_err(|e| FetchError::Client(e.without_url().to_string()))?;
-        Ok(Self { http, endpoints, concurrency: concurrency.max(1) })
+        let lanes = endpoints
+            .into_iter()
+            .map(|endpoint| Lane {
+                limiter: RateLimiter::new(
+                    &endpoint.settings.rate,
+                    used_today.get(&endpoint.provider).copied().unwrap_or(0),
+                ),
+                breaker: CircuitBreaker::new(endpoint.settings.breaker.clone()),
+                stopped: Mutex::new(None),
+                endpoint,
+            })
+            .collect();
+        Ok(Self { http, lanes, budget, clock, concurrency: concurrency.max(1) })
+    }
+
+    fn lane(&self, provider: ProviderId) -> Result<&Lane, FetchError> {
+        self.lanes.iter().find(|l| l.endpoint.provider == provider).ok_or(FetchError::NoEndpoint(provider.name()))
     }
 
     pub fn endpoint(&self, provider: ProviderId) -> Result<&Endpoint, FetchError> {
-        self.endpoints.iter().find(|e| e.provider == provider).ok_or(FetchError::NoEndpoint(provider.name()))
+        Ok(&self.lane(provider)?.endpoint)
     }
 
-    /// Makes every call, at most `concurrency` at once; replies come back in call order.
-    pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Reply)>, FetchError> {
+    /// The circuit breaker's state for a provider ("closed", "open", "half-open").
+    pub fn breaker_state(&self, provider: ProviderId) -> Option<&'static str> {
+        self.lane(provider).ok().map(|l| l.breaker.state().name())
+    }
+
+    /// Makes every call, at most `concurrency` at once; exchanges come back in call order.
+    pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
         for call in &calls {
-            self.endpoint(call.provider)?;
+            self.lane(call.provider)?;
         }
-        let mut replies: Vec<(usize, Call, Reply)> = futures::stream::iter(calls.into_iter().enumerate())
+        let mut done: Vec<(usize, Call, Exchange)> = futures::stream::iter(calls.into_iter().enumerate())
             .map(|(i, call)| async move {
-                let reply = self.send(&call).await;
-                (i, call, reply)
+                let exchange = self.call(&call).await;
+                (i, call, exchange)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        replies.sort_by_key(|(i, _, _)| *i);
-        Ok(replies.into_iter().map(|(_, call, reply)| (call, reply)).collect())
+        done.sort_by_key(|(i, _, _)| *i);
+        Ok(done.into_iter().map(|(_, call, exchange)| (call, exchange)).collect())
     }
 
-    async fn send(&self, call: &Call) -> Reply {
+    /// One call through every stage, with retries.
+    async fn call(&self, call: &Call) -> Exchange {
+        let Ok(lane) = self.lane(call.provider) else {
+            return Exchange { attempts: Vec::new(), ending: Ending::Skipped(Outcome::Failed, "no endpoint".into()) };
+        };
+        let settings = &lane.endpoint.settings;
+        let cost = settings.cost(call.endpoint);
+        let jitter_key = format!("{}/{}/{}", call.provider.name(), call.endpoint, call.domain);
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut waited = Duration::ZERO;
+        let mut wait_before = Duration::ZERO;
+        loop {
+            let skipped =
+                |outcome, reason: String, attempts| Exchange { attempts, ending: Ending::Skipped(outcome, reason) };
+            if let Some((outcome, reason)) = lane.stopped() {
+                return skipped(outcome, reason, attempts);
+            }
+            if let Err(quota) = lane.limiter.acquire(self.clock.as_ref()).await {
+                let reason = format!("daily quota of {} calls used up", quota.per_day);
+                lane.stop(Outcome::SkippedQuota, reason.clone());
+                return skipped(Outcome::SkippedQuota, reason, attempts);
+            }
+            let reservation = match self.budget.reserve(call.provider, cost) {
+                Ok(r) => r,
+                Err(over) => return skipped(Outcome::SkippedBudget, over.to_string(), attempts),
+            };
+            if !lane.breaker.admit(self.clock.as_ref()) {
+                self.budget.release(reservation);
+                let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
+                return skipped(Outcome::SkippedCircuit, reason, attempts);
+            }
+            let reply = self.send(&lane.endpoint, call).await;
+            let charged = reply.is_success();
+            if charged {
+                self.budget.charge(reservation);
+            } else {
+                self.budget.release(reservation);
+            }
+            let number = attempts.len() as u32 + 1;
+            let kind = retry::kind(reply.status);
+            let retry_after =
+                reply.retry_after.as_deref().and_then(|v| retry::parse_retry_after(v, chrono::Utc::now().timestamp()));
+            let status = reply.status;
+            let stop = status.and_then(|s| (lane.endpoint.stop_signal)(s, &reply.body));
+            attempts.push(Attempt { number, reply, waited: wait_before, cost_usd: if charged { cost } else { 0.0 } });
+            if kind == retry::Kind::Final {
+                // Any answer, even a 404, shows the provider is up.
+                lane.breaker.on_success();
+                match stop {
+                    Some(Stop::Quota) => {
+                        lane.stop(Outcome::SkippedQuota, format!("quota used up (HTTP {})", status.unwrap_or(0)))
+                    }
+                    Some(Stop::Auth) => lane
+                        .stop(Outcome::SkippedAuth, format!("the API key was refused (HTTP {})", status.unwrap_or(0))),
+                    None => {}
+                }
+                return Exchange { attempts, ending: Ending::Answered };
+            }
+            lane.breaker.on_failure(self.clock.as_ref());
+            match retry::decide(&settings.retry, number, waited, retry_after, retry::jitter(&jitter_key, number)) {
+                retry::Decision::Retry(wait) => {
+                    self.clock.sleep(wait).await;
+                    waited += wait;
+                    wait_before = wait;
+                }
+                retry::Decision::GiveUp(reason) => return Exchange { attempts, ending: Ending::GaveUp(reason) },
+            }
+        }
+    }
+
+    async fn send(&self, endpoint: &Endpoint, call: &Call) -> Reply {
         let called_at = chrono::Utc::now();
         let started = Instant::now();
-        let Ok(endpoint) = self.endpoint(call.provider) else {
-            return Reply {
-                status: None,
-                body: Bytes::new(),
-                latency: Duration::ZERO,
-                error: Some("no endpoint".into()),
-                called_at,
-            };
-        };
         let mut url = endpoint.base_url.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{}", call.path));
@@ -162,28 +350,39 @@ impl Fetcher {
             .get(url)
             .timeout(Duration::from_secs(endpoint.settings.timeout_secs))
             .header(reqwest::header::ACCEPT, "application/json");
+        let mut status = None;
+        let mut retry_after = None;
         let result = async {
             let response = request.send().await?;
-            let status = response.status().as_u16();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            status = Some(response.status().as_u16());
+            retry_after =
+                response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            response.bytes().await
         }
         .await;
         let latency = started.elapsed();
         match result {
-            Ok((status, body)) => Reply { status: Some(status), body, latency, error: None, called_at },
+            Ok(body) => Reply { status, body, latency, error: None, retry_after, called_at },
             Err(e) => {
                 let kind = if e.is_timeout() {
                     "timeout"
                 } else if e.is_connect() {
                     "connection failed"
                 } else if e.is_body() || e.is_decode() {
-                    "body read failed"
+                    "body cut short"
                 } else {
                     "request failed"
                 };
                 let detail = endpoint.redact(&e.without_url().to_string());
-                Reply { status: None, body: Bytes::new(), latency, error: Some(format!("{kind}: {detail}")), called_at }
+                // A body that broke off is a transport failure, whatever the status said.
+                Reply {
+                    status: None,
+                    body: Bytes::new(),
+                    latency,
+                    error: Some(format!("{kind}: {detail}")),
+                    retry_after,
+                    called_at,
+                }
             }
         }
     }

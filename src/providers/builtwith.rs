@@ -172,12 +172,6 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// BuiltWith's HTTP 403 means a bad key *or* an exhausted quota; the body says which.
-pub fn is_quota_message(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    text.contains("quota") || text.contains("credits") || text.contains("limit")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,11 +260,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("Paths[0].Technologies[0].FirstDetected"), "{err}");
-    }
-
-    #[test]
-    fn quota_403_is_told_apart_from_a_bad_key() {
-        assert!(is_quota_message(b"API Key has exceeded its daily quota"));
-        assert!(!is_quota_message(b"Invalid API key"));
     }
 }

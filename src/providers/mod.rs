@@ -9,6 +9,17 @@ pub mod builtwith;
 pub mod similarweb;
 pub mod yahoo;
 
+/// A provider-wide stop read from a 403 (BuiltWith's and SimilarWeb's "bad key
+/// *or* quota used up"): a quota message is `Quota`, anything else a refused key.
+pub fn stop_signal_403(status: u16, body: &[u8]) -> Option<crate::fetch::Stop> {
+    if status != 403 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    let quota = ["quota", "credits", "exceeded", "limit reached"].iter().any(|w| text.contains(w));
+    Some(if quota { crate::fetch::Stop::Quota } else { crate::fetch::Stop::Auth })
+}
+
 /// Why a response body could not become rows.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
@@ -63,6 +74,17 @@ pub fn normalize_rate(field: &str, value: f64) -> Result<f64, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_403_is_told_apart_from_a_bad_key() {
+        use crate::fetch::Stop;
+        let quota = br#"{"Errors":[{"Message":"API Key has exceeded its daily quota","Code":-1}]}"#;
+        assert_eq!(stop_signal_403(403, quota), Some(Stop::Quota));
+        assert_eq!(stop_signal_403(403, br#"{"Errors":[{"Message":"Invalid API key"}]}"#), Some(Stop::Auth));
+        let data_not_found = br#"{"meta":{"status":"Error","error_code":401,"error_message":"Data not found"}}"#;
+        assert_eq!(stop_signal_403(401, data_not_found), None, "SimilarWeb's 401 is a fact about a site");
+        assert_eq!(stop_signal_403(200, b"quota"), None);
+    }
 
     #[test]
     fn rates_become_fractions() {

@@ -19,6 +19,12 @@ pub fn quote_summary_request(ticker: &str) -> (String, Vec<(&'static str, String
     (format!("/v10/finance/quoteSummary/{ticker}"), vec![("modules", MODULES.to_string())])
 }
 
+/// Yahoo answers a refused session (bad cookie or crumb) with 401: every further
+/// call would get the same.
+pub fn stop_signal(status: u16, _body: &[u8]) -> Option<crate::fetch::Stop> {
+    (status == 401).then_some(crate::fetch::Stop::Auth)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Officer {
     /// Display form: honorific dropped, spaces collapsed.

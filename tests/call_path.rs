@@ -1,0 +1,295 @@
+//! The call path against local HTTP servers started in the test: retries and
+//! `Retry-After`, timeouts, truncated and malformed bodies, quota 403s, the
+//! circuit breaker, budgets under concurrency, and the rate limiter measured.
+//! Waiting goes through a manual clock, so no test sleeps for a backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Response, StatusCode, header};
+use axum::routing::get;
+
+use partnerforge::config::{BudgetSettings, ProviderId, ProviderSettings, RateSettings, RetrySettings};
+use partnerforge::fetch::budget::Budget;
+use partnerforge::fetch::clock::{Clock, ManualClock, TokioClock};
+use partnerforge::fetch::{Call, Ending, Endpoint, Exchange, Fetcher, Outcome};
+
+/// What the server answers to its n-th request (0-based).
+type Script = dyn Fn(usize) -> Response<Body> + Send + Sync;
+
+struct Server {
+    base: String,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn serve(script: impl Fn(usize) -> Response<Body> + Send + Sync + 'static) -> Server {
+    let script: Arc<Script> = Arc::new(script);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = Router::new().fallback(get(move || {
+        let (script, hits) = (script.clone(), h.clone());
+        async move {
+            let n = hits.fetch_add(1, Ordering::SeqCst);
+            script(n)
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Server { base, hits }
+}
+
+fn reply(status: u16, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn with_retry_after(status: u16, value: &str) -> Response<Body> {
+    let mut r = reply(status, "{}");
+    r.headers_mut().insert(header::RETRY_AFTER, value.parse().unwrap());
+    r
+}
+
+fn settings() -> ProviderSettings {
+    ProviderSettings {
+        retry: RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 1_000,
+            max_delay_ms: 60_000,
+            max_total_wait_ms: 120_000,
+            min_delay_ms: 100,
+        },
+        costs: [("domain".to_string(), 0.10)].into(),
+        ..Default::default()
+    }
+}
+
+fn fetcher(server: &Server, settings: ProviderSettings, concurrency: usize, clock: Arc<dyn Clock>) -> Fetcher {
+    let budget = Budget::new([(ProviderId::BuiltWith, settings.budget.clone())].into(), &Default::default());
+    let endpoint = Endpoint::new(
+        ProviderId::BuiltWith,
+        server.base.parse().unwrap(),
+        Some(("KEY", "secret-key-123".into())),
+        settings,
+        partnerforge::providers::stop_signal_403,
+    );
+    Fetcher::new(vec![endpoint], concurrency, budget, &Default::default(), clock).unwrap()
+}
+
+fn calls(n: usize) -> Vec<Call> {
+    (0..n)
+        .map(|i| Call {
+            provider: ProviderId::BuiltWith,
+            endpoint: "domain",
+            domain: format!("site-{i}.com"),
+            modules: "m01".into(),
+            path: "/v21/api.json".into(),
+            query: vec![("LOOKUP", format!("site-{i}.com"))],
+        })
+        .collect()
+}
+
+async fn one(server: &Server, settings: ProviderSettings, clock: Arc<ManualClock>) -> Exchange {
+    let f = fetcher(server, settings, 1, clock);
+    f.execute(calls(1)).await.unwrap().remove(0).1
+}
+
+fn statuses(e: &Exchange) -> Vec<Option<u16>> {
+    e.attempts.iter().map(|a| a.reply.status).collect()
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_seconds_is_honoured() {
+    let server = serve(|n| if n == 0 { with_retry_after(429, "7") } else { reply(200, r#"{"Results":[]}"#) }).await;
+    let clock = Arc::new(ManualClock::default());
+    let e = one(&server, settings(), clock.clone()).await;
+    assert_eq!(e.ending, Ending::Answered);
+    assert_eq!(statuses(&e), [Some(429), Some(200)]);
+    assert_eq!(e.attempts[1].waited, Duration::from_secs(7));
+    assert_eq!(clock.now(), Duration::from_secs(7), "the only wait was the one asked for");
+    assert_eq!((e.attempts[0].cost_usd, e.attempts[1].cost_usd), (0.0, 0.10), "only the answer is paid");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_as_an_http_date_is_honoured() {
+    let server = serve(|n| {
+        if n == 0 {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(30);
+            with_retry_after(429, &at.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        } else {
+            reply(200, "{}")
+        }
+    })
+    .await;
+    let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+    let waited = e.attempts[1].waited.as_secs();
+    assert!((28..=30).contains(&waited), "waited {waited} s");
+}
+
+#[tokio::test]
+async fn retry_after_zero_still_waits_the_floor_and_a_long_one_gives_up() {
+    let server = serve(|_| with_retry_after(503, "0")).await;
+    let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+    assert_eq!(statuses(&e), [Some(503); 3], "attempts are bounded");
+    assert!(e.attempts[1..].iter().all(|a| a.waited == Duration::from_millis(100)), "{:?}", e.attempts);
+    assert!(matches!(&e.ending, Ending::GaveUp(r) if r.contains("3 attempts")), "{:?}", e.ending);
+
+    let server = serve(|_| with_retry_after(429, "3600")).await;
+    let clock = Arc::new(ManualClock::default());
+    let e = one(&server, settings(), clock.clone()).await;
+    assert_eq!(statuses(&e), [Some(429)]);
+    assert!(matches!(&e.ending, Ending::GaveUp(r) if r.contains("3600")), "{:?}", e.ending);
+    assert_eq!(clock.now(), Duration::ZERO, "gave up instead of stalling");
+}
+
+#[tokio::test]
+async fn a_500_then_success_backs_off_with_jitter() {
+    let server = serve(|n| if n < 2 { reply(500, "oops") } else { reply(200, "{}") }).await;
+    let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+    assert_eq!(statuses(&e), [Some(500), Some(500), Some(200)]);
+    assert!(e.attempts[1].waited <= Duration::from_secs(1) && e.attempts[1].waited >= Duration::from_millis(100));
+    assert!(e.attempts[2].waited <= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn client_errors_are_never_retried() {
+    for status in [400, 401, 403, 404] {
+        let server = serve(move |_| reply(status, r#"{"Errors":[{"Message":"Invalid LOOKUP"}]}"#)).await;
+        let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+        assert_eq!(statuses(&e), [Some(status)], "{status}");
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_then_given_up() {
+    let server = serve(|_| {
+        std::thread::sleep(Duration::from_millis(1_300));
+        reply(200, "{}")
+    })
+    .await;
+    let mut s = settings();
+    s.timeout_secs = 1;
+    s.retry.max_attempts = 2;
+    let e = one(&server, s, Arc::new(ManualClock::default())).await;
+    assert_eq!(statuses(&e), [None, None]);
+    assert!(e.attempts[0].reply.error.as_deref().unwrap().starts_with("timeout"), "{:?}", e.attempts[0].reply.error);
+    assert!(matches!(e.ending, Ending::GaveUp(_)));
+}
+
+#[tokio::test]
+async fn a_truncated_body_is_retried_and_a_malformed_one_is_answered() {
+    // Content-Length promises more than the body holds: the read breaks off.
+    let server = serve(|n| {
+        if n == 0 {
+            Response::builder()
+                .status(200)
+                .header(header::CONTENT_LENGTH, "500")
+                .body(Body::from("{\"Results\":["))
+                .unwrap()
+        } else {
+            reply(200, "{}")
+        }
+    })
+    .await;
+    let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+    assert_eq!(statuses(&e), [None, Some(200)], "{:?}", e.attempts[0].reply.error);
+
+    let server = serve(|_| reply(200, "<html>maintenance</html>")).await;
+    let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
+    assert_eq!(e.ending, Ending::Answered, "a 200 is an answer; the parser calls it invalid");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_quota_403_stops_the_provider_without_more_calls() {
+    let server = serve(|_| reply(403, r#"{"Errors":[{"Message":"API Key has exceeded its daily quota"}]}"#)).await;
+    let f = fetcher(&server, settings(), 1, Arc::new(ManualClock::default()));
+    let done = f.execute(calls(5)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "one 403, then no call");
+    assert_eq!(done[0].1.ending, Ending::Answered);
+    for (_, e) in &done[1..] {
+        assert!(matches!(e.ending, Ending::Skipped(Outcome::SkippedQuota, _)), "{:?}", e.ending);
+        assert!(e.attempts.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_daily_quota_is_counted_before_the_provider_says_so() {
+    let server = serve(|_| reply(200, "{}")).await;
+    let mut s = settings();
+    s.rate = RateSettings { per_day: Some(3), ..Default::default() };
+    let f = fetcher(&server, s, 2, Arc::new(ManualClock::default()));
+    let done = f.execute(calls(6)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    let skipped = done.iter().filter(|(_, e)| matches!(e.ending, Ending::Skipped(Outcome::SkippedQuota, _))).count();
+    assert_eq!(skipped, 3);
+}
+
+#[tokio::test]
+async fn the_circuit_opens_fails_fast_half_opens_and_closes() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = failing.clone();
+    let server = serve(move |_| if flag.load(Ordering::SeqCst) { reply(500, "down") } else { reply(200, "{}") }).await;
+    let mut s = settings();
+    s.retry.max_attempts = 1;
+    s.breaker.failures_to_open = 3;
+    s.breaker.cooldown_secs = 60;
+    s.breaker.successes_to_close = 2;
+    let clock = Arc::new(ManualClock::default());
+    let f = fetcher(&server, s, 1, clock.clone());
+
+    let done = f.execute(calls(6)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3, "three failures open the circuit");
+    assert!(done[3..].iter().all(|(_, e)| matches!(e.ending, Ending::Skipped(Outcome::SkippedCircuit, _))));
+    assert_eq!(f.breaker_state(ProviderId::BuiltWith), Some("open"));
+
+    failing.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(60));
+    let done = f.execute(calls(3)).await.unwrap();
+    assert!(done.iter().all(|(_, e)| e.ending == Ending::Answered), "{done:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 6);
+    assert_eq!(f.breaker_state(ProviderId::BuiltWith), Some("closed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_never_overshoot_a_budget() {
+    let server = serve(|_| {
+        std::thread::sleep(Duration::from_millis(5));
+        reply(200, "{}")
+    })
+    .await;
+    let mut s = settings();
+    s.budget = BudgetSettings { per_run_usd: Some(0.70), per_month_usd: None, warn_at: 0.8 };
+    let f = fetcher(&server, s, 2, Arc::new(TokioClock::default()));
+    let done = f.execute(calls(20)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 7, "exactly N = $0.70 / $0.10 calls");
+    let skipped = done.iter().filter(|(_, e)| matches!(e.ending, Ending::Skipped(Outcome::SkippedBudget, _))).count();
+    assert_eq!(skipped, 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_in_every_one_second_window() {
+    let server = serve(|_| reply(200, "{}")).await;
+    let mut s = settings();
+    s.rate = RateSettings { per_second: Some(10.0), ..Default::default() };
+    let f = fetcher(&server, s, 8, Arc::new(TokioClock::default()));
+    let done = f.execute(calls(31)).await.unwrap();
+    // When each call went out, as the ledger records it.
+    let mut sent: Vec<i64> = done.iter().map(|(_, e)| e.attempts[0].reply.called_at.timestamp_micros()).collect();
+    sent.sort();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 31);
+    for (i, start) in sent.iter().enumerate() {
+        let in_window = sent[i..].iter().take_while(|t| **t - start < 1_000_000).count();
+        assert!(in_window <= 10, "{in_window} calls within one second from call {i}");
+    }
+    let span = (sent[30] - sent[0]) as f64 / 1e6;
+    let rate = 30.0 / span;
+    assert!((rate - 10.0).abs() <= 0.5, "average {rate:.2} calls/s over {span:.2} s");
+}
