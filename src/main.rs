@@ -9,10 +9,10 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use partnerforge::config::LoadedPipeline;
+use partnerforge::config::{LoadedPipeline, apply_faults};
 use partnerforge::run::{self, ProvidersMode, RunOptions};
 use partnerforge::serve::{QueryResult, Warehouse, export};
-use partnerforge::simulate::{Keys, Simulator};
+use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
 
 /// PartnerForge: nightly account intelligence for displacement targets.
@@ -51,6 +51,10 @@ enum Command {
         /// Commit a new generation when the date already has a snapshot.
         #[arg(long)]
         replace: bool,
+        /// A fault for the simulated providers, PROVIDER.KEY=VALUE (repeatable), e.g.
+        /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
+        #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
+        faults: Vec<String>,
     },
     /// Serve the simulated providers over HTTP until interrupted.
     Simulate {
@@ -70,6 +74,10 @@ enum Command {
         /// The SimilarWeb key the simulator accepts.
         #[arg(long, env = "SIMILARWEB_API_KEY", default_value = "simulated-similarweb-key", hide_env_values = true)]
         similarweb_key: String,
+        /// A fault to inject, PROVIDER.KEY=VALUE (repeatable): error_rate, rate_429,
+        /// retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage=START-END.
+        #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
+        faults: Vec<String>,
     },
     /// Run read-only SQL over the latest snapshot (views: targets, targets_history, api_calls, …).
     Query {
@@ -142,23 +150,26 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { pipeline, store, date, limit, targets, providers, replace } => {
-            let options =
-                RunOptions { pipeline, store, date: date.unwrap_or_else(today), limit, targets, providers, replace };
+        Command::Run { pipeline, store, date, limit, targets, providers, replace, faults } => {
+            let date = date.unwrap_or_else(today);
+            let options = RunOptions { pipeline, store, date, limit, targets, providers, replace, faults };
             let report = run::run(options).await?;
             println!("{}", run::summary(&report));
         }
-        Command::Simulate { listen, as_of, seed, pipeline, builtwith_key, similarweb_key } => {
-            let seed = match seed {
-                Some(seed) => seed,
-                None => LoadedPipeline::load(&pipeline)?.pipeline.simulator.seed,
-            };
+        Command::Simulate { listen, as_of, seed, pipeline, builtwith_key, similarweb_key, faults: fault_args } => {
+            let settings = LoadedPipeline::load(&pipeline)?.pipeline.simulator;
+            let mut faults = settings.faults;
+            apply_faults(&mut faults, &fault_args).map_err(anyhow::Error::msg)?;
+            let seed = seed.unwrap_or(settings.seed);
             let as_of = as_of.unwrap_or_else(today);
-            let sim =
-                Simulator::start(listen, seed, as_of, Keys { builtwith: builtwith_key, similarweb: similarweb_key })
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
+            let keys = Keys { builtwith: builtwith_key, similarweb: similarweb_key };
+            let sim = Simulator::start(listen, SimulatorConfig { seed, as_of, keys, faults: faults.clone() })
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             println!("simulated providers on {} (world as of {as_of}, seed {seed}); Ctrl-C stops", sim.base_url());
+            for (provider, f) in &faults {
+                println!("  faults for {provider}: {f:?}");
+            }
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             sim.shutdown().await;
         }

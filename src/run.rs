@@ -18,7 +18,7 @@ use crate::fetch::clock::TokioClock;
 use crate::fetch::{Call, Ending, Endpoint, Exchange, Fetcher, LedgerRow, Outcome, UsedToday};
 use crate::modules::{self, Context, Module, Parsed, RawRow, Subject, Tables};
 use crate::providers::{self, builtwith, similarweb};
-use crate::simulate::{Keys, Simulator};
+use crate::simulate::{Keys, Simulator, SimulatorConfig};
 use crate::store::Store;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
 use crate::store::table::{TableBuilder, to_parquet};
@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub targets: Option<PathBuf>,
     pub providers: ProvidersMode,
     pub replace: bool,
+    /// Simulator faults, `provider.key=value`, over the pipeline's.
+    pub faults: Vec<String>,
 }
 
 /// What a run did, for the summary and the tests.
@@ -77,11 +79,15 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 /// Resolves base URLs and keys: in real mode environment > pipeline file > real host.
+/// Against the simulator, rate limits and quotas apply only if the pipeline says so.
 fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow::Result<Vec<Endpoint>> {
     let sim_keys = simulated_keys();
     let mut out = Vec::new();
     for id in ProviderId::ALL {
-        let settings = pipeline.pipeline.providers.get(id).clone();
+        let mut settings = pipeline.pipeline.providers.get(id).clone();
+        if simulator.is_some() && !pipeline.pipeline.simulator.honour_rate_limits {
+            settings.rate = Default::default();
+        }
         let (base, key) = match simulator {
             Some(sim) => {
                 let key = match id {
@@ -166,16 +172,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     };
     let simulator = if simulated {
         let listen = "127.0.0.1:0".parse().context("loopback address")?;
-        let sim = Simulator::start(listen, p.simulator.seed, options.date, simulated_keys())
-            .await
-            .context("cannot start the simulated providers")?;
+        let mut faults = p.simulator.faults.clone();
+        crate::config::apply_faults(&mut faults, &options.faults).map_err(anyhow::Error::msg)?;
+        let config = SimulatorConfig { seed: p.simulator.seed, as_of: options.date, keys: simulated_keys(), faults };
+        let sim = Simulator::start(listen, config).await.context("cannot start the simulated providers")?;
         println!("providers: simulated (no provider API keys set), serving a world as of {date} on {}", sim.base_url());
         Some(sim)
     } else {
         println!("providers: real (keys from the environment)");
         None
     };
-    let (month_to_date, used_today) = spent_before(&store, &previous, &date).await?;
+    // Spend and quota are the account's: only earlier runs against the same providers count.
+    let mode = if simulated { "simulated" } else { "real" };
+    let same_account: Vec<Manifest> = previous.iter().filter(|m| m.providers == mode).cloned().collect();
+    let (month_to_date, used_today) = spent_before(&store, &same_account, &date).await?;
     let budget = Budget::new(
         ProviderId::ALL.iter().map(|id| (*id, p.providers.get(*id).budget.clone())).collect(),
         &month_to_date,
@@ -338,6 +348,9 @@ impl Refresh<'_> {
             }
             for module in wave {
                 let module_calls = (module.calls)(&self.context, &subject(self.book, target));
+                if module_calls.is_empty() {
+                    continue; // does not apply (e.g. financials without a ticker)
+                }
                 let failed = self.failed.get(&target.domain);
                 let blocked: Vec<&str> =
                     module.depends_on.iter().copied().filter(|d| failed.is_some_and(|f| f.contains(d))).collect();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use partnerforge::simulate::{Keys, Simulator};
+use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use support::{TestStore, listing};
 
 const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
@@ -16,7 +16,8 @@ const BW_KEY: &str = "bw-right-88e1";
 async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let date = "2026-11-20".parse().unwrap();
     let keys = Keys { builtwith: BW_KEY.into(), similarweb: SW_KEY.into() };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 42, date, keys).await.unwrap();
+    let config = SimulatorConfig { seed: 42, as_of: date, keys, faults: Default::default() };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
     let with_env = |bw_key: &str| {
         TestStore::new()

@@ -238,15 +238,97 @@ impl ProviderSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SimulatorSettings {
     /// The simulated world is a pure function of (domain, date, seed).
     pub seed: u64,
+    /// Whether runs against the simulated providers keep the real providers' rate
+    /// limits and daily quotas (`providers.*.rate`). Off by default: the simulator
+    /// is not the real account, and a full book at real rates takes hours.
+    pub honour_rate_limits: bool,
+    /// Faults the simulated providers inject, per provider.
+    pub faults: BTreeMap<String, FaultSettings>,
 }
 
 impl Default for SimulatorSettings {
     fn default() -> Self {
-        Self { seed: 42 }
+        Self { seed: 42, honour_rate_limits: false, faults: BTreeMap::new() }
+    }
+}
+
+/// What can go wrong at a simulated provider. Rates are shares of requests
+/// (0–1), drawn deterministically per request and attempt.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultSettings {
+    /// Share of requests answered 500.
+    pub error_rate: f64,
+    /// Share of requests answered 429 with `Retry-After: retry_after_secs`.
+    pub rate_429: f64,
+    pub retry_after_secs: u64,
+    /// Added latency per request, in milliseconds.
+    pub latency_ms: u64,
+    /// Share of 200 answers whose body is not JSON.
+    pub malformed_rate: f64,
+    /// Share of 200 answers cut short (fewer bytes than `Content-Length` promises).
+    pub truncated_rate: f64,
+    /// After this many requests, every request gets the provider's quota 403.
+    pub quota_after: Option<u64>,
+    /// Seconds after the simulator starts when it answers 503 to everything: [start, end).
+    pub outage: Option<[u64; 2]>,
+}
+
+/// Applies `provider.key=value` settings (from the command line) over `faults`.
+pub fn apply_faults(faults: &mut BTreeMap<String, FaultSettings>, settings: &[String]) -> Result<(), String> {
+    for setting in settings {
+        let (target, value) =
+            setting.split_once('=').ok_or_else(|| format!("--fault {setting:?}: expected PROVIDER.KEY=VALUE"))?;
+        let (provider, key) =
+            target.split_once('.').ok_or_else(|| format!("--fault {setting:?}: expected PROVIDER.KEY=VALUE"))?;
+        if !ProviderId::ALL.iter().any(|id| id.name() == provider) {
+            return Err(format!(
+                "--fault {setting:?}: {provider:?} is not a provider (builtwith, similarweb, yahoo_finance)"
+            ));
+        }
+        faults
+            .entry(provider.to_string())
+            .or_default()
+            .set(key, value)
+            .map_err(|e| format!("--fault {setting:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl FaultSettings {
+    /// Parses `key=value` (as given on the command line) into these settings.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let rate = |v: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("{key}: {v:?} is not a share between 0 and 1"))
+        };
+        let count = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}: {v:?} is not a whole number"));
+        match key {
+            "error_rate" => self.error_rate = rate(value)?,
+            "rate_429" => self.rate_429 = rate(value)?,
+            "retry_after_secs" => self.retry_after_secs = count(value)?,
+            "latency_ms" => self.latency_ms = count(value)?,
+            "malformed_rate" => self.malformed_rate = rate(value)?,
+            "truncated_rate" => self.truncated_rate = rate(value)?,
+            "quota_after" => self.quota_after = Some(count(value)?),
+            "outage" => {
+                let (a, b) =
+                    value.split_once('-').ok_or_else(|| format!("outage: {value:?} is not START-END seconds"))?;
+                self.outage = Some([count(a)?, count(b)?]);
+            }
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?} (error_rate, rate_429, retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +446,27 @@ impl LoadedPipeline {
                 url::Url::parse(url).map_err(|e| {
                     invalid(&format!("providers.{}.base_url", id.name()), format!("{url:?} is not a URL: {e}"))
                 })?;
+            }
+        }
+        for (provider, faults) in &pipeline.simulator.faults {
+            if !ProviderId::ALL.iter().any(|id| id.name() == provider) {
+                return Err(invalid(
+                    &format!("simulator.faults.{provider}"),
+                    "not a provider (builtwith, similarweb, yahoo_finance)".into(),
+                ));
+            }
+            for (name, rate) in [
+                ("error_rate", faults.error_rate),
+                ("rate_429", faults.rate_429),
+                ("malformed_rate", faults.malformed_rate),
+                ("truncated_rate", faults.truncated_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(invalid(
+                        &format!("simulator.faults.{provider}.{name}"),
+                        format!("{rate} is not a share between 0 and 1"),
+                    ));
+                }
             }
         }
         let model_path = root.join(&pipeline.scoring_model);

@@ -6,9 +6,10 @@
 //! default), and what `partnerforge simulate` serves on its own. It knows
 //! nothing of the parsers: it answers as the real APIs do, ugly parts included.
 
+pub mod faults;
 pub mod world;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use chrono::NaiveDate;
 use serde_json::{Value, json};
 
 pub use world::World;
+
+use crate::config::FaultSettings;
 
 /// The API keys the simulator accepts, like the real providers' accounts.
 #[derive(Debug, Clone)]
@@ -35,14 +38,26 @@ struct AppState {
     keys: Arc<Keys>,
 }
 
+/// What a simulator serves: a world at a date, the keys it accepts, the faults it injects.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub seed: u64,
+    pub as_of: NaiveDate,
+    pub keys: Keys,
+    /// Faults by provider name (`builtwith`, `similarweb`, `yahoo_finance`).
+    pub faults: BTreeMap<String, FaultSettings>,
+}
+
 /// Builds the router for a world as of a date.
-pub fn router(seed: u64, as_of: NaiveDate, keys: Keys) -> Router {
-    let state = AppState { world: Arc::new(World::new(seed, as_of)), keys: Arc::new(keys) };
+pub fn router(config: SimulatorConfig) -> Router {
+    let state = AppState { world: Arc::new(World::new(config.seed, config.as_of)), keys: Arc::new(config.keys) };
+    let faults = Arc::new(faults::Faults::new(config.seed, config.faults));
     Router::new()
         .route("/{version}/api.json", get(builtwith_domain))
         .route("/v1/website/{domain}/{group}/{metric}", get(similarweb))
         .route("/v10/finance/quoteSummary/{ticker}", get(quote_summary))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
 }
 
 /// A running simulator; dropping it does not stop it, `shutdown` does.
@@ -54,11 +69,11 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `listen` (port 0 picks a free port) and serves in the background.
-    pub async fn start(listen: SocketAddr, seed: u64, as_of: NaiveDate, keys: Keys) -> std::io::Result<Self> {
+    pub async fn start(listen: SocketAddr, config: SimulatorConfig) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(seed, as_of, keys);
+        let app = router(config);
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = rx.await;
