@@ -27,9 +27,17 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
             .env("SIMILARWEB_BASE_URL", &base)
             .env("YAHOO_FINANCE_BASE_URL", &base)
     };
+    // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
+    let faster = |text: String| {
+        text.replace("per_second = 1 }", "per_second = 10 }")
+            .replace("per_second = 10,", "per_second = 100,")
+            .replace("per_second = 8,", "per_second = 80,")
+            .replace("per_minute = 500", "per_minute = 5000")
+    };
     let store = with_env(WRONG_KEY);
+    let pipeline = store.pipeline(faster);
     let (store, out) = tokio::task::spawn_blocking(move || {
-        let out = store.pf(&["run", "--limit", "40", "--date", "2026-11-20"]);
+        let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "40", "--date", "2026-11-20"]);
         (store, out)
     })
     .await
@@ -69,6 +77,7 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let (failed, stopped) = (count("builtwith", "failed"), count("builtwith", "skipped_auth"));
     assert_eq!(failed + stopped, 40, "{summary:?}");
     assert!((1..=16).contains(&failed), "at most the calls in flight went out: {summary:?}");
+    assert!(stopped > 0, "{summary:?}");
     assert_eq!(count("similarweb", "skipped_dependency"), 200, "{summary:?}");
     assert!(outcomes.iter().all(|r| r["cost"].as_f64() == Some(0.0)), "failed calls cost nothing: {outcomes:?}");
     let targets =
@@ -91,8 +100,9 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
 
     // The right keys, the next night: a complete run against the same endpoints.
     let fixed = with_env(BW_KEY);
-    let out =
-        tokio::task::spawn_blocking(move || fixed.ok(&["run", "--limit", "40", "--date", "2026-11-21"])).await.unwrap();
+    let pipeline = fixed.pipeline(faster);
+    let run = move || fixed.ok(&["run", "--pipeline", &pipeline, "--limit", "40", "--date", "2026-11-21"]);
+    let out = tokio::task::spawn_blocking(run).await.unwrap();
     assert!(out.contains("completed"), "{out}");
     sim.shutdown().await;
 }

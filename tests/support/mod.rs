@@ -36,6 +36,20 @@ impl TestStore {
         self
     }
 
+    /// Writes a copy of `pipelines/nightly.toml` changed by `edit` into the test's
+    /// folder (inputs and model still point at the repository) and returns its path.
+    pub fn pipeline(&self, edit: impl Fn(String) -> String) -> String {
+        let text = std::fs::read_to_string(repo().join("pipelines/nightly.toml")).expect("read nightly.toml");
+        let root = repo().display().to_string();
+        let text = text
+            .replace("\"data/seed/", &format!("\"{root}/data/seed/"))
+            .replace("\"pipelines/scoring/", &format!("\"{root}/pipelines/scoring/"));
+        let path = self.path().join("pipelines").join("nightly.toml");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create pipelines/");
+        std::fs::write(&path, edit(text)).expect("write pipeline");
+        path.display().to_string()
+    }
+
     /// Runs `partnerforge ARGS`; `--store` is added for the commands that take it.
     pub fn pf(&self, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_partnerforge"));
