@@ -10,6 +10,7 @@
 pub mod config;
 pub mod fetch;
 pub mod modules;
+pub mod plan;
 pub mod providers;
 pub mod run;
 pub mod serve;

@@ -10,7 +10,8 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use partnerforge::config::{LoadedPipeline, apply_faults};
-use partnerforge::run::{self, ProvidersMode, RunOptions};
+use partnerforge::plan;
+use partnerforge::run::{self, ProvidersMode, RunOptions, Selection};
 use partnerforge::serve::{QueryResult, Warehouse, export};
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
@@ -30,24 +31,8 @@ struct Cli {
 enum Command {
     /// Refresh: fetch provider data, score the targets, commit a snapshot.
     Run {
-        /// The pipeline file.
-        #[arg(long, default_value = "pipelines/nightly.toml")]
-        pipeline: PathBuf,
-        /// Where snapshots live: a folder, file://…, or s3://bucket/prefix.
-        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
-        store: String,
-        /// The snapshot's date (YYYY-MM-DD); default today (UTC).
-        #[arg(long)]
-        date: Option<NaiveDate>,
-        /// Refresh only the first N targets of the book.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Use this targets CSV instead of the pipeline's, for this run.
-        #[arg(long)]
-        targets: Option<PathBuf>,
-        /// Which providers to call: auto = simulated when no API keys are set.
-        #[arg(long, value_enum, default_value_t = ProvidersMode::Auto)]
-        providers: ProvidersMode,
+        #[command(flatten)]
+        selection: SelectionArgs,
         /// Commit a new generation when the date already has a snapshot.
         #[arg(long)]
         replace: bool,
@@ -55,6 +40,11 @@ enum Command {
         /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
         faults: Vec<String>,
+    },
+    /// Dry run: the calls the next run would make per provider and endpoint, and their cost. Makes no call.
+    Plan {
+        #[command(flatten)]
+        selection: SelectionArgs,
     },
     /// Serve the simulated providers over HTTP until interrupted.
     Simulate {
@@ -104,6 +94,42 @@ enum Command {
     },
 }
 
+/// What a refresh covers (shared by `run` and `plan`).
+#[derive(clap::Args)]
+struct SelectionArgs {
+    /// The pipeline file.
+    #[arg(long, default_value = "pipelines/nightly.toml")]
+    pipeline: PathBuf,
+    /// Where snapshots live: a folder, file://…, or s3://bucket/prefix.
+    #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+    store: String,
+    /// The snapshot's date (YYYY-MM-DD); default today (UTC).
+    #[arg(long)]
+    date: Option<NaiveDate>,
+    /// Refresh only the first N targets of the book.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Use this targets CSV instead of the pipeline's, for this run.
+    #[arg(long)]
+    targets: Option<PathBuf>,
+    /// Which providers to call: auto = simulated when no API keys are set.
+    #[arg(long, value_enum, default_value_t = ProvidersMode::Auto)]
+    providers: ProvidersMode,
+}
+
+impl SelectionArgs {
+    fn into_selection(self) -> Selection {
+        Selection {
+            pipeline: self.pipeline,
+            store: self.store,
+            date: self.date.unwrap_or_else(today),
+            limit: self.limit,
+            targets: self.targets,
+            providers: self.providers,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -150,11 +176,14 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { pipeline, store, date, limit, targets, providers, replace, faults } => {
-            let date = date.unwrap_or_else(today);
-            let options = RunOptions { pipeline, store, date, limit, targets, providers, replace, faults };
+        Command::Run { selection, replace, faults } => {
+            let options = RunOptions { selection: selection.into_selection(), replace, faults };
             let report = run::run(options).await?;
             println!("{}", run::summary(&report));
+        }
+        Command::Plan { selection } => {
+            let plan = plan::plan(selection.into_selection()).await?;
+            print!("{}", plan::render(&plan));
         }
         Command::Simulate { listen, as_of, seed, pipeline, builtwith_key, similarweb_key, faults: fault_args } => {
             let settings = LoadedPipeline::load(&pipeline)?.pipeline.simulator;

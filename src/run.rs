@@ -36,13 +36,19 @@ pub enum ProvidersMode {
     Real,
 }
 
-pub struct RunOptions {
+/// What a refresh covers: the same for `run` and `plan`.
+#[derive(Debug, Clone)]
+pub struct Selection {
     pub pipeline: PathBuf,
     pub store: String,
     pub date: NaiveDate,
     pub limit: Option<usize>,
     pub targets: Option<PathBuf>,
     pub providers: ProvidersMode,
+}
+
+pub struct RunOptions {
+    pub selection: Selection,
     pub replace: bool,
     /// Simulator faults, `provider.key=value`, over the pipeline's.
     pub faults: Vec<String>,
@@ -128,18 +134,111 @@ fn month_window(date: NaiveDate) -> (String, String) {
     (month(index - 3), month(index - 1))
 }
 
+/// Everything a run and its plan read before any call: configuration first (bad
+/// configuration stops here), then the store's snapshots and the book.
+pub(crate) struct Prepared {
+    pub(crate) pipeline: LoadedPipeline,
+    pub(crate) store: Store,
+    pub(crate) date: String,
+    pub(crate) previous: Vec<Manifest>,
+    pub(crate) book: Book,
+    /// Indexes into `book.targets` of the targets this run refreshes.
+    pub(crate) work: Vec<usize>,
+    pub(crate) excluded_customers: usize,
+    pub(crate) simulated: bool,
+}
+
+impl Prepared {
+    pub(crate) fn work(&self) -> Vec<&Target> {
+        self.work.iter().map(|i| &self.book.targets[*i]).collect()
+    }
+
+    pub(crate) fn context(&self, date: NaiveDate, fetched_at_ms: i64) -> Context {
+        let p = &self.pipeline.pipeline;
+        Context {
+            detection: p.detection.clone(),
+            builtwith_version: p
+                .providers
+                .builtwith
+                .options
+                .get("api_version")
+                .cloned()
+                .unwrap_or_else(|| "v21".into()),
+            similarweb_country: p
+                .providers
+                .similarweb
+                .options
+                .get("country")
+                .cloned()
+                .unwrap_or_else(|| "world".into()),
+            months: month_window(date),
+            fetched_at_ms,
+            snapshot_id: self.date.clone(),
+        }
+    }
+
+    /// Month-to-date spend and today's calls of the account this run talks to, from
+    /// every committed generation's ledger (a replaced snapshot's calls were paid too).
+    pub(crate) async fn account_usage(&self) -> anyhow::Result<(BTreeMap<ProviderId, f64>, UsedToday)> {
+        let mode = if self.simulated { "simulated" } else { "real" };
+        let all = self.store.all_generations().await?;
+        let same_account: Vec<Manifest> = all.into_iter().filter(|m| m.providers == mode).collect();
+        spent_before(&self.store, &same_account, &self.date).await
+    }
+
+    fn budget(&self, month_to_date: &BTreeMap<ProviderId, f64>) -> Budget {
+        let p = &self.pipeline.pipeline;
+        Budget::new(
+            ProviderId::ALL.iter().map(|id| (*id, p.providers.get(*id).budget.clone())).collect(),
+            month_to_date,
+        )
+    }
+}
+
+pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
+    let pipeline = LoadedPipeline::load(&selection.pipeline)?;
+    let p = &pipeline.pipeline;
+    let store = Store::open(&selection.store)?;
+    let previous = store.snapshots().await?;
+    let targets_path = selection.targets.clone().unwrap_or_else(|| pipeline.resolve(&p.inputs.targets));
+    let book = Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
+    for rejected in &book.rejected {
+        tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
+    }
+    let mut work: Vec<usize> =
+        (0..book.targets.len()).filter(|i| !book.customers.contains(&book.targets[*i].domain)).collect();
+    let excluded_customers = book.targets.len() - work.len();
+    if let Some(limit) = selection.limit {
+        work.truncate(limit);
+    }
+    let simulated = match selection.providers {
+        ProvidersMode::Simulated => true,
+        ProvidersMode::Real => false,
+        ProvidersMode::Auto => {
+            ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none())
+        }
+    };
+    Ok(Prepared {
+        date: selection.date.to_string(),
+        pipeline,
+        store,
+        previous,
+        book,
+        work,
+        excluded_customers,
+        simulated,
+    })
+}
+
 pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let now = Utc::now();
     let run_id = run_id(now);
-    // Configuration first: bad configuration stops before any call.
-    let pipeline = LoadedPipeline::load(&options.pipeline)?;
-    let p = &pipeline.pipeline;
     let waves = modules::waves(modules::REGISTRY)?;
-    let store = Store::open(&options.store)?;
-    let date = options.date.to_string();
-
-    let previous = store.snapshots().await?;
+    let prepared = prepare(&options.selection).await?;
+    let (pipeline, store, date, book) = (&prepared.pipeline, &prepared.store, prepared.date.clone(), &prepared.book);
+    let p = &pipeline.pipeline;
+    let previous = &prepared.previous;
     if let Some(existing) = previous.iter().find(|m| m.date == date)
         && !options.replace
     {
@@ -151,30 +250,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         );
     }
     let previous_snapshot = previous.iter().rev().find(|m| m.date < date).map(|m| m.snapshot_id.clone());
+    let work = prepared.work();
+    let excluded_customers = prepared.excluded_customers;
+    let simulated = prepared.simulated;
 
-    let targets_path = options.targets.clone().unwrap_or_else(|| pipeline.resolve(&p.inputs.targets));
-    let book = Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
-    for rejected in &book.rejected {
-        tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
-    }
-    let mut work: Vec<&Target> = book.targets.iter().filter(|t| !book.customers.contains(&t.domain)).collect();
-    let excluded_customers = book.targets.len() - work.len();
-    if let Some(limit) = options.limit {
-        work.truncate(limit);
-    }
-
-    let simulated = match options.providers {
-        ProvidersMode::Simulated => true,
-        ProvidersMode::Real => false,
-        ProvidersMode::Auto => {
-            ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none())
-        }
-    };
     let simulator = if simulated {
         let listen = "127.0.0.1:0".parse().context("loopback address")?;
         let mut faults = p.simulator.faults.clone();
         crate::config::apply_faults(&mut faults, &options.faults).map_err(anyhow::Error::msg)?;
-        let config = SimulatorConfig { seed: p.simulator.seed, as_of: options.date, keys: simulated_keys(), faults };
+        let config =
+            SimulatorConfig { seed: p.simulator.seed, as_of: options.selection.date, keys: simulated_keys(), faults };
         let sim = Simulator::start(listen, config).await.context("cannot start the simulated providers")?;
         println!("providers: simulated (no provider API keys set), serving a world as of {date} on {}", sim.base_url());
         Some(sim)
@@ -183,43 +268,26 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         None
     };
     // Spend and quota are the account's: only earlier runs against the same providers count.
-    let mode = if simulated { "simulated" } else { "real" };
-    let same_account: Vec<Manifest> = previous.iter().filter(|m| m.providers == mode).cloned().collect();
-    let (month_to_date, used_today) = spent_before(&store, &same_account, &date).await?;
-    let budget = Budget::new(
-        ProviderId::ALL.iter().map(|id| (*id, p.providers.get(*id).budget.clone())).collect(),
-        &month_to_date,
-    );
+    let (month_to_date, used_today) = prepared.account_usage().await?;
     let fetcher = Fetcher::new(
-        endpoints(&pipeline, simulator.as_ref())?,
+        endpoints(pipeline, simulator.as_ref())?,
         p.fetch.concurrency,
-        budget,
+        prepared.budget(&month_to_date),
         &used_today,
         Arc::new(TokioClock::default()),
     )?;
-
-    let context = Context {
-        detection: p.detection.clone(),
-        builtwith_version: p.providers.builtwith.options.get("api_version").cloned().unwrap_or_else(|| "v21".into()),
-        similarweb_country: p.providers.similarweb.options.get("country").cloned().unwrap_or_else(|| "world".into()),
-        months: month_window(options.date),
-        fetched_at_ms: now.timestamp_millis(),
-        snapshot_id: date.clone(),
-    };
+    let context = prepared.context(options.selection.date, now.timestamp_millis());
 
     let mut refresh = Refresh {
-        run_id: run_id.clone(),
-        context,
-        book: &book,
+        planner: Planner::new(&run_id, context, book),
         fetcher,
         tables: Tables::default(),
         ledger: Vec::new(),
-        failed: BTreeMap::new(),
-        not_targets: BTreeSet::new(),
     };
     for (w, wave) in waves.iter().enumerate() {
         let wave_started = Instant::now();
-        let plan = refresh.plan_wave(wave, &work);
+        let plan = refresh.planner.plan_wave(wave, &work);
+        refresh.ledger.append(&mut refresh.planner.not_made);
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
         tracing::info!(wave = w + 1, modules = %ids.join(","), calls = plan.calls.len(), "fetching");
         refresh.run_wave(plan).await?;
@@ -228,7 +296,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
-    let Refresh { context, tables, ledger, failed, not_targets, .. } = refresh;
+    let Refresh { planner: Planner { context, failed, not_targets, .. }, tables, ledger, .. } = refresh;
 
     // Write the data files, then the manifest.
     let generation = store.next_generation(&date).await?;
@@ -311,24 +379,31 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     })
 }
 
-/// The state of one refresh as it goes: rows so far, the ledger, what failed.
-struct Refresh<'a> {
+/// Decides what each wave calls: the same code for `run` and `plan`.
+pub(crate) struct Planner<'a> {
     run_id: String,
     context: Context,
     book: &'a Book,
+    /// Modules that failed, or could not run, per domain.
+    pub(crate) failed: BTreeMap<String, BTreeSet<&'static str>>,
+    /// Domains known not to be targets (running Algolia): later waves skip them.
+    pub(crate) not_targets: BTreeSet<String>,
+    /// Ledger rows of calls planned but not made (a dependency failed).
+    pub(crate) not_made: Vec<LedgerRow>,
+}
+
+/// The state of one refresh as it goes: rows so far and the ledger.
+struct Refresh<'a> {
+    planner: Planner<'a>,
     fetcher: Fetcher,
     tables: Tables,
     ledger: Vec<LedgerRow>,
-    /// Modules that failed, or could not run, per domain.
-    failed: BTreeMap<String, BTreeSet<&'static str>>,
-    /// Domains found not to be targets (running Algolia): later waves skip them.
-    not_targets: BTreeSet<String>,
 }
 
 /// A wave's work: the calls to make, one per (provider, endpoint, domain), and
 /// which module of which target reads which of them.
-struct WavePlan<'t> {
-    calls: Vec<Call>,
+pub(crate) struct WavePlan<'t> {
+    pub(crate) calls: Vec<Call>,
     reads: Vec<(&'static Module, &'t Target, Vec<usize>)>,
 }
 
@@ -336,10 +411,22 @@ fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
     Subject { domain: &target.domain, ticker: book.tickers.get(&target.domain).map(String::as_str) }
 }
 
-impl Refresh<'_> {
-    /// Plans a wave. A module whose dependency failed for a domain is not called;
-    /// its calls are recorded as `skipped_dependency` and the module as failed.
-    fn plan_wave<'t>(&mut self, wave: &[&'static Module], work: &[&'t Target]) -> WavePlan<'t> {
+impl<'a> Planner<'a> {
+    pub(crate) fn new(run_id: &str, context: Context, book: &'a Book) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            context,
+            book,
+            failed: BTreeMap::new(),
+            not_targets: BTreeSet::new(),
+            not_made: Vec::new(),
+        }
+    }
+
+    /// Plans a wave. A module that does not apply to a target (no calls) is left
+    /// out; one whose dependency failed is not called: its calls are recorded as
+    /// `skipped_dependency` and the module as failed.
+    pub(crate) fn plan_wave<'t>(&mut self, wave: &[&'static Module], work: &[&'t Target]) -> WavePlan<'t> {
         let mut plan = WavePlan { calls: Vec::new(), reads: Vec::new() };
         let mut index: HashMap<(ProviderId, &'static str, String), usize> = HashMap::new();
         for target in work {
@@ -357,13 +444,9 @@ impl Refresh<'_> {
                 if !blocked.is_empty() {
                     let reason = format!("{} failed for this domain", blocked.join(","));
                     for call in module_calls {
-                        self.ledger.push(LedgerRow::not_made(
-                            &self.run_id,
-                            &call,
-                            module.id,
-                            Outcome::SkippedDependency,
-                            &reason,
-                        ));
+                        let row =
+                            LedgerRow::not_made(&self.run_id, &call, module.id, Outcome::SkippedDependency, &reason);
+                        self.not_made.push(row);
                     }
                     self.failed.entry(target.domain.clone()).or_default().insert(module.id);
                     continue;
@@ -390,7 +473,9 @@ impl Refresh<'_> {
         }
         plan
     }
+}
 
+impl Refresh<'_> {
     /// Makes the wave's calls, records each in the ledger (and its body), and
     /// lets every module read its replies; a module with a failed call is empty.
     async fn run_wave(&mut self, plan: WavePlan<'_>) -> anyhow::Result<()> {
@@ -399,16 +484,17 @@ impl Refresh<'_> {
         for (call, exchange) in &exchanges {
             parsed.push(self.record(call, exchange)?);
         }
+        let planner = &mut self.planner;
         for (module, target, slots) in plan.reads {
             if slots.iter().any(|s| parsed[*s].is_err()) {
-                self.failed.entry(target.domain.clone()).or_default().insert(module.id);
+                planner.failed.entry(target.domain.clone()).or_default().insert(module.id);
                 continue;
             }
             let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
-            (module.normalize)(&self.context, &subject(self.book, target), &replies, &mut self.tables);
+            (module.normalize)(&planner.context, &subject(planner.book, target), &replies, &mut self.tables);
         }
         for spend in self.tables.tech_spend.iter().filter(|s| s.runs_algolia) {
-            self.not_targets.insert(spend.domain.clone());
+            planner.not_targets.insert(spend.domain.clone());
         }
         Ok(())
     }
@@ -418,7 +504,7 @@ impl Refresh<'_> {
     fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
         let result = match (&exchange.ending, exchange.answer()) {
-            (Ending::Answered, Some(reply)) => modules::parse(&self.context, call, reply),
+            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, reply),
             (Ending::GaveUp(reason), _) => {
                 let last = exchange.attempts.last().map(|a| attempt_error(&a.reply)).unwrap_or_default();
                 Err((Outcome::Failed, format!("{last}; {reason}")))
@@ -437,7 +523,7 @@ impl Refresh<'_> {
                 (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
             };
             self.ledger.push(LedgerRow {
-                run_id: self.run_id.clone(),
+                run_id: self.planner.run_id.clone(),
                 provider: call.provider,
                 endpoint: call.endpoint,
                 domain: call.domain.clone(),
@@ -465,7 +551,7 @@ impl Refresh<'_> {
             }
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
-            let mut row = LedgerRow::not_made(&self.run_id, call, &call.modules, *outcome, reason);
+            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules, *outcome, reason);
             row.attempt = last as u32 + 1;
             self.ledger.push(row);
         }
@@ -483,9 +569,7 @@ fn attempt_error(reply: &crate::fetch::Reply) -> String {
 }
 
 /// Month-to-date spend and today's call count per provider, from the ledgers of
-/// the committed snapshots (a replaced generation's calls were made and paid too,
-/// but its ledger is kept only with the snapshot that replaced it: this reads the
-/// current generation of each date).
+/// the given snapshots.
 async fn spent_before(
     store: &Store,
     snapshots: &[Manifest],

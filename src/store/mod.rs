@@ -136,6 +136,21 @@ impl Store {
 
     /// Every committed snapshot (each date's newest generation), oldest date first.
     pub async fn snapshots(&self) -> Result<Vec<Manifest>, StoreError> {
+        let manifests = self.all_generations().await?;
+        // Keep each date's newest generation: older ones are history of replacements.
+        let mut current: Vec<Manifest> = Vec::new();
+        for manifest in manifests {
+            if current.last().is_some_and(|last| last.date == manifest.date) {
+                current.pop();
+            }
+            current.push(manifest);
+        }
+        Ok(current)
+    }
+
+    /// Every committed manifest, replaced generations included, by date and generation.
+    /// (Accounting needs them: a replaced snapshot's calls were made and paid.)
+    pub async fn all_generations(&self) -> Result<Vec<Manifest>, StoreError> {
         let prefix = ObjectPath::from("snapshots");
         let objects: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_error(&prefix, e))?;
@@ -153,15 +168,7 @@ impl Store {
             manifests.push(manifest);
         }
         manifests.sort_by(|a, b| (&a.date, a.generation).cmp(&(&b.date, b.generation)));
-        // Keep each date's newest generation: older ones are history of replacements.
-        let mut current: Vec<Manifest> = Vec::new();
-        for manifest in manifests {
-            if current.last().is_some_and(|last| last.date == manifest.date) {
-                current.pop();
-            }
-            current.push(manifest);
-        }
-        Ok(current)
+        Ok(manifests)
     }
 
     pub async fn latest(&self) -> Result<Option<Manifest>, StoreError> {

@@ -54,7 +54,9 @@ impl TestStore {
     pub fn pf(&self, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_partnerforge"));
         command.current_dir(repo()).args(args);
-        if matches!(args.first(), Some(&"run") | Some(&"query") | Some(&"export")) && !args.contains(&"--store") {
+        if matches!(args.first(), Some(&"run") | Some(&"plan") | Some(&"query") | Some(&"export"))
+            && !args.contains(&"--store")
+        {
             command.args(["--store", &self.store()]);
         }
         for var in [

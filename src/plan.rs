@@ -1,0 +1,176 @@
+//! `partnerforge plan`: what the next run would call, per provider and endpoint,
+//! and what it would cost — from the same planner that decides what a run
+//! fetches, without making any call.
+//!
+//! Later waves depend on the first: a domain found running Algolia gets no
+//! further calls. The plan takes that from the latest snapshot (`calls`), and
+//! also gives the count if no domain were excluded (`at most`). Against an
+//! unchanged world the run makes exactly `calls`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use polars::prelude::col;
+
+use crate::config::ProviderId;
+use crate::modules::{self, REGISTRY};
+use crate::run::{Planner, Selection, prepare};
+use crate::transform;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRow {
+    pub provider: ProviderId,
+    pub endpoint: &'static str,
+    pub calls: u64,
+    pub at_most: u64,
+    /// If every call is billed (sites too small to measure answer unbilled).
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BudgetLine {
+    pub provider: ProviderId,
+    pub cost_usd: f64,
+    pub per_run_usd: Option<f64>,
+    pub month_to_date_usd: f64,
+    pub per_month_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub date: String,
+    pub targets: usize,
+    pub simulated: bool,
+    /// Domains the latest snapshot found running Algolia, and that snapshot.
+    pub known_algolia: usize,
+    pub from_snapshot: Option<String>,
+    pub rows: Vec<PlanRow>,
+    pub budgets: Vec<BudgetLine>,
+}
+
+impl Plan {
+    pub fn calls(&self) -> u64 {
+        self.rows.iter().map(|r| r.calls).sum()
+    }
+}
+
+pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
+    let waves = modules::waves(REGISTRY)?;
+    let prepared = prepare(&selection).await?;
+    let work = prepared.work();
+
+    // What the latest snapshot knows about who already runs Algolia.
+    let latest = prepared.previous.iter().rev().find(|m| m.date <= prepared.date);
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    if let Some(file) = latest.and_then(|m| m.file("tech_spend")) {
+        let frame = transform::read_parquet(prepared.store.get(&file.path).await?)?
+            .filter(col("runs_algolia"))
+            .select([col("domain")])
+            .collect()?;
+        let domains = frame.column("domain")?.str()?.clone();
+        let in_work: BTreeSet<&str> = work.iter().map(|t| t.domain.as_str()).collect();
+        known.extend(
+            (0..domains.len()).filter_map(|i| domains.get(i)).filter(|d| in_work.contains(d)).map(str::to_string),
+        );
+    }
+
+    let mut expected = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book);
+    let mut unbounded = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book);
+    let mut counts: BTreeMap<(ProviderId, &'static str), (u64, u64)> = BTreeMap::new();
+    for wave in &waves {
+        for call in expected.plan_wave(wave, &work).calls {
+            counts.entry((call.provider, call.endpoint)).or_default().0 += 1;
+        }
+        for call in unbounded.plan_wave(wave, &work).calls {
+            counts.entry((call.provider, call.endpoint)).or_default().1 += 1;
+        }
+        // The run learns who runs Algolia in the wave that reads the tech stack.
+        if wave.iter().any(|m| m.id == "m02") {
+            expected.not_targets.extend(known.iter().cloned());
+        }
+    }
+    let providers = &prepared.pipeline.pipeline.providers;
+    let rows: Vec<PlanRow> = counts
+        .into_iter()
+        .map(|((provider, endpoint), (calls, at_most))| PlanRow {
+            provider,
+            endpoint,
+            calls,
+            at_most,
+            cost_usd: calls as f64 * providers.get(provider).cost(endpoint),
+        })
+        .collect();
+    let (month_to_date, _) = prepared.account_usage().await?;
+    let budgets = ProviderId::ALL
+        .iter()
+        .map(|id| {
+            let settings = &providers.get(*id).budget;
+            BudgetLine {
+                provider: *id,
+                cost_usd: rows.iter().filter(|r| r.provider == *id).map(|r| r.cost_usd).sum(),
+                per_run_usd: settings.per_run_usd,
+                month_to_date_usd: month_to_date.get(id).copied().unwrap_or(0.0),
+                per_month_usd: settings.per_month_usd,
+            }
+        })
+        .collect();
+    Ok(Plan {
+        date: prepared.date.clone(),
+        targets: work.len(),
+        simulated: prepared.simulated,
+        known_algolia: known.len(),
+        from_snapshot: latest.map(|m| m.snapshot_id.clone()),
+        rows,
+        budgets,
+    })
+}
+
+/// The plan as `partnerforge plan` prints it.
+pub fn render(plan: &Plan) -> String {
+    let mut out = format!(
+        "plan for {}: {} targets, {} providers; no call is made\n",
+        plan.date,
+        plan.targets,
+        if plan.simulated { "simulated" } else { "real" }
+    );
+    match &plan.from_snapshot {
+        Some(id) => out.push_str(&format!(
+            "{} of them run Algolia according to snapshot {id}: they get no calls after the tech stack\n",
+            plan.known_algolia
+        )),
+        None => out.push_str("no earlier snapshot: `at most` assumes no target turns out to run Algolia\n"),
+    }
+    out.push_str(&format!(
+        "\n{:<14} {:<24} {:>8} {:>8} {:>10}\n",
+        "provider", "endpoint", "calls", "at most", "cost USD"
+    ));
+    for r in &plan.rows {
+        out.push_str(&format!(
+            "{:<14} {:<24} {:>8} {:>8} {:>10.2}\n",
+            r.provider.name(),
+            r.endpoint,
+            r.calls,
+            r.at_most,
+            r.cost_usd
+        ));
+    }
+    let at_most: u64 = plan.rows.iter().map(|r| r.at_most).sum();
+    let cost: f64 = plan.rows.iter().map(|r| r.cost_usd).sum();
+    out.push_str(&format!("{:<14} {:<24} {:>8} {:>8} {:>10.2}\n", "total", "", plan.calls(), at_most, cost));
+    out.push_str("\nbudgets (cost if every call is billed; sites too small to measure answer unbilled)\n");
+    for b in plan.budgets.iter().filter(|b| b.cost_usd > 0.0 || b.per_run_usd.is_some() || b.per_month_usd.is_some()) {
+        let cap = |c: Option<f64>| c.map(|c| format!("${c:.2}")).unwrap_or_else(|| "no cap".into());
+        let over_run = b.per_run_usd.is_some_and(|c| b.cost_usd > c);
+        let over_month = b.per_month_usd.is_some_and(|c| b.month_to_date_usd + b.cost_usd > c);
+        out.push_str(&format!(
+            "  {:<14} ${:.2} of {} per run; month to date ${:.2} + ${:.2} of {} per month{}\n",
+            b.provider.name(),
+            b.cost_usd,
+            cap(b.per_run_usd),
+            b.month_to_date_usd,
+            b.cost_usd,
+            cap(b.per_month_usd),
+            if over_run || over_month { "  — over a cap: calls past it will be skipped" } else { "" }
+        ));
+    }
+    out
+}
