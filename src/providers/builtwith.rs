@@ -134,6 +134,24 @@ pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainP
             };
             let first = millis("FirstDetected")?;
             let last = millis("LastDetected")?;
+            // Nothing is detected after the crawl that reports it (a day of clock skew allowed).
+            if let (Some(detected), Some(indexed)) = (first.max(last), last_indexed)
+                && detected > indexed + 86_400_000
+            {
+                let key = if first > last { "FirstDetected" } else { "LastDetected" };
+                return Err(ProviderError::Invalid {
+                    field: format!("Paths[{p}].Technologies[{t}].{key}"),
+                    message: format!("{detected} is after the path's LastIndexed {indexed}: a date in the future"),
+                });
+            }
+            if let (Some(first), Some(last)) = (first, last)
+                && first > last
+            {
+                return Err(ProviderError::Invalid {
+                    field: format!("Paths[{p}].Technologies[{t}].FirstDetected"),
+                    message: format!("first detected {first} after last detected {last}"),
+                });
+            }
             let live = match (last, last_indexed) {
                 (Some(last), Some(indexed)) => indexed - last <= live_window_ms,
                 // Without dates there is nothing to call it dead by.
@@ -248,6 +266,24 @@ mod tests {
         assert_eq!(p.meta, CompanyMeta::default());
         assert!(p.technologies.is_empty());
         assert_eq!(p.spend_monthly_usd, None);
+    }
+
+    #[test]
+    fn a_detection_in_the_future_is_invalid() {
+        let body = format!(
+            r#"{{"Results":[{{"Result":{{"Paths":[{{"LastIndexed":{NOW},"Technologies":[
+               {{"Name":"Coveo","FirstDetected":{future},"LastDetected":{future}}}]}}]}}}}]}}"#,
+            future = NOW + 30 * DAY
+        );
+        let err = parse_domain(body.as_bytes(), 45).unwrap_err();
+        assert!(err.to_string().contains("Paths[0].Technologies[0]") && err.to_string().contains("future"), "{err}");
+        let body = format!(
+            r#"{{"Results":[{{"Result":{{"Paths":[{{"LastIndexed":{NOW},"Technologies":[
+               {{"Name":"Coveo","FirstDetected":{NOW},"LastDetected":{past}}}]}}]}}}}]}}"#,
+            past = NOW - 30 * DAY
+        );
+        let err = parse_domain(body.as_bytes(), 45).unwrap_err();
+        assert!(err.to_string().contains("FirstDetected"), "{err}");
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl World {
             let mut t = json!({
                 "Name": name, "Tag": tag, "Description": format!("{name} technology"),
                 "Link": format!("https://{}.example", name.to_ascii_lowercase().replace(' ', "")),
-                "FirstDetected": epoch_ms(first_day.max(site_start)), "LastDetected": last_ms,
+                "FirstDetected": epoch_ms(first_day.max(site_start)).min(last_ms), "LastDetected": last_ms,
                 "IsPremium": if tag == "cms" || tag == "shop" { "yes" } else { "no" },
             });
             // Categories are a list, null, or missing.
@@ -238,7 +238,8 @@ impl World {
             .filter(|t| hash(s, &[d, t["Name"].as_str().unwrap_or(""), "mobile"]).is_multiple_of(2))
             .map(|t| {
                 let mut t = t.clone();
-                t["FirstDetected"] = json!(t["FirstDetected"].as_i64().unwrap_or(0) + 20 * DAY_MS);
+                let first = t["FirstDetected"].as_i64().unwrap_or(0) + 20 * DAY_MS;
+                t["FirstDetected"] = json!(first.min(t["LastDetected"].as_i64().unwrap_or(first)));
                 t
             })
             .collect();
@@ -516,6 +517,29 @@ mod tests {
         assert!((20..400).contains(&changed), "{changed} of 2000 changed vendor in 30 days");
         let algolia = domains.iter().filter(|d| world.search_vendor(d, day).0 == "Algolia").count();
         assert!(algolia > 0);
+    }
+
+    #[test]
+    fn every_answer_of_the_world_reads_cleanly() {
+        use crate::providers::{Answer, builtwith, similarweb, yahoo};
+        for date in ["2026-01-31", "2026-11-20"] {
+            let world = World::new(42, date.parse().unwrap());
+            for i in 0..400 {
+                let domain = format!("site-{i}.com");
+                let (_, body) = world.builtwith_domain(&domain);
+                let parsed = builtwith::parse_domain(body.to_string().as_bytes(), 45);
+                assert!(parsed.is_ok(), "{domain} on {date}: {parsed:?}");
+                for metric in similarweb::ENGAGEMENT {
+                    let (_, body) = world.similarweb(&domain, metric.path, "world");
+                    let parsed = similarweb::parse_metric(body.to_string().as_bytes(), metric);
+                    assert!(matches!(parsed, Ok(Answer::Data(_)) | Ok(Answer::NoData(_))), "{domain}: {parsed:?}");
+                }
+                let (_, body) = world.similarweb(&domain, similarweb::TRAFFIC_SOURCES_PATH, "world");
+                assert!(similarweb::parse_search_share(body.to_string().as_bytes()).is_ok(), "{domain}");
+                let (_, body) = world.quote_summary(&format!("T{i}"));
+                assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
+            }
+        }
     }
 
     #[test]
