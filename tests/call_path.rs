@@ -91,6 +91,7 @@ fn calls(n: usize) -> Vec<Call> {
             modules: "m01".into(),
             path: "/v21/api.json".into(),
             query: vec![("LOOKUP", format!("site-{i}.com"))],
+            fallback_on_403: None,
         })
         .collect()
 }
@@ -205,6 +206,34 @@ async fn a_truncated_body_is_retried_and_a_malformed_one_is_answered() {
     let e = one(&server, settings(), Arc::new(ManualClock::default())).await;
     assert_eq!(e.ending, Ending::Answered, "a 200 is an answer; the parser calls it invalid");
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_403_for_one_country_falls_back_to_world_once() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = Router::new().fallback(get(move |uri: axum::http::Uri| {
+        let log = log.clone();
+        async move {
+            let query = uri.query().unwrap_or("").to_string();
+            log.lock().unwrap().push(query.clone());
+            if query.contains("country=us") { reply(403, r#"{"meta":{"status":"Error","error_code":403}}"#) } else { reply(200, "{}") }
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server { base: format!("http://{}", listener.local_addr().unwrap()), hits: Arc::new(AtomicUsize::new(0)) };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let f = fetcher(&server, settings(), 1, Arc::new(ManualClock::default()));
+    let mut call = calls(1).remove(0);
+    call.query = vec![("country", "us".into())];
+    call.fallback_on_403 = Some(vec![("country", "world".into())]);
+    let e = f.execute(vec![call.clone(), call]).await.unwrap();
+    assert_eq!(statuses(&e[0].1), [Some(403), Some(200)]);
+    assert_eq!(e[0].1.ending, Ending::Answered);
+    assert_eq!(e[1].1.ending, Ending::Answered, "the 403 did not stop the provider");
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].contains("country=us") && seen[1].contains("country=world"), "{seen:?}");
+    assert_eq!(seen.len(), 4);
 }
 
 #[tokio::test]

@@ -39,6 +39,9 @@ pub struct Call {
     pub modules: String,
     pub path: String,
     pub query: Vec<(&'static str, String)>,
+    /// A second query to send once, at once, if the first answers 403 (SimilarWeb
+    /// sometimes refuses `country=us` for a site it serves for `country=world`).
+    pub fallback_on_403: Option<Vec<(&'static str, String)>>,
 }
 
 /// What came back from one attempt: a status and body, or a transport error.
@@ -271,6 +274,7 @@ impl Fetcher {
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut waited = Duration::ZERO;
         let mut wait_before = Duration::ZERO;
+        let mut request = std::borrow::Cow::Borrowed(call);
         loop {
             let skipped =
                 |outcome, reason: String, attempts| Exchange { attempts, ending: Ending::Skipped(outcome, reason) };
@@ -291,7 +295,7 @@ impl Fetcher {
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
-            let reply = self.send(&lane.endpoint, call).await;
+            let reply = self.send(&lane.endpoint, &request).await;
             let charged = reply.is_success();
             if charged {
                 self.budget.charge(reservation);
@@ -308,6 +312,16 @@ impl Fetcher {
             if kind == retry::Kind::Final {
                 // Any answer, even a 404, shows the provider is up.
                 lane.breaker.on_success();
+                if status == Some(403)
+                    && let Some(query) = request.fallback_on_403.clone()
+                {
+                    let mut fallback = call.clone();
+                    fallback.query = query;
+                    fallback.fallback_on_403 = None;
+                    request = std::borrow::Cow::Owned(fallback);
+                    wait_before = Duration::ZERO;
+                    continue;
+                }
                 match stop {
                     Some(Stop::Quota) => {
                         lane.stop(Outcome::SkippedQuota, format!("quota used up (HTTP {})", status.unwrap_or(0)))

@@ -25,6 +25,7 @@ pub(super) fn domain_lookup(context: &Context, subject: &Subject) -> Vec<Call> {
         modules: String::new(),
         path,
         query,
+        fallback_on_403: None,
     }]
 }
 

@@ -27,6 +27,7 @@ fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
         modules: String::new(),
         path,
         query,
+        fallback_on_403: None,
     }]
 }
 

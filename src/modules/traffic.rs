@@ -16,9 +16,13 @@ pub const MODULE: Module = Module {
     normalize,
 };
 
+/// A SimilarWeb request for the configured country; a country other than `world`
+/// falls back to `world` once when SimilarWeb refuses it with a 403.
 pub(super) fn similarweb_call(context: &Context, subject: &Subject, endpoint: &'static str, path: &str) -> Call {
     let (start, end) = &context.months;
-    let (path, query) = similarweb::request(subject.domain, path, &context.similarweb_country, start, end);
+    let country = &context.similarweb_country;
+    let (path, query) = similarweb::request(subject.domain, path, country, start, end);
+    let fallback_on_403 = (country != "world").then(|| similarweb::request(subject.domain, "", "world", start, end).1);
     Call {
         provider: ProviderId::SimilarWeb,
         endpoint,
@@ -26,6 +30,7 @@ pub(super) fn similarweb_call(context: &Context, subject: &Subject, endpoint: &'
         modules: String::new(),
         path,
         query,
+        fallback_on_403,
     }
 }
 

@@ -314,6 +314,13 @@ impl World {
         if too_small {
             return (401, json!({"meta": {"status": "Error", "error_code": 401, "error_message": "Data not found"}}));
         }
+        // SimilarWeb refuses some sites for `country=us` that it serves for `world`.
+        if country.eq_ignore_ascii_case("us") && unit(s, &[&d, "us-refused"]) < 0.1 {
+            return (
+                403,
+                json!({"meta": {"status": "Error", "error_code": 403, "error_message": "The requested country is not available for this site"}}),
+            );
+        }
         let first = months.first().copied().unwrap_or(0);
         let last = months.last().copied().unwrap_or(0);
         let mut request = json!({
