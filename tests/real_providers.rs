@@ -114,3 +114,61 @@ fn real_mode_without_keys_stops_before_any_call() {
     assert!(err.contains("BUILTWITH_API_KEY"), "{err}");
     assert!(store.manifests().is_empty());
 }
+
+/// Recognizable keys, a provider that fails in every way: the keys appear in no
+/// line of output, no stored file, and no value of any table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_leak_even_when_everything_fails() {
+    const BW: &str = "LEAKCHECK-BW-5c1e";
+    const SW: &str = "LEAKCHECK-SW-93ab";
+    let mut faults = std::collections::BTreeMap::new();
+    for provider in ["builtwith", "similarweb", "yahoo_finance"] {
+        let mut f = partnerforge::config::FaultSettings::default();
+        for (k, v) in [("error_rate", "0.2"), ("rate_429", "0.1"), ("malformed_rate", "0.1"), ("truncated_rate", "0.1")]
+        {
+            f.set(k, v).unwrap();
+        }
+        faults.insert(provider.to_string(), f);
+    }
+    let keys = Keys { builtwith: BW.into(), similarweb: SW.into() };
+    let config = SimulatorConfig { seed: 7, as_of: "2026-11-20".parse().unwrap(), keys, faults };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let base = sim.base_url();
+    let store = TestStore::new()
+        .env("BUILTWITH_API_KEY", BW)
+        .env("SIMILARWEB_API_KEY", SW)
+        .env("BUILTWITH_BASE_URL", &base)
+        .env("SIMILARWEB_BASE_URL", &base)
+        .env("YAHOO_FINANCE_BASE_URL", &base)
+        .env("RUST_LOG", "debug");
+    let pipeline = store.pipeline(|t| {
+        t.replace("rate = { per_second = 1 }", "rate = { per_second = 50 }")
+            .replace("per_second = 8,", "per_second = 200,")
+            .replace("per_second = 10, per_minute = 500", "per_second = 200")
+            .replace("base_delay_ms = 1000", "base_delay_ms = 20")
+            .replace("base_delay_ms = 2000", "base_delay_ms = 20")
+    });
+    let (store, texts) = tokio::task::spawn_blocking(move || {
+        let run = store.pf(&["run", "--pipeline", &pipeline, "--limit", "30", "--date", "2026-11-20", "--log-json"]);
+        assert!(run.status.success(), "{}", store.explain(&["run"], &run));
+        let mut texts =
+            vec![String::from_utf8_lossy(&run.stdout).to_string(), String::from_utf8_lossy(&run.stderr).to_string()];
+        for table in ["api_calls", "raw_responses", "targets", "company", "tech_stack", "traffic", "financials"] {
+            texts.push(store.ok(&["query", "--format", "json", &format!("SELECT * FROM {table}")]));
+        }
+        (store, texts)
+    })
+    .await
+    .unwrap();
+    assert!(texts[0].contains("partial"), "the faults should leave failures: {}", texts[0]);
+    assert!(texts[2].contains("retried"), "the ledger should hold retries");
+    for text in &texts {
+        assert!(!text.contains(BW) && !text.contains(SW), "a key leaked into: {}", &text[..text.len().min(300)]);
+    }
+    for file in listing(store.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(BW) && !text.contains(SW), "{file} holds a key");
+    }
+    sim.shutdown().await;
+}

@@ -70,6 +70,15 @@ fn quota_answer(provider: &str) -> Response {
     (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// A body that promises every byte (`Content-Length`) and breaks off halfway, the
+/// way a dropped connection does.
+pub fn cut_short(bytes: bytes::Bytes) -> Body {
+    let half = bytes.slice(..bytes.len() / 2);
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+        vec![Ok(half), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection dropped"))];
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
 pub async fn inject(State(faults): State<std::sync::Arc<Faults>>, request: Request, next: Next) -> Response {
     let provider = provider_of(request.uri().path());
     let Some(settings) = faults.settings.get(provider) else {
@@ -123,12 +132,11 @@ pub async fn inject(State(faults): State<std::sync::Arc<Faults>>, request: Reque
     }
     if roll < settings.malformed_rate + settings.truncated_rate {
         let (mut parts, body) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        // Promise the whole body, send half of it.
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        return Response::from_parts(parts, Body::from(bytes.slice(..bytes.len() / 2)));
+        return Response::from_parts(parts, cut_short(bytes));
     }
     response
 }
