@@ -1,8 +1,9 @@
-//! m07 financials: revenue, margins, market cap, profile and officers from
-//! Yahoo Finance, for targets whose domain maps to a ticker (`tickers.csv`:
-//! tickers cannot be searched on Yahoo).
+//! m07 financials: revenue, margins (three fiscal years), market cap, profile
+//! and officers from Yahoo Finance, for targets whose domain maps to a ticker
+//! (`tickers.csv`: tickers cannot be searched on Yahoo). m08 and m09 read the
+//! same quoteSummary call, which is made once per domain.
 
-use super::tables::{ExecutiveRow, FinancialsRow};
+use super::tables::{AnnualRow, ExecutiveRow, FinancialsRow};
 use super::{Context, Module, Parsed, Subject, Tables};
 use crate::config::ProviderId;
 use crate::fetch::Call;
@@ -17,7 +18,8 @@ pub const MODULE: Module = Module {
     normalize,
 };
 
-fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
+/// The quoteSummary call that m07, m08 and m09 share.
+pub(super) fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
     let Some(ticker) = subject.ticker else { return Vec::new() };
     let (path, query) = yahoo::quote_summary_request(ticker);
     vec![Call {
@@ -43,6 +45,16 @@ fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut T
             exec_name: lead.map(|o| o.name.clone()),
             exec_title: lead.map(|o| o.title.clone()),
         });
+        for year in &f.annual {
+            tables.financial_history.push(AnnualRow {
+                domain: subject.domain.to_string(),
+                ticker: ticker.to_string(),
+                fiscal_year_end: year.end_date.clone(),
+                revenue: year.revenue,
+                gross_margin: year.gross_margin(),
+                operating_margin: year.operating_margin(),
+            });
+        }
         for officer in &f.officers {
             tables.executives.push(ExecutiveRow {
                 domain: subject.domain.to_string(),

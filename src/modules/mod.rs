@@ -7,8 +7,10 @@
 //! the dependencies (`waves`), not from a hand-written order: adding a module
 //! is one file plus one line in `REGISTRY`.
 
+mod analysts;
 mod company;
 mod financials;
+mod stock;
 mod tables;
 mod tech_stack;
 mod traffic;
@@ -57,8 +59,15 @@ impl std::fmt::Debug for Module {
 }
 
 /// Every module this build knows, in no particular order.
-pub const REGISTRY: &[&Module] =
-    &[&company::MODULE, &tech_stack::MODULE, &traffic::MODULE, &traffic_sources::MODULE, &financials::MODULE];
+pub const REGISTRY: &[&Module] = &[
+    &company::MODULE,
+    &tech_stack::MODULE,
+    &traffic::MODULE,
+    &traffic_sources::MODULE,
+    &financials::MODULE,
+    &stock::MODULE,
+    &analysts::MODULE,
+];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModuleError {
@@ -193,7 +202,7 @@ mod tests {
     fn the_registry_orders_into_waves_by_dependency() {
         let waves = waves(REGISTRY).unwrap();
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
-        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07"]]);
+        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09"]]);
     }
 
     #[test]

@@ -75,6 +75,37 @@ pub struct ExecutiveRow {
     pub title: String,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnualRow {
+    pub domain: String,
+    pub ticker: String,
+    pub fiscal_year_end: String,
+    pub revenue: f64,
+    pub gross_margin: Option<f64>,
+    pub operating_margin: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockRow {
+    pub domain: String,
+    pub ticker: String,
+    pub price: Option<f64>,
+    pub currency: Option<String>,
+    pub market_cap: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendationRow {
+    pub domain: String,
+    pub ticker: String,
+    pub strong_buy: i64,
+    pub buy: i64,
+    pub hold: i64,
+    pub sell: i64,
+    pub strong_sell: i64,
+    pub mean: Option<f64>,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -97,6 +128,9 @@ pub struct Tables {
     pub traffic_sources: Vec<TrafficSourcesRow>,
     pub financials: Vec<FinancialsRow>,
     pub executives: Vec<ExecutiveRow>,
+    pub financial_history: Vec<AnnualRow>,
+    pub stock: Vec<StockRow>,
+    pub analyst_recommendations: Vec<RecommendationRow>,
     pub raw: Vec<RawRow>,
 }
 
@@ -212,6 +246,46 @@ impl Tables {
             "yahoo_finance",
         )
         .finish()?;
+        let h = &self.financial_history;
+        let financial_history = stamp(
+            TableBuilder::new()
+                .text("domain", h.iter().map(|r| Some(&r.domain)))
+                .text("ticker", h.iter().map(|r| Some(&r.ticker)))
+                .text("fiscal_year_end", h.iter().map(|r| Some(&r.fiscal_year_end)))
+                .float("revenue", h.iter().map(|r| Some(r.revenue)))
+                .float("gross_margin", h.iter().map(|r| r.gross_margin))
+                .float("operating_margin", h.iter().map(|r| r.operating_margin)),
+            h.len(),
+            "yahoo_finance",
+        )
+        .finish()?;
+        let st = &self.stock;
+        let stock = stamp(
+            TableBuilder::new()
+                .text("domain", st.iter().map(|r| Some(&r.domain)))
+                .text("ticker", st.iter().map(|r| Some(&r.ticker)))
+                .float("price", st.iter().map(|r| r.price))
+                .text("currency", st.iter().map(|r| r.currency.as_ref()))
+                .float("market_cap", st.iter().map(|r| r.market_cap)),
+            st.len(),
+            "yahoo_finance",
+        )
+        .finish()?;
+        let a = &self.analyst_recommendations;
+        let analyst_recommendations = stamp(
+            TableBuilder::new()
+                .text("domain", a.iter().map(|r| Some(&r.domain)))
+                .text("ticker", a.iter().map(|r| Some(&r.ticker)))
+                .int("strong_buy", a.iter().map(|r| Some(r.strong_buy)))
+                .int("buy", a.iter().map(|r| Some(r.buy)))
+                .int("hold", a.iter().map(|r| Some(r.hold)))
+                .int("sell", a.iter().map(|r| Some(r.sell)))
+                .int("strong_sell", a.iter().map(|r| Some(r.strong_sell)))
+                .float("mean", a.iter().map(|r| r.mean)),
+            a.len(),
+            "yahoo_finance",
+        )
+        .finish()?;
         let r = &self.raw;
         let raw = TableBuilder::new()
             .text("provider", r.iter().map(|x| Some(x.provider)))
@@ -231,6 +305,9 @@ impl Tables {
             ("traffic_sources", traffic_sources),
             ("financials", financials),
             ("executives", executives),
+            ("financial_history", financial_history),
+            ("stock", stock),
+            ("analyst_recommendations", analyst_recommendations),
             ("raw_responses", raw),
         ])
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Answer, ProviderError, normalize_rate, parse_json, text};
 
 pub const ENDPOINT_QUOTE_SUMMARY: &str = "quote_summary";
-pub const MODULES: &str = "financialData,price,summaryDetail,assetProfile,incomeStatementHistory";
+pub const MODULES: &str = "financialData,price,summaryDetail,assetProfile,incomeStatementHistory,recommendationTrend";
 
 /// Path and query of a quoteSummary request.
 pub fn quote_summary_request(ticker: &str) -> (String, Vec<(&'static str, String)>) {
@@ -36,8 +36,50 @@ pub struct Officer {
 pub struct Financials {
     pub figures: Figures,
     pub officers: Vec<Officer>,
-    /// Fiscal-year revenue, newest first, as (`YYYY-MM-DD` end date, revenue).
-    pub annual_revenue: Vec<(String, f64)>,
+    /// Fiscal years, newest first (at most three).
+    pub annual: Vec<AnnualStatement>,
+    pub price: Option<f64>,
+    /// The current month's analyst recommendations (`period` "0m").
+    pub recommendations: Option<Recommendations>,
+}
+
+/// One fiscal year's income statement. Yahoo now zeroes `grossProfit` and leaves
+/// `operatingIncome` empty: those read as unknown (`None`), never as zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnualStatement {
+    /// `YYYY-MM-DD`.
+    pub end_date: String,
+    pub revenue: f64,
+    pub gross_profit: Option<f64>,
+    pub operating_income: Option<f64>,
+}
+
+impl AnnualStatement {
+    pub fn gross_margin(&self) -> Option<f64> {
+        self.gross_profit.map(|g| g / self.revenue)
+    }
+
+    pub fn operating_margin(&self) -> Option<f64> {
+        self.operating_income.map(|o| o / self.revenue)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recommendations {
+    pub strong_buy: i64,
+    pub buy: i64,
+    pub hold: i64,
+    pub sell: i64,
+    pub strong_sell: i64,
+}
+
+impl Recommendations {
+    /// The mean on Yahoo's scale: 1 strong buy … 5 strong sell; `None` without analysts.
+    pub fn mean(&self) -> Option<f64> {
+        let n = self.strong_buy + self.buy + self.hold + self.sell + self.strong_sell;
+        let sum = self.strong_buy + 2 * self.buy + 3 * self.hold + 4 * self.sell + 5 * self.strong_sell;
+        (n > 0).then(|| sum as f64 / n as f64)
+    }
 }
 
 /// The company's current figures and profile.
@@ -153,11 +195,32 @@ pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderEr
     if let Some(history) =
         module("incomeStatementHistory").and_then(|m| m.get("incomeStatementHistory")).and_then(Value::as_array)
     {
-        out.annual_revenue = history
+        out.annual = history
             .iter()
-            .filter_map(|s| Some((date_text(s.get("endDate"))?, number(s.get("totalRevenue")).filter(|r| *r > 0.0)?)))
+            .filter_map(|s| {
+                Some(AnnualStatement {
+                    end_date: date_text(s.get("endDate"))?,
+                    revenue: number(s.get("totalRevenue")).filter(|r| *r > 0.0)?,
+                    // Zero means "not given" in today's responses.
+                    gross_profit: number(s.get("grossProfit")).filter(|g| *g != 0.0),
+                    operating_income: number(s.get("operatingIncome")).filter(|o| *o != 0.0),
+                })
+            })
             .take(3)
             .collect();
+    }
+    out.price = field(module("price"), "regularMarketPrice").filter(|p| *p > 0.0);
+    if let Some(trend) = module("recommendationTrend").and_then(|m| m.get("trend")).and_then(Value::as_array) {
+        out.recommendations = trend.iter().find(|t| t.get("period").and_then(Value::as_str) == Some("0m")).map(|t| {
+            let count = |key: &str| number(t.get(key)).map(|n| n as i64).unwrap_or(0);
+            Recommendations {
+                strong_buy: count("strongBuy"),
+                buy: count("buy"),
+                hold: count("hold"),
+                sell: count("sell"),
+                strong_sell: count("strongSell"),
+            }
+        });
     }
     Ok(Answer::Data(out))
 }
@@ -218,16 +281,37 @@ mod tests {
         assert_eq!(f.figures.currency.as_deref(), Some("USD"));
         assert_eq!(f.figures.employees, Some(228000));
         assert_eq!(f.officers[0].name, "Bradford L. Smith");
-        assert_eq!(
-            f.annual_revenue,
-            [("2024-06-30".to_string(), 245122000000.0), ("2023-06-30".to_string(), 211915000000.0)]
-        );
+        let years: Vec<(&str, f64)> = f.annual.iter().map(|a| (a.end_date.as_str(), a.revenue)).collect();
+        assert_eq!(years, [("2024-06-30", 245122000000.0), ("2023-06-30", 211915000000.0)]);
+        assert_eq!(f.annual[0].gross_margin(), None, "a zeroed grossProfit is unknown, not a 0% margin");
+        assert_eq!(f.annual[0].operating_margin(), None, "{{}} is unknown");
+        assert_eq!(f.price, None);
         let ceo = lead_executive(&f.officers).unwrap();
         assert_eq!(
             (ceo.name.as_str(), ceo.title.as_str()),
             ("Satya Nadella", "Chairman & CEO"),
             "plain CEO beats divisional"
         );
+    }
+
+    #[test]
+    fn price_recommendations_and_known_margins() {
+        let f = data(
+            r#"{"quoteSummary":{"result":[{
+              "price":{"maxAge":1,"regularMarketPrice":{"raw":412.5,"fmt":"412.50"}},
+              "recommendationTrend":{"maxAge":86400,"trend":[
+                 {"period":"0m","strongBuy":10,"buy":20,"hold":10,"sell":0,"strongSell":0},
+                 {"period":"-1m","strongBuy":1,"buy":1,"hold":1,"sell":1,"strongSell":1}]},
+              "incomeStatementHistory":{"incomeStatementHistory":[
+                 {"endDate":{"raw":1719705600,"fmt":"2024-06-30"},"totalRevenue":{"raw":1000},
+                  "grossProfit":{"raw":600},"operatingIncome":{"raw":250}}]}}],"error":null}}"#,
+        );
+        assert_eq!(f.price, Some(412.5));
+        let r = f.recommendations.unwrap();
+        assert_eq!((r.strong_buy, r.buy, r.hold), (10, 20, 10));
+        assert_eq!(r.mean(), Some(2.0));
+        assert_eq!(f.annual[0].gross_margin(), Some(0.6));
+        assert_eq!(f.annual[0].operating_margin(), Some(0.25));
     }
 
     #[test]

@@ -37,8 +37,19 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 8] =
-    ["company", "tech_stack", "tech_spend", "traffic", "traffic_sources", "financials", "executives", "raw_responses"];
+const MODULE_TABLES: [&str; 11] = [
+    "company",
+    "tech_stack",
+    "tech_spend",
+    "traffic",
+    "traffic_sources",
+    "financials",
+    "financial_history",
+    "executives",
+    "stock",
+    "analyst_recommendations",
+    "raw_responses",
+];
 
 /// An in-memory DuckDB with views over a store's committed snapshots.
 pub struct Warehouse {

@@ -137,7 +137,12 @@ async fn similarweb(
     respond(status, &body)
 }
 
-async fn quote_summary(State(state): State<AppState>, Path(ticker): Path<String>) -> Response {
-    let (status, body) = state.world.quote_summary(&ticker);
+async fn quote_summary(
+    State(state): State<AppState>,
+    Path(ticker): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let modules = query.get("modules").map(String::as_str).unwrap_or("");
+    let (status, body) = state.world.quote_summary(&ticker, modules);
     respond(status, &body)
 }

@@ -399,7 +399,8 @@ impl World {
     }
 
     /// Yahoo Finance quoteSummary for a ticker.
-    pub fn quote_summary(&self, ticker: &str) -> (u16, Value) {
+    /// `modules`: the comma-separated modules asked for; only those come back.
+    pub fn quote_summary(&self, ticker: &str, modules: &str) -> (u16, Value) {
         let s = self.seed;
         let t = ticker.trim().to_ascii_uppercase();
         if t.is_empty() {
@@ -440,28 +441,49 @@ impl World {
             }
             officers.push(officer);
         }
+        // Most statements come the way Yahoo sends them now (grossProfit zeroed,
+        // operatingIncome empty); some still carry both.
+        let full_statements = unit(s, &[&t, "full-statements"]) < 0.3;
+        let operating = 0.05 + 0.25 * unit(s, &[&t, "operating"]);
         let statements: Vec<Value> = (0..4)
             .map(|y| {
                 let year = self.as_of.year() - 1 - y;
                 let end = NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or(self.as_of);
                 let seconds = end.and_hms_opt(0, 0, 0).map(|d| d.and_utc().timestamp()).unwrap_or(0);
+                let year_revenue = revenue * (1.0 - 0.07 * y as f64);
+                let (gross, operating) = if full_statements {
+                    (wrap(year_revenue * margin), wrap(year_revenue * operating))
+                } else {
+                    (json!({"raw": 0, "fmt": null}), json!({}))
+                };
                 json!({"maxAge": 1, "endDate": {"raw": seconds, "fmt": end.to_string()},
-                       "totalRevenue": wrap(revenue * (1.0 - 0.07 * y as f64)),
-                       "grossProfit": {"raw": 0, "fmt": null}, "operatingIncome": {}})
+                       "totalRevenue": wrap(year_revenue), "grossProfit": gross, "operatingIncome": operating})
             })
             .collect();
-        let body = json!({"quoteSummary": {"result": [{
+        let analysts = |period: &str| {
+            let n = |what: &str| hash(s, &[&t, "analysts", period, what]) % 12;
+            json!({"period": period, "strongBuy": n("sb"), "buy": n("b"), "hold": n("h"), "sell": n("s") / 3, "strongSell": n("ss") / 4})
+        };
+        let price = 5.0 + 495.0 * unit(s, &[&t, "price"]) * (1.0 + 0.05 * ((today as f64) / 20.0).sin());
+        let mut body = json!({"quoteSummary": {"result": [{
             "financialData": {"maxAge": 86400, "totalRevenue": wrap(revenue),
                               "grossMargins": {"raw": margin, "fmt": format!("{:.2}%", margin * 100.0)},
                               "revenueGrowth": if hash(s, &[&t, "growth"]).is_multiple_of(4) { json!({}) } else { json!({"raw": 0.07, "fmt": "7.00%"}) },
                               "financialCurrency": "USD"},
-            "price": {"maxAge": 1, "symbol": t, "marketCap": wrap(market_cap), "currency": "USD"},
+            "price": {"maxAge": 1, "symbol": t, "marketCap": wrap(market_cap), "currency": "USD",
+                      "regularMarketPrice": {"raw": (price * 100.0).round() / 100.0, "fmt": format!("{price:.2}")}},
             "summaryDetail": {"maxAge": 1, "marketCap": wrap(market_cap)},
             "assetProfile": {"maxAge": 86400, "sector": "Consumer Cyclical", "industry": "Internet Retail",
                              "fullTimeEmployees": 1000 + (hash(s, &[&t, "staff"]) % 200_000), "country": "United States",
                              "companyOfficers": officers},
             "incomeStatementHistory": {"maxAge": 86400, "incomeStatementHistory": statements},
+            "recommendationTrend": {"maxAge": 86400, "trend": [analysts("0m"), analysts("-1m"), analysts("-2m")]},
         }], "error": null}});
+        // Only the modules asked for come back.
+        let wanted: Vec<&str> = modules.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+        if let Some(result) = body["quoteSummary"]["result"][0].as_object_mut() {
+            result.retain(|name, _| wanted.contains(&name.as_str()));
+        }
         (200, body)
     }
 }
@@ -510,7 +532,7 @@ mod tests {
         let a = World::new(7, date("2026-11-01"));
         let b = World::new(7, date("2026-11-01"));
         assert_eq!(a.builtwith_domain("shop.com"), b.builtwith_domain("shop.com"));
-        assert_eq!(a.quote_summary("SHOP"), b.quote_summary("SHOP"));
+        assert_eq!(a.quote_summary("SHOP", "price"), b.quote_summary("SHOP", "price"));
         assert_ne!(a.builtwith_domain("shop.com"), World::new(8, date("2026-11-01")).builtwith_domain("shop.com"));
     }
 
@@ -543,7 +565,7 @@ mod tests {
                 }
                 let (_, body) = world.similarweb(&domain, similarweb::TRAFFIC_SOURCES_PATH, "world");
                 assert!(similarweb::parse_search_share(body.to_string().as_bytes()).is_ok(), "{domain}");
-                let (_, body) = world.quote_summary(&format!("T{i}"));
+                let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
             }
         }
