@@ -76,7 +76,7 @@ fn key_param(provider: ProviderId) -> Option<&'static str> {
     match provider {
         ProviderId::BuiltWith => Some(builtwith::KEY_PARAM),
         ProviderId::SimilarWeb => Some(similarweb::KEY_PARAM),
-        ProviderId::YahooFinance => None,
+        ProviderId::YahooFinance | ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby => None,
     }
 }
 
@@ -99,7 +99,7 @@ fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow
                 let key = match id {
                     ProviderId::BuiltWith => Some(sim_keys.builtwith.clone()),
                     ProviderId::SimilarWeb => Some(sim_keys.similarweb.clone()),
-                    ProviderId::YahooFinance => None,
+                    _ => None,
                 };
                 (sim.base_url(), key)
             }
@@ -118,9 +118,11 @@ fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow
         };
         let url = url::Url::parse(&base).with_context(|| format!("{} base URL {base:?} is not a URL", id.name()))?;
         let key = key.and_then(|k| key_param(id).map(|param| (param, k)));
-        let stop_signal = match id {
+        let stop_signal: crate::fetch::StopSignal = match id {
             ProviderId::BuiltWith | ProviderId::SimilarWeb => providers::stop_signal_403,
             ProviderId::YahooFinance => providers::yahoo::stop_signal,
+            // Public posting APIs take no key and have no quota to exhaust.
+            ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby => |_, _| None,
         };
         out.push(Endpoint::new(id, url, key, settings, stop_signal));
     }
@@ -157,6 +159,7 @@ impl Prepared {
         let p = &self.pipeline.pipeline;
         Context {
             detection: p.detection.clone(),
+            hiring: p.hiring.clone(),
             builtwith_version: p
                 .providers
                 .builtwith
@@ -201,7 +204,11 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
     let store = Store::open(&selection.store)?;
     let previous = store.snapshots().await?;
     let targets_path = selection.targets.clone().unwrap_or_else(|| pipeline.resolve(&p.inputs.targets));
-    let book = Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
+    let mut book =
+        Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
+    if let Some(path) = &p.inputs.job_boards {
+        book.load_job_boards(&pipeline.resolve(path))?;
+    }
     for rejected in &book.rejected {
         tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
     }
@@ -326,6 +333,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         traffic: take("traffic"),
         traffic_sources: take("traffic_sources"),
         financials: take("financials"),
+        hiring: take("hiring"),
     };
     let mut scored = transform::assemble(&book_rows, &module_files, &pipeline.model, &date)
         .context("assembling and scoring the targets table")?;
@@ -408,7 +416,11 @@ pub(crate) struct WavePlan<'t> {
 }
 
 fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
-    Subject { domain: &target.domain, ticker: book.tickers.get(&target.domain).map(String::as_str) }
+    Subject {
+        domain: &target.domain,
+        ticker: book.tickers.get(&target.domain).map(String::as_str),
+        job_board: book.job_boards.get(&target.domain).map(|(platform, board)| (*platform, board.as_str())),
+    }
 }
 
 impl<'a> Planner<'a> {

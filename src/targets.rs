@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::config::ProviderId;
+
 /// A row of the book that could not be used, with where it stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedRow {
@@ -98,6 +100,8 @@ pub struct Book {
     pub targets: Vec<Target>,
     pub customers: BTreeSet<String>,
     pub tickers: BTreeMap<String, String>,
+    /// Where a company posts its jobs: (platform, board name).
+    pub job_boards: BTreeMap<String, (ProviderId, String)>,
     pub rejected: Vec<RejectedRow>,
 }
 
@@ -168,6 +172,41 @@ impl Book {
             }
         }
         Ok(book)
+    }
+
+    /// Reads `domain, platform, board` rows (platform: greenhouse, lever or ashby).
+    pub fn load_job_boards(&mut self, path: &Path) -> Result<(), SeedError> {
+        for row in read_rows(path, &["domain", "platform", "board"], &[])? {
+            let row = match row {
+                Ok(row) => row,
+                Err(rejected) => {
+                    self.rejected.push(rejected);
+                    continue;
+                }
+            };
+            let platform = row.values[1].trim().to_ascii_lowercase();
+            let board = row.values[2].trim();
+            let valid_board = !board.is_empty()
+                && board.len() <= 100
+                && board.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            match (normalize_domain(&row.values[0]), ProviderId::from_name(&platform)) {
+                (Err(reason), _) => self.rejected.push(row.reject(reason)),
+                (_, Some(id @ (ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby))) if valid_board => {
+                    let domain = normalize_domain(&row.values[0]).unwrap_or_default();
+                    if self.job_boards.insert(domain.clone(), (id, board.to_string())).is_some() {
+                        self.rejected
+                            .push(row.reject(format!("a second job board for {domain}; the last one is used")));
+                    }
+                }
+                (_, Some(ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby)) => {
+                    self.rejected.push(row.reject(format!("{board:?} is not a board name")))
+                }
+                _ => self
+                    .rejected
+                    .push(row.reject(format!("{platform:?} is not a job board (greenhouse, lever, ashby)"))),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +335,23 @@ mod tests {
         assert_eq!(lines[2], format!("{}:5: 4 fields where the header has 5", name("targets.csv")));
         assert!(lines[3].starts_with(&format!("{}:3: ", name("customers.csv"))), "{lines:#?}");
         assert!(lines[4].starts_with(&format!("{}:3: ", name("tickers.csv"))), "{lines:#?}");
+    }
+
+    #[test]
+    fn job_boards_name_their_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job_boards.csv");
+        std::fs::write(
+            &path,
+            "domain,platform,board\nalpha.com,greenhouse,alpha\nbeta.io,workday,beta\ngamma.de,Lever,gamma-de\n",
+        )
+        .unwrap();
+        let mut book = Book::default();
+        book.load_job_boards(&path).unwrap();
+        assert_eq!(book.job_boards.get("alpha.com"), Some(&(ProviderId::Greenhouse, "alpha".to_string())));
+        assert_eq!(book.job_boards.get("gamma.de"), Some(&(ProviderId::Lever, "gamma-de".to_string())));
+        assert_eq!(book.rejected.len(), 1);
+        assert!(book.rejected[0].to_string().contains(":3: \"workday\" is not a job board"), "{}", book.rejected[0]);
     }
 
     #[test]

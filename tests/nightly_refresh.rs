@@ -111,10 +111,21 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
          WHERE snapshot_id = '2026-12-01' GROUP BY ALL ORDER BY 1",
     );
     let providers: Vec<&str> = calls.iter().map(|r| r["provider"].as_str().unwrap()).collect();
-    assert_eq!(providers, ["builtwith", "similarweb", "yahoo_finance"]);
+    assert_eq!(providers, ["ashby", "builtwith", "greenhouse", "lever", "similarweb", "yahoo_finance"]);
     for row in &calls {
         assert_eq!(row["n"], row["answered"], "{row:?}");
     }
+
+    // Hiring signals: the counts per domain are the postings whose titles matched.
+    let hiring = store.query(
+        "SELECT count(*) AS boards,
+                count(*) FILTER (WHERE search_roles != (SELECT count(*) FROM job_postings p
+                                 WHERE p.domain = h.domain AND p.signals LIKE '%search%')) AS inconsistent,
+                (SELECT count(*) FROM job_postings WHERE signals IS NOT NULL) AS signal_postings
+         FROM hiring h",
+    );
+    assert!(num(&hiring[0]["boards"]) > 0.0 && num(&hiring[0]["signal_postings"]) > 0.0, "{hiring:?}");
+    assert_eq!(num(&hiring[0]["inconsistent"]), 0.0);
 
     // query is read-only.
     let refused = store.fails(&["query", "DROP VIEW targets"]);

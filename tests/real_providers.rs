@@ -26,6 +26,9 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
             .env("BUILTWITH_BASE_URL", &base)
             .env("SIMILARWEB_BASE_URL", &base)
             .env("YAHOO_FINANCE_BASE_URL", &base)
+            .env("GREENHOUSE_BASE_URL", &base)
+            .env("LEVER_BASE_URL", &base)
+            .env("ASHBY_BASE_URL", &base)
     };
     // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
     let faster = |text: String| {
@@ -140,6 +143,9 @@ async fn keys_never_leak_even_when_everything_fails() {
         .env("BUILTWITH_BASE_URL", &base)
         .env("SIMILARWEB_BASE_URL", &base)
         .env("YAHOO_FINANCE_BASE_URL", &base)
+        .env("GREENHOUSE_BASE_URL", &base)
+        .env("LEVER_BASE_URL", &base)
+        .env("ASHBY_BASE_URL", &base)
         .env("RUST_LOG", "debug");
     let pipeline = store.pipeline(|t| {
         t.replace("rate = { per_second = 1 }", "rate = { per_second = 50 }")

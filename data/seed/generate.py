@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generates the seed book deterministically: targets.csv (2,687 rows),
-customers.csv (400 existing customers, some of them also in targets.csv) and
-tickers.csv (domain -> ticker for the public companies among the targets).
+customers.csv (400 existing customers, some of them also in targets.csv),
+tickers.csv (domain -> ticker for the public companies among the targets) and
+job_boards.csv (domain -> the job board platform and board name it posts on).
 
 Run from anywhere: python3 data/seed/generate.py. The same seed always writes
 the same files, so the committed CSVs can be checked by regenerating them.
@@ -108,6 +109,15 @@ def main():
         domain = row[0].lower().removeprefix("https://").removeprefix("www.").rstrip("/")
         tickers.append([domain, ticker])
 
+    # Drawn after everything else so that adding this file left the others unchanged.
+    job_boards = []
+    for row in targets:
+        if row[0] in customers or rng.random() > 0.45:
+            continue
+        domain = row[0].lower().removeprefix("https://").removeprefix("www.").rstrip("/")
+        platform = rng.choices(["greenhouse", "lever", "ashby"], weights=[55, 30, 15])[0]
+        job_boards.append([domain, platform, domain.split(".")[0]])
+
     with open(os.path.join(HERE, "targets.csv"), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["domain", "company_name", "partner_tech", "vertical", "country"])
@@ -120,7 +130,12 @@ def main():
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["domain", "ticker"])
         w.writerows(tickers)
-    print(f"targets.csv {len(targets)} rows, customers.csv {len(customers)} rows, tickers.csv {len(tickers)} rows")
+    with open(os.path.join(HERE, "job_boards.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["domain", "platform", "board"])
+        w.writerows(job_boards)
+    print(f"targets.csv {len(targets)} rows, customers.csv {len(customers)} rows, tickers.csv {len(tickers)} rows, "
+          f"job_boards.csv {len(job_boards)} rows")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,19 @@ pub struct Pipeline {
     pub providers: Providers,
     #[serde(default)]
     pub simulator: SimulatorSettings,
+    #[serde(default)]
+    pub hiring: HiringRules,
+}
+
+/// Which job titles are hiring signals: phrases matched case-insensitively on word
+/// boundaries. A title can count in several categories.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HiringRules {
+    pub search: Vec<String>,
+    pub ecommerce: Vec<String>,
+    pub personalization: Vec<String>,
+    pub leadership: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +75,8 @@ pub struct Inputs {
     pub targets: PathBuf,
     pub customers: PathBuf,
     pub tickers: PathBuf,
+    /// `domain, platform, board`: where a company posts its jobs (greenhouse, lever, ashby).
+    pub job_boards: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +114,12 @@ pub struct Providers {
     pub builtwith: ProviderSettings,
     pub similarweb: ProviderSettings,
     pub yahoo_finance: ProviderSettings,
+    #[serde(default)]
+    pub greenhouse: ProviderSettings,
+    #[serde(default)]
+    pub lever: ProviderSettings,
+    #[serde(default)]
+    pub ashby: ProviderSettings,
 }
 
 impl Providers {
@@ -107,6 +128,9 @@ impl Providers {
             ProviderId::BuiltWith => &self.builtwith,
             ProviderId::SimilarWeb => &self.similarweb,
             ProviderId::YahooFinance => &self.yahoo_finance,
+            ProviderId::Greenhouse => &self.greenhouse,
+            ProviderId::Lever => &self.lever,
+            ProviderId::Ashby => &self.ashby,
         }
     }
 }
@@ -285,10 +309,8 @@ pub fn apply_faults(faults: &mut BTreeMap<String, FaultSettings>, settings: &[St
             setting.split_once('=').ok_or_else(|| format!("--fault {setting:?}: expected PROVIDER.KEY=VALUE"))?;
         let (provider, key) =
             target.split_once('.').ok_or_else(|| format!("--fault {setting:?}: expected PROVIDER.KEY=VALUE"))?;
-        if !ProviderId::ALL.iter().any(|id| id.name() == provider) {
-            return Err(format!(
-                "--fault {setting:?}: {provider:?} is not a provider (builtwith, similarweb, yahoo_finance)"
-            ));
+        if ProviderId::from_name(provider).is_none() {
+            return Err(format!("--fault {setting:?}: {provider:?} is not a provider ({})", ProviderId::names()));
         }
         faults
             .entry(provider.to_string())
@@ -338,16 +360,34 @@ pub enum ProviderId {
     BuiltWith,
     SimilarWeb,
     YahooFinance,
+    /// Job boards: public posting APIs, one host each.
+    Greenhouse,
+    Lever,
+    Ashby,
 }
 
 impl ProviderId {
-    pub const ALL: [ProviderId; 3] = [Self::BuiltWith, Self::SimilarWeb, Self::YahooFinance];
+    pub const ALL: [ProviderId; 6] =
+        [Self::BuiltWith, Self::SimilarWeb, Self::YahooFinance, Self::Greenhouse, Self::Lever, Self::Ashby];
+
+    /// A provider by its name in files and on the command line.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|id| id.name() == name)
+    }
+
+    /// Every provider's name, for error messages.
+    pub fn names() -> String {
+        Self::ALL.map(|id| id.name()).join(", ")
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Self::BuiltWith => "builtwith",
             Self::SimilarWeb => "similarweb",
             Self::YahooFinance => "yahoo_finance",
+            Self::Greenhouse => "greenhouse",
+            Self::Lever => "lever",
+            Self::Ashby => "ashby",
         }
     }
 
@@ -358,6 +398,9 @@ impl ProviderId {
             Self::BuiltWith => "https://api.builtwith.com",
             Self::SimilarWeb => "https://api.similarweb.com",
             Self::YahooFinance => "https://query2.finance.yahoo.com",
+            Self::Greenhouse => "https://boards-api.greenhouse.io",
+            Self::Lever => "https://api.lever.co",
+            Self::Ashby => "https://api.ashbyhq.com",
         }
     }
 
@@ -366,7 +409,7 @@ impl ProviderId {
         match self {
             Self::BuiltWith => Some("BUILTWITH_API_KEY"),
             Self::SimilarWeb => Some("SIMILARWEB_API_KEY"),
-            Self::YahooFinance => None,
+            Self::YahooFinance | Self::Greenhouse | Self::Lever | Self::Ashby => None,
         }
     }
 
@@ -375,6 +418,9 @@ impl ProviderId {
             Self::BuiltWith => "BUILTWITH_BASE_URL",
             Self::SimilarWeb => "SIMILARWEB_BASE_URL",
             Self::YahooFinance => "YAHOO_FINANCE_BASE_URL",
+            Self::Greenhouse => "GREENHOUSE_BASE_URL",
+            Self::Lever => "LEVER_BASE_URL",
+            Self::Ashby => "ASHBY_BASE_URL",
         }
     }
 }
@@ -449,10 +495,10 @@ impl LoadedPipeline {
             }
         }
         for (provider, faults) in &pipeline.simulator.faults {
-            if !ProviderId::ALL.iter().any(|id| id.name() == provider) {
+            if ProviderId::from_name(provider).is_none() {
                 return Err(invalid(
                     &format!("simulator.faults.{provider}"),
-                    "not a provider (builtwith, similarweb, yahoo_finance)".into(),
+                    format!("not a provider ({})", ProviderId::names()),
                 ));
             }
             for (name, rate) in [

@@ -10,6 +10,7 @@
 mod analysts;
 mod company;
 mod financials;
+mod hiring;
 mod stock;
 mod tables;
 mod tech_stack;
@@ -18,7 +19,7 @@ mod traffic_sources;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Detection, ProviderId};
+use crate::config::{Detection, HiringRules, ProviderId};
 use crate::fetch::{Call, Outcome, Reply};
 use crate::providers::{self, Answer, ProviderError};
 pub use tables::{RawRow, Tables};
@@ -27,11 +28,14 @@ pub use tables::{RawRow, Tables};
 pub struct Subject<'a> {
     pub domain: &'a str,
     pub ticker: Option<&'a str>,
+    /// Where the company posts jobs: (platform, board).
+    pub job_board: Option<(ProviderId, &'a str)>,
 }
 
 /// Request settings every module may need, resolved once per run.
 pub struct Context {
     pub detection: Detection,
+    pub hiring: HiringRules,
     pub builtwith_version: String,
     pub similarweb_country: String,
     /// SimilarWeb's monthly window, `YYYY-MM`.
@@ -67,6 +71,7 @@ pub const REGISTRY: &[&Module] = &[
     &financials::MODULE,
     &stock::MODULE,
     &analysts::MODULE,
+    &hiring::MODULE,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -131,6 +136,7 @@ pub enum Parsed {
     BuiltWith(Answer<providers::builtwith::DomainProfile>),
     Series { endpoint: &'static str, answer: Answer<Vec<providers::similarweb::Point>> },
     Quote(Answer<providers::yahoo::Financials>),
+    Postings(Answer<Vec<providers::jobs::Posting>>),
 }
 
 /// Reads a reply. `Err` carries the ledger outcome and a message for the ledger.
@@ -156,6 +162,9 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
             }
         }
         (ProviderId::YahooFinance, _) => providers::yahoo::parse_quote_summary(&reply.body).map(Parsed::Quote),
+        (platform @ (ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby), _) => {
+            providers::jobs::parse_postings(platform, status, &reply.body).map(Parsed::Postings)
+        }
     };
     let success = (200..300).contains(&status);
     match parsed {
@@ -174,6 +183,7 @@ pub fn is_no_data(parsed: &Parsed) -> bool {
         Parsed::BuiltWith(Answer::NoData(_))
             | Parsed::Series { answer: Answer::NoData(_), .. }
             | Parsed::Quote(Answer::NoData(_))
+            | Parsed::Postings(Answer::NoData(_))
     )
 }
 
@@ -202,7 +212,7 @@ mod tests {
     fn the_registry_orders_into_waves_by_dependency() {
         let waves = waves(REGISTRY).unwrap();
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
-        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09"]]);
+        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09", "m10"]]);
     }
 
     #[test]

@@ -106,6 +106,30 @@ pub struct RecommendationRow {
     pub mean: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiringRow {
+    pub domain: String,
+    pub platform: &'static str,
+    pub board: String,
+    pub open_roles: i64,
+    pub search_roles: i64,
+    pub ecommerce_roles: i64,
+    pub personalization_roles: i64,
+    pub leadership_roles: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostingRow {
+    pub domain: String,
+    pub platform: &'static str,
+    pub title: String,
+    pub location: Option<String>,
+    pub posted_at: Option<String>,
+    pub url: Option<String>,
+    /// The hiring categories the title matched, e.g. "search,leadership".
+    pub signals: Option<String>,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -131,6 +155,8 @@ pub struct Tables {
     pub financial_history: Vec<AnnualRow>,
     pub stock: Vec<StockRow>,
     pub analyst_recommendations: Vec<RecommendationRow>,
+    pub hiring: Vec<HiringRow>,
+    pub job_postings: Vec<PostingRow>,
     pub raw: Vec<RawRow>,
 }
 
@@ -286,6 +312,33 @@ impl Tables {
             "yahoo_finance",
         )
         .finish()?;
+        let hr = &self.hiring;
+        let hiring = TableBuilder::new()
+            .text("domain", hr.iter().map(|r| Some(&r.domain)))
+            .text("platform", hr.iter().map(|r| Some(r.platform)))
+            .text("board", hr.iter().map(|r| Some(&r.board)))
+            .int("open_roles", hr.iter().map(|r| Some(r.open_roles)))
+            .int("search_roles", hr.iter().map(|r| Some(r.search_roles)))
+            .int("ecommerce_roles", hr.iter().map(|r| Some(r.ecommerce_roles)))
+            .int("personalization_roles", hr.iter().map(|r| Some(r.personalization_roles)))
+            .int("leadership_roles", hr.iter().map(|r| Some(r.leadership_roles)))
+            .text("source", hr.iter().map(|r| Some(r.platform)))
+            .timestamp_ms("fetched_at", hr.iter().map(|_| Some(fetched_at_ms)))
+            .text("snapshot_id", hr.iter().map(|_| Some(snapshot_id)))
+            .finish()?;
+        let jp = &self.job_postings;
+        let job_postings = TableBuilder::new()
+            .text("domain", jp.iter().map(|r| Some(&r.domain)))
+            .text("platform", jp.iter().map(|r| Some(r.platform)))
+            .text("title", jp.iter().map(|r| Some(&r.title)))
+            .text("location", jp.iter().map(|r| r.location.as_ref()))
+            .text("posted_at", jp.iter().map(|r| r.posted_at.as_ref()))
+            .text("url", jp.iter().map(|r| r.url.as_ref()))
+            .text("signals", jp.iter().map(|r| r.signals.as_ref()))
+            .text("source", jp.iter().map(|r| Some(r.platform)))
+            .timestamp_ms("fetched_at", jp.iter().map(|_| Some(fetched_at_ms)))
+            .text("snapshot_id", jp.iter().map(|_| Some(snapshot_id)))
+            .finish()?;
         let r = &self.raw;
         let raw = TableBuilder::new()
             .text("provider", r.iter().map(|x| Some(x.provider)))
@@ -308,6 +361,8 @@ impl Tables {
             ("financial_history", financial_history),
             ("stock", stock),
             ("analyst_recommendations", analyst_recommendations),
+            ("hiring", hiring),
+            ("job_postings", job_postings),
             ("raw_responses", raw),
         ])
     }

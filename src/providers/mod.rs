@@ -6,6 +6,7 @@
 //! are part of each provider's API; sending them is `fetch/`'s job.
 
 pub mod builtwith;
+pub mod jobs;
 pub mod similarweb;
 pub mod yahoo;
 

@@ -37,7 +37,7 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 11] = [
+const MODULE_TABLES: [&str; 13] = [
     "company",
     "tech_stack",
     "tech_spend",
@@ -48,6 +48,8 @@ const MODULE_TABLES: [&str; 11] = [
     "executives",
     "stock",
     "analyst_recommendations",
+    "hiring",
+    "job_postings",
     "raw_responses",
 ];
 

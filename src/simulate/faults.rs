@@ -30,7 +30,7 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(seed: u64, settings: BTreeMap<String, FaultSettings>) -> Self {
-        let requests = ["builtwith", "similarweb", "yahoo_finance"].map(|p| (p.to_string(), AtomicU64::new(0))).into();
+        let requests = crate::config::ProviderId::ALL.map(|p| (p.name().to_string(), AtomicU64::new(0))).into();
         Self { seed, settings, started: Instant::now(), requests, attempts: Mutex::new(HashMap::new()) }
     }
 }
@@ -41,6 +41,12 @@ fn provider_of(path: &str) -> &'static str {
         "similarweb"
     } else if path.starts_with("/v10/finance/") {
         "yahoo_finance"
+    } else if path.starts_with("/v1/boards/") {
+        "greenhouse"
+    } else if path.starts_with("/v0/postings/") {
+        "lever"
+    } else if path.starts_with("/posting-api/") {
+        "ashby"
     } else {
         "builtwith"
     }

@@ -56,6 +56,9 @@ pub fn router(config: SimulatorConfig) -> Router {
         .route("/{version}/api.json", get(builtwith_domain))
         .route("/v1/website/{domain}/{group}/{metric}", get(similarweb))
         .route("/v10/finance/quoteSummary/{ticker}", get(quote_summary))
+        .route("/v1/boards/{board}/jobs", get(greenhouse))
+        .route("/v0/postings/{company}", get(lever))
+        .route("/posting-api/job-board/{board}", get(ashby))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
 }
@@ -144,5 +147,20 @@ async fn quote_summary(
 ) -> Response {
     let modules = query.get("modules").map(String::as_str).unwrap_or("");
     let (status, body) = state.world.quote_summary(&ticker, modules);
+    respond(status, &body)
+}
+
+async fn greenhouse(State(state): State<AppState>, Path(board): Path<String>) -> Response {
+    let (status, body) = state.world.job_postings("greenhouse", &board);
+    respond(status, &body)
+}
+
+async fn lever(State(state): State<AppState>, Path(company): Path<String>) -> Response {
+    let (status, body) = state.world.job_postings("lever", &company);
+    respond(status, &body)
+}
+
+async fn ashby(State(state): State<AppState>, Path(board): Path<String>) -> Response {
+    let (status, body) = state.world.job_postings("ashby", &board);
     respond(status, &body)
 }

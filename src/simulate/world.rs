@@ -488,6 +488,94 @@ impl World {
     }
 }
 
+const COMMON_ROLES: [&str; 14] = [
+    "Senior Software Engineer",
+    "Product Designer",
+    "Account Executive",
+    "Data Analyst",
+    "Customer Success Manager",
+    "Site Reliability Engineer",
+    "Marketing Manager",
+    "Financial Analyst",
+    "Warehouse Associate",
+    "Store Manager",
+    "Content Editor",
+    "Research Analyst",
+    "Frontend Engineer",
+    "People Partner",
+];
+
+/// Roles that are hiring signals for search, e-commerce, personalization or digital leadership.
+const SIGNAL_ROLES: [&str; 10] = [
+    "Senior Search Engineer",
+    "Search Relevance Engineer",
+    "Product Manager, Search & Discovery",
+    "Director of E-Commerce",
+    "E-Commerce Merchandising Manager",
+    "Personalization Data Scientist",
+    "Recommendation Systems Engineer",
+    "VP of Digital",
+    "Head of Digital Product",
+    "Director of Search",
+];
+
+impl World {
+    /// A company's open roles on its job board: (status, body) in the platform's
+    /// format. Roles open and close over weeks; a few boards do not exist.
+    pub fn job_postings(&self, platform: &str, board: &str) -> (u16, Value) {
+        let s = self.seed;
+        let b = board.to_ascii_lowercase();
+        if unit(s, &[&b, "board-missing"]) < 0.05 {
+            return match platform {
+                "lever" => (404, json!({"ok": false, "error": "Document not found"})),
+                _ => (404, json!({"status": 404, "error": "Job board not found"})),
+            };
+        }
+        let today = self.today();
+        // Each of a board's role slots is open for some weeks, then closed for some.
+        let slots = 2 + (hash(s, &[&b, "slots"]) % 40) as i64;
+        let mut roles = Vec::new();
+        for slot in 0..slots {
+            let key = slot.to_string();
+            let (index, start) = period(s, &b, &format!("slot-{key}"), 20, 90, today);
+            if hash(s, &[&b, &key, &index.to_string(), "open"]).is_multiple_of(3) {
+                continue;
+            }
+            // Search and digital roles are rarer than the rest.
+            let generation = index.to_string();
+            let title = if unit(s, &[&b, &key, &generation, "kind"]) < 0.15 {
+                *pick(s, &[&b, &key, &generation, "title"], &SIGNAL_ROLES)
+            } else {
+                *pick(s, &[&b, &key, &generation, "title"], &COMMON_ROLES)
+            };
+            let id = hash(s, &[&b, &key, &index.to_string(), "id"]) % 10_000_000;
+            let posted =
+                EPOCH.and_hms_opt(0, 0, 0).map(|d| d.and_utc() + chrono::Duration::days(start)).unwrap_or_default();
+            let (_, city, _) = *pick(s, &[&b, &key, "city"], &PLACES);
+            roles.push(match platform {
+                "lever" => json!({"id": format!("{id:x}-{b}"), "text": title,
+                                  "categories": {"team": "Digital", "location": city, "commitment": "Full-time"},
+                                  "createdAt": posted.timestamp_millis(), "hostedUrl": format!("https://jobs.lever.co/{b}/{id:x}")}),
+                "ashby" => json!({"id": format!("{id:x}"), "title": title, "location": city, "department": "Digital",
+                                  "employmentType": "FullTime", "isListed": true, "isRemote": false,
+                                  "publishedAt": posted.to_rfc3339(), "jobUrl": format!("https://jobs.ashbyhq.com/{b}/{id:x}")}),
+                _ => json!({"id": id, "title": title, "updated_at": posted.to_rfc3339(), "location": {"name": city},
+                            "absolute_url": format!("https://boards.greenhouse.io/{b}/jobs/{id}"), "metadata": null,
+                            "internal_job_id": id / 7, "requisition_id": null}),
+            });
+        }
+        let body = match platform {
+            "lever" => Value::Array(roles),
+            "ashby" => json!({"apiVersion": "1", "jobs": roles}),
+            _ => {
+                let total = roles.len();
+                json!({"jobs": roles, "meta": {"total": total}})
+            }
+        };
+        (200, body)
+    }
+}
+
 /// Where a company sits: by its country-code domain where it has one, else anywhere.
 fn place(seed: u64, domain: &str) -> (&'static str, &'static str, &'static str) {
     let country = match domain.rsplit('.').next() {
@@ -550,7 +638,8 @@ mod tests {
 
     #[test]
     fn every_answer_of_the_world_reads_cleanly() {
-        use crate::providers::{Answer, builtwith, similarweb, yahoo};
+        use crate::config::ProviderId;
+        use crate::providers::{Answer, builtwith, jobs, similarweb, yahoo};
         for date in ["2026-01-31", "2026-11-20"] {
             let world = World::new(42, date.parse().unwrap());
             for i in 0..400 {
@@ -567,6 +656,11 @@ mod tests {
                 assert!(similarweb::parse_search_share(body.to_string().as_bytes()).is_ok(), "{domain}");
                 let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
+                for platform in [ProviderId::Greenhouse, ProviderId::Lever, ProviderId::Ashby] {
+                    let (status, body) = world.job_postings(platform.name(), &domain);
+                    let parsed = jobs::parse_postings(platform, status, body.to_string().as_bytes());
+                    assert!(parsed.is_ok(), "{domain} on {}: {parsed:?}", platform.name());
+                }
             }
         }
     }

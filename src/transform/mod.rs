@@ -16,7 +16,7 @@ use crate::config::ScoringModel;
 use crate::targets::Target;
 
 /// The columns of `targets`, in order (they follow the system this replaces).
-pub const TARGET_COLUMNS: [&str; 31] = [
+pub const TARGET_COLUMNS: [&str; 33] = [
     "domain",
     "company_name",
     "partner_tech",
@@ -39,6 +39,8 @@ pub const TARGET_COLUMNS: [&str; 31] = [
     "market_cap",
     "exec_name",
     "exec_title",
+    "open_roles",
+    "search_roles",
     "icp_score",
     "icp_tier",
     "icp_tier_name",
@@ -62,6 +64,7 @@ pub struct ModuleFiles {
     pub traffic: Bytes,
     pub traffic_sources: Bytes,
     pub financials: Bytes,
+    pub hiring: Bytes,
 }
 
 /// One book target, with what the run knows about it beyond the providers.
@@ -135,6 +138,13 @@ pub fn assemble(
         col("fetched_at").alias("financials_at"),
     ]);
 
+    let hiring = read_parquet(files.hiring.clone())?.select([
+        col("domain"),
+        col("open_roles"),
+        col("search_roles"),
+        col("fetched_at").alias("hiring_at"),
+    ]);
+
     let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
     let found = present("company_at")
         + present("tech_at")
@@ -153,6 +163,7 @@ pub fn assemble(
         col("traffic_at"),
         col("sources_at"),
         col("financials_at"),
+        col("hiring_at"),
     ])?;
 
     let frame = book_frame(book)?
@@ -161,6 +172,7 @@ pub fn assemble(
         .left_join(traffic, col("domain"), col("domain"))
         .left_join(sources, col("domain"), col("domain"))
         .left_join(financials, col("domain"), col("domain"))
+        .left_join(hiring, col("domain"), col("domain"))
         .filter(col("runs_algolia").fill_null(lit(false)).not())
         .with_columns([
             // The book is curated by sales: its values win; the providers fill gaps.

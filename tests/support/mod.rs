@@ -60,6 +60,9 @@ impl TestStore {
             command.args(["--store", &self.store()]);
         }
         for var in [
+            "GREENHOUSE_BASE_URL",
+            "LEVER_BASE_URL",
+            "ASHBY_BASE_URL",
             "BUILTWITH_API_KEY",
             "SIMILARWEB_API_KEY",
             "BUILTWITH_BASE_URL",
