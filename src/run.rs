@@ -76,7 +76,11 @@ fn key_param(provider: ProviderId) -> Option<&'static str> {
     match provider {
         ProviderId::BuiltWith => Some(builtwith::KEY_PARAM),
         ProviderId::SimilarWeb => Some(similarweb::KEY_PARAM),
-        ProviderId::YahooFinance | ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby => None,
+        ProviderId::YahooFinance
+        | ProviderId::Greenhouse
+        | ProviderId::Lever
+        | ProviderId::Ashby
+        | ProviderId::News => None,
     }
 }
 
@@ -116,13 +120,18 @@ fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow
                 (base, key)
             }
         };
-        let url = url::Url::parse(&base).with_context(|| format!("{} base URL {base:?} is not a URL", id.name()))?;
+        let url = match base.as_str() {
+            "" => None,
+            base => {
+                Some(url::Url::parse(base).with_context(|| format!("{} base URL {base:?} is not a URL", id.name()))?)
+            }
+        };
         let key = key.and_then(|k| key_param(id).map(|param| (param, k)));
         let stop_signal: crate::fetch::StopSignal = match id {
             ProviderId::BuiltWith | ProviderId::SimilarWeb => providers::stop_signal_403,
             ProviderId::YahooFinance => providers::yahoo::stop_signal,
             // Public posting APIs take no key and have no quota to exhaust.
-            ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby => |_, _| None,
+            ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby | ProviderId::News => |_, _| None,
         };
         out.push(Endpoint::new(id, url, key, settings, stop_signal));
     }
@@ -160,6 +169,7 @@ impl Prepared {
         Context {
             detection: p.detection.clone(),
             hiring: p.hiring.clone(),
+            triggers: p.triggers.clone(),
             builtwith_version: p
                 .providers
                 .builtwith
@@ -208,6 +218,9 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
         Book::load(&targets_path, &pipeline.resolve(&p.inputs.customers), &pipeline.resolve(&p.inputs.tickers))?;
     if let Some(path) = &p.inputs.job_boards {
         book.load_job_boards(&pipeline.resolve(path))?;
+    }
+    if let Some(path) = &p.inputs.news_feeds {
+        book.load_news_feeds(&pipeline.resolve(path))?;
     }
     for rejected in &book.rejected {
         tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
@@ -420,6 +433,7 @@ fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
         domain: &target.domain,
         ticker: book.tickers.get(&target.domain).map(String::as_str),
         job_board: book.job_boards.get(&target.domain).map(|(platform, board)| (*platform, board.as_str())),
+        news_feed: book.news_feeds.get(&target.domain).map(String::as_str),
     }
 }
 

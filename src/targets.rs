@@ -102,6 +102,8 @@ pub struct Book {
     pub tickers: BTreeMap<String, String>,
     /// Where a company posts its jobs: (platform, board name).
     pub job_boards: BTreeMap<String, (ProviderId, String)>,
+    /// A company's news feed URL (RSS or Atom).
+    pub news_feeds: BTreeMap<String, String>,
     pub rejected: Vec<RejectedRow>,
 }
 
@@ -172,6 +174,30 @@ impl Book {
             }
         }
         Ok(book)
+    }
+
+    /// Reads `domain, feed_url` rows (http or https URLs).
+    pub fn load_news_feeds(&mut self, path: &Path) -> Result<(), SeedError> {
+        for row in read_rows(path, &["domain", "feed_url"], &[])? {
+            let row = match row {
+                Ok(row) => row,
+                Err(rejected) => {
+                    self.rejected.push(rejected);
+                    continue;
+                }
+            };
+            let feed = row.values[1].trim();
+            let valid = url::Url::parse(feed)
+                .is_ok_and(|u| (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some());
+            match normalize_domain(&row.values[0]) {
+                Err(reason) => self.rejected.push(row.reject(reason)),
+                Ok(_) if !valid => self.rejected.push(row.reject(format!("{feed:?} is not an http(s) URL"))),
+                Ok(domain) => {
+                    self.news_feeds.insert(domain, feed.to_string());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads `domain, platform, board` rows (platform: greenhouse, lever or ashby).

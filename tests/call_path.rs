@@ -74,7 +74,7 @@ fn fetcher(server: &Server, settings: ProviderSettings, concurrency: usize, cloc
     let budget = Budget::new([(ProviderId::BuiltWith, settings.budget.clone())].into(), &Default::default());
     let endpoint = Endpoint::new(
         ProviderId::BuiltWith,
-        server.base.parse().unwrap(),
+        Some(server.base.parse().unwrap()),
         Some(("KEY", "secret-key-123".into())),
         settings,
         partnerforge::providers::stop_signal_403,

@@ -111,7 +111,7 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
          WHERE snapshot_id = '2026-12-01' GROUP BY ALL ORDER BY 1",
     );
     let providers: Vec<&str> = calls.iter().map(|r| r["provider"].as_str().unwrap()).collect();
-    assert_eq!(providers, ["ashby", "builtwith", "greenhouse", "lever", "similarweb", "yahoo_finance"]);
+    assert_eq!(providers, ["ashby", "builtwith", "greenhouse", "lever", "news", "similarweb", "yahoo_finance"]);
     for row in &calls {
         assert_eq!(row["n"], row["answered"], "{row:?}");
     }
@@ -126,6 +126,10 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
     );
     assert!(num(&hiring[0]["boards"]) > 0.0 && num(&hiring[0]["signal_postings"]) > 0.0, "{hiring:?}");
     assert_eq!(num(&hiring[0]["inconsistent"]), 0.0);
+
+    // News: every quote names a person (first and last name).
+    let news = store.query("SELECT count(*) FILTER (WHERE name NOT LIKE '% %') AS unnamed FROM executive_quotes");
+    assert_eq!(num(&news[0]["unnamed"]), 0.0, "{news:?}");
 
     // query is read-only.
     let refused = store.fails(&["query", "DROP VIEW targets"]);

@@ -29,6 +29,7 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
             .env("GREENHOUSE_BASE_URL", &base)
             .env("LEVER_BASE_URL", &base)
             .env("ASHBY_BASE_URL", &base)
+            .env("NEWS_BASE_URL", &base)
     };
     // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
     let faster = |text: String| {
@@ -146,6 +147,7 @@ async fn keys_never_leak_even_when_everything_fails() {
         .env("GREENHOUSE_BASE_URL", &base)
         .env("LEVER_BASE_URL", &base)
         .env("ASHBY_BASE_URL", &base)
+        .env("NEWS_BASE_URL", &base)
         .env("RUST_LOG", "debug");
     let pipeline = store.pipeline(|t| {
         t.replace("rate = { per_second = 1 }", "rate = { per_second = 50 }")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generates the seed book deterministically: targets.csv (2,687 rows),
 customers.csv (400 existing customers, some of them also in targets.csv),
-tickers.csv (domain -> ticker for the public companies among the targets) and
-job_boards.csv (domain -> the job board platform and board name it posts on).
+tickers.csv (domain -> ticker for the public companies among the targets),
+job_boards.csv (domain -> the job board platform and board name it posts on) and
+news_feeds.csv (domain -> the company's RSS or Atom news feed).
 
 Run from anywhere: python3 data/seed/generate.py. The same seed always writes
 the same files, so the committed CSVs can be checked by regenerating them.
@@ -118,6 +119,16 @@ def main():
         platform = rng.choices(["greenhouse", "lever", "ashby"], weights=[55, 30, 15])[0]
         job_boards.append([domain, platform, domain.split(".")[0]])
 
+    news_feeds = []
+    for row in targets:
+        if row[0] in customers or rng.random() > 0.5:
+            continue
+        domain = row[0].lower().removeprefix("https://").removeprefix("www.").rstrip("/")
+        if rng.random() < 0.5:
+            news_feeds.append([domain, f"https://{domain}/newsroom/rss.xml"])
+        else:
+            news_feeds.append([domain, f"https://news.{domain}/feed.atom"])
+
     with open(os.path.join(HERE, "targets.csv"), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["domain", "company_name", "partner_tech", "vertical", "country"])
@@ -134,8 +145,12 @@ def main():
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["domain", "platform", "board"])
         w.writerows(job_boards)
+    with open(os.path.join(HERE, "news_feeds.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["domain", "feed_url"])
+        w.writerows(news_feeds)
     print(f"targets.csv {len(targets)} rows, customers.csv {len(customers)} rows, tickers.csv {len(tickers)} rows, "
-          f"job_boards.csv {len(job_boards)} rows")
+          f"job_boards.csv {len(job_boards)} rows, news_feeds.csv {len(news_feeds)} rows")
 
 
 if __name__ == "__main__":

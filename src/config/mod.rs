@@ -56,6 +56,9 @@ pub struct Pipeline {
     pub simulator: SimulatorSettings,
     #[serde(default)]
     pub hiring: HiringRules,
+    /// Trigger events (m12): event type → phrases that mark a news item as one.
+    #[serde(default)]
+    pub triggers: BTreeMap<String, Vec<String>>,
 }
 
 /// Which job titles are hiring signals: phrases matched case-insensitively on word
@@ -77,6 +80,8 @@ pub struct Inputs {
     pub tickers: PathBuf,
     /// `domain, platform, board`: where a company posts its jobs (greenhouse, lever, ashby).
     pub job_boards: Option<PathBuf>,
+    /// `domain, feed_url`: a company's news feed (RSS or Atom).
+    pub news_feeds: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +125,8 @@ pub struct Providers {
     pub lever: ProviderSettings,
     #[serde(default)]
     pub ashby: ProviderSettings,
+    #[serde(default)]
+    pub news: ProviderSettings,
 }
 
 impl Providers {
@@ -131,6 +138,7 @@ impl Providers {
             ProviderId::Greenhouse => &self.greenhouse,
             ProviderId::Lever => &self.lever,
             ProviderId::Ashby => &self.ashby,
+            ProviderId::News => &self.news,
         }
     }
 }
@@ -364,11 +372,13 @@ pub enum ProviderId {
     Greenhouse,
     Lever,
     Ashby,
+    /// Company news feeds (RSS or Atom), each at its own URL.
+    News,
 }
 
 impl ProviderId {
-    pub const ALL: [ProviderId; 6] =
-        [Self::BuiltWith, Self::SimilarWeb, Self::YahooFinance, Self::Greenhouse, Self::Lever, Self::Ashby];
+    pub const ALL: [ProviderId; 7] =
+        [Self::BuiltWith, Self::SimilarWeb, Self::YahooFinance, Self::Greenhouse, Self::Lever, Self::Ashby, Self::News];
 
     /// A provider by its name in files and on the command line.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -388,6 +398,7 @@ impl ProviderId {
             Self::Greenhouse => "greenhouse",
             Self::Lever => "lever",
             Self::Ashby => "ashby",
+            Self::News => "news",
         }
     }
 
@@ -401,6 +412,9 @@ impl ProviderId {
             Self::Greenhouse => "https://boards-api.greenhouse.io",
             Self::Lever => "https://api.lever.co",
             Self::Ashby => "https://api.ashbyhq.com",
+            // Feeds are read at their own URLs unless a base URL (a feed proxy, the
+            // simulator) is set: then a feed `https://host/path` is asked as `{base}/feeds/host/path`.
+            Self::News => "",
         }
     }
 
@@ -409,7 +423,7 @@ impl ProviderId {
         match self {
             Self::BuiltWith => Some("BUILTWITH_API_KEY"),
             Self::SimilarWeb => Some("SIMILARWEB_API_KEY"),
-            Self::YahooFinance | Self::Greenhouse | Self::Lever | Self::Ashby => None,
+            Self::YahooFinance | Self::Greenhouse | Self::Lever | Self::Ashby | Self::News => None,
         }
     }
 
@@ -421,6 +435,7 @@ impl ProviderId {
             Self::Greenhouse => "GREENHOUSE_BASE_URL",
             Self::Lever => "LEVER_BASE_URL",
             Self::Ashby => "ASHBY_BASE_URL",
+            Self::News => "NEWS_BASE_URL",
         }
     }
 }
@@ -488,7 +503,7 @@ impl LoadedPipeline {
             if !(0.0..=1.0).contains(&b.warn_at) {
                 return Err(invalid(&key("budget.warn_at"), format!("{} is not a share between 0 and 1", b.warn_at)));
             }
-            if let Some(url) = &settings.base_url {
+            if let Some(url) = settings.base_url.as_ref().filter(|u| !u.is_empty()) {
                 url::Url::parse(url).map_err(|e| {
                     invalid(&format!("providers.{}.base_url", id.name()), format!("{url:?} is not a URL: {e}"))
                 })?;

@@ -78,7 +78,8 @@ pub type StopSignal = fn(u16, &[u8]) -> Option<Stop>;
 #[derive(Clone)]
 pub struct Endpoint {
     pub provider: ProviderId,
-    pub base_url: url::Url,
+    /// `None`: calls carry absolute URLs (news feeds at their own hosts).
+    pub base_url: Option<url::Url>,
     /// (query parameter, key) for providers that take a key in the query string.
     key: Option<(&'static str, String)>,
     pub settings: ProviderSettings,
@@ -89,7 +90,7 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("provider", &self.provider)
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &self.base_url.as_ref().map(url::Url::as_str))
             .field("key", &self.key.as_ref().map(|(param, _)| (param, "***")))
             .finish()
     }
@@ -98,7 +99,7 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     pub fn new(
         provider: ProviderId,
-        base_url: url::Url,
+        base_url: Option<url::Url>,
         key: Option<(&'static str, String)>,
         settings: ProviderSettings,
         stop_signal: StopSignal,
@@ -347,9 +348,35 @@ impl Fetcher {
     async fn send(&self, endpoint: &Endpoint, call: &Call) -> Reply {
         let called_at = chrono::Utc::now();
         let started = Instant::now();
-        let mut url = endpoint.base_url.clone();
-        let base_path = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base_path}{}", call.path));
+        let absolute = url::Url::parse(&call.path).ok().filter(|u| u.scheme() == "http" || u.scheme() == "https");
+        let mut url = match (&endpoint.base_url, absolute) {
+            // An absolute URL goes to its own host, or through the base as /feeds/{host}{path}.
+            (None, Some(absolute)) => absolute,
+            (Some(base), Some(absolute)) => {
+                let mut url = base.clone();
+                let base_path = url.path().trim_end_matches('/').to_string();
+                url.set_path(&format!("{base_path}/feeds/{}{}", absolute.host_str().unwrap_or(""), absolute.path()));
+                url.set_query(absolute.query());
+                url
+            }
+            (Some(base), None) => {
+                let mut url = base.clone();
+                let base_path = url.path().trim_end_matches('/').to_string();
+                url.set_path(&format!("{base_path}{}", call.path));
+                url
+            }
+            (None, None) => {
+                let error = format!("{} has no base URL for {}", endpoint.provider.name(), call.path);
+                return Reply {
+                    status: None,
+                    body: Bytes::new(),
+                    latency: Duration::ZERO,
+                    error: Some(error),
+                    retry_after: None,
+                    called_at,
+                };
+            }
+        };
         {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &call.query {

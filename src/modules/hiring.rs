@@ -48,7 +48,8 @@ fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: 
             leadership_roles: 0,
         };
         for posting in postings {
-            let hits = |phrases: &[String]| phrases.iter().any(|p| jobs::title_matches(&posting.title, p));
+            let hits =
+                |phrases: &[String]| phrases.iter().any(|p| crate::providers::contains_phrase(&posting.title, p));
             let categories: Vec<&str> = [
                 ("search", hits(&rules.search)),
                 ("ecommerce", hits(&rules.ecommerce)),

@@ -11,6 +11,7 @@ mod analysts;
 mod company;
 mod financials;
 mod hiring;
+mod news;
 mod stock;
 mod tables;
 mod tech_stack;
@@ -30,12 +31,16 @@ pub struct Subject<'a> {
     pub ticker: Option<&'a str>,
     /// Where the company posts jobs: (platform, board).
     pub job_board: Option<(ProviderId, &'a str)>,
+    /// The company's news feed URL.
+    pub news_feed: Option<&'a str>,
 }
 
 /// Request settings every module may need, resolved once per run.
 pub struct Context {
     pub detection: Detection,
     pub hiring: HiringRules,
+    /// Trigger event type → phrases.
+    pub triggers: std::collections::BTreeMap<String, Vec<String>>,
     pub builtwith_version: String,
     pub similarweb_country: String,
     /// SimilarWeb's monthly window, `YYYY-MM`.
@@ -72,6 +77,8 @@ pub const REGISTRY: &[&Module] = &[
     &stock::MODULE,
     &analysts::MODULE,
     &hiring::MODULE,
+    &news::QUOTES,
+    &news::TRIGGERS,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -137,6 +144,7 @@ pub enum Parsed {
     Series { endpoint: &'static str, answer: Answer<Vec<providers::similarweb::Point>> },
     Quote(Answer<providers::yahoo::Financials>),
     Postings(Answer<Vec<providers::jobs::Posting>>),
+    Feed(Answer<Vec<providers::news::Item>>),
 }
 
 /// Reads a reply. `Err` carries the ledger outcome and a message for the ledger.
@@ -162,6 +170,7 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
             }
         }
         (ProviderId::YahooFinance, _) => providers::yahoo::parse_quote_summary(&reply.body).map(Parsed::Quote),
+        (ProviderId::News, _) => providers::news::parse_feed(status, &reply.body).map(Parsed::Feed),
         (platform @ (ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby), _) => {
             providers::jobs::parse_postings(platform, status, &reply.body).map(Parsed::Postings)
         }
@@ -184,6 +193,7 @@ pub fn is_no_data(parsed: &Parsed) -> bool {
             | Parsed::Series { answer: Answer::NoData(_), .. }
             | Parsed::Quote(Answer::NoData(_))
             | Parsed::Postings(Answer::NoData(_))
+            | Parsed::Feed(Answer::NoData(_))
     )
 }
 
@@ -212,7 +222,7 @@ mod tests {
     fn the_registry_orders_into_waves_by_dependency() {
         let waves = waves(REGISTRY).unwrap();
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
-        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09", "m10"]]);
+        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09", "m10", "m11", "m12"]]);
     }
 
     #[test]

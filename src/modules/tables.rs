@@ -130,6 +130,27 @@ pub struct PostingRow {
     pub signals: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteRow {
+    pub domain: String,
+    pub name: String,
+    pub title: Option<String>,
+    pub quote: String,
+    pub published: Option<String>,
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerRow {
+    pub domain: String,
+    pub event_type: String,
+    /// The phrase that matched.
+    pub matched: String,
+    pub headline: String,
+    pub published: Option<String>,
+    pub link: Option<String>,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -157,6 +178,8 @@ pub struct Tables {
     pub analyst_recommendations: Vec<RecommendationRow>,
     pub hiring: Vec<HiringRow>,
     pub job_postings: Vec<PostingRow>,
+    pub executive_quotes: Vec<QuoteRow>,
+    pub trigger_events: Vec<TriggerRow>,
     pub raw: Vec<RawRow>,
 }
 
@@ -339,6 +362,32 @@ impl Tables {
             .timestamp_ms("fetched_at", jp.iter().map(|_| Some(fetched_at_ms)))
             .text("snapshot_id", jp.iter().map(|_| Some(snapshot_id)))
             .finish()?;
+        let q = &self.executive_quotes;
+        let executive_quotes = stamp(
+            TableBuilder::new()
+                .text("domain", q.iter().map(|r| Some(&r.domain)))
+                .text("name", q.iter().map(|r| Some(&r.name)))
+                .text("title", q.iter().map(|r| r.title.as_ref()))
+                .text("quote", q.iter().map(|r| Some(&r.quote)))
+                .text("published", q.iter().map(|r| r.published.as_ref()))
+                .text("link", q.iter().map(|r| r.link.as_ref())),
+            q.len(),
+            "news",
+        )
+        .finish()?;
+        let te = &self.trigger_events;
+        let trigger_events = stamp(
+            TableBuilder::new()
+                .text("domain", te.iter().map(|r| Some(&r.domain)))
+                .text("event_type", te.iter().map(|r| Some(&r.event_type)))
+                .text("matched", te.iter().map(|r| Some(&r.matched)))
+                .text("headline", te.iter().map(|r| Some(&r.headline)))
+                .text("published", te.iter().map(|r| r.published.as_ref()))
+                .text("link", te.iter().map(|r| r.link.as_ref())),
+            te.len(),
+            "news",
+        )
+        .finish()?;
         let r = &self.raw;
         let raw = TableBuilder::new()
             .text("provider", r.iter().map(|x| Some(x.provider)))
@@ -363,6 +412,8 @@ impl Tables {
             ("analyst_recommendations", analyst_recommendations),
             ("hiring", hiring),
             ("job_postings", job_postings),
+            ("executive_quotes", executive_quotes),
+            ("trigger_events", trigger_events),
             ("raw_responses", raw),
         ])
     }

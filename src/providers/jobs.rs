@@ -75,20 +75,6 @@ pub fn parse_postings(platform: ProviderId, status: u16, body: &[u8]) -> Result<
     Ok(Answer::Data(postings))
 }
 
-/// Whether `title` contains `phrase` as whole words, case-insensitively
-/// ("VP of Search" matches "search"; "Research Analyst" does not).
-pub fn title_matches(title: &str, phrase: &str) -> bool {
-    let title = title.to_lowercase();
-    let phrase = phrase.trim().to_lowercase();
-    if phrase.is_empty() {
-        return false;
-    }
-    let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
-    title
-        .match_indices(&phrase)
-        .any(|(i, m)| boundary(title[..i].chars().last()) && boundary(title[i + m.len()..].chars().next()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,14 +115,5 @@ mod tests {
             data(parse_postings(ProviderId::Greenhouse, 200, br#"{"jobs":[],"meta":{"total":0}}"#).unwrap()).is_empty()
         );
         assert!(matches!(parse_postings(ProviderId::Greenhouse, 200, b"<html>"), Err(ProviderError::Malformed(_))));
-    }
-
-    #[test]
-    fn titles_match_on_word_boundaries() {
-        assert!(title_matches("VP of Search & Discovery", "search"));
-        assert!(title_matches("Head of E-Commerce", "e-commerce"));
-        assert!(!title_matches("Research Analyst", "search"));
-        assert!(!title_matches("Searchlight Ops", "search"));
-        assert!(title_matches("Director, Digital", "director"));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod builtwith;
 pub mod jobs;
+pub mod news;
 pub mod similarweb;
 pub mod yahoo;
 
@@ -56,6 +57,19 @@ pub(crate) fn text(value: Option<&serde_json::Value>) -> Option<String> {
     value.and_then(|v| v.as_str()).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
+/// Whether `text` contains `phrase` as whole words, case-insensitively ("VP of
+/// Search" contains "search"; "Research Analyst" does not).
+pub fn contains_phrase(text: &str, phrase: &str) -> bool {
+    let text = text.to_lowercase();
+    let phrase = phrase.trim().to_lowercase();
+    if phrase.is_empty() {
+        return false;
+    }
+    let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+    text.match_indices(&phrase)
+        .any(|(i, m)| boundary(text[..i].chars().last()) && boundary(text[i + m.len()..].chars().next()))
+}
+
 /// A rate that some sources give as 0–100 and others as 0–1, as a fraction 0–1.
 /// Above 1 it must be a percentage; above 100 it is invalid.
 pub fn normalize_rate(field: &str, value: f64) -> Result<f64, ProviderError> {
@@ -85,6 +99,15 @@ mod tests {
         let data_not_found = br#"{"meta":{"status":"Error","error_code":401,"error_message":"Data not found"}}"#;
         assert_eq!(stop_signal_403(401, data_not_found), None, "SimilarWeb's 401 is a fact about a site");
         assert_eq!(stop_signal_403(200, b"quota"), None);
+    }
+
+    #[test]
+    fn phrases_match_on_word_boundaries() {
+        assert!(contains_phrase("VP of Search & Discovery", "search"));
+        assert!(contains_phrase("Head of E-Commerce", "e-commerce"));
+        assert!(!contains_phrase("Research Analyst", "search"));
+        assert!(!contains_phrase("Searchlight Ops", "search"));
+        assert!(contains_phrase("Acme appoints Jane Doe", "appoints"));
     }
 
     #[test]

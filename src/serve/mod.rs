@@ -37,7 +37,7 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 13] = [
+const MODULE_TABLES: [&str; 15] = [
     "company",
     "tech_stack",
     "tech_spend",
@@ -50,6 +50,8 @@ const MODULE_TABLES: [&str; 13] = [
     "analyst_recommendations",
     "hiring",
     "job_postings",
+    "executive_quotes",
+    "trigger_events",
     "raw_responses",
 ];
 

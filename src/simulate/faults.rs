@@ -47,6 +47,8 @@ fn provider_of(path: &str) -> &'static str {
         "lever"
     } else if path.starts_with("/posting-api/") {
         "ashby"
+    } else if path.starts_with("/feeds/") {
+        "news"
     } else {
         "builtwith"
     }

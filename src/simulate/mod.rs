@@ -59,6 +59,7 @@ pub fn router(config: SimulatorConfig) -> Router {
         .route("/v1/boards/{board}/jobs", get(greenhouse))
         .route("/v0/postings/{company}", get(lever))
         .route("/posting-api/job-board/{board}", get(ashby))
+        .route("/feeds/{host}/{*path}", get(news_feed))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
 }
@@ -163,4 +164,10 @@ async fn lever(State(state): State<AppState>, Path(company): Path<String>) -> Re
 async fn ashby(State(state): State<AppState>, Path(board): Path<String>) -> Response {
     let (status, body) = state.world.job_postings("ashby", &board);
     respond(status, &body)
+}
+
+async fn news_feed(State(state): State<AppState>, Path((host, path)): Path<(String, String)>) -> Response {
+    let (status, content_type, body) = state.world.news_feed(&host, &format!("/{path}"));
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }

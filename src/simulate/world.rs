@@ -576,6 +576,106 @@ impl World {
     }
 }
 
+/// News headlines; `{c}` is the company, `{p}` a person, `{t}` a partner technology.
+const HEADLINES: [&str; 12] = [
+    "{c} appoints {p} as Chief Digital Officer",
+    "{c} names {p} Chief Technology Officer",
+    "{c} migrates its online store to {t}",
+    "{c} completes replatforming of its digital storefront",
+    "{c} to acquire regional rival in $120M deal",
+    "{c} raises $45M in Series C funding",
+    "{c} launches a digital transformation program",
+    "{c} reports third-quarter results",
+    "{c} opens flagship store downtown",
+    "{c} expands same-day delivery",
+    "{c} publishes annual sustainability report",
+    "{c} partners with local makers for holiday collection",
+];
+
+const QUOTE_LINES: [&str; 4] = [
+    "Search is where our customers start, and it has to get better",
+    "We are rebuilding product discovery from the ground up",
+    "Our shoppers expect the relevance they get everywhere else",
+    "Digital is now more than half of our revenue",
+];
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+impl World {
+    /// A company's news feed at `host` + `path`: RSS for `.xml`/`rss` paths, Atom
+    /// otherwise. Items appear over weeks; some feeds are missing or empty.
+    /// Returns (status, content type, body).
+    pub fn news_feed(&self, host: &str, path: &str) -> (u16, &'static str, String) {
+        let s = self.seed;
+        let domain = host.trim_start_matches("news.").trim_start_matches("www.").to_ascii_lowercase();
+        let d = domain.as_str();
+        if unit(s, &[d, "feed-missing"]) < 0.05 {
+            return (404, "text/html", "<html><body>404 Not Found</body></html>".into());
+        }
+        let company = company_name(d);
+        let today = self.today();
+        let slots = if unit(s, &[d, "feed-empty"]) < 0.1 { 0 } else { 2 + (hash(s, &[d, "feed-slots"]) % 8) as i64 };
+        let mut items = Vec::new();
+        for slot in 0..slots {
+            let key = format!("news-{slot}");
+            let (index, start) = period(s, d, &key, 15, 60, today);
+            let i = index.to_string();
+            let headline = pick(s, &[d, &key, &i, "headline"], &HEADLINES);
+            let (person, _) = self.person(d, &format!("{key}-{i}"), today);
+            let (partner, _) = self.primary_partner(d);
+            let title = headline.replace("{c}", &company).replace("{p}", &person).replace("{t}", partner);
+            let summary = if unit(s, &[d, &key, &i, "quote"]) < 0.35 {
+                let line = pick(s, &[d, &key, &i, "line"], &QUOTE_LINES);
+                let role =
+                    pick(s, &[d, &key, &i, "role"], &["Chief Digital Officer", "CTO", "CEO", "VP of E-Commerce"]);
+                format!("“{line},” said {person}, {role} at {company}. {title}.")
+            } else {
+                format!("{title}. More on our newsroom.")
+            };
+            let published =
+                EPOCH.and_hms_opt(9, 0, 0).map(|t| t.and_utc() + chrono::Duration::days(start)).unwrap_or_default();
+            items.push((title, summary, published, format!("https://{host}/news/{index}-{slot}")));
+        }
+        items.sort_by(|a, b| b.2.cmp(&a.2));
+        let atom = !(path.ends_with(".xml") || path.contains("rss"));
+        let body = if atom {
+            let entries: String = items
+                .iter()
+                .map(|(title, summary, published, link)| {
+                    format!(
+                        "<entry><title type=\"text\">{}</title><link rel=\"alternate\" href=\"{link}\"/><id>{link}</id><updated>{}</updated><summary>{}</summary></entry>",
+                        xml_escape(title),
+                        published.to_rfc3339(),
+                        xml_escape(summary)
+                    )
+                })
+                .collect();
+            format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><title>{} news</title>{entries}</feed>",
+                xml_escape(&company)
+            )
+        } else {
+            let entries: String = items
+                .iter()
+                .map(|(title, summary, published, link)| {
+                    format!(
+                        "<item><title>{}</title><link>{link}</link><pubDate>{}</pubDate><description><![CDATA[<p>{summary}</p>]]></description></item>",
+                        xml_escape(title),
+                        published.to_rfc2822()
+                    )
+                })
+                .collect();
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>{} newsroom</title><link>https://{host}/</link>{entries}</channel></rss>",
+                xml_escape(&company)
+            )
+        };
+        (200, if atom { "application/atom+xml" } else { "application/rss+xml" }, body)
+    }
+}
+
 /// Where a company sits: by its country-code domain where it has one, else anywhere.
 fn place(seed: u64, domain: &str) -> (&'static str, &'static str, &'static str) {
     let country = match domain.rsplit('.').next() {
@@ -639,7 +739,7 @@ mod tests {
     #[test]
     fn every_answer_of_the_world_reads_cleanly() {
         use crate::config::ProviderId;
-        use crate::providers::{Answer, builtwith, jobs, similarweb, yahoo};
+        use crate::providers::{Answer, builtwith, jobs, news, similarweb, yahoo};
         for date in ["2026-01-31", "2026-11-20"] {
             let world = World::new(42, date.parse().unwrap());
             for i in 0..400 {
@@ -656,6 +756,11 @@ mod tests {
                 assert!(similarweb::parse_search_share(body.to_string().as_bytes()).is_ok(), "{domain}");
                 let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
+                for (host, path) in [(format!("news.{domain}"), "/feed.atom"), (domain.clone(), "/newsroom/rss.xml")] {
+                    let (status, _, body) = world.news_feed(&host, path);
+                    let parsed = news::parse_feed(status, body.as_bytes());
+                    assert!(parsed.is_ok(), "{host}{path}: {parsed:?}");
+                }
                 for platform in [ProviderId::Greenhouse, ProviderId::Lever, ProviderId::Ashby] {
                     let (status, body) = world.job_postings(platform.name(), &domain);
                     let parsed = jobs::parse_postings(platform, status, body.to_string().as_bytes());

@@ -63,6 +63,7 @@ impl TestStore {
             "GREENHOUSE_BASE_URL",
             "LEVER_BASE_URL",
             "ASHBY_BASE_URL",
+            "NEWS_BASE_URL",
             "BUILTWITH_API_KEY",
             "SIMILARWEB_API_KEY",
             "BUILTWITH_BASE_URL",
