@@ -638,7 +638,7 @@ impl World {
                 EPOCH.and_hms_opt(9, 0, 0).map(|t| t.and_utc() + chrono::Duration::days(start)).unwrap_or_default();
             items.push((title, summary, published, format!("https://{host}/news/{index}-{slot}")));
         }
-        items.sort_by(|a, b| b.2.cmp(&a.2));
+        items.sort_by_key(|item| std::cmp::Reverse(item.2));
         let atom = !(path.ends_with(".xml") || path.contains("rss"));
         let body = if atom {
             let entries: String = items
