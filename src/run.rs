@@ -170,6 +170,7 @@ impl Prepared {
             detection: p.detection.clone(),
             hiring: p.hiring.clone(),
             triggers: p.triggers.clone(),
+            customers: self.book.customers.clone(),
             builtwith_version: p
                 .providers
                 .builtwith
@@ -465,6 +466,11 @@ impl<'a> Planner<'a> {
                     continue; // does not apply (e.g. financials without a ticker)
                 }
                 let failed = self.failed.get(&target.domain);
+                if let Some(primary) = module.fallback_for
+                    && !failed.is_some_and(|f| f.contains(primary))
+                {
+                    continue; // the module it stands in for did not fail
+                }
                 let blocked: Vec<&str> =
                     module.depends_on.iter().copied().filter(|d| failed.is_some_and(|f| f.contains(d))).collect();
                 if !blocked.is_empty() {

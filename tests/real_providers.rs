@@ -82,7 +82,18 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     assert_eq!(failed + stopped, 40, "{summary:?}");
     assert!((1..=16).contains(&failed), "at most the calls in flight went out: {summary:?}");
     assert!(stopped > 0, "{summary:?}");
-    assert_eq!(count("similarweb", "skipped_dependency"), 200, "{summary:?}");
+    // Traffic, sources and competitors (6 calls a domain) need the company context…
+    assert_eq!(count("similarweb", "skipped_dependency"), 240, "{summary:?}");
+    // …but SimilarWeb's technologies stand in for BuiltWith's tech stack.
+    assert_eq!(count("similarweb", "ok") + count("similarweb", "no_data"), 40, "{summary:?}");
+    let fallback = store
+        .query("SELECT count(*) AS n, count(DISTINCT source) AS sources, any_value(source) AS source FROM tech_spend");
+    assert_eq!(
+        (fallback[0]["sources"].as_i64(), fallback[0]["source"].as_str()),
+        (Some(1), Some("similarweb")),
+        "{fallback:?}"
+    );
+    assert!(fallback[0]["n"].as_i64().unwrap() > 30);
     assert!(outcomes.iter().all(|r| r["cost"].as_f64() == Some(0.0)), "failed calls cost nothing: {outcomes:?}");
     let targets =
         store.query("SELECT count(*) AS n, count(*) FILTER (WHERE enrichment_level = 'none') AS empty FROM targets");

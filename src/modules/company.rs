@@ -11,6 +11,7 @@ pub const MODULE: Module = Module {
     name: "company context",
     provider: ProviderId::BuiltWith,
     depends_on: &[],
+    fallback_for: None,
     calls: domain_lookup,
     normalize,
 };

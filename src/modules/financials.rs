@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     name: "financials",
     provider: ProviderId::YahooFinance,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize,
 };

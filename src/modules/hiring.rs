@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     name: "hiring signals",
     provider: ProviderId::Greenhouse,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize,
 };

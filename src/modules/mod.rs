@@ -9,11 +9,13 @@
 
 mod analysts;
 mod company;
+mod competitors;
 mod financials;
 mod hiring;
 mod news;
 mod stock;
 mod tables;
+mod tech_fallback;
 mod tech_stack;
 mod traffic;
 mod traffic_sources;
@@ -39,6 +41,8 @@ pub struct Subject<'a> {
 pub struct Context {
     pub detection: Detection,
     pub hiring: HiringRules,
+    /// Existing customers (they run Algolia), for competitors.
+    pub customers: std::collections::BTreeSet<String>,
     /// Trigger event type → phrases.
     pub triggers: std::collections::BTreeMap<String, Vec<String>>,
     pub builtwith_version: String,
@@ -54,6 +58,9 @@ pub struct Module {
     pub name: &'static str,
     pub provider: ProviderId,
     pub depends_on: &'static [&'static str],
+    /// A module this one stands in for: it runs for a domain only when that module
+    /// failed there (and is ordered after it).
+    pub fallback_for: Option<&'static str>,
     /// The calls this module needs for a subject; empty when it does not apply
     /// (e.g. financials for a company without a ticker).
     pub calls: fn(&Context, &Subject) -> Vec<Call>,
@@ -71,6 +78,8 @@ impl std::fmt::Debug for Module {
 pub const REGISTRY: &[&Module] = &[
     &company::MODULE,
     &tech_stack::MODULE,
+    &tech_fallback::MODULE,
+    &competitors::MODULE,
     &traffic::MODULE,
     &traffic_sources::MODULE,
     &financials::MODULE,
@@ -89,11 +98,18 @@ pub enum ModuleError {
     Cycle(String),
 }
 
+impl Module {
+    /// Everything that must run before this module: its dependencies and the module it stands in for.
+    pub fn after(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.depends_on.iter().copied().chain(self.fallback_for)
+    }
+}
+
 /// Orders modules into waves: every module runs in a later wave than all it depends on.
 pub fn waves<'a>(modules: &[&'a Module]) -> Result<Vec<Vec<&'a Module>>, ModuleError> {
     let ids: BTreeSet<&str> = modules.iter().map(|m| m.id).collect();
     for m in modules {
-        if let Some(missing) = m.depends_on.iter().find(|d| !ids.contains(*d)) {
+        if let Some(missing) = m.after().find(|d| !ids.contains(*d)) {
             return Err(ModuleError::UnknownDependency { module: m.id.into(), missing: missing.to_string() });
         }
     }
@@ -102,7 +118,7 @@ pub fn waves<'a>(modules: &[&'a Module]) -> Result<Vec<Vec<&'a Module>>, ModuleE
     while placed.len() < modules.len() {
         let mut ready: Vec<&Module> = modules
             .iter()
-            .filter(|m| !placed.contains_key(m.id) && m.depends_on.iter().all(|d| placed.contains_key(d)))
+            .filter(|m| !placed.contains_key(m.id) && m.after().all(|d| placed.contains_key(d)))
             .copied()
             .collect();
         if ready.is_empty() {
@@ -125,10 +141,10 @@ fn describe_cycle(left: &[&Module]) -> String {
     let mut path = vec![left[0].id];
     loop {
         let current = by_id[path[path.len() - 1]];
-        let Some(next) = current.depends_on.iter().find(|d| by_id.contains_key(*d)) else {
+        let Some(next) = current.after().find(|d| by_id.contains_key(*d)) else {
             return path.join(" → ");
         };
-        if let Some(start) = path.iter().position(|p| p == next) {
+        if let Some(start) = path.iter().position(|p| *p == next) {
             let mut cycle: Vec<&str> = path[start..].to_vec();
             cycle.push(next);
             return cycle.join(" → ");
@@ -145,6 +161,8 @@ pub enum Parsed {
     Quote(Answer<providers::yahoo::Financials>),
     Postings(Answer<Vec<providers::jobs::Posting>>),
     Feed(Answer<Vec<providers::news::Item>>),
+    SimilarSites(Answer<Vec<providers::similarweb::SimilarSite>>),
+    Technologies(Answer<providers::similarweb::Technographics>),
 }
 
 /// Reads a reply. `Err` carries the ledger outcome and a message for the ledger.
@@ -160,6 +178,12 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
         (ProviderId::SimilarWeb, providers::similarweb::ENDPOINT_TRAFFIC_SOURCES) => {
             providers::similarweb::parse_search_share(&reply.body)
                 .map(|answer| Parsed::Series { endpoint: call.endpoint, answer })
+        }
+        (ProviderId::SimilarWeb, providers::similarweb::ENDPOINT_SIMILAR_SITES) => {
+            providers::similarweb::parse_similar_sites(&reply.body).map(Parsed::SimilarSites)
+        }
+        (ProviderId::SimilarWeb, providers::similarweb::ENDPOINT_TECHNOLOGIES) => {
+            providers::similarweb::parse_technologies(&reply.body).map(Parsed::Technologies)
         }
         (ProviderId::SimilarWeb, endpoint) => {
             let metric = providers::similarweb::ENGAGEMENT.iter().find(|m| m.endpoint == endpoint);
@@ -194,6 +218,8 @@ pub fn is_no_data(parsed: &Parsed) -> bool {
             | Parsed::Quote(Answer::NoData(_))
             | Parsed::Postings(Answer::NoData(_))
             | Parsed::Feed(Answer::NoData(_))
+            | Parsed::SimilarSites(Answer::NoData(_))
+            | Parsed::Technologies(Answer::NoData(_))
     )
 }
 
@@ -213,6 +239,7 @@ mod tests {
             name: id,
             provider: ProviderId::BuiltWith,
             depends_on,
+            fallback_for: None,
             calls: |_, _| Vec::new(),
             normalize: |_, _, _, _| {},
         }
@@ -222,7 +249,10 @@ mod tests {
     fn the_registry_orders_into_waves_by_dependency() {
         let waves = waves(REGISTRY).unwrap();
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
-        assert_eq!(ids, [vec!["m01", "m02"], vec!["m03", "m04", "m07", "m08", "m09", "m10", "m11", "m12"]]);
+        assert_eq!(
+            ids,
+            [vec!["m01", "m02"], vec!["m02sw", "m03", "m04", "m05", "m07", "m08", "m09", "m10", "m11", "m12"]]
+        );
     }
 
     #[test]

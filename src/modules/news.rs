@@ -17,6 +17,7 @@ pub const QUOTES: Module = Module {
     name: "executive quotes",
     provider: ProviderId::News,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize: normalize_quotes,
 };
@@ -26,6 +27,7 @@ pub const TRIGGERS: Module = Module {
     name: "trigger events",
     provider: ProviderId::News,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize: normalize_triggers,
 };

@@ -11,6 +11,7 @@ pub const MODULE: Module = Module {
     name: "stock",
     provider: ProviderId::YahooFinance,
     depends_on: &["m01"],
+    fallback_for: None,
     calls: super::financials::calls,
     normalize,
 };

@@ -25,6 +25,8 @@ pub struct TechRow {
     pub live: bool,
     pub is_search_vendor: bool,
     pub is_partner_tech: bool,
+    /// `builtwith`, or `similarweb` when its technologies stood in.
+    pub source: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,7 @@ pub struct SpendRow {
     /// The first live partner technology, in the pipeline's order of preference.
     pub partner_tech_detected: Option<String>,
     pub runs_algolia: bool,
+    pub source: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +154,15 @@ pub struct TriggerRow {
     pub link: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompetitorRow {
+    pub domain: String,
+    pub competitor: String,
+    pub score: f64,
+    /// The competitor is on the customer list: it already runs Algolia.
+    pub uses_algolia: bool,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -178,14 +190,17 @@ pub struct Tables {
     pub analyst_recommendations: Vec<RecommendationRow>,
     pub hiring: Vec<HiringRow>,
     pub job_postings: Vec<PostingRow>,
+    pub competitors: Vec<CompetitorRow>,
     pub executive_quotes: Vec<QuoteRow>,
     pub trigger_events: Vec<TriggerRow>,
     pub raw: Vec<RawRow>,
 }
 
-fn stamped(builder: TableBuilder, n: usize, source: &str, fetched_at_ms: i64, snapshot_id: &str) -> TableBuilder {
+/// Adds `source` (one per row), `fetched_at` and `snapshot_id`.
+fn stamped(builder: TableBuilder, sources: Vec<&str>, fetched_at_ms: i64, snapshot_id: &str) -> TableBuilder {
+    let n = sources.len();
     builder
-        .text("source", std::iter::repeat_n(Some(source), n))
+        .text("source", sources.into_iter().map(Some))
         .timestamp_ms("fetched_at", std::iter::repeat_n(Some(fetched_at_ms), n))
         .text("snapshot_id", std::iter::repeat_n(Some(snapshot_id), n))
 }
@@ -197,7 +212,8 @@ impl Tables {
         fetched_at_ms: i64,
         snapshot_id: &str,
     ) -> Result<Vec<(&'static str, RecordBatch)>, StoreError> {
-        let stamp = |b, n, source| stamped(b, n, source, fetched_at_ms, snapshot_id);
+        let stamp = |b, n, source| stamped(b, vec![source; n], fetched_at_ms, snapshot_id);
+        let stamp_each = |b, sources| stamped(b, sources, fetched_at_ms, snapshot_id);
         let c = &self.company;
         let company = stamp(
             TableBuilder::new()
@@ -213,7 +229,7 @@ impl Tables {
         )
         .finish()?;
         let t = &self.tech_stack;
-        let tech_stack = stamp(
+        let tech_stack = stamp_each(
             TableBuilder::new()
                 .text("domain", t.iter().map(|r| Some(&r.domain)))
                 .text("technology", t.iter().map(|r| Some(&r.technology)))
@@ -224,12 +240,11 @@ impl Tables {
                 .boolean("live", t.iter().map(|r| Some(r.live)))
                 .boolean("is_search_vendor", t.iter().map(|r| Some(r.is_search_vendor)))
                 .boolean("is_partner_tech", t.iter().map(|r| Some(r.is_partner_tech))),
-            t.len(),
-            "builtwith",
+            t.iter().map(|r| r.source).collect(),
         )
         .finish()?;
         let s = &self.tech_spend;
-        let tech_spend = stamp(
+        let tech_spend = stamp_each(
             TableBuilder::new()
                 .text("domain", s.iter().map(|r| Some(&r.domain)))
                 .float("monthly_spend_usd", s.iter().map(|r| r.monthly_spend_usd))
@@ -237,8 +252,7 @@ impl Tables {
                 .text("current_search", s.iter().map(|r| r.current_search.as_ref()))
                 .text("partner_tech_detected", s.iter().map(|r| r.partner_tech_detected.as_ref()))
                 .boolean("runs_algolia", s.iter().map(|r| Some(r.runs_algolia))),
-            s.len(),
-            "builtwith",
+            s.iter().map(|r| r.source).collect(),
         )
         .finish()?;
         let tr = &self.traffic;
@@ -362,6 +376,17 @@ impl Tables {
             .timestamp_ms("fetched_at", jp.iter().map(|_| Some(fetched_at_ms)))
             .text("snapshot_id", jp.iter().map(|_| Some(snapshot_id)))
             .finish()?;
+        let cp = &self.competitors;
+        let competitors = stamp(
+            TableBuilder::new()
+                .text("domain", cp.iter().map(|r| Some(&r.domain)))
+                .text("competitor", cp.iter().map(|r| Some(&r.competitor)))
+                .float("score", cp.iter().map(|r| Some(r.score)))
+                .boolean("uses_algolia", cp.iter().map(|r| Some(r.uses_algolia))),
+            cp.len(),
+            "similarweb",
+        )
+        .finish()?;
         let q = &self.executive_quotes;
         let executive_quotes = stamp(
             TableBuilder::new()
@@ -412,6 +437,7 @@ impl Tables {
             ("analyst_recommendations", analyst_recommendations),
             ("hiring", hiring),
             ("job_postings", job_postings),
+            ("competitors", competitors),
             ("executive_quotes", executive_quotes),
             ("trigger_events", trigger_events),
             ("raw_responses", raw),

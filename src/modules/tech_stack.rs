@@ -15,6 +15,7 @@ pub const MODULE: Module = Module {
     name: "tech stack",
     provider: ProviderId::BuiltWith,
     depends_on: &[],
+    fallback_for: None,
     calls: super::company::domain_lookup,
     normalize,
 };
@@ -29,50 +30,83 @@ pub fn matches_name(technology: &str, names: &[String]) -> Option<usize> {
     })
 }
 
-fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
+/// One technology as a provider saw it, before it is read against the pipeline's lists.
+pub(super) struct Seen {
+    pub name: String,
+    pub tag: Option<String>,
+    pub categories: Option<String>,
+    pub first_detected_ms: Option<i64>,
+    pub last_detected_ms: Option<i64>,
+    pub live: bool,
+}
+
+/// Records a domain's technologies and what they say: the live search vendor
+/// (most recently seen), the preferred live partner technology, Algolia.
+pub(super) fn record(
+    context: &Context,
+    domain: &str,
+    seen: Vec<Seen>,
+    monthly_spend_usd: Option<f64>,
+    source: &'static str,
+    tables: &mut Tables,
+) {
     let detection = &context.detection;
+    let mut search: Option<(String, i64)> = None;
+    let mut partner: Option<usize> = None;
+    let mut runs_algolia = false;
+    for tech in seen {
+        let vendor = matches_name(&tech.name, &detection.search_vendors).is_some();
+        let partner_rank = matches_name(&tech.name, &detection.partner_techs);
+        if tech.live {
+            runs_algolia |= matches_name(&tech.name, std::slice::from_ref(&detection.algolia)).is_some();
+            let last = tech.last_detected_ms.unwrap_or(0);
+            if vendor && search.as_ref().is_none_or(|(_, s)| last > *s) {
+                search = Some((tech.name.clone(), last));
+            }
+            if let Some(rank) = partner_rank {
+                partner = Some(partner.map_or(rank, |r| r.min(rank)));
+            }
+        }
+        tables.tech_stack.push(TechRow {
+            domain: domain.to_string(),
+            technology: tech.name,
+            tag: tech.tag,
+            categories: tech.categories,
+            first_detected_ms: tech.first_detected_ms,
+            last_detected_ms: tech.last_detected_ms,
+            live: tech.live,
+            is_search_vendor: vendor,
+            is_partner_tech: partner_rank.is_some(),
+            source,
+        });
+    }
+    tables.tech_spend.push(SpendRow {
+        domain: domain.to_string(),
+        monthly_spend_usd,
+        tech_spend: monthly_spend_usd.map(|m| m * 12.0),
+        current_search: search.map(|(name, _)| name),
+        partner_tech_detected: partner.map(|rank| detection.partner_techs[rank].clone()),
+        runs_algolia,
+        source,
+    });
+}
+
+fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
     for reply in replies {
         let Parsed::BuiltWith(Answer::Data(profile)) = reply else { continue };
-        let mut search: Option<(&str, i64)> = None;
-        let mut partner: Option<(usize, &str)> = None;
-        let mut runs_algolia = false;
-        for tech in &profile.technologies {
-            let vendor = matches_name(&tech.name, &detection.search_vendors).is_some();
-            let partner_rank = matches_name(&tech.name, &detection.partner_techs);
-            if tech.live {
-                if matches_name(&tech.name, std::slice::from_ref(&detection.algolia)).is_some() {
-                    runs_algolia = true;
-                }
-                let seen = tech.last_detected_ms.unwrap_or(0);
-                if vendor && search.is_none_or(|(_, s)| seen > s) {
-                    search = Some((&tech.name, seen));
-                }
-                if let Some(rank) = partner_rank
-                    && partner.is_none_or(|(r, _)| rank < r)
-                {
-                    partner = Some((rank, &detection.partner_techs[rank]));
-                }
-            }
-            tables.tech_stack.push(TechRow {
-                domain: subject.domain.to_string(),
-                technology: tech.name.clone(),
-                tag: tech.tag.clone(),
-                categories: Some(tech.categories.join("; ")).filter(|c| !c.is_empty()),
-                first_detected_ms: tech.first_detected_ms,
-                last_detected_ms: tech.last_detected_ms,
-                live: tech.live,
-                is_search_vendor: vendor,
-                is_partner_tech: partner_rank.is_some(),
-            });
-        }
-        tables.tech_spend.push(SpendRow {
-            domain: subject.domain.to_string(),
-            monthly_spend_usd: profile.spend_monthly_usd,
-            tech_spend: profile.spend_monthly_usd.map(|m| m * 12.0),
-            current_search: search.map(|(name, _)| name.to_string()),
-            partner_tech_detected: partner.map(|(_, name)| name.to_string()),
-            runs_algolia,
-        });
+        let seen = profile
+            .technologies
+            .iter()
+            .map(|t| Seen {
+                name: t.name.clone(),
+                tag: t.tag.clone(),
+                categories: Some(t.categories.join("; ")).filter(|c| !c.is_empty()),
+                first_detected_ms: t.first_detected_ms,
+                last_detected_ms: t.last_detected_ms,
+                live: t.live,
+            })
+            .collect();
+        record(context, subject.domain, seen, profile.spend_monthly_usd, "builtwith", tables);
     }
 }
 

@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     name: "traffic & engagement",
     provider: ProviderId::SimilarWeb,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize,
 };

@@ -11,6 +11,7 @@ pub const MODULE: Module = Module {
     name: "traffic sources",
     provider: ProviderId::SimilarWeb,
     depends_on: &["m01"],
+    fallback_for: None,
     calls,
     normalize,
 };

@@ -61,6 +61,96 @@ pub fn request(
     )
 }
 
+pub const ENDPOINT_SIMILAR_SITES: &str = "similar_sites";
+pub const SIMILAR_SITES_PATH: &str = "similar-sites/similarsites";
+pub const ENDPOINT_TECHNOLOGIES: &str = "technologies";
+pub const TECHNOLOGIES_PATH: &str = "technographics/all";
+
+/// A request without a date window (similar sites, technologies).
+pub fn plain_request(domain: &str, path: &str) -> (String, Vec<(&'static str, String)>) {
+    (format!("/v1/website/{domain}/{path}"), vec![("format", "json".to_string())])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarSite {
+    pub domain: String,
+    /// Similarity, 0–1.
+    pub score: f64,
+}
+
+/// `similar-sites/similarsites`: `{"similar_sites": [{"url": "rival.com", "score": 0.87}]}`.
+/// (This shape follows SimilarWeb's documentation; PROVIDERS.md does not record it.)
+pub fn parse_similar_sites(body: &[u8]) -> Result<Answer<Vec<SimilarSite>>, ProviderError> {
+    let json = parse_json(body)?;
+    if let Some(answer) = error_envelope(&json) {
+        return answer.map(|a| match a {
+            Answer::NoData(m) => Answer::NoData(m),
+            Answer::Data(_) => Answer::Data(Vec::new()),
+        });
+    }
+    let sites = json
+        .get("similar_sites")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("no \"similar_sites\" list".into()))?;
+    let mut out = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        let Some(url) = text(site.get("url")) else { continue };
+        let score = site.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+        let score = normalize_rate(&format!("similar_sites[{i}].score"), score)?;
+        match crate::targets::normalize_domain(&url) {
+            Ok(domain) => out.push(SimilarSite { domain, score }),
+            Err(_) => continue, // a site SimilarWeb lists without a usable domain
+        }
+    }
+    Ok(Answer::Data(out))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Technology {
+    pub name: String,
+    pub category: Option<String>,
+    pub first_detected: Option<String>,
+    pub last_detected: Option<String>,
+}
+
+/// `technographics/all`: `{"technologies": [{"technology_name", "category",
+/// "first_detected", "last_detected"}]}` with `YYYY-MM-DD` dates, and the data's
+/// date in `meta.last_updated`. (Shape as documented by SimilarWeb; PROVIDERS.md
+/// does not record it.)
+/// What SimilarWeb detects on a site, and the date of its data.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Technographics {
+    pub updated: Option<String>,
+    pub technologies: Vec<Technology>,
+}
+
+pub fn parse_technologies(body: &[u8]) -> Result<Answer<Technographics>, ProviderError> {
+    let json = parse_json(body)?;
+    if let Some(answer) = error_envelope(&json) {
+        return answer.map(|a| match a {
+            Answer::NoData(m) => Answer::NoData(m),
+            Answer::Data(_) => Answer::Data(Technographics::default()),
+        });
+    }
+    let list = json
+        .get("technologies")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("no \"technologies\" list".into()))?;
+    let technologies = list
+        .iter()
+        .filter_map(|t| {
+            Some(Technology {
+                name: text(t.get("technology_name"))?,
+                category: text(t.get("category")),
+                first_detected: text(t.get("first_detected")),
+                last_detected: text(t.get("last_detected")),
+            })
+        })
+        .collect();
+    let updated = text(json.get("meta").and_then(|m| m.get("last_updated")));
+    Ok(Answer::Data(Technographics { updated, technologies }))
+}
+
 /// A monthly value; `month` is the `YYYY-MM-DD` date of its first day.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
@@ -219,6 +309,28 @@ mod tests {
     fn a_success_without_its_series_is_malformed() {
         let body = br#"{"meta":{"status":"Success"}}"#;
         assert!(matches!(parse_metric(body, PAGES_PER_VISIT), Err(ProviderError::Malformed(_))));
+    }
+
+    #[test]
+    fn similar_sites_and_technologies() {
+        let body = br#"{"meta":{"status":"Success"},"similar_sites":[{"url":"www.Rival.com","score":0.91},{"url":"","score":0.5},
+            {"url":"other.co.uk","score":45}]}"#;
+        let Answer::Data(sites) = parse_similar_sites(body).unwrap() else { panic!() };
+        assert_eq!(
+            sites,
+            [
+                SimilarSite { domain: "rival.com".into(), score: 0.91 },
+                SimilarSite { domain: "other.co.uk".into(), score: 0.45 }
+            ]
+        );
+        let body = br#"{"meta":{"status":"Success","last_updated":"2026-10-31"},"technologies":[
+            {"technology_name":"Elasticsearch","category":"Search","first_detected":"2024-01-01","last_detected":"2026-10-01"},
+            {"category":"no name"}]}"#;
+        let Answer::Data(found) = parse_technologies(body).unwrap() else { panic!() };
+        assert_eq!(found.updated.as_deref(), Some("2026-10-31"));
+        assert_eq!(found.technologies.len(), 1);
+        let missing = br#"{"meta":{"status":"Error","error_code":401,"error_message":"Data not found"}}"#;
+        assert!(matches!(parse_technologies(missing), Ok(Answer::NoData(_))));
     }
 
     #[test]

@@ -37,12 +37,13 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 15] = [
+const MODULE_TABLES: [&str; 16] = [
     "company",
     "tech_stack",
     "tech_spend",
     "traffic",
     "traffic_sources",
+    "competitors",
     "financials",
     "financial_history",
     "executives",

@@ -356,6 +356,45 @@ impl World {
                     40.0 + 560.0 * unit(s, &[&d, "dur"]) + 20.0 * unit(s, &[&d, "dur", &m.to_string()])
                 }),
             ),
+            "similar-sites/similarsites" => {
+                let sites: Vec<Value> = (0..8)
+                    .map(|i| {
+                        let n = i.to_string();
+                        let first = pick(s, &[&d, "rival", &n, "a"], &RIVAL_FIRST);
+                        let second = pick(s, &[&d, "rival", &n, "b"], &RIVAL_SECOND);
+                        let url =
+                            if i % 2 == 0 { format!("{first}{second}.com") } else { format!("{first}-{second}.com") };
+                        json!({"url": url, "score": ((0.95 - 0.07 * i as f64) * 1000.0).round() / 1000.0})
+                    })
+                    .collect();
+                return (
+                    200,
+                    json!({"meta": {"request": {"domain": d, "format": "json"}, "status": "Success",
+                                              "last_updated": self.as_of.to_string()}, "similar_sites": sites}),
+                );
+            }
+            "technographics/all" => {
+                // SimilarWeb sees the same stack BuiltWith does, dated by day.
+                let (_, stack) = self.builtwith_domain(&d);
+                let day =
+                    |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string());
+                let technologies: Vec<Value> = stack["Results"][0]["Result"]["Paths"][0]["Technologies"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| {
+                        json!({"technology_name": t["Name"], "category": t["Tag"],
+                               "first_detected": t["FirstDetected"].as_i64().and_then(day),
+                               "last_detected": t["LastDetected"].as_i64().and_then(day)})
+                    })
+                    .collect();
+                return (
+                    200,
+                    json!({"meta": {"request": {"domain": d}, "status": "Success",
+                                              "last_updated": self.as_of.to_string()}, "technologies": technologies}),
+                );
+            }
             "traffic-sources/overview-share" => {
                 if let Some(r) = request.as_object_mut() {
                     r.remove("granularity");
@@ -487,6 +526,30 @@ impl World {
         (200, body)
     }
 }
+
+/// Words competitors' domains are made of (the seed book's vocabulary, so some are customers).
+const RIVAL_FIRST: [&str; 24] = [
+    "blue", "red", "north", "silver", "golden", "urban", "coastal", "summit", "harbor", "river", "maple", "cedar",
+    "iron", "copper", "crystal", "bright", "swift", "true", "bold", "noble", "royal", "grand", "modern", "classic",
+];
+const RIVAL_SECOND: [&str; 16] = [
+    "outfitters",
+    "apparel",
+    "goods",
+    "supply",
+    "market",
+    "boutique",
+    "home",
+    "gear",
+    "times",
+    "news",
+    "media",
+    "travel",
+    "software",
+    "bank",
+    "health",
+    "motors",
+];
 
 const COMMON_ROLES: [&str; 14] = [
     "Senior Software Engineer",
@@ -754,6 +817,14 @@ mod tests {
                 }
                 let (_, body) = world.similarweb(&domain, similarweb::TRAFFIC_SOURCES_PATH, "world");
                 assert!(similarweb::parse_search_share(body.to_string().as_bytes()).is_ok(), "{domain}");
+                let (_, body) = world.similarweb(&domain, similarweb::SIMILAR_SITES_PATH, "world");
+                assert!(
+                    matches!(similarweb::parse_similar_sites(body.to_string().as_bytes()), Ok(Answer::Data(s)) if s.len() == 8)
+                        || body["meta"]["error_code"] == 401,
+                    "{domain}"
+                );
+                let (_, body) = world.similarweb(&domain, similarweb::TECHNOLOGIES_PATH, "world");
+                assert!(similarweb::parse_technologies(body.to_string().as_bytes()).is_ok(), "{domain}");
                 let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
                 for (host, path) in [(format!("news.{domain}"), "/feed.atom"), (domain.clone(), "/newsroom/rss.xml")] {
