@@ -103,7 +103,7 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
     let budgets = ProviderId::ALL
         .iter()
         .map(|id| {
-            let settings = &providers.get(*id).budget;
+            let settings = prepared.budget_settings(*id);
             BudgetLine {
                 provider: *id,
                 cost_usd: rows.iter().filter(|r| r.provider == *id).map(|r| r.cost_usd).sum(),

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 
-use crate::config::{LoadedPipeline, ProviderId};
+use crate::config::{BudgetSettings, LoadedPipeline, ProviderId};
 use crate::fetch::budget::Budget;
 use crate::fetch::clock::TokioClock;
 use crate::fetch::{Call, Ending, Endpoint, Exchange, Fetcher, LedgerRow, Outcome, UsedToday};
@@ -95,7 +95,7 @@ fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>) -> anyhow
     let mut out = Vec::new();
     for id in ProviderId::ALL {
         let mut settings = pipeline.pipeline.providers.get(id).clone();
-        if simulator.is_some() && !pipeline.pipeline.simulator.honour_rate_limits {
+        if simulator.is_some() && !pipeline.pipeline.simulator.honour_limits {
             settings.rate = Default::default();
         }
         let (base, key) = match simulator {
@@ -200,12 +200,18 @@ impl Prepared {
         spent_before(&self.store, &same_account, &self.date).await
     }
 
-    fn budget(&self, month_to_date: &BTreeMap<ProviderId, f64>) -> Budget {
+    /// The budget caps: the pipeline's, except against the simulator unless it honours limits.
+    pub(crate) fn budget_settings(&self, id: ProviderId) -> BudgetSettings {
         let p = &self.pipeline.pipeline;
-        Budget::new(
-            ProviderId::ALL.iter().map(|id| (*id, p.providers.get(*id).budget.clone())).collect(),
-            month_to_date,
-        )
+        let mut budget = p.providers.get(id).budget.clone();
+        if self.simulated && !p.simulator.honour_limits {
+            (budget.per_run_usd, budget.per_month_usd) = (None, None);
+        }
+        budget
+    }
+
+    fn budget(&self, month_to_date: &BTreeMap<ProviderId, f64>) -> Budget {
+        Budget::new(ProviderId::ALL.iter().map(|id| (*id, self.budget_settings(*id))).collect(), month_to_date)
     }
 }
 

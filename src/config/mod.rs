@@ -274,17 +274,18 @@ impl ProviderSettings {
 pub struct SimulatorSettings {
     /// The simulated world is a pure function of (domain, date, seed).
     pub seed: u64,
-    /// Whether runs against the simulated providers keep the real providers' rate
-    /// limits and daily quotas (`providers.*.rate`). Off by default: the simulator
-    /// is not the real account, and a full book at real rates takes hours.
-    pub honour_rate_limits: bool,
+    /// Whether runs against the simulated providers keep the account's limits:
+    /// rate limits, daily quotas and budgets (`providers.*.rate`, `providers.*.budget`).
+    /// Off by default: the simulator is not the real account, its calls cost
+    /// nothing, and a full book at real rates takes hours.
+    pub honour_limits: bool,
     /// Faults the simulated providers inject, per provider.
     pub faults: BTreeMap<String, FaultSettings>,
 }
 
 impl Default for SimulatorSettings {
     fn default() -> Self {
-        Self { seed: 42, honour_rate_limits: false, faults: BTreeMap::new() }
+        Self { seed: 42, honour_limits: false, faults: BTreeMap::new() }
     }
 }
 
