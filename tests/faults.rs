@@ -88,3 +88,31 @@ fn a_faulty_night_is_partial_and_fully_accounted_for() {
     let spend = store.query("SELECT round(sum(cost_usd), 2) AS usd FROM api_calls");
     assert_eq!(spend[0]["usd"].as_f64(), manifest["counts"]["spend_usd"].as_f64());
 }
+
+#[test]
+fn a_budget_cap_is_never_crossed_and_warns_first() {
+    let store = TestStore::new();
+    let pipeline = store.pipeline(|t| {
+        t.replace("honour_limits = false", "honour_limits = true")
+            .replace("budget = { per_run_usd = 400,", "budget = { per_run_usd = 1.0,")
+            // Keep the real rates out of the way of the test.
+            .replace("per_second = 8,", "per_second = 500,")
+            .replace("per_second = 10, per_minute = 500", "per_second = 500")
+            .replace("per_second = 1 }", "per_second = 500 }")
+            .replace("per_second = 5 }", "per_second = 500 }")
+    });
+    let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "25", "--date", "2026-11-20"]);
+    assert!(out.status.success(), "{}", store.explain(&["run"], &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("80% of its per-run budget"), "{stderr}");
+    let builtwith = store.query(
+        "SELECT count(*) FILTER (WHERE cost_usd > 0) AS paid, round(sum(cost_usd), 2) AS usd,
+                count(*) FILTER (WHERE outcome = 'skipped_budget') AS skipped
+         FROM api_calls WHERE provider = 'builtwith'",
+    );
+    assert_eq!(builtwith[0]["paid"].as_u64(), Some(10), "$1.00 / $0.10 = 10 calls");
+    assert_eq!(builtwith[0]["usd"].as_f64(), Some(1.0));
+    assert_eq!(builtwith[0]["skipped"].as_u64(), Some(15));
+    let (_, manifest) = store.manifests().remove(0);
+    assert_eq!(manifest["status"], "partial");
+}
