@@ -5,12 +5,22 @@
 
 mod support;
 
+use partnerforge::config::ProviderId;
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use support::{TestStore, listing};
 
 const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
 const SW_KEY: &str = "sw-right-41d2";
 const BW_KEY: &str = "bw-right-88e1";
+
+/// A store whose runs talk to `base` as every real provider, with these keys.
+fn against(base: &str, builtwith_key: &str, similarweb_key: &str) -> TestStore {
+    let mut store = TestStore::new().env("BUILTWITH_API_KEY", builtwith_key).env("SIMILARWEB_API_KEY", similarweb_key);
+    for provider in ProviderId::ALL {
+        store = store.env(provider.base_url_env(), base);
+    }
+    store
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
@@ -19,19 +29,7 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let config = SimulatorConfig { seed: 42, as_of: date, keys, faults: Default::default() };
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
-    let with_env = |bw_key: &str| {
-        TestStore::new()
-            .env("BUILTWITH_API_KEY", bw_key)
-            .env("SIMILARWEB_API_KEY", SW_KEY)
-            .env("BUILTWITH_BASE_URL", &base)
-            .env("SIMILARWEB_BASE_URL", &base)
-            .env("YAHOO_FINANCE_BASE_URL", &base)
-            .env("GREENHOUSE_BASE_URL", &base)
-            .env("LEVER_BASE_URL", &base)
-            .env("ASHBY_BASE_URL", &base)
-            .env("NEWS_BASE_URL", &base)
-    };
-    // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
+    let with_env = |bw_key: &str| against(&base, bw_key, SW_KEY); // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
     let faster = |text: String| {
         text.replace("per_second = 1 }", "per_second = 10 }")
             .replace("per_second = 10,", "per_second = 100,")
@@ -150,17 +148,7 @@ async fn keys_never_leak_even_when_everything_fails() {
     let config = SimulatorConfig { seed: 7, as_of: "2026-11-20".parse().unwrap(), keys, faults };
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
-    let store = TestStore::new()
-        .env("BUILTWITH_API_KEY", BW)
-        .env("SIMILARWEB_API_KEY", SW)
-        .env("BUILTWITH_BASE_URL", &base)
-        .env("SIMILARWEB_BASE_URL", &base)
-        .env("YAHOO_FINANCE_BASE_URL", &base)
-        .env("GREENHOUSE_BASE_URL", &base)
-        .env("LEVER_BASE_URL", &base)
-        .env("ASHBY_BASE_URL", &base)
-        .env("NEWS_BASE_URL", &base)
-        .env("RUST_LOG", "debug");
+    let store = against(&base, BW, SW).env("RUST_LOG", "debug");
     let pipeline = store.pipeline(|t| {
         t.replace("rate = { per_second = 1 }", "rate = { per_second = 50 }")
             .replace("per_second = 8,", "per_second = 200,")

@@ -89,31 +89,24 @@ impl Budget {
         account.month_spent += reservation.cost;
         if let Some(settings) = self.settings.get(&reservation.provider) {
             let name = reservation.provider.name();
-            if let Some(limit) = settings.per_run_usd
-                && !account.warned_run
-                && account.run_spent >= settings.warn_at * limit
-            {
-                account.warned_run = true;
-                tracing::warn!(
-                    provider = name,
-                    spent = account.run_spent,
-                    limit,
-                    "{name} spend reached {:.0}% of its per-run budget",
-                    settings.warn_at * 100.0
-                );
-            }
-            if let Some(limit) = settings.per_month_usd
-                && !account.warned_month
-                && account.month_spent >= settings.warn_at * limit
-            {
-                account.warned_month = true;
-                tracing::warn!(
-                    provider = name,
-                    spent = account.month_spent,
-                    limit,
-                    "{name} spend reached {:.0}% of its monthly budget",
-                    settings.warn_at * 100.0
-                );
+            let caps = [
+                (settings.per_run_usd, account.run_spent, &mut account.warned_run, "per-run"),
+                (settings.per_month_usd, account.month_spent, &mut account.warned_month, "monthly"),
+            ];
+            for (limit, spent, warned, cap) in caps {
+                if let Some(limit) = limit
+                    && !*warned
+                    && spent >= settings.warn_at * limit
+                {
+                    *warned = true;
+                    let share = settings.warn_at * 100.0;
+                    tracing::warn!(
+                        provider = name,
+                        spent,
+                        limit,
+                        "{name} spend reached {share:.0}% of its {cap} budget"
+                    );
+                }
             }
         }
     }

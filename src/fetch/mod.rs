@@ -44,6 +44,26 @@ pub struct Call {
     pub fallback_on_403: Option<Vec<(&'static str, String)>>,
 }
 
+impl Call {
+    /// A GET of `path` and `query` (a provider's request shape) for one domain.
+    pub fn get(
+        provider: ProviderId,
+        endpoint: &'static str,
+        domain: &str,
+        (path, query): (String, Vec<(&'static str, String)>),
+    ) -> Self {
+        Self {
+            provider,
+            endpoint,
+            domain: domain.to_string(),
+            modules: String::new(),
+            path,
+            query,
+            fallback_on_403: None,
+        }
+    }
+}
+
 /// What came back from one attempt: a status and body, or a transport error.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -18,16 +18,12 @@ pub const MODULE: Module = Module {
 
 /// The BuiltWith domain lookup that m01 and m02 share (made once per domain).
 pub(super) fn domain_lookup(context: &Context, subject: &Subject) -> Vec<Call> {
-    let (path, query) = builtwith::domain_request(&context.builtwith_version, subject.domain);
-    vec![Call {
-        provider: ProviderId::BuiltWith,
-        endpoint: builtwith::ENDPOINT_DOMAIN,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403: None,
-    }]
+    vec![Call::get(
+        ProviderId::BuiltWith,
+        builtwith::ENDPOINT_DOMAIN,
+        subject.domain,
+        builtwith::domain_request(&context.builtwith_version, subject.domain),
+    )]
 }
 
 fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {

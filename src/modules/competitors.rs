@@ -19,16 +19,12 @@ pub const MODULE: Module = Module {
 };
 
 fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
-    let (path, query) = similarweb::plain_request(subject.domain, similarweb::SIMILAR_SITES_PATH);
-    vec![Call {
-        provider: ProviderId::SimilarWeb,
-        endpoint: similarweb::ENDPOINT_SIMILAR_SITES,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403: None,
-    }]
+    vec![Call::get(
+        ProviderId::SimilarWeb,
+        similarweb::ENDPOINT_SIMILAR_SITES,
+        subject.domain,
+        similarweb::plain_request(subject.domain, similarweb::SIMILAR_SITES_PATH),
+    )]
 }
 
 fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {

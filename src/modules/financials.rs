@@ -22,16 +22,12 @@ pub const MODULE: Module = Module {
 /// The quoteSummary call that m07, m08 and m09 share.
 pub(super) fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
     let Some(ticker) = subject.ticker else { return Vec::new() };
-    let (path, query) = yahoo::quote_summary_request(ticker);
-    vec![Call {
-        provider: ProviderId::YahooFinance,
-        endpoint: yahoo::ENDPOINT_QUOTE_SUMMARY,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403: None,
-    }]
+    vec![Call::get(
+        ProviderId::YahooFinance,
+        yahoo::ENDPOINT_QUOTE_SUMMARY,
+        subject.domain,
+        yahoo::quote_summary_request(ticker),
+    )]
 }
 
 fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {

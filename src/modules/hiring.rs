@@ -21,16 +21,8 @@ pub const MODULE: Module = Module {
 
 fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
     let Some((platform, board)) = subject.job_board else { return Vec::new() };
-    let Some((path, query)) = jobs::postings_request(platform, board) else { return Vec::new() };
-    vec![Call {
-        provider: platform,
-        endpoint: jobs::ENDPOINT_POSTINGS,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403: None,
-    }]
+    let Some(request) = jobs::postings_request(platform, board) else { return Vec::new() };
+    vec![Call::get(platform, jobs::ENDPOINT_POSTINGS, subject.domain, request)]
 }
 
 fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {

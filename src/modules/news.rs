@@ -34,15 +34,7 @@ pub const TRIGGERS: Module = Module {
 
 fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
     let Some(feed) = subject.news_feed else { return Vec::new() };
-    vec![Call {
-        provider: ProviderId::News,
-        endpoint: news::ENDPOINT_FEED,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path: feed.to_string(),
-        query: Vec::new(),
-        fallback_on_403: None,
-    }]
+    vec![Call::get(ProviderId::News, news::ENDPOINT_FEED, subject.domain, (feed.to_string(), Vec::new()))]
 }
 
 fn items<'a>(replies: &'a [&Parsed]) -> impl Iterator<Item = &'a news::Item> {

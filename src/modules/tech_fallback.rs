@@ -19,16 +19,12 @@ pub const MODULE: Module = Module {
 };
 
 fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
-    let (path, query) = similarweb::plain_request(subject.domain, similarweb::TECHNOLOGIES_PATH);
-    vec![Call {
-        provider: ProviderId::SimilarWeb,
-        endpoint: similarweb::ENDPOINT_TECHNOLOGIES,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403: None,
-    }]
+    vec![Call::get(
+        ProviderId::SimilarWeb,
+        similarweb::ENDPOINT_TECHNOLOGIES,
+        subject.domain,
+        similarweb::plain_request(subject.domain, similarweb::TECHNOLOGIES_PATH),
+    )]
 }
 
 fn day_ms(date: Option<&str>) -> Option<i64> {

@@ -22,17 +22,14 @@ pub const MODULE: Module = Module {
 pub(super) fn similarweb_call(context: &Context, subject: &Subject, endpoint: &'static str, path: &str) -> Call {
     let (start, end) = &context.months;
     let country = &context.similarweb_country;
-    let (path, query) = similarweb::request(subject.domain, path, country, start, end);
-    let fallback_on_403 = (country != "world").then(|| similarweb::request(subject.domain, "", "world", start, end).1);
-    Call {
-        provider: ProviderId::SimilarWeb,
+    let mut call = Call::get(
+        ProviderId::SimilarWeb,
         endpoint,
-        domain: subject.domain.to_string(),
-        modules: String::new(),
-        path,
-        query,
-        fallback_on_403,
-    }
+        subject.domain,
+        similarweb::request(subject.domain, path, country, start, end),
+    );
+    call.fallback_on_403 = (country != "world").then(|| similarweb::request(subject.domain, "", "world", start, end).1);
+    call
 }
 
 fn calls(context: &Context, subject: &Subject) -> Vec<Call> {

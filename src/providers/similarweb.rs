@@ -83,10 +83,7 @@ pub struct SimilarSite {
 pub fn parse_similar_sites(body: &[u8]) -> Result<Answer<Vec<SimilarSite>>, ProviderError> {
     let json = parse_json(body)?;
     if let Some(answer) = error_envelope(&json) {
-        return answer.map(|a| match a {
-            Answer::NoData(m) => Answer::NoData(m),
-            Answer::Data(_) => Answer::Data(Vec::new()),
-        });
+        return answer;
     }
     let sites = json
         .get("similar_sites")
@@ -127,10 +124,7 @@ pub struct Technographics {
 pub fn parse_technologies(body: &[u8]) -> Result<Answer<Technographics>, ProviderError> {
     let json = parse_json(body)?;
     if let Some(answer) = error_envelope(&json) {
-        return answer.map(|a| match a {
-            Answer::NoData(m) => Answer::NoData(m),
-            Answer::Data(_) => Answer::Data(Technographics::default()),
-        });
+        return answer;
     }
     let list = json
         .get("technologies")
@@ -158,8 +152,8 @@ pub struct Point {
     pub value: f64,
 }
 
-/// Reads the error envelope, if the body is one.
-fn error_envelope(json: &Value) -> Option<Result<Answer<Vec<Point>>, ProviderError>> {
+/// Reads the error envelope, if the body is one: "Data not found" is `NoData`.
+fn error_envelope<T>(json: &Value) -> Option<Result<Answer<T>, ProviderError>> {
     let meta = json.get("meta")?;
     if meta.get("status").and_then(Value::as_str) != Some("Error") {
         return None;
