@@ -108,7 +108,7 @@ fn a_budget_cap_is_never_crossed_and_warns_first() {
     let builtwith = store.query(
         "SELECT count(*) FILTER (WHERE cost_usd > 0) AS paid, round(sum(cost_usd), 2) AS usd,
                 count(*) FILTER (WHERE outcome = 'skipped_budget') AS skipped
-         FROM api_calls WHERE provider = 'builtwith'",
+         FROM api_calls WHERE provider = 'builtwith' AND endpoint = 'domain'",
     );
     assert_eq!(builtwith[0]["paid"].as_u64(), Some(10), "$1.00 / $0.10 = 10 calls");
     assert_eq!(builtwith[0]["usd"].as_f64(), Some(1.0));

@@ -13,6 +13,7 @@ mod competitors;
 mod financials;
 mod hiring;
 mod news;
+mod related;
 mod stock;
 mod tables;
 mod tech_fallback;
@@ -80,6 +81,7 @@ pub const REGISTRY: &[&Module] = &[
     &tech_stack::MODULE,
     &tech_fallback::MODULE,
     &competitors::MODULE,
+    &related::MODULE,
     &traffic::MODULE,
     &traffic_sources::MODULE,
     &financials::MODULE,
@@ -162,6 +164,7 @@ pub enum Parsed {
     Postings(Answer<Vec<providers::jobs::Posting>>),
     Feed(Answer<Vec<providers::news::Item>>),
     SimilarSites(Answer<Vec<providers::similarweb::SimilarSite>>),
+    Related(Answer<Vec<providers::builtwith::Related>>),
     Technologies(Answer<providers::similarweb::Technographics>),
 }
 
@@ -172,6 +175,9 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
     }
     let status = reply.status.unwrap_or(0);
     let parsed = match (call.provider, call.endpoint) {
+        (ProviderId::BuiltWith, providers::builtwith::ENDPOINT_RELATIONSHIPS) => {
+            providers::builtwith::parse_relationships(&reply.body).map(Parsed::Related)
+        }
         (ProviderId::BuiltWith, _) => {
             providers::builtwith::parse_domain(&reply.body, context.detection.live_within_days).map(Parsed::BuiltWith)
         }
@@ -219,6 +225,7 @@ pub fn is_no_data(parsed: &Parsed) -> bool {
             | Parsed::Postings(Answer::NoData(_))
             | Parsed::Feed(Answer::NoData(_))
             | Parsed::SimilarSites(Answer::NoData(_))
+            | Parsed::Related(Answer::NoData(_))
             | Parsed::Technologies(Answer::NoData(_))
     )
 }
@@ -251,7 +258,7 @@ mod tests {
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
         assert_eq!(
             ids,
-            [vec!["m01", "m02"], vec!["m02sw", "m03", "m04", "m05", "m07", "m08", "m09", "m10", "m11", "m12"]]
+            [vec!["m01", "m02"], vec!["m02sw", "m03", "m04", "m05", "m06", "m07", "m08", "m09", "m10", "m11", "m12"]]
         );
     }
 

@@ -163,6 +163,14 @@ pub struct CompetitorRow {
     pub uses_algolia: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelatedRow {
+    pub domain: String,
+    pub related: String,
+    pub via: String,
+    pub identifier: String,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -191,6 +199,7 @@ pub struct Tables {
     pub hiring: Vec<HiringRow>,
     pub job_postings: Vec<PostingRow>,
     pub competitors: Vec<CompetitorRow>,
+    pub related_domains: Vec<RelatedRow>,
     pub executive_quotes: Vec<QuoteRow>,
     pub trigger_events: Vec<TriggerRow>,
     pub raw: Vec<RawRow>,
@@ -387,6 +396,17 @@ impl Tables {
             "similarweb",
         )
         .finish()?;
+        let rd = &self.related_domains;
+        let related_domains = stamp(
+            TableBuilder::new()
+                .text("domain", rd.iter().map(|r| Some(&r.domain)))
+                .text("related", rd.iter().map(|r| Some(&r.related)))
+                .text("via", rd.iter().map(|r| Some(&r.via)))
+                .text("identifier", rd.iter().map(|r| Some(&r.identifier))),
+            rd.len(),
+            "builtwith",
+        )
+        .finish()?;
         let q = &self.executive_quotes;
         let executive_quotes = stamp(
             TableBuilder::new()
@@ -438,6 +458,7 @@ impl Tables {
             ("hiring", hiring),
             ("job_postings", job_postings),
             ("competitors", competitors),
+            ("related_domains", related_domains),
             ("executive_quotes", executive_quotes),
             ("trigger_events", trigger_events),
             ("raw_responses", raw),

@@ -190,6 +190,101 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
+pub const ENDPOINT_RELATIONSHIPS: &str = "relationships";
+pub const ENDPOINT_LISTS: &str = "lists";
+
+/// Path and query (without the key) of a Relationships API lookup.
+pub fn relationships_request(domain: &str) -> (String, Vec<(&'static str, String)>) {
+    ("/rv2/api.json".to_string(), vec![("LOOKUP", domain.to_string())])
+}
+
+/// A domain that shares an identifier (analytics, ad or tag manager id) with the one looked up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Related {
+    pub domain: String,
+    /// The identifier type they share (`ga`, `gtm`, `adsense`, …).
+    pub via: String,
+    pub identifier: String,
+}
+
+/// Relationships API: `{"Relationships": [{"Domain", "Identifiers": [{"Type", "Value",
+/// "Matches": [{"Domain", "First", "Last"}]}]}], "Errors": []}`. (Shape as BuiltWith
+/// documents it; PROVIDERS.md does not record it.) Related domains come back
+/// normalized and de-duplicated, the first identifier that links them kept.
+pub fn parse_relationships(body: &[u8]) -> Result<Answer<Vec<Related>>, ProviderError> {
+    let json = parse_json(body)?;
+    if let Some(first) = json.get("Errors").and_then(Value::as_array).and_then(|e| e.first()) {
+        let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
+        if message.to_ascii_lowercase().contains("not in our system")
+            || message.to_ascii_lowercase().contains("no data")
+        {
+            return Ok(Answer::NoData(message));
+        }
+        return Err(ProviderError::Api { code: first.get("Code").map(|c| c.to_string()).unwrap_or_default(), message });
+    }
+    let relationships = json
+        .get("Relationships")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("no Relationships array".into()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut related = Vec::new();
+    for relationship in relationships {
+        let own = text(relationship.get("Domain")).unwrap_or_default().to_ascii_lowercase();
+        let identifiers =
+            relationship.get("Identifiers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for identifier in identifiers {
+            let via = text(identifier.get("Type")).unwrap_or_else(|| "unknown".into());
+            let value = text(identifier.get("Value")).unwrap_or_default();
+            let matches = identifier.get("Matches").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for m in matches {
+                let Some(domain) = text(m.get("Domain")).and_then(|d| crate::targets::normalize_domain(&d).ok()) else {
+                    continue;
+                };
+                if domain != own && seen.insert(domain.clone()) {
+                    related.push(Related { domain, via: via.clone(), identifier: value.clone() });
+                }
+            }
+        }
+    }
+    Ok(Answer::Data(related))
+}
+
+/// Path and query (without the key) of one page of the Lists API for a technology.
+pub fn lists_request(technology: &str, offset: Option<&str>) -> (String, Vec<(&'static str, String)>) {
+    let mut query = vec![("TECH", technology.replace(' ', "-"))];
+    if let Some(offset) = offset {
+        query.push(("OFFSET", offset.to_string()));
+    }
+    ("/lists12/api.json".to_string(), query)
+}
+
+/// One page of the Lists API: the domains on it and the offset of the next page
+/// (`None` once `NextOffset` is `"END"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub domains: Vec<String>,
+    pub next_offset: Option<String>,
+}
+
+/// Lists API: `{"NextOffset": "…" | "END", "Results": [{"D": "domain.com", "S": spend, …}]}`.
+pub fn parse_list_page(body: &[u8]) -> Result<ListPage, ProviderError> {
+    let json = parse_json(body)?;
+    if let Some(first) = json.get("Errors").and_then(Value::as_array).and_then(|e| e.first()) {
+        let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
+        return Err(ProviderError::Api { code: first.get("Code").map(|c| c.to_string()).unwrap_or_default(), message });
+    }
+    let results = json
+        .get("Results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("no Results array".into()))?;
+    let domains = results
+        .iter()
+        .filter_map(|r| text(r.get("D")).and_then(|d| crate::targets::normalize_domain(&d).ok()))
+        .collect();
+    let next_offset = text(json.get("NextOffset")).filter(|o| o != "END");
+    Ok(ListPage { domains, next_offset })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +361,32 @@ mod tests {
         assert_eq!(p.meta, CompanyMeta::default());
         assert!(p.technologies.is_empty());
         assert_eq!(p.spend_monthly_usd, None);
+    }
+
+    #[test]
+    fn relationships_are_related_domains_once_each() {
+        let body = br#"{"Relationships":[{"Domain":"shop.com","Identifiers":[
+            {"Type":"ga","Value":"UA-1","Matches":[{"Domain":"shop.co.uk","First":1,"Last":2},{"Domain":"SHOP.com"}]},
+            {"Type":"gtm","Value":"GTM-9","Matches":[{"Domain":"www.shop.co.uk"},{"Domain":"shop.de"},{"Domain":""}]}]}],
+            "Errors":[]}"#;
+        let Answer::Data(related) = parse_relationships(body).unwrap() else { panic!() };
+        let got: Vec<(&str, &str)> = related.iter().map(|r| (r.domain.as_str(), r.via.as_str())).collect();
+        assert_eq!(got, [("shop.co.uk", "ga"), ("shop.de", "gtm")]);
+        let none = br#"{"Errors":[{"Message":"Domain not in our system","Code":-10}],"Relationships":null}"#;
+        assert!(matches!(parse_relationships(none), Ok(Answer::NoData(_))));
+    }
+
+    #[test]
+    fn list_pages_end_at_end() {
+        let page =
+            parse_list_page(br#"{"NextOffset":"oQEwLjA","Results":[{"D":"a.com","S":10},{"D":"www.B.com"}]}"#).unwrap();
+        assert_eq!(
+            page,
+            ListPage { domains: vec!["a.com".into(), "b.com".into()], next_offset: Some("oQEwLjA".into()) }
+        );
+        let last = parse_list_page(br#"{"NextOffset":"END","Results":[]}"#).unwrap();
+        assert_eq!(last.next_offset, None);
+        assert!(lists_request("Shopify Plus", Some("x")).1.contains(&("TECH", "Shopify-Plus".to_string())));
     }
 
     #[test]

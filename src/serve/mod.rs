@@ -37,13 +37,14 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 16] = [
+const MODULE_TABLES: [&str; 17] = [
     "company",
     "tech_stack",
     "tech_spend",
     "traffic",
     "traffic_sources",
     "competitors",
+    "related_domains",
     "financials",
     "financial_history",
     "executives",

@@ -111,7 +111,7 @@ async fn builtwith_domain(
     Path(version): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !version.starts_with('v') {
+    if !["v", "rv", "lists"].iter().any(|api| version.starts_with(api)) {
         return respond(404, &json!({"Errors": [{"Message": "Not found", "Code": -1}], "Results": null}));
     }
     if query.get("KEY") != Some(&state.keys.builtwith) {
@@ -121,7 +121,14 @@ async fn builtwith_domain(
         );
     }
     let lookup = query.get("LOOKUP").map(String::as_str).unwrap_or("");
-    let (status, body) = state.world.builtwith_domain(lookup);
+    let (status, body) = if version.starts_with("rv") {
+        state.world.builtwith_relationships(lookup)
+    } else if version.starts_with("lists") {
+        let tech = query.get("TECH").map(String::as_str).unwrap_or("");
+        state.world.builtwith_list(tech, query.get("OFFSET").map(String::as_str))
+    } else {
+        state.world.builtwith_domain(lookup)
+    };
     respond(status, &body)
 }
 

@@ -639,6 +639,52 @@ impl World {
     }
 }
 
+impl World {
+    /// BuiltWith Relationships API: some sites share an analytics id with regional
+    /// or sister sites.
+    pub fn builtwith_relationships(&self, lookup: &str) -> (u16, Value) {
+        let s = self.seed;
+        let d = lookup.trim().trim_start_matches("www.").to_ascii_lowercase();
+        if unit(s, &[&d, "known"]) < 0.02 {
+            return (
+                200,
+                json!({"Errors": [{"Lookup": null, "Message": "Domain not in our system", "Code": -10}], "Relationships": null}),
+            );
+        }
+        let label = d.split('.').next().unwrap_or(&d).to_string();
+        let count = (hash(s, &[&d, "related"]) % 4) as usize;
+        let matches: Vec<Value> = ["co.uk", "de", "fr", "com.au"]
+            .iter()
+            .take(count)
+            .map(|tld| json!({"Domain": format!("{label}.{tld}"), "First": 1_600_000_000_000_i64, "Last": 1_760_000_000_000_i64}))
+            .collect();
+        let identifiers = if matches.is_empty() {
+            json!([])
+        } else {
+            json!([{"Type": "ga", "Value": format!("UA-{}", hash(s, &[&d, "ga"]) % 9_999_999), "Matches": matches}])
+        };
+        (200, json!({"Relationships": [{"Domain": d, "Identifiers": identifiers}], "Errors": []}))
+    }
+
+    /// BuiltWith Lists API: domains using a technology, 100 a page, `NextOffset` until "END".
+    pub fn builtwith_list(&self, technology: &str, offset: Option<&str>) -> (u16, Value) {
+        let s = self.seed;
+        let tech = technology.to_ascii_lowercase();
+        let total = 120 + (hash(s, &[&tech, "list-size"]) % 200) as usize;
+        let page: usize = offset.and_then(|o| o.strip_prefix("page-")).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let results: Vec<Value> = (page * 100..((page + 1) * 100).min(total))
+            .map(|i| {
+                let n = i.to_string();
+                let first = pick(s, &[&tech, &n, "a"], &RIVAL_FIRST);
+                let second = pick(s, &[&tech, &n, "b"], &RIVAL_SECOND);
+                json!({"D": format!("{first}-{second}-{i}.com"), "S": hash(s, &[&tech, &n, "spend"]) % 20_000})
+            })
+            .collect();
+        let next = if (page + 1) * 100 >= total { "END".to_string() } else { format!("page-{}", page + 1) };
+        (200, json!({"NextOffset": next, "Results": results}))
+    }
+}
+
 /// News headlines; `{c}` is the company, `{p}` a person, `{t}` a partner technology.
 const HEADLINES: [&str; 12] = [
     "{c} appoints {p} as Chief Digital Officer",
@@ -825,6 +871,8 @@ mod tests {
                 );
                 let (_, body) = world.similarweb(&domain, similarweb::TECHNOLOGIES_PATH, "world");
                 assert!(similarweb::parse_technologies(body.to_string().as_bytes()).is_ok(), "{domain}");
+                let (_, body) = world.builtwith_relationships(&domain);
+                assert!(builtwith::parse_relationships(body.to_string().as_bytes()).is_ok(), "{domain}");
                 let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
                 for (host, path) in [(format!("news.{domain}"), "/feed.atom"), (domain.clone(), "/newsroom/rss.xml")] {
@@ -839,6 +887,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_technology_list_pages_to_the_end() {
+        use crate::providers::builtwith::parse_list_page;
+        let world = World::new(42, date("2026-11-20"));
+        let (mut offset, mut domains) = (None, Vec::new());
+        for _ in 0..10 {
+            let (_, body) = world.builtwith_list("Shopify Plus", offset.as_deref());
+            let page = parse_list_page(body.to_string().as_bytes()).unwrap();
+            domains.extend(page.domains);
+            offset = page.next_offset;
+            if offset.is_none() {
+                break;
+            }
+        }
+        assert!(offset.is_none(), "the list ends");
+        assert!(domains.len() >= 120, "{}", domains.len());
+        let unique: std::collections::BTreeSet<_> = domains.iter().collect();
+        assert_eq!(unique.len(), domains.len());
     }
 
     #[test]
