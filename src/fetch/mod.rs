@@ -181,6 +181,8 @@ impl Exchange {
 /// Per-provider state shared by every task of the run.
 struct Lane {
     endpoint: Endpoint,
+    /// Its own client: connect timeout and connection pool per provider.
+    http: reqwest::Client,
     limiter: RateLimiter,
     breaker: CircuitBreaker,
     stopped: Mutex<Option<(Outcome, String)>>,
@@ -217,7 +219,6 @@ pub type UsedToday = std::collections::BTreeMap<ProviderId, u64>;
 
 /// Sends calls with at most `concurrency` in flight across all providers.
 pub struct Fetcher {
-    http: reqwest::Client,
     lanes: Vec<Lane>,
     budget: Budget,
     clock: Arc<dyn Clock>,
@@ -232,26 +233,24 @@ impl Fetcher {
         used_today: &UsedToday,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FetchError> {
-        let connect_timeout = endpoints.iter().map(|e| e.settings.connect_timeout_secs).min().unwrap_or(10);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(connect_timeout))
-            .user_agent(concat!("partnerforge/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(concurrency.max(1))
-            .build()
-            .map_err(|e| FetchError::Client(e.without_url().to_string()))?;
-        let lanes = endpoints
-            .into_iter()
-            .map(|endpoint| Lane {
-                limiter: RateLimiter::new(
-                    &endpoint.settings.rate,
-                    used_today.get(&endpoint.provider).copied().unwrap_or(0),
-                ),
+        let mut lanes = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(endpoint.settings.connect_timeout_secs))
+                .user_agent(concat!("partnerforge/", env!("CARGO_PKG_VERSION")))
+                .pool_max_idle_per_host(concurrency.max(1))
+                .build()
+                .map_err(|e| FetchError::Client(e.without_url().to_string()))?;
+            let used = used_today.get(&endpoint.provider).copied().unwrap_or(0);
+            lanes.push(Lane {
+                limiter: RateLimiter::new(&endpoint.settings.rate, used),
                 breaker: CircuitBreaker::new(endpoint.settings.breaker.clone()),
                 stopped: Mutex::new(None),
+                http,
                 endpoint,
-            })
-            .collect();
-        Ok(Self { http, lanes, budget, clock, concurrency: concurrency.max(1) })
+            });
+        }
+        Ok(Self { lanes, budget, clock, concurrency: concurrency.max(1) })
     }
 
     fn lane(&self, provider: ProviderId) -> Result<&Lane, FetchError> {
@@ -316,7 +315,7 @@ impl Fetcher {
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
-            let reply = self.send(&lane.endpoint, &request).await;
+            let reply = Self::send(lane, &request).await;
             let charged = reply.is_success();
             if charged {
                 self.budget.charge(reservation);
@@ -365,7 +364,8 @@ impl Fetcher {
         }
     }
 
-    async fn send(&self, endpoint: &Endpoint, call: &Call) -> Reply {
+    async fn send(lane: &Lane, call: &Call) -> Reply {
+        let endpoint = &lane.endpoint;
         let called_at = chrono::Utc::now();
         let started = Instant::now();
         let absolute = url::Url::parse(&call.path).ok().filter(|u| u.scheme() == "http" || u.scheme() == "https");
@@ -406,7 +406,7 @@ impl Fetcher {
                 pairs.append_pair(param, key);
             }
         }
-        let request = self
+        let request = lane
             .http
             .get(url)
             .timeout(Duration::from_secs(endpoint.settings.timeout_secs))
