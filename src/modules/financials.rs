@@ -53,11 +53,14 @@ fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut T
             });
         }
         for officer in &f.officers {
+            let role = yahoo::role(&officer.title);
             tables.executives.push(ExecutiveRow {
                 domain: subject.domain.to_string(),
                 ticker: ticker.to_string(),
                 name: officer.name.clone(),
                 title: officer.title.clone(),
+                role: role.map(|(role, _)| role),
+                divisional: role.is_some_and(|(_, divisional)| divisional),
             });
         }
     }

@@ -76,6 +76,10 @@ pub struct ExecutiveRow {
     pub ticker: String,
     pub name: String,
     pub title: String,
+    /// CEO, CFO, CTO, CDO, COO or CMO, read from the title.
+    pub role: Option<&'static str>,
+    /// A divisional role ("CEO of Commercial Business").
+    pub divisional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,7 +236,10 @@ impl Tables {
                 .text("country", c.iter().map(|r| r.meta.country.as_ref()))
                 .text("city", c.iter().map(|r| r.meta.city.as_ref()))
                 .text("state", c.iter().map(|r| r.meta.state.as_ref()))
-                .int("employees", c.iter().map(|r| r.meta.employees)),
+                .int("employees", c.iter().map(|r| r.meta.employees))
+                .text("emails", c.iter().map(|r| Some(r.meta.emails.join("; ")).filter(|e| !e.is_empty())))
+                .text("telephones", c.iter().map(|r| Some(r.meta.telephones.join("; ")).filter(|e| !e.is_empty())))
+                .text("socials", c.iter().map(|r| Some(r.meta.socials.join("; ")).filter(|e| !e.is_empty()))),
             c.len(),
             "builtwith",
         )
@@ -313,7 +320,9 @@ impl Tables {
                 .text("domain", e.iter().map(|r| Some(&r.domain)))
                 .text("ticker", e.iter().map(|r| Some(&r.ticker)))
                 .text("name", e.iter().map(|r| Some(&r.name)))
-                .text("title", e.iter().map(|r| Some(&r.title))),
+                .text("title", e.iter().map(|r| Some(&r.title)))
+                .text("role", e.iter().map(|r| r.role))
+                .boolean("divisional", e.iter().map(|r| Some(r.divisional))),
             e.len(),
             "yahoo_finance",
         )

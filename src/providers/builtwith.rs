@@ -31,6 +31,11 @@ pub struct CompanyMeta {
     pub city: Option<String>,
     pub state: Option<String>,
     pub employees: Option<i64>,
+    /// Contact points as BuiltWith lists them. E-mails and phones can be personal
+    /// data: they are kept only in `company` and in the raw bodies, where erasure reaches.
+    pub emails: Vec<String>,
+    pub telephones: Vec<String>,
+    pub socials: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +88,13 @@ pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainP
 
     let meta = result.get("Meta").filter(|m| m.is_object());
     let meta_text = |key: &str| text(meta.and_then(|m| m.get(key)));
+    // A list of strings, `null` or missing; empty strings are dropped.
+    let meta_list = |key: &str| -> Vec<String> {
+        meta.and_then(|m| m.get(key))
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(|v| text(Some(v))).collect())
+            .unwrap_or_default()
+    };
     let employees =
         result.get("Attributes").and_then(|a| a.get("Employees")).and_then(Value::as_i64).filter(|n| *n > 0);
     let meta = CompanyMeta {
@@ -92,6 +104,9 @@ pub fn parse_domain(body: &[u8], live_within_days: i64) -> Result<Answer<DomainP
         city: meta_text("City"),
         state: meta_text("State"),
         employees,
+        emails: meta_list("Emails"),
+        telephones: meta_list("Telephones"),
+        socials: meta_list("Social"),
     };
 
     let spend_monthly_usd = match inner.get("Spend") {
@@ -325,6 +340,7 @@ mod tests {
         assert_eq!(p.meta.vertical, None, "an empty string is missing");
         assert_eq!(p.meta.city, None);
         assert_eq!(p.meta.employees, None, "0 employees is unknown");
+        assert!(p.meta.telephones.is_empty() && p.meta.emails.is_empty(), "null and [] are empty lists");
         let names: Vec<(&str, bool)> = p.technologies.iter().map(|t| (t.name.as_str(), t.live)).collect();
         assert_eq!(names, [("Adobe Experience Manager", true), ("Coveo", true), ("Elasticsearch", false)]);
         let aem = &p.technologies[0];

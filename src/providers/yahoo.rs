@@ -225,23 +225,47 @@ pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderEr
     Ok(Answer::Data(out))
 }
 
+/// The C-level roles an officer's free-text title is read for.
+const ROLES: [(&str, &str); 6] = [
+    ("CEO", "chief executive officer"),
+    ("CFO", "chief financial officer"),
+    ("CTO", "chief technology officer"),
+    ("CDO", "chief digital officer"),
+    ("COO", "chief operating officer"),
+    ("CMO", "chief marketing officer"),
+];
+
+/// An officer's C-level role from a title such as "Senior VP & CFO", matched on
+/// word boundaries, and whether it is divisional ("Executive VP & CEO of
+/// Commercial Business"). The first role in the title wins.
+pub fn role(title: &str) -> Option<(&'static str, bool)> {
+    let lower = title.to_ascii_lowercase();
+    let mut best: Option<(usize, &'static str, bool)> = None;
+    for (abbreviation, long) in ROLES {
+        for form in [abbreviation.to_ascii_lowercase(), long.to_string()] {
+            let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_ascii_alphanumeric());
+            let found = lower
+                .match_indices(&form)
+                .find(|(i, m)| boundary(lower[..*i].chars().last()) && boundary(lower[i + m.len()..].chars().next()));
+            if let Some((i, m)) = found {
+                let divisional = lower[i + m.len()..].trim_start().starts_with("of ");
+                if best.is_none_or(|(b, _, _)| i < b) {
+                    best = Some((i, abbreviation, divisional));
+                }
+            }
+        }
+    }
+    best.map(|(_, role, divisional)| (role, divisional))
+}
+
 /// The officer to show for an account: the plain CEO (not a divisional "CEO of …"),
 /// then any CEO, then the first officer listed.
 pub fn lead_executive(officers: &[Officer]) -> Option<&Officer> {
-    let words = |t: &str| -> Vec<String> {
-        t.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect()
-    };
-    let is_ceo = |o: &&Officer| {
-        words(&o.title).iter().any(|w| w == "ceo") || o.title.to_ascii_lowercase().contains("chief executive officer")
-    };
-    let divisional = |o: &&Officer| {
-        let t = o.title.to_ascii_lowercase();
-        t.contains("ceo of") || t.contains("chief executive officer of")
-    };
+    let ceo = |o: &&Officer| role(&o.title).map(|(r, divisional)| (r == "CEO", divisional));
     officers
         .iter()
-        .find(|o| is_ceo(o) && !divisional(o))
-        .or_else(|| officers.iter().find(is_ceo))
+        .find(|o| ceo(o) == Some((true, false)))
+        .or_else(|| officers.iter().find(|o| ceo(o).is_some_and(|(is_ceo, _)| is_ceo)))
         .or_else(|| officers.first())
 }
 
@@ -352,6 +376,17 @@ mod tests {
     fn margins_given_as_percent_are_normalized() {
         let f = data(r#"{"quoteSummary":{"result":[{"financialData":{"grossMargins":42.5}}],"error":null}}"#);
         assert_eq!(f.figures.gross_margin, Some(0.425));
+    }
+
+    #[test]
+    fn roles_are_read_from_abbreviated_titles() {
+        assert_eq!(role("Senior VP & CFO"), Some(("CFO", false)));
+        assert_eq!(role("Executive VP & CEO of Commercial Business"), Some(("CEO", true)));
+        assert_eq!(role("Chairman & CEO"), Some(("CEO", false)));
+        assert_eq!(role("CTO & Corporate VP of Technology"), Some(("CTO", false)));
+        assert_eq!(role("Chief Digital Officer"), Some(("CDO", false)));
+        assert_eq!(role("Director of Coordination"), None, "no role hides inside a word");
+        assert_eq!(role("Vice Chair & President"), None);
     }
 
     #[test]

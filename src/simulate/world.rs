@@ -267,7 +267,11 @@ impl World {
                     "State": state, "Postcode": null,
                     "Telephones": if meta_sparse { Value::Null } else { json!(["+1 555 0100"]) },
                     "Emails": if meta_sparse { json!([]) } else { json!([format!("{email_user}@{d}")]) },
-                    "Social": null, "Names": null,
+                    "Social": if meta_sparse { Value::Null } else {
+                        let label = d.split('.').next().unwrap_or(d);
+                        json!([format!("https://twitter.com/{label}"), format!("https://linkedin.com/company/{label}")])
+                    },
+                    "Names": null,
                     "ARank": if meta_sparse { -1 } else { (hash(s, &[d, "rank"]) % 1_000_000) as i64 },
                     "QRank": -1, "Majestic": 0, "Umbrella": 0,
                 },
