@@ -290,6 +290,18 @@ async fn the_circuit_opens_fails_fast_half_opens_and_closes() {
     assert_eq!(f.breaker_state(ProviderId::BuiltWith), Some("closed"));
 }
 
+#[tokio::test]
+async fn throttling_does_not_open_the_circuit() {
+    let server = serve(|_| with_retry_after(429, "0")).await;
+    let mut s = settings();
+    s.retry.max_attempts = 1;
+    s.breaker.failures_to_open = 2;
+    let f = fetcher(&server, s, 1, Arc::new(ManualClock::default()));
+    f.execute(calls(5)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 5, "every call went out");
+    assert_eq!(f.breaker_state(ProviderId::BuiltWith), Some("closed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tasks_never_overshoot_a_budget() {
     let server = serve(|_| {

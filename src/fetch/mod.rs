@@ -352,7 +352,11 @@ impl Fetcher {
                 }
                 return Exchange { attempts, ending: Ending::Answered };
             }
-            lane.breaker.on_failure(self.clock.as_ref());
+            // A 429 is the provider pacing us, not failing: the retry waits it out,
+            // and it does not count toward opening the circuit.
+            if status != Some(429) {
+                lane.breaker.on_failure(self.clock.as_ref());
+            }
             match retry::decide(&settings.retry, number, waited, retry_after, retry::jitter(&jitter_key, number)) {
                 retry::Decision::Retry(wait) => {
                     self.clock.sleep(wait).await;
