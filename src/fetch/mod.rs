@@ -217,13 +217,19 @@ pub enum FetchError {
 /// Calls already made today per provider (earlier runs of the same date), for the daily quotas.
 pub type UsedToday = std::collections::BTreeMap<ProviderId, u64>;
 
-/// Sends calls with at most `concurrency` in flight across all providers.
+/// Sends calls with at most `concurrency` requests on the wire across all providers.
 pub struct Fetcher {
     lanes: Vec<Lane>,
     budget: Budget,
     clock: Arc<dyn Clock>,
     concurrency: usize,
+    /// Requests on the wire at once. A call waiting out a backoff holds no slot,
+    /// so a burst of retries cannot starve the calls behind it.
+    slots: tokio::sync::Semaphore,
 }
+
+/// Calls under way at once (most of them waiting) per request slot.
+const CALLS_PER_SLOT: usize = 8;
 
 impl Fetcher {
     pub fn new(
@@ -250,7 +256,8 @@ impl Fetcher {
                 endpoint,
             });
         }
-        Ok(Self { lanes, budget, clock, concurrency: concurrency.max(1) })
+        let concurrency = concurrency.max(1);
+        Ok(Self { lanes, budget, clock, concurrency, slots: tokio::sync::Semaphore::new(concurrency) })
     }
 
     fn lane(&self, provider: ProviderId) -> Result<&Lane, FetchError> {
@@ -266,7 +273,7 @@ impl Fetcher {
         self.lane(provider).ok().map(|l| l.breaker.state().name())
     }
 
-    /// Makes every call, at most `concurrency` at once; exchanges come back in call order.
+    /// Makes every call, at most `concurrency` requests at once; exchanges come back in call order.
     pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
         for call in &calls {
             self.lane(call.provider)?;
@@ -276,7 +283,7 @@ impl Fetcher {
                 let exchange = self.call(&call).await;
                 (i, call, exchange)
             })
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(self.concurrency * CALLS_PER_SLOT)
             .collect()
             .await;
         done.sort_by_key(|(i, _, _)| *i);
@@ -301,21 +308,29 @@ impl Fetcher {
             if let Some((outcome, reason)) = lane.stopped() {
                 return skipped(outcome, reason, attempts);
             }
+            // The quota refuses every call past it; calls that already hold a place still go.
             if let Err(quota) = lane.limiter.acquire(self.clock.as_ref()).await {
                 let reason = format!("daily quota of {} calls used up", quota.per_day);
-                lane.stop(Outcome::SkippedQuota, reason.clone());
                 return skipped(Outcome::SkippedQuota, reason, attempts);
             }
             let reservation = match self.budget.reserve(call.provider, cost) {
                 Ok(r) => r,
                 Err(over) => return skipped(Outcome::SkippedBudget, over.to_string(), attempts),
             };
+            // A request slot, then the provider's state again: another call may have
+            // stopped the provider or opened its circuit while this one waited.
+            let slot = self.slots.acquire().await;
+            if let Some((outcome, reason)) = lane.stopped() {
+                self.budget.release(reservation);
+                return skipped(outcome, reason, attempts);
+            }
             if !lane.breaker.admit(self.clock.as_ref()) {
                 self.budget.release(reservation);
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
             let reply = Self::send(lane, &request).await;
+            drop(slot);
             let charged = reply.is_success();
             if charged {
                 self.budget.charge(reservation);
