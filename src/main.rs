@@ -36,6 +36,9 @@ enum Command {
         /// Commit a new generation when the date already has a snapshot.
         #[arg(long)]
         replace: bool,
+        /// Break the pipeline's lock if the run holding it is gone (expired, or dead on this host).
+        #[arg(long)]
+        break_lock: bool,
         /// A fault for the simulated providers, PROVIDER.KEY=VALUE (repeatable), e.g.
         /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
@@ -176,8 +179,8 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { selection, replace, faults } => {
-            let options = RunOptions { selection: selection.into_selection(), replace, faults };
+        Command::Run { selection, replace, break_lock, faults } => {
+            let options = RunOptions { selection: selection.into_selection(), replace, break_lock, faults };
             let report = run::run(options).await?;
             println!("{}", run::summary(&report));
         }

@@ -50,6 +50,8 @@ pub struct Selection {
 pub struct RunOptions {
     pub selection: Selection,
     pub replace: bool,
+    /// Break a lock left by a run that is gone (expired, or dead on this host).
+    pub break_lock: bool,
     /// Simulator faults, `provider.key=value`, over the pipeline's.
     pub faults: Vec<String>,
 }
@@ -257,12 +259,57 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
     })
 }
 
+/// One refresh under the pipeline's lock: the lock is taken before anything is
+/// read from the store and given back however the refresh ends.
 pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let now = Utc::now();
     let run_id = run_id(now);
-    let waves = modules::waves(modules::REGISTRY)?;
     let prepared = prepare(&options.selection).await?;
+    let pipeline = &prepared.pipeline.pipeline;
+    let ttl = std::time::Duration::from_secs(pipeline.run.lock_ttl_minutes * 60);
+    let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, options.break_lock).await?;
+    if let Some(holder) = broken {
+        println!("broke the lock held by {holder}");
+    }
+    // What the store holds is read again under the lock: another run may have just committed.
+    let prepared = Prepared { previous: prepared.store.snapshots().await?, ..prepared };
+    let result = tokio::select! {
+        result = refresh(&options, &prepared, &run_id, now, started) => result,
+        signal = interrupted() => Err(anyhow::anyhow!(
+            "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {} was written; \
+             run it again (the calls it made are in no ledger)",
+            prepared.date
+        )),
+    };
+    prepared.store.release_lock(lock).await?;
+    result
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+async fn refresh(
+    options: &RunOptions,
+    prepared: &Prepared,
+    run_id: &str,
+    now: chrono::DateTime<Utc>,
+    started: Instant,
+) -> anyhow::Result<RunReport> {
+    let run_id = run_id.to_string();
+    let waves = modules::waves(modules::REGISTRY)?;
     let (pipeline, store, date, book) = (&prepared.pipeline, &prepared.store, prepared.date.clone(), &prepared.book);
     let p = &pipeline.pipeline;
     let previous = &prepared.previous;

@@ -50,6 +50,8 @@ pub struct Pipeline {
     pub scoring_model: PathBuf,
     #[serde(default)]
     pub fetch: FetchSettings,
+    #[serde(default)]
+    pub run: RunSettings,
     pub detection: Detection,
     pub providers: Providers,
     #[serde(default)]
@@ -94,6 +96,19 @@ pub struct FetchSettings {
 impl Default for FetchSettings {
     fn default() -> Self {
         Self { concurrency: 16 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    /// How long a run's lock holds before another run may break it (`--break-lock`).
+    pub lock_ttl_minutes: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self { lock_ttl_minutes: 720 }
     }
 }
 

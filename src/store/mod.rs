@@ -7,6 +7,7 @@
 //! snapshot for the same date is a new generation beside the first, never an
 //! overwrite.
 
+pub mod lock;
 pub mod manifest;
 pub mod table;
 
@@ -32,6 +33,8 @@ pub enum StoreError {
     BadManifest { url: String, path: String, message: String },
     #[error("store {url}: snapshot {snapshot}: file {path} is listed in the manifest but missing")]
     MissingFile { url: String, snapshot: String, path: String },
+    #[error("store {url} is locked by {holder}: {hint}")]
+    Locked { url: String, holder: Box<lock::LockHolder>, hint: String },
     #[error("cannot encode a table: {0}")]
     Encode(String),
     #[error("local cache {path}: {source}")]

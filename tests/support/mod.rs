@@ -50,8 +50,8 @@ impl TestStore {
         path.display().to_string()
     }
 
-    /// Runs `partnerforge ARGS`; `--store` is added for the commands that take it.
-    pub fn pf(&self, args: &[&str]) -> Output {
+    /// The command for `partnerforge ARGS`, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_partnerforge"));
         command.current_dir(repo()).args(args);
         if matches!(args.first(), Some(&"run") | Some(&"plan") | Some(&"query") | Some(&"export"))
@@ -78,7 +78,12 @@ impl TestStore {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        command.output().expect("start partnerforge")
+        command
+    }
+
+    /// Runs `partnerforge ARGS`; `--store` is added for the commands that take it.
+    pub fn pf(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("start partnerforge")
     }
 
     /// Runs and asserts success, returning stdout.

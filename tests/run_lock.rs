@@ -1,0 +1,75 @@
+//! Two runs of one pipeline against one store: the second is refused and told
+//! who holds the lock; a run killed with SIGKILL leaves its lock and no
+//! snapshot, and `--break-lock` breaks it, saying what it broke.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::TestStore;
+
+#[test]
+fn one_run_at_a_time_and_a_dead_runs_lock_can_be_broken() {
+    let store = TestStore::new();
+    let lock = store.path().join("store/locks/nightly.json");
+    // A slow run: every SimilarWeb answer takes 300 ms.
+    let mut first = store
+        .command(&["run", "--limit", "60", "--date", "2026-11-20", "--fault", "similarweb.latency_ms=300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the first run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "the first run never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let holder: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
+    let holder_run = holder["run_id"].as_str().unwrap().to_string();
+
+    let refused = store.fails(&["run", "--limit", "5", "--date", "2026-11-21"]);
+    assert!(refused.contains("locked by run") && refused.contains(&holder_run), "{refused}");
+    assert!(refused.contains("host") && refused.contains("in progress"), "{refused}");
+    let refused = store.fails(&["run", "--limit", "5", "--date", "2026-11-21", "--break-lock"]);
+    assert!(refused.contains("in progress"), "a live run's lock is never broken: {refused}");
+
+    first.kill().expect("SIGKILL the first run");
+    first.wait().unwrap();
+    assert!(lock.exists(), "a killed run cannot release its lock");
+    let stale = store.fails(&["run", "--limit", "5", "--date", "2026-11-21"]);
+    assert!(stale.contains(&holder_run) && stale.contains("--break-lock"), "{stale}");
+
+    let out = store.ok(&["run", "--limit", "5", "--date", "2026-11-21", "--break-lock"]);
+    assert!(out.contains(&format!("broke the lock held by run {holder_run}")), "{out}");
+    assert!(!lock.exists(), "the lock is given back at the end");
+    let manifests = store.manifests();
+    assert_eq!(manifests.len(), 1, "the killed run committed nothing");
+    assert_eq!(manifests[0].1["date"], "2026-11-21");
+}
+
+#[test]
+fn sigterm_gives_the_lock_back_and_says_nothing_was_committed() {
+    let store = TestStore::new();
+    let lock = store.path().join("store/locks/nightly.json");
+    let child = store
+        .command(&["run", "--limit", "60", "--date", "2026-11-20", "--fault", "similarweb.latency_ms=300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "the run never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an interrupted run exits non-zero");
+    assert!(stderr.contains("interrupted by SIGTERM") && stderr.contains("no snapshot"), "{stderr}");
+    assert!(!lock.exists(), "the lock is given back");
+    assert!(store.manifests().is_empty());
+}
