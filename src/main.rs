@@ -15,6 +15,7 @@ use partnerforge::run::{self, ProvidersMode, RunOptions, Selection};
 use partnerforge::serve::{QueryResult, Warehouse, export};
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
+use partnerforge::store::gc::Retention;
 
 /// PartnerForge: nightly account intelligence for displacement targets.
 #[derive(Parser)]
@@ -48,6 +49,23 @@ enum Command {
     Plan {
         #[command(flatten)]
         selection: SelectionArgs,
+    },
+    /// Remove old snapshots (manifest first, then files) and folders runs left without a commit.
+    Gc {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// Keep the newest N dates.
+        #[arg(long, default_value_t = 30)]
+        keep_daily: usize,
+        /// Beyond those, keep the last date of each of the newest N months.
+        #[arg(long, default_value_t = 24)]
+        keep_monthly: usize,
+        /// Remove folders without a manifest once older than this many hours.
+        #[arg(long, default_value_t = 24)]
+        stale_hours: u64,
+        /// List what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Serve the simulated providers over HTTP until interrupted.
     Simulate {
@@ -204,6 +222,29 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             sim.shutdown().await;
+        }
+        Command::Gc { store, keep_daily, keep_monthly, stale_hours, dry_run } => {
+            let store = Store::open(&store)?;
+            let retention =
+                Retention { keep_daily, keep_monthly, stale_after: std::time::Duration::from_secs(stale_hours * 3600) };
+            let plan = store.gc_plan(&retention).await?;
+            let verb = if dry_run { "would remove" } else { "removing" };
+            for (date, folders) in &plan.snapshots {
+                println!(
+                    "{verb} snapshot {date} ({} generation{})",
+                    folders.len(),
+                    if folders.len() == 1 { "" } else { "s" }
+                );
+            }
+            for folder in &plan.abandoned {
+                println!("{verb} {folder} (never committed)");
+            }
+            if dry_run {
+                println!("dry run: {} snapshots kept, nothing removed", plan.kept.len());
+            } else {
+                let removed = store.gc_apply(&plan).await?;
+                println!("removed {removed} files; {} snapshots kept", plan.kept.len());
+            }
         }
         Command::Query { store, format, file, sql } => {
             let sql = match (file, sql) {

@@ -1,0 +1,43 @@
+//! `partnerforge gc`: old snapshots go (manifest first, then files), the
+//! latest always stays, folders a run left without a commit are cleaned up, and
+//! what remains still answers queries.
+
+mod support;
+
+use support::{TestStore, listing};
+
+#[test]
+fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
+    let store = TestStore::new();
+    let dates = ["2026-09-29", "2026-09-30", "2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"];
+    for date in dates {
+        store.ok(&["run", "--limit", "3", "--date", date]);
+    }
+    // A run that died before its commit left files but no manifest.
+    let abandoned = store.path().join("store/snapshots/2026-11-03/0001");
+    std::fs::create_dir_all(&abandoned).unwrap();
+    std::fs::write(abandoned.join("company.parquet"), b"half written").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "3 days ago", abandoned.join("company.parquet").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+
+    let args = ["gc", "--store", &store.store(), "--keep-daily", "2", "--keep-monthly", "2"];
+    let dry = store.ok(&[&args[..], &["--dry-run"]].concat());
+    for gone in ["2026-09-29", "2026-09-30", "2026-10-30"] {
+        assert!(dry.contains(&format!("would remove snapshot {gone}")), "{dry}");
+    }
+    assert!(dry.contains("snapshots/2026-11-03/0001 (never committed)"), "{dry}");
+    assert_eq!(store.manifests().len(), 6, "a dry run removes nothing");
+
+    let out = store.ok(&args);
+    assert!(out.contains("3 snapshots kept"), "{out}");
+    let kept: Vec<String> = store.manifests().iter().map(|(_, m)| m["date"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kept, ["2026-10-31", "2026-11-01", "2026-11-02"]);
+    let files = listing(&store.path().join("store/snapshots"));
+    assert!(files.iter().all(|f| kept.iter().any(|d| f.contains(d))), "{files:#?}");
+
+    let history = store.query("SELECT count(DISTINCT snapshot_id) AS n FROM targets_history");
+    assert_eq!(history[0]["n"], 3);
+}
