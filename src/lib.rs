@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod fetch;
+pub mod freshness;
 pub mod modules;
 pub mod plan;
 pub mod providers;

@@ -136,6 +136,12 @@ struct SelectionArgs {
     /// Which providers to call: auto = simulated when no API keys are set.
     #[arg(long, value_enum, default_value_t = ProvidersMode::Auto)]
     providers: ProvidersMode,
+    /// Fetch these modules (e.g. m03,m04) whatever their freshness.
+    #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+    force: Vec<String>,
+    /// Fetch only these modules; carry every other one forward.
+    #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+    only: Option<Vec<String>>,
 }
 
 impl SelectionArgs {
@@ -147,6 +153,8 @@ impl SelectionArgs {
             limit: self.limit,
             targets: self.targets,
             providers: self.providers,
+            force: self.force,
+            only: self.only,
         }
     }
 }

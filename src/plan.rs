@@ -73,8 +73,9 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
         );
     }
 
-    let mut expected = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book);
-    let mut unbounded = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book);
+    let carry = prepared.carry(selection.date).await?;
+    let mut expected = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
+    let mut unbounded = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
     let mut counts: BTreeMap<(ProviderId, &'static str), (u64, u64)> = BTreeMap::new();
     for wave in &waves {
         for call in expected.plan_wave(wave, &work).calls {

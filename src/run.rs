@@ -16,7 +16,8 @@ use crate::config::{BudgetSettings, LoadedPipeline, ProviderId};
 use crate::fetch::budget::Budget;
 use crate::fetch::clock::TokioClock;
 use crate::fetch::{Call, Ending, Endpoint, Exchange, Fetcher, LedgerRow, Outcome, UsedToday};
-use crate::modules::{self, Context, Module, Parsed, RawRow, Subject, Tables};
+use crate::freshness::{self, Carry};
+use crate::modules::{self, Context, FetchRow, Module, Parsed, RawRow, Subject, Tables};
 use crate::providers::{self, builtwith, similarweb};
 use crate::simulate::{Keys, Simulator, SimulatorConfig};
 use crate::store::Store;
@@ -45,6 +46,10 @@ pub struct Selection {
     pub limit: Option<usize>,
     pub targets: Option<PathBuf>,
     pub providers: ProvidersMode,
+    /// Modules fetched whatever their freshness.
+    pub force: Vec<String>,
+    /// When given, the only modules fetched; the rest are carried forward.
+    pub only: Option<Vec<String>>,
 }
 
 pub struct RunOptions {
@@ -159,6 +164,8 @@ pub(crate) struct Prepared {
     pub(crate) work: Vec<usize>,
     pub(crate) excluded_customers: usize,
     pub(crate) simulated: bool,
+    pub(crate) force: Vec<String>,
+    pub(crate) only: Option<Vec<String>>,
 }
 
 impl Prepared {
@@ -200,6 +207,16 @@ impl Prepared {
         let all = self.store.all_generations().await?;
         let same_account: Vec<Manifest> = all.into_iter().filter(|m| m.providers == mode).collect();
         spent_before(&self.store, &same_account, &self.date).await
+    }
+
+    /// What the latest snapshot up to `date` still covers, by the pipeline's freshness.
+    pub(crate) async fn carry(&self, date: NaiveDate) -> anyhow::Result<Carry> {
+        let p = &self.pipeline.pipeline;
+        let previous = self.previous.iter().rev().find(|m| m.date <= self.date);
+        let schemas =
+            Tables::default().batches(0, "")?.into_iter().map(|(table, batch)| (table, batch.schema())).collect();
+        let only = self.only.as_deref();
+        Ok(freshness::plan(&self.store, previous, date, &p.freshness, &self.force, only, &schemas).await?)
     }
 
     /// The budget caps: the pipeline's, except against the simulator unless it honours limits.
@@ -247,7 +264,22 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
             ProviderId::ALL.iter().filter_map(|id| id.key_env()).all(|var| env_nonempty(var).is_none())
         }
     };
+    // Module names on the command line and in the freshness table must exist.
+    let known: Vec<&str> = modules::REGISTRY.iter().map(|m| m.id).collect();
+    let named = selection.force.iter().chain(selection.only.iter().flatten());
+    if let Some(unknown) = named.clone().find(|m| !known.contains(&m.as_str())) {
+        bail!("no module {unknown:?}: the modules are {}", known.join(", "));
+    }
+    if let Some(unknown) = p.freshness.keys().find(|m| !known.contains(&m.as_str())) {
+        bail!(
+            "{}: freshness.{unknown}: no such module (the modules are {})",
+            selection.pipeline.display(),
+            known.join(", ")
+        );
+    }
     Ok(Prepared {
+        force: selection.force.clone(),
+        only: selection.only.clone(),
         date: selection.date.to_string(),
         pipeline,
         store,
@@ -352,12 +384,14 @@ async fn refresh(
     )?;
     let context = prepared.context(options.selection.date, now.timestamp_millis());
 
-    let mut refresh = Refresh {
-        planner: Planner::new(&run_id, context, book),
-        fetcher,
-        tables: Tables::default(),
-        ledger: Vec::new(),
-    };
+    let carry = prepared.carry(options.selection.date).await?;
+    if let Some(from) = &carry.from {
+        tracing::info!(pairs = carry.pairs(), from = %from.snapshot_id, "carrying fresh module results forward");
+    }
+    let mut planner = Planner::new(&run_id, context, book, &carry);
+    // Fresh tech stacks that run Algolia: those domains get no calls at all.
+    planner.not_targets.extend(carried_algolia(store, &carry, &date).await?);
+    let mut refresh = Refresh { planner, fetcher, tables: Tables::default(), ledger: Vec::new() };
     for (w, wave) in waves.iter().enumerate() {
         let wave_started = Instant::now();
         let plan = refresh.planner.plan_wave(wave, &work);
@@ -378,8 +412,13 @@ async fn refresh(
     let mut files: Vec<FileEntry> = Vec::new();
     let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
     for (table, batch) in tables.batches(context.fetched_at_ms, &date)? {
-        let bytes = to_parquet(&batch)?;
-        files.push(store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?);
+        // This run's rows, and the previous snapshot's rows that are still fresh.
+        let mut batches = freshness::carried_rows(store, &carry, table, &date).await?;
+        batches.push(batch);
+        let merged = arrow::compute::concat_batches(&batches[batches.len() - 1].schema(), &batches)
+            .map_err(|e| anyhow::anyhow!("merging carried rows of {table}: {e}"))?;
+        let bytes = to_parquet(&merged)?;
+        files.push(store.put_table(&folder, table, bytes.clone(), merged.num_rows()).await?);
         module_bytes.insert(table, bytes);
     }
     let ledger_batch = ledger_batch(&ledger, &date)?;
@@ -425,9 +464,11 @@ async fn refresh(
         excluded_customers: excluded_customers as u64,
         excluded_algolia: not_targets.len() as u64,
         rejected_rows: book.rejected.len() as u64,
+        carried_forward: carry.pairs() as u64,
         tiers,
         calls: ledger.iter().filter(|r| r.outcome.was_sent()).count() as u64,
-        spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0,
+        // + 0.0 turns a rounded -0.0 into 0.0.
+        spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0 + 0.0,
         failures,
     };
     let manifest = Manifest {
@@ -439,6 +480,7 @@ async fn refresh(
         created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         status: if counts.failures.is_empty() { "completed".into() } else { "partial".into() },
         previous_snapshot,
+        carried_from: carry.from.as_ref().filter(|_| carry.pairs() > 0).map(|m| m.snapshot_id.clone()),
         pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
         scoring_model: ModelRef { name: pipeline.model.name.clone(), version: pipeline.model.version },
         providers: if simulated { "simulated".into() } else { "real".into() },
@@ -465,6 +507,8 @@ pub(crate) struct Planner<'a> {
     pub(crate) not_targets: BTreeSet<String>,
     /// Ledger rows of calls planned but not made (a dependency failed).
     pub(crate) not_made: Vec<LedgerRow>,
+    /// What the previous snapshot still covers: those pairs get no call.
+    carry: &'a Carry,
 }
 
 /// The state of one refresh as it goes: rows so far and the ledger.
@@ -492,7 +536,7 @@ fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
 }
 
 impl<'a> Planner<'a> {
-    pub(crate) fn new(run_id: &str, context: Context, book: &'a Book) -> Self {
+    pub(crate) fn new(run_id: &str, context: Context, book: &'a Book, carry: &'a Carry) -> Self {
         Self {
             run_id: run_id.to_string(),
             context,
@@ -500,6 +544,7 @@ impl<'a> Planner<'a> {
             failed: BTreeMap::new(),
             not_targets: BTreeSet::new(),
             not_made: Vec::new(),
+            carry,
         }
     }
 
@@ -514,6 +559,9 @@ impl<'a> Planner<'a> {
                 continue; // already a customer (runs Algolia): not worth a call
             }
             for module in wave {
+                if self.carry.is_fresh(module.id, &target.domain) {
+                    continue; // still fresh in the previous snapshot: carried forward
+                }
                 let module_calls = (module.calls)(&self.context, &subject(self.book, target));
                 if module_calls.is_empty() {
                     continue; // does not apply (e.g. financials without a ticker)
@@ -577,6 +625,14 @@ impl Refresh<'_> {
             }
             let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
             (module.normalize)(&planner.context, &subject(planner.book, target), &replies, &mut self.tables);
+            let outcome = if replies.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
+            let fetched_on = planner.context.snapshot_id.clone();
+            self.tables.fetches.push(FetchRow {
+                module: module.id,
+                domain: target.domain.clone(),
+                fetched_on,
+                outcome,
+            });
         }
         for spend in self.tables.tech_spend.iter().filter(|s| s.runs_algolia) {
             planner.not_targets.insert(spend.domain.clone());
@@ -642,6 +698,20 @@ impl Refresh<'_> {
         }
         Ok(result)
     }
+}
+
+/// Domains whose carried-forward tech stack runs Algolia.
+async fn carried_algolia(store: &Store, carry: &Carry, date: &str) -> anyhow::Result<Vec<String>> {
+    let mut domains = Vec::new();
+    for batch in freshness::carried_rows(store, carry, "tech_spend", date).await? {
+        let frame = transform::read_parquet(to_parquet(&batch)?)?
+            .filter(polars::prelude::col("runs_algolia"))
+            .select([polars::prelude::col("domain")])
+            .collect()?;
+        let column = frame.column("domain")?.str()?.clone();
+        domains.extend((0..column.len()).filter_map(|i| column.get(i)).map(str::to_string));
+    }
+    Ok(domains)
 }
 
 /// What went wrong with one attempt, in a line: the transport error or the status.
@@ -728,6 +798,7 @@ pub fn summary(report: &RunReport) -> String {
         "snapshot {} committed (generation {}, {}, run {})\n\
          \x20 targets scored  {} (book {}, existing customers excluded {}, running Algolia excluded {}, rows rejected {})\n\
          \x20 tiers           {}\n\
+         \x20 carried forward {} module results, still fresh{}\n\
          \x20 calls           {} made, ${:.2} spent{}\n\
          \x20 failures        {}\n\
          \x20 wall time       {:.1} s\n\
@@ -742,6 +813,8 @@ pub fn summary(report: &RunReport) -> String {
         c.excluded_algolia,
         c.rejected_rows,
         tiers.join(" · "),
+        c.carried_forward,
+        m.carried_from.as_deref().map(|s| format!(", from snapshot {s}")).unwrap_or_default(),
         c.calls,
         c.spend_usd,
         if report.simulated { " (simulated providers: nothing was billed)" } else { "" },

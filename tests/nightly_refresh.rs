@@ -95,26 +95,45 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
         assert!(!customer_set.contains(row["domain"].as_str().unwrap()), "{row:?}");
     }
 
-    // History holds both nights, and the world moved between them.
+    // History holds both nights.
     let per_night = store.query("SELECT snapshot_id, count(*) AS n FROM targets_history GROUP BY ALL ORDER BY 1");
     assert_eq!(per_night.len(), 2);
-    let moved = store.query(
-        "SELECT count(*) AS n FROM targets_history a JOIN targets_history b USING (domain)
-         WHERE a.snapshot_id = '2026-11-30' AND b.snapshot_id = '2026-12-01'
-           AND a.sw_monthly_visits IS DISTINCT FROM b.sw_monthly_visits",
-    );
-    assert!(num(&moved[0]["n"]) > 0.0, "traffic should move between months");
 
-    // The ledger: every call a row with provider, endpoint, status and latency.
+    // The ledger: every call of the first night a row with provider, endpoint, status and latency.
     let calls = store.query(
         "SELECT provider, count(*) AS n, count(*) FILTER (WHERE outcome IN ('ok', 'no_data')) AS answered FROM api_calls
-         WHERE snapshot_id = '2026-12-01' GROUP BY ALL ORDER BY 1",
+         WHERE snapshot_id = '2026-11-30' GROUP BY ALL ORDER BY 1",
     );
     let providers: Vec<&str> = calls.iter().map(|r| r["provider"].as_str().unwrap()).collect();
     assert_eq!(providers, ["ashby", "builtwith", "greenhouse", "lever", "news", "similarweb", "yahoo_finance"]);
     for row in &calls {
         assert_eq!(row["n"], row["answered"], "{row:?}");
     }
+
+    // The second night fetched only what was due (the daily modules: stock, hiring,
+    // news) and carried the rest forward with its original fetched_at.
+    let second = store.query(
+        "SELECT DISTINCT string_split(modules, ',')[1] AS module FROM api_calls WHERE snapshot_id = '2026-12-01' ORDER BY 1",
+    );
+    let due: Vec<&str> = second.iter().map(|r| r["module"].as_str().unwrap()).collect();
+    assert_eq!(
+        due,
+        ["m08", "m10", "m11"],
+        "m08 shares its call with m07/m09 only when those are due; m12 reads m11's feed"
+    );
+    assert!(manifests[1].1["counts"]["carried_forward"].as_u64().unwrap() > 0);
+    let moved = store.query(
+        "SELECT count(*) FILTER (WHERE a.sw_monthly_visits IS NOT DISTINCT FROM b.sw_monthly_visits) AS same_traffic,
+                count(*) FILTER (WHERE a.last_enriched < b.last_enriched) AS refreshed
+         FROM targets_history a JOIN targets_history b USING (domain)
+         WHERE a.snapshot_id = '2026-11-30' AND b.snapshot_id = '2026-12-01'",
+    );
+    assert_eq!(
+        num(&moved[0]["same_traffic"]) as u64,
+        manifests[1].1["counts"]["targets"].as_u64().unwrap(),
+        "traffic is carried"
+    );
+    assert!(num(&moved[0]["refreshed"]) > 0.0, "the daily modules were fetched again");
 
     // Hiring signals: the counts per domain are the postings whose titles matched.
     let hiring = store.query(
@@ -160,10 +179,15 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
     // The same date again is refused; --replace commits a new generation beside it.
     let again = store.fails(&["run", "--targets", &targets, "--date", "2026-12-01"]);
     assert!(again.contains("already has a snapshot for 2026-12-01") && again.contains("--replace"), "{again}");
-    store.ok(&["run", "--targets", &targets, "--date", "2026-12-01", "--replace"]);
+    let again = store.ok(&["run", "--targets", &targets, "--date", "2026-12-01", "--replace"]);
+    assert!(again.contains("calls           0 made, $0.00 spent"), "a second run of a date pays nothing: {again}");
     let manifests = store.manifests();
     assert_eq!(manifests.len(), 3, "the replaced manifest is kept as history");
     assert_eq!(manifests[2].1["generation"], 2);
+    assert_eq!(
+        manifests[2].1["counts"]["targets"], manifests[1].1["counts"]["targets"],
+        "and still commits every target"
+    );
     let per_night = store.query("SELECT count(DISTINCT snapshot_id) AS n FROM targets_history");
     assert_eq!(num(&per_night[0]["n"]), 2.0, "readers see each date once");
 }

@@ -61,6 +61,10 @@ pub struct Pipeline {
     /// Trigger events (m12): event type → phrases that mark a news item as one.
     #[serde(default)]
     pub triggers: BTreeMap<String, Vec<String>>,
+    /// Days a module's data stays fresh, by module id; a module not listed is
+    /// fetched on every run.
+    #[serde(default)]
+    pub freshness: BTreeMap<String, u32>,
 }
 
 /// Which job titles are hiring signals: phrases matched case-insensitively on word

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::{Detection, HiringRules, ProviderId};
 use crate::fetch::{Call, Outcome, Reply};
 use crate::providers::{self, Answer, ProviderError};
-pub use tables::{RawRow, Tables};
+pub use tables::{FetchRow, RawRow, Tables};
 
 /// What a module's calls are about.
 pub struct Subject<'a> {
@@ -62,6 +62,8 @@ pub struct Module {
     /// A module this one stands in for: it runs for a domain only when that module
     /// failed there (and is ordered after it).
     pub fallback_for: Option<&'static str>,
+    /// The tables its rows go to (carried forward with it when it is fresh).
+    pub tables: &'static [&'static str],
     /// The calls this module needs for a subject; empty when it does not apply
     /// (e.g. financials for a company without a ticker).
     pub calls: fn(&Context, &Subject) -> Vec<Call>,
@@ -247,6 +249,7 @@ mod tests {
             provider: ProviderId::BuiltWith,
             depends_on,
             fallback_for: None,
+            tables: &[],
             calls: |_, _| Vec::new(),
             normalize: |_, _, _, _| {},
         }

@@ -18,6 +18,7 @@ pub const QUOTES: Module = Module {
     provider: ProviderId::News,
     depends_on: &["m01"],
     fallback_for: None,
+    tables: &["executive_quotes"],
     calls,
     normalize: normalize_quotes,
 };
@@ -28,6 +29,7 @@ pub const TRIGGERS: Module = Module {
     provider: ProviderId::News,
     depends_on: &["m01"],
     fallback_for: None,
+    tables: &["trigger_events"],
     calls,
     normalize: normalize_triggers,
 };

@@ -175,6 +175,17 @@ pub struct RelatedRow {
     pub identifier: String,
 }
 
+/// A (module, domain) that was fetched and read: the record freshness is judged by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchRow {
+    pub module: &'static str,
+    pub domain: String,
+    /// The run date it was fetched for; freshness counts days from it.
+    pub fetched_on: String,
+    /// `ok`, or `no_data` when the provider knows nothing of the domain.
+    pub outcome: &'static str,
+}
+
 /// A provider body as received, kept with the snapshot for replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -206,6 +217,7 @@ pub struct Tables {
     pub related_domains: Vec<RelatedRow>,
     pub executive_quotes: Vec<QuoteRow>,
     pub trigger_events: Vec<TriggerRow>,
+    pub fetches: Vec<FetchRow>,
     pub raw: Vec<RawRow>,
 }
 
@@ -442,6 +454,15 @@ impl Tables {
             "news",
         )
         .finish()?;
+        let fr = &self.fetches;
+        let fetches = TableBuilder::new()
+            .text("module", fr.iter().map(|r| Some(r.module)))
+            .text("domain", fr.iter().map(|r| Some(&r.domain)))
+            .text("outcome", fr.iter().map(|r| Some(r.outcome)))
+            .text("fetched_on", fr.iter().map(|r| Some(&r.fetched_on)))
+            .timestamp_ms("fetched_at", fr.iter().map(|_| Some(fetched_at_ms)))
+            .text("snapshot_id", fr.iter().map(|_| Some(snapshot_id)))
+            .finish()?;
         let r = &self.raw;
         let raw = TableBuilder::new()
             .text("provider", r.iter().map(|x| Some(x.provider)))
@@ -470,6 +491,7 @@ impl Tables {
             ("related_domains", related_domains),
             ("executive_quotes", executive_quotes),
             ("trigger_events", trigger_events),
+            ("fetches", fetches),
             ("raw_responses", raw),
         ])
     }

@@ -37,7 +37,7 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 17] = [
+const MODULE_TABLES: [&str; 18] = [
     "company",
     "tech_stack",
     "tech_spend",
@@ -54,6 +54,7 @@ const MODULE_TABLES: [&str; 17] = [
     "job_postings",
     "executive_quotes",
     "trigger_events",
+    "fetches",
     "raw_responses",
 ];
 

@@ -20,6 +20,9 @@ pub struct Manifest {
     /// `completed` or `partial` (some provider calls failed; see `failures`).
     pub status: String,
     pub previous_snapshot: Option<String>,
+    /// The snapshot fresh module results were carried forward from, if any.
+    #[serde(default)]
+    pub carried_from: Option<String>,
     pub pipeline: PipelineRef,
     pub scoring_model: ModelRef,
     /// `simulated` or `real`.
@@ -58,6 +61,9 @@ pub struct Counts {
     pub excluded_customers: u64,
     pub excluded_algolia: u64,
     pub rejected_rows: u64,
+    /// (module, domain) results carried forward from the previous snapshot, still fresh.
+    #[serde(default)]
+    pub carried_forward: u64,
     /// Targets per tier, best tier first.
     pub tiers: Vec<TierCount>,
     pub calls: u64,

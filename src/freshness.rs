@@ -1,0 +1,158 @@
+//! Incremental refresh: a run fetches only the (module, domain) pairs whose
+//! data in the previous snapshot is older than the module's freshness, and
+//! carries the rest forward — rows unchanged, with their original `fetched_at`
+//! and `source`; only `snapshot_id` becomes the new snapshot's.
+//!
+//! Freshness counts days between run dates (`fetched_on`), not wall-clock time,
+//! so back-filled dates behave like nightly runs. A fallback module (one that
+//! stands in when another fails) is never carried: it runs only when needed.
+//! A table whose stored schema differs from this build's is not carried; its
+//! modules are fetched again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, StringArray};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::modules::{Module, REGISTRY};
+use crate::store::{Manifest, Store, StoreError};
+
+/// What the previous snapshot still covers.
+#[derive(Debug, Default)]
+pub struct Carry {
+    /// The snapshot carried from.
+    pub from: Option<Manifest>,
+    /// Fresh domains per module id: not fetched this run, carried forward.
+    pub fresh: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+impl Carry {
+    pub fn is_fresh(&self, module: &str, domain: &str) -> bool {
+        self.fresh.get(module).is_some_and(|d| d.contains(domain))
+    }
+
+    pub fn pairs(&self) -> usize {
+        self.fresh.values().map(BTreeSet::len).sum()
+    }
+}
+
+fn read_batches(bytes: Bytes) -> Result<Vec<RecordBatch>, StoreError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::Encode(format!("reading a stored table: {e}")))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::Encode(format!("reading a stored table: {e}")))
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch.column_by_name(name)?.as_any().downcast_ref::<StringArray>()
+}
+
+/// Works out which (module, domain) pairs the previous snapshot still covers.
+///
+/// `force`: modules fetched whatever their age. `only`: when given, the run
+/// fetches just these modules; every other one is carried if present.
+/// `schemas`: this build's schema per table, to refuse carrying a table whose
+/// stored form differs.
+pub async fn plan(
+    store: &Store,
+    previous: Option<&Manifest>,
+    run_date: NaiveDate,
+    freshness: &BTreeMap<String, u32>,
+    force: &[String],
+    only: Option<&[String]>,
+    schemas: &BTreeMap<&'static str, arrow::datatypes::SchemaRef>,
+) -> Result<Carry, StoreError> {
+    let Some(previous) = previous else { return Ok(Carry::default()) };
+    let Some(file) = previous.file("fetches") else { return Ok(Carry::default()) };
+    // Tables stored in another shape cannot be merged: their modules are fetched again.
+    let mut unusable: BTreeSet<&str> = BTreeSet::new();
+    for (table, schema) in schemas {
+        let Some(entry) = previous.file(table) else {
+            unusable.insert(table);
+            continue;
+        };
+        let bytes = store.get(&entry.path).await?;
+        let stored = ParquetRecordBatchReaderBuilder::try_new(bytes).map(|b| b.schema().clone());
+        if !stored.is_ok_and(|s| s.fields() == schema.fields()) {
+            tracing::warn!(table, "stored table {table} has another schema: its modules are fetched again");
+            unusable.insert(table);
+        }
+    }
+    let carryable: Vec<&Module> = REGISTRY
+        .iter()
+        .copied()
+        .filter(|m| m.fallback_for.is_none() && !m.tables.is_empty())
+        .filter(|m| !force.iter().any(|f| f == m.id))
+        .filter(|m| m.tables.iter().all(|t| !unusable.contains(t)))
+        .collect();
+    let mut carry = Carry { from: Some(previous.clone()), fresh: BTreeMap::new() };
+    for batch in read_batches(store.get(&file.path).await?)? {
+        let (Some(modules), Some(domains), Some(dates)) =
+            (column(&batch, "module"), column(&batch, "domain"), column(&batch, "fetched_on"))
+        else {
+            return Ok(Carry::default());
+        };
+        for i in 0..batch.num_rows() {
+            let Some(module) = carryable.iter().find(|m| m.id == modules.value(i)) else { continue };
+            let excluded = only.is_some_and(|o| !o.iter().any(|m| m == module.id));
+            let days = i64::from(freshness.get(module.id).copied().unwrap_or(0));
+            let fetched_on = NaiveDate::parse_from_str(dates.value(i), "%Y-%m-%d").ok();
+            let fresh = fetched_on.is_some_and(|d| (run_date - d).num_days() < days);
+            if excluded || fresh {
+                carry.fresh.entry(module.id).or_default().insert(domains.value(i).to_string());
+            }
+        }
+    }
+    Ok(carry)
+}
+
+/// The previous snapshot's rows of `table` that the carry covers, with the new
+/// `snapshot_id`. `modules_of` says which modules write the table; for
+/// `raw_responses` a body is carried when every module it fed is.
+pub async fn carried_rows(
+    store: &Store,
+    carry: &Carry,
+    table: &str,
+    snapshot_id: &str,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let Some(entry) = carry.from.as_ref().and_then(|m| m.file(table)) else { return Ok(Vec::new()) };
+    let writers: Vec<&Module> = REGISTRY.iter().copied().filter(|m| m.tables.contains(&table)).collect();
+    let mut out = Vec::new();
+    for batch in read_batches(store.get(&entry.path).await?)? {
+        let Some(domains) = column(&batch, "domain") else { continue };
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let domain = domains.value(i);
+                Some(match table {
+                    "fetches" => column(&batch, "module").is_some_and(|m| carry.is_fresh(m.value(i), domain)),
+                    "raw_responses" => column(&batch, "modules").is_some_and(|m| {
+                        let fed: Vec<&str> = m.value(i).split(',').filter(|x| !x.is_empty()).collect();
+                        !fed.is_empty() && fed.iter().all(|module| carry.is_fresh(module, domain))
+                    }),
+                    _ => writers.iter().any(|m| carry.is_fresh(m.id, domain)),
+                })
+            })
+            .collect();
+        let kept = arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| StoreError::Encode(format!("carrying {table}: {e}")))?;
+        if kept.num_rows() == 0 {
+            continue;
+        }
+        // The rows are the same; the snapshot they now belong to is the new one.
+        let kept = match kept.schema().index_of("snapshot_id") {
+            Ok(index) => {
+                let mut columns = kept.columns().to_vec();
+                columns[index] = Arc::new(StringArray::from(vec![Some(snapshot_id); kept.num_rows()]));
+                RecordBatch::try_new(kept.schema(), columns)
+                    .map_err(|e| StoreError::Encode(format!("carrying {table}: {e}")))?
+            }
+            Err(_) => kept,
+        };
+        out.push(kept);
+    }
+    Ok(out)
+}
