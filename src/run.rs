@@ -299,6 +299,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let run_id = run_id(now);
     let prepared = prepare(&options.selection).await?;
     let pipeline = &prepared.pipeline.pipeline;
+    prepared.store.check_conditional_writes().await?;
     let ttl = std::time::Duration::from_secs(pipeline.run.lock_ttl_minutes * 60);
     let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, options.break_lock).await?;
     if let Some(holder) = broken {

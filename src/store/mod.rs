@@ -94,6 +94,31 @@ impl Store {
         &self.url
     }
 
+    /// Checks that the store honours create-only writes, which the commit and the
+    /// run lock rely on: a second create of the same object must be refused. A
+    /// store that cannot do it is refused before anything is written.
+    pub async fn check_conditional_writes(&self) -> Result<(), StoreError> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let probe = ObjectPath::from(format!("_probe/create-only-{}-{nanos}", std::process::id()));
+        let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+        let refuse = |why: String| StoreError::Open {
+            url: self.url.clone(),
+            message: format!("the store does not honour create-only writes ({why}); refusing to commit"),
+        };
+        self.inner
+            .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        let second = self.inner.put_opts(&probe, PutPayload::from_static(b"probe"), create()).await;
+        let _ = self.inner.delete(&probe).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(_) => Err(refuse("a second create of the same object succeeded".into())),
+            Err(e) => Err(refuse(e.to_string())),
+        }
+    }
+
     fn object_error(&self, path: &ObjectPath, source: object_store::Error) -> StoreError {
         StoreError::Object { url: self.url.clone(), path: path.to_string(), source }
     }

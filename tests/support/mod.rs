@@ -70,6 +70,11 @@ impl TestStore {
             "SIMILARWEB_BASE_URL",
             "YAHOO_FINANCE_BASE_URL",
             "PARTNERFORGE_STORE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_ALLOW_HTTP",
             "RUST_LOG",
         ] {
             command.env_remove(var);

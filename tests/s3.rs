@@ -1,0 +1,94 @@
+//! The whole path against a real S3-compatible server on loopback (moto_server,
+//! from the `moto[server]` PyPI package that `.ci/run` installs): run, a second
+//! incremental night, a replacement, query and export, and create-only commits.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::TestStore;
+
+/// A moto_server on a free loopback port, stopped when dropped.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_s3() -> S3Server {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("moto_server could not start ({e}): install it with pip install 'moto[server]'"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not listen on {endpoint}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    S3Server { child, endpoint }
+}
+
+/// `PUT /bucket` (moto does not check signatures).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "creating the bucket: {response}");
+}
+
+#[test]
+fn the_nightly_path_runs_on_s3() {
+    let s3 = start_s3();
+    create_bucket(&s3.endpoint, "pf-bucket");
+    let store = TestStore::new()
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true");
+    let url = "s3://pf-bucket/partnerforge";
+
+    let first = store.ok(&["run", "--store", url, "--limit", "15", "--date", "2026-11-20"]);
+    assert!(first.contains("snapshot 2026-11-20 committed") && first.contains(url), "{first}");
+    let second = store.ok(&["run", "--store", url, "--limit", "15", "--date", "2026-11-21"]);
+    assert!(second.contains("carried forward") && second.contains("from snapshot 2026-11-20"), "{second}");
+    let refused = store.fails(&["run", "--store", url, "--limit", "15", "--date", "2026-11-21"]);
+    assert!(refused.contains("already has a snapshot"), "{refused}");
+    let replaced = store.ok(&["run", "--store", url, "--limit", "15", "--date", "2026-11-21", "--replace"]);
+    assert!(replaced.contains("generation 2") && replaced.contains("0 made"), "{replaced}");
+
+    // Readers copy the snapshot's files to a local cache for DuckDB.
+    let out = store.ok(&[
+        "query",
+        "--store",
+        url,
+        "--format",
+        "json",
+        "SELECT count(*) AS n, count(DISTINCT snapshot_id) AS s FROM targets_history",
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rows[0]["s"], 2, "{rows}");
+    assert!(rows[0]["n"].as_u64().unwrap() >= 20, "{rows}");
+    let site = store.path().join("site");
+    store.ok(&["export", "--store", url, "--out", site.to_str().unwrap()]);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(site.join("targets.json")).unwrap()).unwrap();
+    assert!(!list.is_empty());
+    assert!(store.path().join("cache").exists(), "the S3 snapshot was cached locally");
+}
