@@ -40,6 +40,9 @@ enum Command {
         /// Break the pipeline's lock if the run holding it is gone (expired, or dead on this host).
         #[arg(long)]
         break_lock: bool,
+        /// Continue a run that died (its id, or `last`), reusing every call it finished.
+        #[arg(long, value_name = "RUN_ID|last")]
+        resume: Option<String>,
         /// A fault for the simulated providers, PROVIDER.KEY=VALUE (repeatable), e.g.
         /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
@@ -205,8 +208,8 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { selection, replace, break_lock, faults } => {
-            let options = RunOptions { selection: selection.into_selection(), replace, break_lock, faults };
+        Command::Run { selection, replace, break_lock, resume, faults } => {
+            let options = RunOptions { selection: selection.into_selection(), replace, break_lock, faults, resume };
             let report = run::run(options).await?;
             println!("{}", run::summary(&report));
         }

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 
+use crate::checkpoint::{self, Checkpoints, RunSpec};
 use crate::config::{BudgetSettings, LoadedPipeline, ProviderId};
 use crate::fetch::budget::Budget;
 use crate::fetch::clock::TokioClock;
@@ -59,7 +60,13 @@ pub struct RunOptions {
     pub break_lock: bool,
     /// Simulator faults, `provider.key=value`, over the pipeline's.
     pub faults: Vec<String>,
+    /// Continue a run that died: its id, or `last`. Its own parameters are used.
+    pub resume: Option<String>,
 }
+
+/// Calls written to a checkpoint together: what a resumed run may have to make again
+/// is at most one batch per wave.
+const CHECKPOINT_EVERY: usize = 200;
 
 /// What a run did, for the summary and the tests.
 #[derive(Debug)]
@@ -293,28 +300,84 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
 
 /// One refresh under the pipeline's lock: the lock is taken before anything is
 /// read from the store and given back however the refresh ends.
-pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
+pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let now = Utc::now();
-    let run_id = run_id(now);
+    // A resumed run takes its id and its parameters from what it recorded.
+    let resumed = match &options.resume {
+        Some(which) => {
+            let store = Store::open(&options.selection.store)?;
+            let run_id = match which.as_str() {
+                "last" => checkpoint::last_unfinished(&store)
+                    .await?
+                    .with_context(|| format!("store {} has no unfinished run to resume", store.url()))?,
+                id => id.to_string(),
+            };
+            let (spec, checkpoints) = Checkpoints::resume(&store, &run_id).await?;
+            options.selection.pipeline = spec.pipeline.clone();
+            options.selection.date =
+                spec.date.parse().with_context(|| format!("run {run_id}: bad date {}", spec.date))?;
+            options.selection.limit = spec.limit;
+            options.selection.targets = spec.targets.clone();
+            options.selection.providers = spec.providers_mode();
+            options.selection.force = spec.force.clone();
+            options.selection.only = spec.only.clone();
+            options.replace = spec.replace;
+            options.faults = spec.faults.clone();
+            println!("resuming run {run_id}: {} calls already made are reused", checkpoints.resumed_calls());
+            Some((run_id, checkpoints))
+        }
+        None => None,
+    };
+    let run_id = resumed.as_ref().map(|(id, _)| id.clone()).unwrap_or_else(|| run_id(now));
     let prepared = prepare(&options.selection).await?;
     let pipeline = &prepared.pipeline.pipeline;
     prepared.store.check_conditional_writes().await?;
     let ttl = std::time::Duration::from_secs(pipeline.run.lock_ttl_minutes * 60);
-    let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, options.break_lock).await?;
+    // Resuming a run that died means breaking the lock it left (never a live one).
+    let break_lock = options.break_lock || resumed.is_some();
+    let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, break_lock).await?;
     if let Some(holder) = broken {
         println!("broke the lock held by {holder}");
     }
+    let mut checkpoints = match resumed {
+        Some((_, checkpoints)) => checkpoints,
+        None => {
+            let spec = RunSpec {
+                run_id: run_id.clone(),
+                pipeline: options.selection.pipeline.clone(),
+                date: options.selection.date.to_string(),
+                limit: options.selection.limit,
+                targets: options.selection.targets.clone(),
+                providers: if prepared.simulated { "simulated".into() } else { "real".into() },
+                force: options.selection.force.clone(),
+                only: options.selection.only.clone(),
+                replace: options.replace,
+                faults: options.faults.clone(),
+                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            match Checkpoints::start(&prepared.store, &spec).await {
+                Ok(checkpoints) => checkpoints,
+                Err(e) => {
+                    prepared.store.release_lock(lock).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
     // What the store holds is read again under the lock: another run may have just committed.
     let prepared = Prepared { previous: prepared.store.snapshots().await?, ..prepared };
     let result = tokio::select! {
-        result = refresh(&options, &prepared, &run_id, now, started) => result,
+        result = refresh(&options, &prepared, &run_id, now, started, &mut checkpoints) => result,
         signal = interrupted() => Err(anyhow::anyhow!(
             "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {} was written; \
-             run it again (the calls it made are in no ledger)",
+             the calls it finished are checkpointed: `partnerforge run --resume {run_id}` continues it",
             prepared.date
         )),
     };
+    if result.is_ok() {
+        checkpoint::discard(&prepared.store, &run_id).await?;
+    }
     prepared.store.release_lock(lock).await?;
     result
 }
@@ -340,6 +403,7 @@ async fn refresh(
     run_id: &str,
     now: chrono::DateTime<Utc>,
     started: Instant,
+    checkpoints: &mut Checkpoints,
 ) -> anyhow::Result<RunReport> {
     let run_id = run_id.to_string();
     let waves = modules::waves(modules::REGISTRY)?;
@@ -399,7 +463,7 @@ async fn refresh(
         refresh.ledger.append(&mut refresh.planner.not_made);
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
         tracing::info!(wave = w + 1, modules = %ids.join(","), calls = plan.calls.len(), "fetching");
-        refresh.run_wave(plan).await?;
+        refresh.run_wave(plan, checkpoints).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }
     if let Some(sim) = simulator {
@@ -612,8 +676,25 @@ impl<'a> Planner<'a> {
 impl Refresh<'_> {
     /// Makes the wave's calls, records each in the ledger (and its body), and
     /// lets every module read its replies; a module with a failed call is empty.
-    async fn run_wave(&mut self, plan: WavePlan<'_>) -> anyhow::Result<()> {
-        let exchanges = self.fetcher.execute(plan.calls).await?;
+    /// Makes the wave's calls in checkpointed batches; a call a resumed run already
+    /// made is not made again.
+    async fn run_wave(&mut self, plan: WavePlan<'_>, checkpoints: &mut Checkpoints) -> anyhow::Result<()> {
+        let mut exchanges: Vec<(Call, Exchange)> = Vec::with_capacity(plan.calls.len());
+        for batch in plan.calls.chunks(CHECKPOINT_EVERY) {
+            let todo: Vec<Call> = batch.iter().filter(|c| checkpoints.finished(c).is_none()).cloned().collect();
+            let made = self.fetcher.execute(todo).await?;
+            checkpoints.write(&made).await?;
+            let mut made: HashMap<String, Exchange> =
+                made.into_iter().map(|(call, exchange)| (checkpoint::call_key(&call), exchange)).collect();
+            for call in batch {
+                let key = checkpoint::call_key(call);
+                let exchange = match made.remove(&key) {
+                    Some(exchange) => exchange,
+                    None => checkpoints.finished(call).cloned().context("a call neither made nor checkpointed")?,
+                };
+                exchanges.push((call.clone(), exchange));
+            }
+        }
         let mut parsed = Vec::with_capacity(exchanges.len());
         for (call, exchange) in &exchanges {
             parsed.push(self.record(call, exchange)?);

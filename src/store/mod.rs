@@ -129,6 +129,22 @@ impl Store {
         Ok(())
     }
 
+    /// Every object below a prefix, as paths.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = ObjectPath::from(prefix);
+        let objects: Vec<_> =
+            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_error(&prefix, e))?;
+        Ok(objects.into_iter().map(|o| o.location.to_string()).collect())
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let path = ObjectPath::from(path);
+        match self.inner.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.object_error(&path, e)),
+        }
+    }
+
     /// Writes one table of a snapshot folder and describes it for the manifest.
     pub async fn put_table(
         &self,
