@@ -23,12 +23,23 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
         .unwrap();
     assert!(touched.success());
 
+    // …and a run that died left checkpoints.
+    let dead_run = store.path().join("store/runs/run-20261001T000000Z-dead");
+    std::fs::create_dir_all(&dead_run).unwrap();
+    std::fs::write(dead_run.join("run.json"), b"{}").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "3 days ago", dead_run.join("run.json").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+
     let args = ["gc", "--store", &store.store(), "--keep-daily", "2", "--keep-monthly", "2"];
     let dry = store.ok(&[&args[..], &["--dry-run"]].concat());
     for gone in ["2026-09-29", "2026-09-30", "2026-10-30"] {
         assert!(dry.contains(&format!("would remove snapshot {gone}")), "{dry}");
     }
     assert!(dry.contains("snapshots/2026-11-03/0001 (never committed)"), "{dry}");
+    assert!(dry.contains("runs/run-20261001T000000Z-dead (never committed)"), "{dry}");
     assert_eq!(store.manifests().len(), 6, "a dry run removes nothing");
 
     let out = store.ok(&args);
@@ -38,6 +49,7 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
     let files = listing(&store.path().join("store/snapshots"));
     assert!(files.iter().all(|f| kept.iter().any(|d| f.contains(d))), "{files:#?}");
 
+    assert!(!dead_run.join("run.json").exists(), "the dead run's checkpoints are gone");
     let history = store.query("SELECT count(DISTINCT snapshot_id) AS n FROM targets_history");
     assert_eq!(history[0]["n"], 3);
 }

@@ -75,6 +75,34 @@ impl Store {
         let stale_before = chrono::Utc::now() - chrono::Duration::from_std(retention.stale_after).unwrap_or_default();
         plan.abandoned =
             newest.into_iter().filter(|(f, t)| !committed.contains(f) && *t < stale_before).map(|(f, _)| f).collect();
+        // Checkpoints of runs that never committed, unless a lock says the run is alive.
+        let held: BTreeSet<String> = self
+            .list("locks")
+            .await?
+            .into_iter()
+            .map(|path| async move { self.get(&path).await })
+            .collect::<futures::stream::FuturesOrdered<_>>()
+            .try_collect::<Vec<_>>()
+            .await?
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice::<super::lock::LockHolder>(bytes).ok().map(|h| h.run_id))
+            .collect();
+        let runs = ObjectPath::from("runs");
+        let objects: Vec<_> =
+            self.inner.list(Some(&runs)).try_collect().await.map_err(|e| self.object_error(&runs, e))?;
+        let mut run_newest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+        for object in &objects {
+            if let Some(run) = object.location.parts().nth(1) {
+                let entry = run_newest.entry(format!("runs/{}", run.as_ref())).or_insert(object.last_modified);
+                *entry = (*entry).max(object.last_modified);
+            }
+        }
+        plan.abandoned.extend(
+            run_newest
+                .into_iter()
+                .filter(|(folder, t)| *t < stale_before && !held.iter().any(|id| folder.ends_with(id.as_str())))
+                .map(|(folder, _)| folder),
+        );
         Ok(plan)
     }
 
