@@ -367,13 +367,27 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     };
     // What the store holds is read again under the lock: another run may have just committed.
     let prepared = Prepared { previous: prepared.store.snapshots().await?, ..prepared };
-    let result = tokio::select! {
-        result = refresh(&options, &prepared, &run_id, now, started, &mut checkpoints) => result,
-        signal = interrupted() => Err(anyhow::anyhow!(
-            "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {} was written; \
+    // SIGINT/SIGTERM: no new call starts, the calls under way finish and are
+    // checkpointed, then the run stops before its commit.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal = Arc::new(std::sync::Mutex::new(None::<&'static str>));
+    let listener = {
+        let (stop, signal) = (stop.clone(), signal.clone());
+        tokio::spawn(async move {
+            let name = interrupted().await;
+            *signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let result = refresh(&options, &prepared, &run_id, now, started, &mut checkpoints, stop).await;
+    listener.abort();
+    let result = match (result, *signal.lock().unwrap_or_else(|e| e.into_inner())) {
+        (Err(_), Some(name)) => Err(anyhow::anyhow!(
+            "interrupted by {name}: run {run_id} stopped before its commit, so no snapshot for {} was written; \
              the calls it finished are checkpointed: `partnerforge run --resume {run_id}` continues it",
             prepared.date
         )),
+        (result, _) => result,
     };
     if result.is_ok() {
         checkpoint::discard(&prepared.store, &run_id).await?;
@@ -404,6 +418,7 @@ async fn refresh(
     now: chrono::DateTime<Utc>,
     started: Instant,
     checkpoints: &mut Checkpoints,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<RunReport> {
     let run_id = run_id.to_string();
     let waves = modules::waves(modules::REGISTRY)?;
@@ -446,7 +461,8 @@ async fn refresh(
         prepared.budget(&month_to_date),
         &used_today,
         Arc::new(TokioClock::default()),
-    )?;
+    )?
+    .stop_on(stop);
     let context = prepared.context(options.selection.date, now.timestamp_millis());
 
     let carry = prepared.carry(options.selection.date).await?;
@@ -684,6 +700,9 @@ impl Refresh<'_> {
             let todo: Vec<Call> = batch.iter().filter(|c| checkpoints.finished(c).is_none()).cloned().collect();
             let made = self.fetcher.execute(todo).await?;
             checkpoints.write(&made).await?;
+            if self.fetcher.stopped() {
+                bail!("stopped: the calls under way finished and are checkpointed");
+            }
             let mut made: HashMap<String, Exchange> =
                 made.into_iter().map(|(call, exchange)| (checkpoint::call_key(&call), exchange)).collect();
             for call in batch {

@@ -49,7 +49,7 @@ fn one_run_at_a_time_and_a_dead_runs_lock_can_be_broken() {
 }
 
 #[test]
-fn sigterm_gives_the_lock_back_and_says_nothing_was_committed() {
+fn sigterm_finishes_what_is_under_way_checkpoints_it_and_gives_the_lock_back() {
     let store = TestStore::new();
     let lock = store.path().join("store/locks/nightly.json");
     let child = store
@@ -70,6 +70,13 @@ fn sigterm_gives_the_lock_back_and_says_nothing_was_committed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an interrupted run exits non-zero");
     assert!(stderr.contains("interrupted by SIGTERM") && stderr.contains("no snapshot"), "{stderr}");
+    assert!(stderr.contains("--resume run-"), "it says how to resume: {stderr}");
     assert!(!lock.exists(), "the lock is given back");
     assert!(store.manifests().is_empty());
+    // The calls under way finished and were checkpointed; the resume completes the night.
+    let checkpointed =
+        support::listing(&store.path().join("store/runs")).iter().filter(|f| f.contains("checkpoint-")).count();
+    assert!(checkpointed >= 1, "the finished calls are checkpointed");
+    let resumed = store.ok(&["run", "--resume", "last"]);
+    assert!(resumed.contains("snapshot 2026-11-20 committed"), "{resumed}");
 }

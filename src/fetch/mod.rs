@@ -226,6 +226,8 @@ pub struct Fetcher {
     /// Requests on the wire at once. A call waiting out a backoff holds no slot,
     /// so a burst of retries cannot starve the calls behind it.
     slots: tokio::sync::Semaphore,
+    /// Once set, no new call starts; the calls under way finish.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Calls under way at once (most of them waiting) per request slot.
@@ -257,7 +259,8 @@ impl Fetcher {
             });
         }
         let concurrency = concurrency.max(1);
-        Ok(Self { lanes, budget, clock, concurrency, slots: tokio::sync::Semaphore::new(concurrency) })
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Ok(Self { lanes, budget, clock, concurrency, slots: tokio::sync::Semaphore::new(concurrency), stop })
     }
 
     fn lane(&self, provider: ProviderId) -> Result<&Lane, FetchError> {
@@ -268,17 +271,32 @@ impl Fetcher {
         Ok(&self.lane(provider)?.endpoint)
     }
 
+    /// Stops starting new calls when `flag` is set (a graceful shutdown).
+    pub fn stop_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    /// Whether a stop was asked for: `execute` then returns only the calls it started.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The circuit breaker's state for a provider ("closed", "open", "half-open").
     pub fn breaker_state(&self, provider: ProviderId) -> Option<&'static str> {
         self.lane(provider).ok().map(|l| l.breaker.state().name())
     }
 
-    /// Makes every call, at most `concurrency` requests at once; exchanges come back in call order.
+    /// Makes every call, at most `concurrency` requests at once; exchanges come back in call
+    /// order. After a stop, only the calls that had started come back.
     pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
         for call in &calls {
             self.lane(call.provider)?;
         }
+        let stop = self.stop.clone();
         let mut done: Vec<(usize, Call, Exchange)> = futures::stream::iter(calls.into_iter().enumerate())
+            // Calls not yet started when a stop comes are left for a resume.
+            .take_while(move |_| futures::future::ready(!stop.load(std::sync::atomic::Ordering::SeqCst)))
             .map(|(i, call)| async move {
                 let exchange = self.call(&call).await;
                 (i, call, exchange)
