@@ -14,6 +14,7 @@ pub mod freshness;
 pub mod modules;
 pub mod plan;
 pub mod providers;
+pub mod rebuild;
 pub mod run;
 pub mod serve;
 pub mod simulate;

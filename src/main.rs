@@ -53,6 +53,17 @@ enum Command {
         #[command(flatten)]
         selection: SelectionArgs,
     },
+    /// Recompute a snapshot's tables and scores from its stored raw bodies (no provider call),
+    /// committed as the date's next generation.
+    Rebuild {
+        /// The snapshot's date.
+        #[arg(long)]
+        snapshot: NaiveDate,
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+    },
     /// Remove old snapshots (manifest first, then files) and folders runs left without a commit.
     Gc {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
@@ -233,6 +244,32 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             sim.shutdown().await;
+        }
+        Command::Rebuild { snapshot, pipeline, store } => {
+            let selection = Selection {
+                pipeline,
+                store,
+                date: snapshot,
+                limit: None,
+                targets: None,
+                providers: ProvidersMode::Auto,
+                force: Vec::new(),
+                only: None,
+            };
+            let report = partnerforge::rebuild::rebuild(selection).await?;
+            let m = &report.manifest;
+            let tiers: Vec<String> = m.counts.tiers.iter().map(|t| format!("{} {}", t.name, t.targets)).collect();
+            println!(
+                "snapshot {} rebuilt from the raw bodies of generation {} as generation {} ({} bodies parsed again, no call made)\n  targets scored  {} ({})\n  model           {} v{}",
+                m.snapshot_id,
+                m.rebuilt_from.unwrap_or(0),
+                m.generation,
+                report.reparsed,
+                m.counts.targets,
+                tiers.join(" · "),
+                m.scoring_model.name,
+                m.scoring_model.version
+            );
         }
         Command::Gc { store, keep_daily, keep_monthly, stale_hours, dry_run } => {
             let store = Store::open(&store)?;

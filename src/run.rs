@@ -513,27 +513,12 @@ async fn refresh(
             modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
         })
         .collect();
-    let take = |name: &str| module_bytes.get(name).cloned().unwrap_or_default();
-    let module_files = ModuleFiles {
-        company: take("company"),
-        tech_spend: take("tech_spend"),
-        traffic: take("traffic"),
-        traffic_sources: take("traffic_sources"),
-        financials: take("financials"),
-        hiring: take("hiring"),
-    };
+    let module_files = module_files(&module_bytes);
     let mut scored = transform::assemble(&book_rows, &module_files, &pipeline.model, &date)
         .context("assembling and scoring the targets table")?;
     files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
 
-    let mut tiers: Vec<TierCount> =
-        pipeline.model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
-    let tier_column = scored.column("icp_tier")?.i32()?;
-    for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
-        if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
-            count.targets += 1;
-        }
-    }
+    let tiers = tier_counts(&pipeline.model, &scored)?;
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     // A failure is a call that ended without an answer (retried attempts are not counted twice).
     for row in ledger.iter().filter(|r| r.outcome.is_failure()) {
@@ -562,6 +547,7 @@ async fn refresh(
         status: if counts.failures.is_empty() { "completed".into() } else { "partial".into() },
         previous_snapshot,
         carried_from: carry.from.as_ref().filter(|_| carry.pairs() > 0).map(|m| m.snapshot_id.clone()),
+        rebuilt_from: None,
         pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
         scoring_model: ModelRef { name: pipeline.model.name.clone(), version: pipeline.model.version },
         providers: if simulated { "simulated".into() } else { "real".into() },
@@ -607,7 +593,7 @@ pub(crate) struct WavePlan<'t> {
     reads: Vec<(&'static Module, &'t Target, Vec<usize>)>,
 }
 
-fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
+pub(crate) fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
     Subject {
         domain: &target.domain,
         ticker: book.tickers.get(&target.domain).map(String::as_str),
@@ -801,6 +787,35 @@ impl Refresh<'_> {
     }
 }
 
+/// The module tables the targets table is assembled from.
+pub(crate) fn module_files(bytes: &HashMap<&str, Bytes>) -> ModuleFiles {
+    let take = |name: &str| bytes.get(name).cloned().unwrap_or_default();
+    ModuleFiles {
+        company: take("company"),
+        tech_spend: take("tech_spend"),
+        traffic: take("traffic"),
+        traffic_sources: take("traffic_sources"),
+        financials: take("financials"),
+        hiring: take("hiring"),
+    }
+}
+
+/// Targets per tier of the model, best tier first.
+pub(crate) fn tier_counts(
+    model: &crate::config::ScoringModel,
+    scored: &polars::prelude::DataFrame,
+) -> anyhow::Result<Vec<TierCount>> {
+    let mut tiers: Vec<TierCount> =
+        model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+    let tier_column = scored.column("icp_tier")?.i32()?;
+    for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
+        if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
+            count.targets += 1;
+        }
+    }
+    Ok(tiers)
+}
+
 /// Domains whose carried-forward tech stack runs Algolia.
 async fn carried_algolia(store: &Store, carry: &Carry, date: &str) -> anyhow::Result<Vec<String>> {
     let mut domains = Vec::new();
@@ -834,7 +849,8 @@ async fn spent_before(
     let month = &date[..7];
     let mut spent: BTreeMap<ProviderId, f64> = BTreeMap::new();
     let mut today: UsedToday = BTreeMap::new();
-    for manifest in snapshots.iter().filter(|m| m.date.starts_with(month)) {
+    // A rebuilt generation carries a copy of its original's ledger: counted once.
+    for manifest in snapshots.iter().filter(|m| m.date.starts_with(month) && m.rebuilt_from.is_none()) {
         let Some(file) = manifest.file("api_calls") else { continue };
         let bytes = store.get(&file.path).await?;
         let calls = transform::read_parquet(bytes)?

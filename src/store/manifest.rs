@@ -23,6 +23,10 @@ pub struct Manifest {
     /// The snapshot fresh module results were carried forward from, if any.
     #[serde(default)]
     pub carried_from: Option<String>,
+    /// For a rebuilt snapshot, the generation whose raw bodies it was rebuilt from
+    /// (its ledger is a copy of that generation's: no call was made).
+    #[serde(default)]
+    pub rebuilt_from: Option<u32>,
     pub pipeline: PipelineRef,
     pub scoring_model: ModelRef,
     /// `simulated` or `real`.

@@ -1,0 +1,210 @@
+//! `partnerforge rebuild --snapshot DATE`: recomputes every derived table of a
+//! snapshot — normalized modules, targets, scores — from the raw provider
+//! bodies stored with it, without any provider call, and commits the result as
+//! the date's next generation. This is how a parser fix or a new scoring model
+//! reaches history.
+//!
+//! For each call a module would make, the last body stored for it (its final
+//! answer) is parsed again; a module whose calls have no stored answer, or one
+//! that no longer parses, stays empty for that domain. Rebuilt rows carry the
+//! original snapshot's time as `fetched_at`; the ledger is the original's, copied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context as _, bail};
+use arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
+use bytes::Bytes;
+use chrono::Utc;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::fetch::{Call, Reply};
+use crate::modules::{self, FetchRow, Parsed, REGISTRY, RawRow, Tables};
+use crate::run::{Selection, module_files, prepare, subject, tier_counts};
+use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef};
+use crate::store::table::to_parquet;
+use crate::transform::{self, BookRow};
+
+pub struct RebuildReport {
+    pub manifest: Manifest,
+    pub reparsed: usize,
+}
+
+/// The stored bodies of a snapshot: the last one per (provider, endpoint, domain).
+fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String), RawRow>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let mut out: HashMap<(String, String, String), RawRow> = HashMap::new();
+    for batch in reader {
+        let batch = batch?;
+        let text = |name: &str| -> anyhow::Result<StringArray> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                .context(name.to_string())
+        };
+        let (providers, endpoints, domains, modules, bodies) =
+            (text("provider")?, text("endpoint")?, text("domain")?, text("modules")?, text("body")?);
+        let statuses =
+            batch.column_by_name("http_status").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+        let times = batch
+            .column_by_name("fetched_at")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned());
+        for i in 0..batch.num_rows() {
+            let key = (providers.value(i).to_string(), endpoints.value(i).to_string(), domains.value(i).to_string());
+            let fetched_at_ms = times.as_ref().map(|t| t.value(i)).unwrap_or(0);
+            if out.get(&key).is_some_and(|r| r.fetched_at_ms > fetched_at_ms) {
+                continue;
+            }
+            out.insert(
+                key,
+                RawRow {
+                    provider: "",
+                    endpoint: "",
+                    domain: domains.value(i).to_string(),
+                    modules: modules.value(i).to_string(),
+                    http_status: statuses.as_ref().filter(|s| !s.is_null(i)).map(|s| s.value(i) as u16),
+                    fetched_at_ms,
+                    body: bodies.value(i).to_string(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
+    let prepared = prepare(&selection).await?;
+    let (store, pipeline) = (&prepared.store, &prepared.pipeline);
+    let date = prepared.date.clone();
+    let Some(original) = prepared.previous.iter().find(|m| m.date == date).cloned() else {
+        bail!("store {} has no snapshot for {date} to rebuild", store.url());
+    };
+    let raw_file = original.file("raw_responses").context("the snapshot keeps no raw bodies")?;
+    let bodies = final_bodies(store.get(&raw_file.path).await?)?;
+    let ttl = std::time::Duration::from_secs(pipeline.pipeline.run.lock_ttl_minutes * 60);
+    let run_id = format!("rebuild-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let (lock, _) = store.acquire_lock(&pipeline.pipeline.name, &run_id, ttl, false).await?;
+    let result = rebuild_locked(&prepared, &original, &bodies, &run_id).await;
+    store.release_lock(lock).await?;
+    result
+}
+
+async fn rebuild_locked(
+    prepared: &crate::run::Prepared,
+    original: &Manifest,
+    bodies: &HashMap<(String, String, String), RawRow>,
+    run_id: &str,
+) -> anyhow::Result<RebuildReport> {
+    let (store, book, pipeline) = (&prepared.store, &prepared.book, &prepared.pipeline);
+    let date = &original.date;
+    let fetched_at_ms =
+        chrono::DateTime::parse_from_rfc3339(&original.created_at).map(|t| t.timestamp_millis()).unwrap_or(0);
+    let context = prepared.context(date.parse()?, fetched_at_ms);
+    let in_snapshot: BTreeSet<&str> = bodies.keys().map(|(_, _, d)| d.as_str()).collect();
+    let work: Vec<_> = prepared.work().into_iter().filter(|t| in_snapshot.contains(t.domain.as_str())).collect();
+
+    let mut tables = Tables::default();
+    let mut failed: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
+    let mut reparsed = 0;
+    for target in &work {
+        let subject = subject(book, target);
+        for module in REGISTRY {
+            let calls: Vec<Call> = (module.calls)(&context, &subject);
+            if calls.is_empty() {
+                continue;
+            }
+            let mut replies = Vec::new();
+            for call in &calls {
+                let key = (call.provider.name().to_string(), call.endpoint.to_string(), call.domain.clone());
+                let Some(raw) = bodies.get(&key) else { break };
+                let reply = Reply {
+                    status: raw.http_status,
+                    body: Bytes::from(raw.body.clone()),
+                    latency: std::time::Duration::ZERO,
+                    error: None,
+                    retry_after: None,
+                    called_at: chrono::DateTime::from_timestamp_millis(raw.fetched_at_ms).unwrap_or_default(),
+                };
+                reparsed += 1;
+                match modules::parse(&context, call, &reply) {
+                    Ok(parsed) => replies.push(parsed),
+                    Err(_) => break,
+                }
+            }
+            if replies.len() < calls.len() {
+                // Never fetched in that snapshot (a dependency failed, a fallback not needed), or no longer readable.
+                if calls.iter().any(|c| {
+                    bodies.contains_key(&(c.provider.name().to_string(), c.endpoint.to_string(), c.domain.clone()))
+                }) {
+                    failed.entry(target.domain.clone()).or_default().insert(module.id);
+                }
+                continue;
+            }
+            let refs: Vec<&Parsed> = replies.iter().collect();
+            (module.normalize)(&context, &subject, &refs, &mut tables);
+            let outcome = if refs.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
+            tables.fetches.push(FetchRow {
+                module: module.id,
+                domain: target.domain.clone(),
+                fetched_on: date.clone(),
+                outcome,
+            });
+        }
+    }
+
+    let generation = store.next_generation(date).await?;
+    let folder = manifest::folder(date, generation);
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
+    for (table, batch) in tables.batches(fetched_at_ms, date)? {
+        if table == "raw_responses" {
+            continue; // the original's bodies are copied below, unchanged
+        }
+        let bytes = to_parquet(&batch)?;
+        files.push(store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?);
+        module_bytes.insert(table, bytes);
+    }
+    for table in ["raw_responses", "api_calls"] {
+        if let Some(entry) = original.file(table) {
+            let bytes = store.get(&entry.path).await?;
+            files.push(store.put_table(&folder, table, bytes, entry.rows as usize).await?);
+        }
+    }
+    let book_rows: Vec<BookRow> = work
+        .iter()
+        .map(|t| BookRow {
+            target: t,
+            ticker: book.tickers.get(&t.domain).map(String::as_str),
+            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
+        })
+        .collect();
+    let mut scored = transform::assemble(&book_rows, &module_files(&module_bytes), &pipeline.model, date)
+        .context("assembling and scoring the targets table")?;
+    files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
+
+    let p = &pipeline.pipeline;
+    let manifest = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        snapshot_id: date.clone(),
+        date: date.clone(),
+        generation,
+        run_id: run_id.to_string(),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        status: original.status.clone(),
+        previous_snapshot: original.previous_snapshot.clone(),
+        carried_from: original.carried_from.clone(),
+        rebuilt_from: Some(original.generation),
+        pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
+        scoring_model: ModelRef { name: pipeline.model.name.clone(), version: pipeline.model.version },
+        providers: original.providers.clone(),
+        files,
+        counts: Counts {
+            targets: scored.height() as u64,
+            tiers: tier_counts(&pipeline.model, &scored)?,
+            calls: 0,
+            spend_usd: 0.0,
+            ..original.counts.clone()
+        },
+    };
+    store.commit(&manifest).await?;
+    Ok(RebuildReport { manifest, reparsed })
+}
