@@ -59,6 +59,10 @@ impl std::fmt::Debug for Store {
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
 
+/// Objects larger than this are written as multipart uploads, in parts of `MULTIPART_PART`.
+const MULTIPART_ABOVE: usize = 16 * 1024 * 1024;
+const MULTIPART_PART: usize = 8 * 1024 * 1024;
+
 impl Store {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let open_error = |message: String| StoreError::Open { url: url.to_string(), message };
@@ -123,9 +127,18 @@ impl Store {
         StoreError::Object { url: self.url.clone(), path: path.to_string(), source }
     }
 
+    /// Writes an object; a large one goes up in parts (a multipart upload), which
+    /// S3 needs past 5 GiB and which keeps a retry to one part.
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = ObjectPath::from(path);
-        self.inner.put(&path, PutPayload::from(bytes)).await.map_err(|e| self.object_error(&path, e))?;
+        if bytes.len() <= MULTIPART_ABOVE {
+            self.inner.put(&path, PutPayload::from(bytes)).await.map_err(|e| self.object_error(&path, e))?;
+            return Ok(());
+        }
+        let upload = self.inner.put_multipart(&path).await.map_err(|e| self.object_error(&path, e))?;
+        let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+        parts.write(&bytes);
+        parts.finish().await.map_err(|e| self.object_error(&path, e))?;
         Ok(())
     }
 
@@ -281,5 +294,19 @@ impl Store {
             .max()
             .unwrap_or(0);
         Ok(highest + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let big: Vec<u8> = (0..(MULTIPART_ABOVE + 3 * MULTIPART_PART + 123)).map(|i| (i % 251) as u8).collect();
+        store.put("snapshots/x/big.parquet", Bytes::from(big.clone())).await.unwrap();
+        assert_eq!(store.get("snapshots/x/big.parquet").await.unwrap(), Bytes::from(big));
     }
 }
