@@ -40,15 +40,21 @@ fn start_s3() -> S3Server {
     S3Server { child, endpoint }
 }
 
-/// `PUT /bucket` (moto does not check signatures).
-fn create_bucket(endpoint: &str, bucket: &str) {
+/// A plain HTTP request to the S3 server (moto does not check signatures); returns the response.
+fn s3_request(endpoint: &str, request_line: &str) -> String {
     use std::io::{Read, Write};
     let address = endpoint.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    write!(stream, "{request_line} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// `PUT /bucket`.
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let response = s3_request(endpoint, &format!("PUT /{bucket}"));
     assert!(response.starts_with("HTTP/1.1 200"), "creating the bucket: {response}");
 }
 
@@ -91,4 +97,37 @@ fn the_nightly_path_runs_on_s3() {
         serde_json::from_slice(&std::fs::read(site.join("targets.json")).unwrap()).unwrap();
     assert!(!list.is_empty());
     assert!(store.path().join("cache").exists(), "the S3 snapshot was cached locally");
+
+    // A run killed in the middle resumes on S3 too.
+    let mut child = store
+        .command(&[
+            "run",
+            "--store",
+            url,
+            "--limit",
+            "40",
+            "--date",
+            "2026-11-22",
+            "--force",
+            "m03,m04,m05",
+            "--fault",
+            "similarweb.latency_ms=100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s3_request(&s3.endpoint, "GET /pf-bucket?list-type=2&prefix=partnerforge/runs/").contains("checkpoint-00002")
+    {
+        assert!(Instant::now() < deadline, "no checkpoint appeared on S3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = store.ok(&["run", "--store", url, "--resume", "last"]);
+    assert!(
+        resumed.contains("calls already made are reused") && resumed.contains("snapshot 2026-11-22 committed"),
+        "{resumed}"
+    );
 }
