@@ -19,10 +19,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::fetch::{Call, Reply};
 use crate::modules::{self, FetchRow, Parsed, REGISTRY, RawRow, Tables};
-use crate::run::{Selection, module_files, prepare, subject, tier_counts};
+use crate::run::{Selection, book_rows, module_files, prepare, subject, tier_counts};
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef};
 use crate::store::table::to_parquet;
-use crate::transform::{self, BookRow};
+use crate::transform;
 
 pub struct RebuildReport {
     pub manifest: Manifest,
@@ -169,14 +169,7 @@ async fn rebuild_locked(
             files.push(store.put_table(&folder, table, bytes, entry.rows as usize).await?);
         }
     }
-    let book_rows: Vec<BookRow> = work
-        .iter()
-        .map(|t| BookRow {
-            target: t,
-            ticker: book.tickers.get(&t.domain).map(String::as_str),
-            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
-        })
-        .collect();
+    let book_rows = book_rows(&work, book, &failed);
     let mut scored = transform::assemble(&book_rows, &module_files(&module_bytes), &pipeline.model, date)
         .context("assembling and scoring the targets table")?;
     files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);

@@ -505,14 +505,7 @@ async fn refresh(
     let ledger_batch = ledger_batch(&ledger, &date)?;
     files.push(store.put_table(&folder, "api_calls", to_parquet(&ledger_batch)?, ledger_batch.num_rows()).await?);
 
-    let book_rows: Vec<BookRow> = work
-        .iter()
-        .map(|t| BookRow {
-            target: t,
-            ticker: book.tickers.get(&t.domain).map(String::as_str),
-            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
-        })
-        .collect();
+    let book_rows = book_rows(&work, book, &failed);
     let module_files = module_files(&module_bytes);
     let mut scored = transform::assemble(&book_rows, &module_files, &pipeline.model, &date)
         .context("assembling and scoring the targets table")?;
@@ -785,6 +778,22 @@ impl Refresh<'_> {
         }
         Ok(result)
     }
+}
+
+/// The targets as the transform takes them: the book's fields, the ticker, and
+/// the modules that failed for each domain.
+pub(crate) fn book_rows<'a>(
+    work: &[&'a Target],
+    book: &'a Book,
+    failed: &BTreeMap<String, BTreeSet<&'static str>>,
+) -> Vec<BookRow<'a>> {
+    work.iter()
+        .map(|t| BookRow {
+            target: t,
+            ticker: book.tickers.get(&t.domain).map(String::as_str),
+            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
+        })
+        .collect()
 }
 
 /// The module tables the targets table is assembled from.

@@ -5,17 +5,9 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{TestStore, listing};
-
-fn wait_for(what: &str, deadline: Duration, ready: impl Fn() -> bool) {
-    let until = Instant::now() + deadline;
-    while !ready() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{TestStore, listing, wait_for};
 
 #[test]
 fn a_killed_run_resumes_to_the_same_snapshot_without_paying_twice() {

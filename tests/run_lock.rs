@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::TestStore;
 
@@ -13,18 +13,7 @@ use support::TestStore;
 fn one_run_at_a_time_and_a_dead_runs_lock_can_be_broken() {
     let store = TestStore::new();
     let lock = store.path().join("store/locks/nightly.json");
-    // A slow run: every SimilarWeb answer takes 300 ms.
-    let mut first = store
-        .command(&["run", "--limit", "60", "--date", "2026-11-20", "--fault", "similarweb.latency_ms=300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the first run");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lock.exists() {
-        assert!(Instant::now() < deadline, "the first run never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = store.start_slow_run("2026-11-20", Stdio::null);
     let holder: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
     let holder_run = holder["run_id"].as_str().unwrap().to_string();
 
@@ -52,17 +41,7 @@ fn one_run_at_a_time_and_a_dead_runs_lock_can_be_broken() {
 fn sigterm_finishes_what_is_under_way_checkpoints_it_and_gives_the_lock_back() {
     let store = TestStore::new();
     let lock = store.path().join("store/locks/nightly.json");
-    let child = store
-        .command(&["run", "--limit", "60", "--date", "2026-11-20", "--fault", "similarweb.latency_ms=300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the run");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lock.exists() {
-        assert!(Instant::now() < deadline, "the run never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = store.start_slow_run("2026-11-20", Stdio::piped);
     std::thread::sleep(Duration::from_millis(300));
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

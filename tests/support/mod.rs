@@ -146,6 +146,30 @@ impl TestStore {
     }
 }
 
+/// Waits (polling) until `ready`, failing the test after `deadline`.
+pub fn wait_for(what: &str, deadline: std::time::Duration, ready: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + deadline;
+    while !ready() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl TestStore {
+    /// Starts a slow run (every SimilarWeb answer takes 300 ms) and waits until it holds the lock.
+    pub fn start_slow_run(&self, date: &str, output: impl Fn() -> std::process::Stdio) -> std::process::Child {
+        let child = self
+            .command(&["run", "--limit", "60", "--date", date, "--fault", "similarweb.latency_ms=300"])
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("start the run");
+        let lock = self.path().join("store/locks/nightly.json");
+        wait_for("the run to take the lock", std::time::Duration::from_secs(30), || lock.exists());
+        child
+    }
+}
+
 /// Every file below `dir`, recursively, as paths.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
