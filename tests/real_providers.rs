@@ -7,7 +7,7 @@ mod support;
 
 use partnerforge::config::ProviderId;
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
-use support::{TestStore, listing};
+use support::{TestStore, listing, without_rate_limits};
 
 const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
 const SW_KEY: &str = "sw-right-41d2";
@@ -29,13 +29,9 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let config = SimulatorConfig { seed: 42, as_of: date, keys, faults: Default::default() };
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
-    let with_env = |bw_key: &str| against(&base, bw_key, SW_KEY); // The real limits, ten times faster, so the test does not wait on Yahoo's one call a second.
-    let faster = |text: String| {
-        text.replace("per_second = 1 }", "per_second = 10 }")
-            .replace("per_second = 10,", "per_second = 100,")
-            .replace("per_second = 8,", "per_second = 80,")
-            .replace("per_minute = 500", "per_minute = 5000")
-    };
+    let with_env = |bw_key: &str| against(&base, bw_key, SW_KEY);
+    // Real mode paces calls at the real rates: not what this test is about.
+    let faster = without_rate_limits;
     let store = with_env(WRONG_KEY);
     let pipeline = store.pipeline(faster);
     let (store, out) = tokio::task::spawn_blocking(move || {
@@ -151,9 +147,7 @@ async fn keys_never_leak_even_when_everything_fails() {
     let base = sim.base_url();
     let store = against(&base, BW, SW).env("RUST_LOG", "debug");
     let pipeline = store.pipeline(|t| {
-        t.replace("rate = { per_second = 1 }", "rate = { per_second = 50 }")
-            .replace("per_second = 8,", "per_second = 200,")
-            .replace("per_second = 10, per_minute = 500", "per_second = 200")
+        without_rate_limits(t)
             .replace("base_delay_ms = 1000", "base_delay_ms = 20")
             .replace("base_delay_ms = 2000", "base_delay_ms = 20")
     });

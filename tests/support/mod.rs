@@ -146,6 +146,11 @@ impl TestStore {
     }
 }
 
+/// A pipeline text without rate limits (`rate = {…}` lines): for tests that are not about pacing.
+pub fn without_rate_limits(text: String) -> String {
+    text.lines().filter(|l| !l.trim_start().starts_with("rate = {")).collect::<Vec<_>>().join("\n")
+}
+
 /// Waits (polling) until `ready`, failing the test after `deadline`.
 pub fn wait_for(what: &str, deadline: std::time::Duration, ready: impl Fn() -> bool) {
     let until = std::time::Instant::now() + deadline;
