@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use futures::StreamExt;
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 
@@ -64,8 +65,8 @@ pub struct RunOptions {
     pub resume: Option<String>,
 }
 
-/// Calls written to a checkpoint together: what a resumed run may have to make again
-/// is at most one batch per wave.
+/// Finished calls written to a checkpoint together: what a resumed run may have to
+/// ask again is at most the calls under way plus one unwritten batch.
 const CHECKPOINT_EVERY: usize = 200;
 
 /// What a run did, for the summary and the tests.
@@ -674,24 +675,32 @@ impl Refresh<'_> {
     /// Makes the wave's calls in checkpointed batches; a call a resumed run already
     /// made is not made again.
     async fn run_wave(&mut self, plan: WavePlan<'_>, checkpoints: &mut Checkpoints) -> anyhow::Result<()> {
+        // Calls stream on; every CHECKPOINT_EVERY finished ones are checkpointed.
+        let todo: Vec<Call> = plan.calls.iter().filter(|c| checkpoints.finished(c).is_none()).cloned().collect();
+        let mut made: HashMap<String, Exchange> = HashMap::with_capacity(todo.len());
+        let mut batch: Vec<(Call, Exchange)> = Vec::with_capacity(CHECKPOINT_EVERY);
+        {
+            let mut finished = std::pin::pin!(self.fetcher.stream(todo)?);
+            while let Some((_, call, exchange)) = finished.next().await {
+                batch.push((call, exchange));
+                if batch.len() >= CHECKPOINT_EVERY {
+                    checkpoints.write(&batch).await?;
+                    made.extend(batch.drain(..).map(|(call, exchange)| (checkpoint::call_key(&call), exchange)));
+                }
+            }
+        }
+        checkpoints.write(&batch).await?;
+        made.extend(batch.drain(..).map(|(call, exchange)| (checkpoint::call_key(&call), exchange)));
+        if self.fetcher.stopped() {
+            bail!("stopped: the calls under way finished and are checkpointed");
+        }
         let mut exchanges: Vec<(Call, Exchange)> = Vec::with_capacity(plan.calls.len());
-        for batch in plan.calls.chunks(CHECKPOINT_EVERY) {
-            let todo: Vec<Call> = batch.iter().filter(|c| checkpoints.finished(c).is_none()).cloned().collect();
-            let made = self.fetcher.execute(todo).await?;
-            checkpoints.write(&made).await?;
-            if self.fetcher.stopped() {
-                bail!("stopped: the calls under way finished and are checkpointed");
-            }
-            let mut made: HashMap<String, Exchange> =
-                made.into_iter().map(|(call, exchange)| (checkpoint::call_key(&call), exchange)).collect();
-            for call in batch {
-                let key = checkpoint::call_key(call);
-                let exchange = match made.remove(&key) {
-                    Some(exchange) => exchange,
-                    None => checkpoints.finished(call).cloned().context("a call neither made nor checkpointed")?,
-                };
-                exchanges.push((call.clone(), exchange));
-            }
+        for call in &plan.calls {
+            let exchange = match made.remove(&checkpoint::call_key(call)) {
+                Some(exchange) => exchange,
+                None => checkpoints.finished(call).cloned().context("a call neither made nor checkpointed")?,
+            };
+            exchanges.push((call.clone(), exchange));
         }
         let mut parsed = Vec::with_capacity(exchanges.len());
         for (call, exchange) in &exchanges {

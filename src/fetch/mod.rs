@@ -290,22 +290,28 @@ impl Fetcher {
     /// Makes every call, at most `concurrency` requests at once; exchanges come back in call
     /// order. After a stop, only the calls that had started come back.
     pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
+        let mut done: Vec<(usize, Call, Exchange)> = self.stream(calls)?.collect().await;
+        done.sort_by_key(|(i, _, _)| *i);
+        Ok(done.into_iter().map(|(_, call, exchange)| (call, exchange)).collect())
+    }
+
+    /// The calls' exchanges as they finish, each with its index in `calls`. After a
+    /// stop, calls not yet started never start (they are left for a resume).
+    pub fn stream(
+        &self,
+        calls: Vec<Call>,
+    ) -> Result<impl futures::Stream<Item = (usize, Call, Exchange)> + '_, FetchError> {
         for call in &calls {
             self.lane(call.provider)?;
         }
         let stop = self.stop.clone();
-        let mut done: Vec<(usize, Call, Exchange)> = futures::stream::iter(calls.into_iter().enumerate())
-            // Calls not yet started when a stop comes are left for a resume.
+        Ok(futures::stream::iter(calls.into_iter().enumerate())
             .take_while(move |_| futures::future::ready(!stop.load(std::sync::atomic::Ordering::SeqCst)))
-            .map(|(i, call)| async move {
+            .map(move |(i, call)| async move {
                 let exchange = self.call(&call).await;
                 (i, call, exchange)
             })
-            .buffer_unordered(self.concurrency * CALLS_PER_SLOT)
-            .collect()
-            .await;
-        done.sort_by_key(|(i, _, _)| *i);
-        Ok(done.into_iter().map(|(_, call, exchange)| (call, exchange)).collect())
+            .buffer_unordered(self.concurrency * CALLS_PER_SLOT))
     }
 
     /// One call through every stage, with retries.
