@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use futures::StreamExt;
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
+use futures::StreamExt;
 
 use crate::checkpoint::{self, Checkpoints, RunSpec};
 use crate::config::{BudgetSettings, LoadedPipeline, ProviderId};
