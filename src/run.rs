@@ -864,7 +864,7 @@ async fn spent_before(
     snapshots: &[Manifest],
     date: &str,
 ) -> anyhow::Result<(BTreeMap<ProviderId, f64>, UsedToday)> {
-    let month = &date[..7];
+    let month = date.get(..7).unwrap_or(date);
     let mut spent: BTreeMap<ProviderId, f64> = BTreeMap::new();
     let mut today: UsedToday = BTreeMap::new();
     // A rebuilt generation carries a copy of its original's ledger: counted once.

@@ -37,7 +37,8 @@ pub fn dates_to_keep(dates: &[String], retention: &Retention) -> BTreeSet<String
     let mut keep: BTreeSet<String> = dates.iter().rev().take(retention.keep_daily).cloned().collect();
     let mut months: BTreeMap<&str, &String> = BTreeMap::new();
     for date in dates {
-        months.insert(&date[..7.min(date.len())], date); // the newest date of each month wins
+        // `YYYY-MM`; the newest date of each month wins. (Dates come from stored manifests.)
+        months.insert(date.get(..7).unwrap_or(date), date);
     }
     keep.extend(months.values().rev().take(retention.keep_monthly).map(|d| (*d).clone()));
     if let Some(latest) = dates.last() {
