@@ -8,7 +8,7 @@
 //! run's own parameters are kept beside them (`run.json`), so a resume needs
 //! nothing but the run id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use arrow::array::{Array, StringArray};
@@ -196,7 +196,10 @@ impl Checkpoints {
                 };
                 let (Some(keys), Some(exchanges)) = (column("call_key"), column("exchange")) else { continue };
                 for i in 0..batch.num_rows() {
-                    if let Ok(stored) = serde_json::from_str::<StoredExchange>(exchanges.value(i)) {
+                    // A call that was not made, or given up on, is asked again by the resumed run.
+                    if let Ok(stored) = serde_json::from_str::<StoredExchange>(exchanges.value(i))
+                        && stored.ending == "answered"
+                    {
                         done.insert(keys.value(i).to_string(), load_exchange(stored));
                     }
                 }
@@ -213,6 +216,18 @@ impl Checkpoints {
 
     pub fn resumed_calls(&self) -> usize {
         self.done.len()
+    }
+
+    /// What the reused calls cost and how many requests they sent, per provider.
+    pub fn usage(&self) -> BTreeMap<crate::config::ProviderId, (f64, u64)> {
+        let mut usage: BTreeMap<crate::config::ProviderId, (f64, u64)> = BTreeMap::new();
+        for (key, exchange) in &self.done {
+            let Some(provider) = key.split('|').next().and_then(crate::config::ProviderId::from_name) else { continue };
+            let entry = usage.entry(provider).or_default();
+            entry.0 += exchange.attempts.iter().map(|a| a.cost_usd).sum::<f64>();
+            entry.1 += exchange.attempts.len() as u64;
+        }
+        usage
     }
 
     /// Writes a batch of finished calls.

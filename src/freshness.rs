@@ -26,11 +26,18 @@ use crate::store::{Manifest, Store, StoreError};
 pub struct Carry {
     /// The snapshot carried from.
     pub from: Option<Manifest>,
+    /// With `--only`: the only modules this run fetches.
+    pub only: Option<BTreeSet<String>>,
     /// Fresh domains per module id: not fetched this run, carried forward.
     pub fresh: BTreeMap<&'static str, BTreeSet<String>>,
 }
 
 impl Carry {
+    /// Whether this run leaves a module alone (not in `--only`).
+    pub fn excludes(&self, module: &str) -> bool {
+        self.only.as_ref().is_some_and(|only| !only.contains(module))
+    }
+
     pub fn is_fresh(&self, module: &str, domain: &str) -> bool {
         self.fresh.get(module).is_some_and(|d| d.contains(domain))
     }
@@ -66,8 +73,10 @@ pub async fn plan(
     only: Option<&[String]>,
     schemas: &BTreeMap<&'static str, arrow::datatypes::SchemaRef>,
 ) -> Result<Carry, StoreError> {
-    let Some(previous) = previous else { return Ok(Carry::default()) };
-    let Some(file) = previous.file("fetches") else { return Ok(Carry::default()) };
+    let only_set = only.map(|o| o.iter().cloned().collect::<BTreeSet<String>>());
+    let nothing = || Carry { only: only_set.clone(), ..Default::default() };
+    let Some(previous) = previous else { return Ok(nothing()) };
+    let Some(file) = previous.file("fetches") else { return Ok(nothing()) };
     // Tables stored in another shape cannot be merged: their modules are fetched again.
     let mut unusable: BTreeSet<&str> = BTreeSet::new();
     for (table, schema) in schemas {
@@ -82,6 +91,10 @@ pub async fn plan(
             unusable.insert(table);
         }
     }
+    // Carried rows of these go with every module: a change of their shape stops all carrying.
+    if unusable.contains("fetches") || unusable.contains("raw_responses") {
+        return Ok(nothing());
+    }
     let carryable: Vec<&Module> = REGISTRY
         .iter()
         .copied()
@@ -89,12 +102,12 @@ pub async fn plan(
         .filter(|m| !force.iter().any(|f| f == m.id))
         .filter(|m| m.tables.iter().all(|t| !unusable.contains(t)))
         .collect();
-    let mut carry = Carry { from: Some(previous.clone()), fresh: BTreeMap::new() };
+    let mut carry = Carry { from: Some(previous.clone()), only: only_set.clone(), fresh: BTreeMap::new() };
     for batch in read_batches(store.get(&file.path).await?)? {
         let (Some(modules), Some(domains), Some(dates)) =
             (column(&batch, "module"), column(&batch, "domain"), column(&batch, "fetched_on"))
         else {
-            return Ok(Carry::default());
+            return Ok(nothing());
         };
         for i in 0..batch.num_rows() {
             let Some(module) = carryable.iter().find(|m| m.id == modules.value(i)) else { continue };

@@ -341,6 +341,25 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     if let Some(holder) = broken {
         println!("broke the lock held by {holder}");
     }
+    let store_for_release = prepared.store.clone();
+    // Everything under the lock runs in `locked`; the lock is given back whatever it returns.
+    let result = locked(&options, prepared, resumed, &run_id, now, started).await;
+    let released = store_for_release.release_lock(lock).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+/// The part of a run that holds the lock.
+async fn locked(
+    options: &RunOptions,
+    prepared: Prepared,
+    resumed: Option<(String, Checkpoints)>,
+    run_id: &str,
+    now: chrono::DateTime<Utc>,
+    started: Instant,
+) -> anyhow::Result<RunReport> {
+    let run_id = run_id.to_string();
     let mut checkpoints = match resumed {
         Some((_, checkpoints)) => checkpoints,
         None => {
@@ -357,13 +376,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
                 faults: options.faults.clone(),
                 started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             };
-            match Checkpoints::start(&prepared.store, &spec).await {
-                Ok(checkpoints) => checkpoints,
-                Err(e) => {
-                    prepared.store.release_lock(lock).await?;
-                    return Err(e.into());
-                }
-            }
+            Checkpoints::start(&prepared.store, &spec).await?
         }
     };
     // What the store holds is read again under the lock: another run may have just committed.
@@ -380,21 +393,21 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         })
     };
-    let result = refresh(&options, &prepared, &run_id, now, started, &mut checkpoints, stop).await;
+    let result = refresh(options, &prepared, &run_id, now, started, &mut checkpoints, stop).await;
     listener.abort();
-    let result = match (result, *signal.lock().unwrap_or_else(|e| e.into_inner())) {
-        (Err(_), Some(name)) => Err(anyhow::anyhow!(
+    let report = match (result, *signal.lock().unwrap_or_else(|e| e.into_inner())) {
+        (Err(_), Some(name)) => bail!(
             "interrupted by {name}: run {run_id} stopped before its commit, so no snapshot for {} was written; \
              the calls it finished are checkpointed: `partnerforge run --resume {run_id}` continues it",
             prepared.date
-        )),
-        (result, _) => result,
+        ),
+        (result, _) => result?,
     };
-    if result.is_ok() {
-        checkpoint::discard(&prepared.store, &run_id).await?;
+    // The snapshot is committed: its checkpoints are no longer needed (a failure here loses nothing).
+    if let Err(e) = checkpoint::discard(&prepared.store, &run_id).await {
+        tracing::warn!("could not remove the checkpoints of {run_id}: {e}");
     }
-    prepared.store.release_lock(lock).await?;
-    result
+    Ok(report)
 }
 
 /// Waits for SIGINT or SIGTERM and names it.
@@ -455,11 +468,17 @@ async fn refresh(
         None
     };
     // Spend and quota are the account's: only earlier runs against the same providers count.
-    let (month_to_date, used_today) = prepared.account_usage().await?;
+    let (month_to_date, mut used_today) = prepared.account_usage().await?;
+    // A resumed run already spent what its reused calls cost.
+    let budget = prepared.budget(&month_to_date);
+    for (provider, (usd, sent)) in checkpoints.usage() {
+        budget.spent_earlier(provider, usd);
+        *used_today.entry(provider).or_default() += sent;
+    }
     let fetcher = Fetcher::new(
         endpoints(pipeline, simulator.as_ref())?,
         p.fetch.concurrency,
-        prepared.budget(&month_to_date),
+        budget,
         &used_today,
         Arc::new(TokioClock::default()),
     )?
@@ -620,8 +639,8 @@ impl<'a> Planner<'a> {
                 continue; // already a customer (runs Algolia): not worth a call
             }
             for module in wave {
-                if self.carry.is_fresh(module.id, &target.domain) {
-                    continue; // still fresh in the previous snapshot: carried forward
+                if self.carry.is_fresh(module.id, &target.domain) || self.carry.excludes(module.id) {
+                    continue; // still fresh (carried forward), or left alone by --only
                 }
                 let module_calls = (module.calls)(&self.context, &subject(self.book, target));
                 if module_calls.is_empty() {

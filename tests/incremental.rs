@@ -36,4 +36,9 @@ fn force_and_only_choose_what_a_night_fetches() {
 
     let err = store.fails(&["run", "--limit", "20", "--date", "2026-11-23", "--force", "m99"]);
     assert!(err.contains("no module \"m99\""), "{err}");
+
+    // --only holds on a store with nothing to carry, too.
+    let empty = TestStore::new();
+    empty.ok(&["run", "--limit", "10", "--date", "2026-11-20", "--only", "m01"]);
+    assert_eq!(modules_called(&empty, "2026-11-20"), ["m01"]);
 }

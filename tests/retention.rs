@@ -34,6 +34,20 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
     assert!(touched.success());
 
     let args = ["gc", "--store", &store.store(), "--keep-daily", "2", "--keep-monthly", "2"];
+    // While a run holds a lock, gc does not run.
+    let lock = store.path().join("store/locks/nightly.json");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    std::fs::write(
+        &lock,
+        serde_json::json!({"run_id": "run-live", "pipeline": "nightly", "host": host.trim(), "pid": std::process::id(),
+                           "started_at": "2026-11-23T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"})
+        .to_string(),
+    )
+    .unwrap();
+    let refused = store.fails(&args);
+    assert!(refused.contains("run-live") && refused.contains("gc waits"), "{refused}");
+    std::fs::remove_file(&lock).unwrap();
     let dry = store.ok(&[&args[..], &["--dry-run"]].concat());
     for gone in ["2026-09-29", "2026-09-30", "2026-10-30"] {
         assert!(dry.contains(&format!("would remove snapshot {gone}")), "{dry}");

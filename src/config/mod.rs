@@ -502,8 +502,9 @@ impl LoadedPipeline {
             }
             let key = |field: &str| format!("providers.{}.{field}", id.name());
             let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
-            if !positive(settings.rate.per_second) || !positive(settings.rate.per_minute) {
-                return Err(invalid(&key("rate"), "rates must be positive numbers of requests".into()));
+            let rate_ok = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v >= 1e-3);
+            if !rate_ok(settings.rate.per_second) || !rate_ok(settings.rate.per_minute) {
+                return Err(invalid(&key("rate"), "rates must be numbers of requests of at least 0.001".into()));
             }
             if settings.retry.max_attempts == 0 {
                 return Err(invalid(&key("retry.max_attempts"), "must be at least 1 (the first attempt)".into()));

@@ -72,6 +72,15 @@ impl CircuitBreaker {
         };
     }
 
+    /// An answer that says nothing about the provider's health (a 429): a
+    /// half-open probe is given back, so the next call can probe.
+    pub fn on_neutral(&self) {
+        let mut state = self.lock();
+        if let State::HalfOpen { successes, .. } = *state {
+            *state = State::HalfOpen { successes, probing: false };
+        }
+    }
+
     pub fn on_failure(&self, clock: &dyn Clock) {
         let mut state = self.lock();
         let open = State::Open { until: clock.now() + Duration::from_secs(self.settings.cooldown_secs) };
@@ -117,6 +126,18 @@ mod tests {
         assert!(breaker.admit(&clock));
         breaker.on_success();
         assert_eq!(breaker.state(), State::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn a_throttled_probe_lets_the_next_call_probe() {
+        let clock = ManualClock::default();
+        let breaker =
+            CircuitBreaker::new(BreakerSettings { failures_to_open: 1, cooldown_secs: 10, successes_to_close: 1 });
+        breaker.on_failure(&clock);
+        clock.advance(Duration::from_secs(10));
+        assert!(breaker.admit(&clock));
+        breaker.on_neutral();
+        assert!(breaker.admit(&clock), "a 429 on the probe does not wedge the circuit half-open");
     }
 
     #[test]

@@ -117,6 +117,14 @@ impl Budget {
         accounts.entry(reservation.provider).or_default().reserved -= reservation.cost;
     }
 
+    /// Counts spending this run did before (a resumed run's reused calls).
+    pub fn spent_earlier(&self, provider: ProviderId, usd: f64) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let account = accounts.entry(provider).or_default();
+        account.run_spent += usd;
+        account.month_spent += usd;
+    }
+
     pub fn run_spent(&self, provider: ProviderId) -> f64 {
         let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         accounts.get(&provider).map(|a| a.run_spent).unwrap_or(0.0)

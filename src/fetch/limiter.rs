@@ -66,6 +66,13 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Gives back a quota unit taken by a call that was then not sent.
+    pub fn give_back(&self) {
+        if self.per_day.is_some() {
+            self.used_today.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     pub fn used_today(&self) -> u64 {
         self.used_today.load(Ordering::SeqCst)
     }

@@ -127,11 +127,25 @@ impl Endpoint {
         Self { provider, base_url, key, settings, stop_signal }
     }
 
-    /// Removes the key from any text (errors may echo URLs or bodies).
+    /// Removes the key from any text (errors may echo URLs or bodies), as written
+    /// and as it appears URL-encoded in a query string.
     pub fn redact(&self, text: &str) -> String {
         match &self.key {
-            Some((_, key)) if !key.is_empty() => text.replace(key.as_str(), "***"),
+            Some((_, key)) if !key.is_empty() => {
+                let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+                text.replace(key.as_str(), "***").replace(&encoded, "***")
+            }
             _ => text.to_string(),
+        }
+    }
+
+    /// A body with the key removed, if it holds it (a provider echoing the request).
+    fn redact_body(&self, body: Bytes) -> Bytes {
+        match &self.key {
+            Some((_, key)) if !key.is_empty() && body.windows(key.len()).any(|w| w == key.as_bytes()) => {
+                Bytes::from(self.redact(&String::from_utf8_lossy(&body)))
+            }
+            _ => body,
         }
     }
 }
@@ -339,17 +353,22 @@ impl Fetcher {
             }
             let reservation = match self.budget.reserve(call.provider, cost) {
                 Ok(r) => r,
-                Err(over) => return skipped(Outcome::SkippedBudget, over.to_string(), attempts),
+                Err(over) => {
+                    lane.limiter.give_back();
+                    return skipped(Outcome::SkippedBudget, over.to_string(), attempts);
+                }
             };
             // A request slot, then the provider's state again: another call may have
             // stopped the provider or opened its circuit while this one waited.
             let slot = self.slots.acquire().await;
             if let Some((outcome, reason)) = lane.stopped() {
                 self.budget.release(reservation);
+                lane.limiter.give_back();
                 return skipped(outcome, reason, attempts);
             }
             if !lane.breaker.admit(self.clock.as_ref()) {
                 self.budget.release(reservation);
+                lane.limiter.give_back();
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
@@ -393,7 +412,9 @@ impl Fetcher {
             }
             // A 429 is the provider pacing us, not failing: the retry waits it out,
             // and it does not count toward opening the circuit.
-            if status != Some(429) {
+            if status == Some(429) {
+                lane.breaker.on_neutral();
+            } else {
                 lane.breaker.on_failure(self.clock.as_ref());
             }
             match retry::decide(&settings.retry, number, waited, retry_after, retry::jitter(&jitter_key, number)) {
@@ -466,7 +487,10 @@ impl Fetcher {
         .await;
         let latency = started.elapsed();
         match result {
-            Ok(body) => Reply { status, body, latency, error: None, retry_after, called_at },
+            // Nothing downstream (parsers, checkpoints, raw bodies) ever sees the key.
+            Ok(body) => {
+                Reply { status, body: endpoint.redact_body(body), latency, error: None, retry_after, called_at }
+            }
             Err(e) => {
                 let kind = if e.is_timeout() {
                     "timeout"

@@ -48,8 +48,20 @@ pub fn dates_to_keep(dates: &[String], retention: &Retention) -> BTreeSet<String
 }
 
 impl Store {
-    /// Works out what `gc` would remove, without removing anything.
+    /// Works out what `gc` would remove, without removing anything. While a run
+    /// holds a lock, gc does not run: it could take files that run is writing or reading.
     pub async fn gc_plan(&self, retention: &Retention) -> Result<GcPlan, StoreError> {
+        for path in self.list("locks").await? {
+            if let Ok(holder) = serde_json::from_slice::<super::lock::LockHolder>(&self.get(&path).await?)
+                && holder.is_live()
+            {
+                return Err(StoreError::Locked {
+                    url: self.url.clone(),
+                    holder: Box::new(holder),
+                    hint: "gc waits until no run is in progress".into(),
+                });
+            }
+        }
         let all: Vec<Manifest> = self.all_generations().await?;
         let dates: Vec<String> = all.iter().map(|m| m.date.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let keep = dates_to_keep(&dates, retention);

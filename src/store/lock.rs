@@ -36,6 +36,11 @@ impl std::fmt::Display for LockHolder {
 }
 
 impl LockHolder {
+    /// Neither expired nor known dead.
+    pub fn is_live(&self) -> bool {
+        !self.expired() && !self.process_gone()
+    }
+
     fn expired(&self) -> bool {
         chrono::DateTime::parse_from_rfc3339(&self.expires_at).is_ok_and(|t| t < chrono::Utc::now())
     }

@@ -243,6 +243,17 @@ impl Store {
     ) -> Result<Vec<(FileEntry, PathBuf)>, StoreError> {
         let mut out = Vec::new();
         for entry in &manifest.files {
+            // A listed file must sit in the snapshot's own folder: never `..`, never absolute.
+            let inside = entry.path.starts_with(&format!("{}/", manifest.folder()))
+                && !entry.path.split('/').any(|part| part == ".." || part.is_empty())
+                && !entry.path.contains(['*', '?', '[', '\\']);
+            if !inside {
+                return Err(StoreError::BadManifest {
+                    url: self.url.clone(),
+                    path: format!("{}/{MANIFEST_FILE}", manifest.folder()),
+                    message: format!("file {:?} is not inside the snapshot's folder", entry.path),
+                });
+            }
             let object = ObjectPath::from(entry.path.as_str());
             let missing = || StoreError::MissingFile {
                 url: self.url.clone(),
