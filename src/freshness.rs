@@ -19,6 +19,7 @@ use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::modules::{Module, REGISTRY};
+use crate::store::table::schema_fingerprint;
 use crate::store::{Manifest, Store, StoreError};
 
 /// What the previous snapshot still covers.
@@ -80,14 +81,13 @@ pub async fn plan(
     // Tables stored in another shape cannot be merged: their modules are fetched again.
     let mut unusable: BTreeSet<&str> = BTreeSet::new();
     for (table, schema) in schemas {
-        let Some(entry) = previous.file(table) else {
-            unusable.insert(table);
-            continue;
-        };
-        let bytes = store.get(&entry.path).await?;
-        let stored = ParquetRecordBatchReaderBuilder::try_new(bytes).map(|b| b.schema().clone());
-        if !stored.is_ok_and(|s| s.fields() == schema.fields()) {
-            tracing::warn!(table, "stored table {table} has another schema: its modules are fetched again");
+        // The manifest records each table's schema: nothing is read to compare.
+        let same = previous.file(table).is_some_and(|e| e.schema.as_deref() == Some(&schema_fingerprint(schema)));
+        if !same {
+            tracing::warn!(
+                table,
+                "stored table {table} is missing or has another schema: its modules are fetched again"
+            );
             unusable.insert(table);
         }
     }

@@ -21,7 +21,7 @@ use crate::fetch::{Call, Reply};
 use crate::modules::{self, FetchRow, Parsed, REGISTRY, RawRow, Tables};
 use crate::run::{Selection, book_rows, module_files, prepare, subject, tier_counts};
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef};
-use crate::store::table::to_parquet;
+use crate::store::table::{schema_fingerprint, to_parquet};
 use crate::transform;
 
 pub struct RebuildReport {
@@ -160,13 +160,17 @@ async fn rebuild_locked(
             continue; // the original's bodies are copied below, unchanged
         }
         let bytes = to_parquet(&batch)?;
-        files.push(store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?);
+        let mut entry = store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?;
+        entry.schema = Some(schema_fingerprint(&batch.schema()));
+        files.push(entry);
         module_bytes.insert(table, bytes);
     }
     for table in ["raw_responses", "api_calls"] {
         if let Some(entry) = original.file(table) {
             let bytes = store.get(&entry.path).await?;
-            files.push(store.put_table(&folder, table, bytes, entry.rows as usize).await?);
+            let mut copy = store.put_table(&folder, table, bytes, entry.rows as usize).await?;
+            copy.schema = entry.schema.clone();
+            files.push(copy);
         }
     }
     let book_rows = book_rows(&work, book, &failed);

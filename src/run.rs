@@ -24,7 +24,7 @@ use crate::providers::{self, builtwith, similarweb};
 use crate::simulate::{Keys, Simulator, SimulatorConfig};
 use crate::store::Store;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, TierCount};
-use crate::store::table::{TableBuilder, to_parquet};
+use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
 use crate::targets::{Book, Target};
 use crate::transform::{self, BookRow, ModuleFiles};
 
@@ -519,7 +519,9 @@ async fn refresh(
         let merged = arrow::compute::concat_batches(&batches[batches.len() - 1].schema(), &batches)
             .map_err(|e| anyhow::anyhow!("merging carried rows of {table}: {e}"))?;
         let bytes = to_parquet(&merged)?;
-        files.push(store.put_table(&folder, table, bytes.clone(), merged.num_rows()).await?);
+        let mut entry = store.put_table(&folder, table, bytes.clone(), merged.num_rows()).await?;
+        entry.schema = Some(schema_fingerprint(&merged.schema()));
+        files.push(entry);
         module_bytes.insert(table, bytes);
     }
     let ledger_batch = ledger_batch(&ledger, &date)?;

@@ -128,26 +128,27 @@ mod tests {
         assert_eq!(breaker.state(), State::Closed { failures: 0 });
     }
 
-    #[test]
-    fn a_throttled_probe_lets_the_next_call_probe() {
+    /// A breaker that opened on one failure and, 10 s later, has let one probe through.
+    fn probing() -> (ManualClock, CircuitBreaker) {
         let clock = ManualClock::default();
         let breaker =
             CircuitBreaker::new(BreakerSettings { failures_to_open: 1, cooldown_secs: 10, successes_to_close: 1 });
         breaker.on_failure(&clock);
         clock.advance(Duration::from_secs(10));
         assert!(breaker.admit(&clock));
+        (clock, breaker)
+    }
+
+    #[test]
+    fn a_throttled_probe_lets_the_next_call_probe() {
+        let (clock, breaker) = probing();
         breaker.on_neutral();
         assert!(breaker.admit(&clock), "a 429 on the probe does not wedge the circuit half-open");
     }
 
     #[test]
     fn a_failed_probe_opens_again() {
-        let clock = ManualClock::default();
-        let breaker =
-            CircuitBreaker::new(BreakerSettings { failures_to_open: 1, cooldown_secs: 10, successes_to_close: 1 });
-        breaker.on_failure(&clock);
-        clock.advance(Duration::from_secs(10));
-        assert!(breaker.admit(&clock));
+        let (clock, breaker) = probing();
         breaker.on_failure(&clock);
         assert_eq!(breaker.state(), State::Open { until: Duration::from_secs(20) });
     }

@@ -56,6 +56,10 @@ pub struct FileEntry {
     pub path: String,
     pub bytes: u64,
     pub rows: u64,
+    /// Fingerprint of the table's Arrow schema, for tables written by the fetch layer:
+    /// lets the next run know whether it can carry rows forward without reading the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -169,7 +169,7 @@ impl Store {
         let path = format!("{folder}/{table}.parquet");
         let size = bytes.len() as u64;
         self.put(&path, bytes).await?;
-        Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64 })
+        Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64, schema: None })
     }
 
     pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {

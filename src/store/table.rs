@@ -69,6 +69,11 @@ impl TableBuilder {
     }
 }
 
+/// A short fingerprint of a schema's fields (names, types, nullability).
+pub fn schema_fingerprint(schema: &Schema) -> String {
+    crate::config::sha256_hex(format!("{:?}", schema.fields()).as_bytes())[..16].to_string()
+}
+
 /// Encodes a batch as one Parquet file (zstd).
 pub fn to_parquet(batch: &RecordBatch) -> Result<Bytes, StoreError> {
     let props = WriterProperties::builder()
