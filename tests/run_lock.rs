@@ -42,7 +42,10 @@ fn sigterm_finishes_what_is_under_way_checkpoints_it_and_gives_the_lock_back() {
     let store = TestStore::new();
     let lock = store.path().join("store/locks/nightly.json");
     let child = store.start_slow_run("2026-11-20", Stdio::piped);
-    std::thread::sleep(Duration::from_millis(300));
+    // Signal once a call has finished and is on record, not after a guessed time.
+    let runs = store.path().join("store/runs");
+    let checkpoints = || support::listing(&runs).iter().filter(|f| f.contains("checkpoint-")).count();
+    support::wait_for("the first checkpoint", Duration::from_secs(60), || checkpoints() >= 1);
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
