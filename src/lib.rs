@@ -7,7 +7,6 @@
 //! (snapshots) → `transform` (Polars) → `serve` (DuckDB). `simulate` is the
 //! stand-in for the provider APIs; `run` ties one refresh together.
 
-pub mod checkpoint;
 pub mod config;
 pub mod fetch;
 pub mod freshness;

@@ -9,9 +9,9 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use partnerforge::config::{LoadedPipeline, apply_faults};
+use partnerforge::config::{LoadedPipeline, ProvidersMode, apply_faults};
 use partnerforge::plan;
-use partnerforge::run::{self, ProvidersMode, RunOptions, Selection};
+use partnerforge::run::{self, Exit, RunOptions, Selection};
 use partnerforge::serve::{QueryResult, Warehouse, export};
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
@@ -47,6 +47,9 @@ enum Command {
         /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
         faults: Vec<String>,
+        /// How the end-of-run summary is printed on stdout.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
     },
     /// Dry run: the calls the next run would make per provider and endpoint, and their cost. Makes no call.
     Plan {
@@ -103,6 +106,9 @@ enum Command {
         /// retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage=START-END.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
         faults: Vec<String>,
+        /// Append one JSON line per request answered to this file (the simulated bill).
+        #[arg(long, value_name = "FILE")]
+        request_log: Option<PathBuf>,
     },
     /// Run read-only SQL over the latest snapshot (views: targets, targets_history, api_calls, …).
     Query {
@@ -174,6 +180,12 @@ impl SelectionArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SummaryFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
     Csv,
@@ -209,35 +221,53 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     match dispatch(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(Exit::of_error(&e) as u8)
         }
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+/// Runs a command; `run` exits with its own code (see `run::Exit`), every other command 0 or 1.
+async fn dispatch(command: Command) -> anyhow::Result<Exit> {
     match command {
-        Command::Run { selection, replace, break_lock, resume, faults } => {
+        Command::Run { selection, replace, break_lock, resume, faults, format } => {
             let options = RunOptions { selection: selection.into_selection(), replace, break_lock, faults, resume };
             let report = run::run(options).await?;
-            println!("{}", run::summary(&report));
+            match format {
+                SummaryFormat::Text => println!("{}", run::summary(&report)),
+                SummaryFormat::Json => println!("{}", run::summary_json(&report)),
+            }
+            if report.manifest.status == partnerforge::store::manifest::Status::Partial {
+                eprintln!("run {}: partial: some provider calls failed (exit code 3)", report.manifest.run_id);
+            }
+            return Ok(Exit::of_report(&report));
         }
         Command::Plan { selection } => {
             let plan = plan::plan(selection.into_selection()).await?;
             print!("{}", plan::render(&plan));
         }
-        Command::Simulate { listen, as_of, seed, pipeline, builtwith_key, similarweb_key, faults: fault_args } => {
+        Command::Simulate {
+            listen,
+            as_of,
+            seed,
+            pipeline,
+            builtwith_key,
+            similarweb_key,
+            faults: fault_args,
+            request_log,
+        } => {
             let settings = LoadedPipeline::load(&pipeline)?.pipeline.simulator;
             let mut faults = settings.faults;
             apply_faults(&mut faults, &fault_args).map_err(anyhow::Error::msg)?;
             let seed = seed.unwrap_or(settings.seed);
             let as_of = as_of.unwrap_or_else(today);
             let keys = Keys { builtwith: builtwith_key, similarweb: similarweb_key };
-            let sim = Simulator::start(listen, SimulatorConfig { seed, as_of, keys, faults: faults.clone() })
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let sim =
+                Simulator::start(listen, SimulatorConfig { seed, as_of, keys, faults: faults.clone(), request_log })
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
             println!("simulated providers on {} (world as of {as_of}, seed {seed}); Ctrl-C stops", sim.base_url());
             for (provider, f) in &faults {
                 println!("  faults for {provider}: {f:?}");
@@ -327,7 +357,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(Exit::Completed)
 }
 
 fn cell(value: &serde_json::Value) -> String {

@@ -117,7 +117,7 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
     Ok(Plan {
         date: prepared.date.clone(),
         targets: work.len(),
-        simulated: prepared.simulated,
+        simulated: prepared.simulated(),
         known_algolia: known.len(),
         from_snapshot: latest.map(|m| m.snapshot_id.clone()),
         rows,

@@ -19,10 +19,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::fetch::{Call, Reply};
 use crate::modules::{self, FetchRow, Parsed, REGISTRY, RawRow, Tables};
-use crate::run::{Selection, book_rows, module_files, prepare, subject, tier_counts};
-use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef};
-use crate::store::table::{schema_fingerprint, to_parquet};
-use crate::transform;
+use crate::run::{Draft, Selection, TableFile, book_rows, commit, prepare, subject};
+use crate::store::lock::RunLock;
+use crate::store::manifest::{Counts, Manifest};
 
 pub struct RebuildReport {
     pub manifest: Manifest,
@@ -80,10 +79,10 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
     };
     let raw_file = original.file("raw_responses").context("the snapshot keeps no raw bodies")?;
     let bodies = final_bodies(store.get(&raw_file.path).await?)?;
-    let ttl = std::time::Duration::from_secs(pipeline.pipeline.run.lock_ttl_minutes * 60);
+    let ttl = pipeline.pipeline.run.lock_ttl();
     let run_id = format!("rebuild-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
     let (lock, _) = store.acquire_lock(&pipeline.pipeline.name, &run_id, ttl, false).await?;
-    let result = rebuild_locked(&prepared, &original, &bodies, &run_id).await;
+    let result = rebuild_locked(&prepared, &original, &bodies, &run_id, &lock).await;
     store.release_lock(lock).await?;
     result
 }
@@ -93,6 +92,7 @@ async fn rebuild_locked(
     original: &Manifest,
     bodies: &HashMap<(String, String, String), RawRow>,
     run_id: &str,
+    lock: &RunLock,
 ) -> anyhow::Result<RebuildReport> {
     let (store, book, pipeline) = (&prepared.store, &prepared.book, &prepared.pipeline);
     let date = &original.date;
@@ -151,57 +151,28 @@ async fn rebuild_locked(
         }
     }
 
-    let generation = store.next_generation(date).await?;
-    let folder = manifest::folder(date, generation);
-    let mut files: Vec<FileEntry> = Vec::new();
-    let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
+    let mut files = Vec::new();
     for (table, batch) in tables.batches(fetched_at_ms, date)? {
-        if table == "raw_responses" {
-            continue; // the original's bodies are copied below, unchanged
+        if table != "raw_responses" {
+            files.push((table, TableFile::Rows(batch)));
         }
-        let bytes = to_parquet(&batch)?;
-        let mut entry = store.put_table(&folder, table, bytes.clone(), batch.num_rows()).await?;
-        entry.schema = Some(schema_fingerprint(&batch.schema()));
-        files.push(entry);
-        module_bytes.insert(table, bytes);
     }
+    // The original's bodies and ledger are copied unchanged: no call was made.
     for table in ["raw_responses", "api_calls"] {
         if let Some(entry) = original.file(table) {
-            let bytes = store.get(&entry.path).await?;
-            let mut copy = store.put_table(&folder, table, bytes, entry.rows as usize).await?;
-            copy.schema = entry.schema.clone();
-            files.push(copy);
+            files.push((table, TableFile::Copy(entry)));
         }
     }
-    let book_rows = book_rows(&work, book, &failed);
-    let mut scored = transform::assemble(&book_rows, &module_files(&module_bytes), &pipeline.model, date)
-        .context("assembling and scoring the targets table")?;
-    files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
-
-    let p = &pipeline.pipeline;
-    let manifest = Manifest {
-        schema_version: manifest::SCHEMA_VERSION,
-        snapshot_id: date.clone(),
+    let draft = Draft {
         date: date.clone(),
-        generation,
         run_id: run_id.to_string(),
-        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        status: original.status.clone(),
+        status: original.status,
         previous_snapshot: original.previous_snapshot.clone(),
         carried_from: original.carried_from.clone(),
         rebuilt_from: Some(original.generation),
-        pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
-        scoring_model: ModelRef { name: pipeline.model.name.clone(), version: pipeline.model.version },
-        providers: original.providers.clone(),
-        files,
-        counts: Counts {
-            targets: scored.height() as u64,
-            tiers: tier_counts(&pipeline.model, &scored)?,
-            calls: 0,
-            spend_usd: 0.0,
-            ..original.counts.clone()
-        },
+        providers: original.providers,
+        counts: Counts { calls: 0, spend_usd: 0.0, ..original.counts.clone() },
     };
-    store.commit(&manifest).await?;
+    let manifest = commit(store, pipeline, draft, files, &book_rows(&work, book, &failed), Some(lock)).await?;
     Ok(RebuildReport { manifest, reparsed })
 }

@@ -11,27 +11,30 @@ use support::{TestStore, without_rate_limits};
 #[test]
 fn a_faulty_night_is_partial_and_fully_accounted_for() {
     let store = TestStore::new();
-    let out = store.ok(&[
-        "run",
-        "--limit",
-        "60",
-        "--date",
-        "2026-11-20",
-        "--fault",
-        "builtwith.error_rate=0.10",
-        "--fault",
-        "builtwith.malformed_rate=0.05",
-        "--fault",
-        "similarweb.error_rate=0.10",
-        "--fault",
-        "similarweb.rate_429=0.05",
-        "--fault",
-        "similarweb.retry_after_secs=0",
-        "--fault",
-        "similarweb.truncated_rate=0.03",
-        "--fault",
-        "yahoo_finance.malformed_rate=0.5",
-    ]);
+    let (out, _) = store.exits(
+        3,
+        &[
+            "run",
+            "--limit",
+            "60",
+            "--date",
+            "2026-11-20",
+            "--fault",
+            "builtwith.error_rate=0.10",
+            "--fault",
+            "builtwith.malformed_rate=0.05",
+            "--fault",
+            "similarweb.error_rate=0.10",
+            "--fault",
+            "similarweb.rate_429=0.05",
+            "--fault",
+            "similarweb.retry_after_secs=0",
+            "--fault",
+            "similarweb.truncated_rate=0.03",
+            "--fault",
+            "yahoo_finance.malformed_rate=0.5",
+        ],
+    );
     assert!(out.contains("partial"), "{out}");
     let (_, manifest) = store.manifests().remove(0);
     assert_eq!(manifest["status"], "partial");
@@ -99,7 +102,7 @@ fn a_budget_cap_is_never_crossed_and_warns_first() {
             .replace("budget = { per_run_usd = 400,", "budget = { per_run_usd = 1.0,")
     });
     let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "25", "--date", "2026-11-20"]);
-    assert!(out.status.success(), "{}", store.explain(&["run"], &out));
+    assert_eq!(out.status.code(), Some(3), "partial\n{}", store.explain(&["run"], &out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("80% of its per-run budget"), "{stderr}");
     let builtwith = store.query(

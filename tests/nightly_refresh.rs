@@ -38,8 +38,9 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
     let (targets, customers) = book(&store);
 
     // Two consecutive dates across a month boundary, so monthly traffic moves too.
-    let first = store.ok(&["run", "--targets", &targets, "--date", "2026-11-30"]);
-    assert!(first.contains("providers: simulated"), "{first}");
+    let (first, status) = store.ok_both(&["run", "--targets", &targets, "--date", "2026-11-30"]);
+    assert!(status.contains("providers: simulated"), "status lines go to stderr: {status}");
+    assert!(first.starts_with("snapshot 2026-11-30 committed"), "stdout carries only the summary: {first}");
     assert!(first.contains("snapshot 2026-11-30 committed"), "{first}");
     let second = store.ok(&["run", "--targets", &targets, "--date", "2026-12-01"]);
     assert!(second.contains("snapshot 2026-12-01 committed"), "{second}");

@@ -5,28 +5,18 @@
 
 mod support;
 
-use partnerforge::config::ProviderId;
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
-use support::{TestStore, listing, without_rate_limits};
+use support::{TestStore, against, listing, without_rate_limits};
 
 const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
 const SW_KEY: &str = "sw-right-41d2";
 const BW_KEY: &str = "bw-right-88e1";
 
-/// A store whose runs talk to `base` as every real provider, with these keys.
-fn against(base: &str, builtwith_key: &str, similarweb_key: &str) -> TestStore {
-    let mut store = TestStore::new().env("BUILTWITH_API_KEY", builtwith_key).env("SIMILARWEB_API_KEY", similarweb_key);
-    for provider in ProviderId::ALL {
-        store = store.env(provider.base_url_env(), base);
-    }
-    store
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let date = "2026-11-20".parse().unwrap();
     let keys = Keys { builtwith: BW_KEY.into(), similarweb: SW_KEY.into() };
-    let config = SimulatorConfig { seed: 42, as_of: date, keys, faults: Default::default() };
+    let config = SimulatorConfig { seed: 42, as_of: date, keys, faults: Default::default(), request_log: None };
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
     let with_env = |bw_key: &str| against(&base, bw_key, SW_KEY);
@@ -42,8 +32,8 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "a partial run is not a failed run\n{}", store.explain(&["run"], &out));
-    assert!(stdout.contains("providers: real"), "{stdout}");
+    assert_eq!(out.status.code(), Some(3), "a partial run exits 3\n{}", store.explain(&["run"], &out));
+    assert!(stderr.contains("providers: real"), "{stderr}");
     // 40 lookups failed or not made, and 40 relationship lookups that depend on them.
     assert!(stdout.contains("partial") && stdout.contains("builtwith 80"), "{stdout}");
 
@@ -142,7 +132,7 @@ async fn keys_never_leak_even_when_everything_fails() {
         faults.insert(provider.to_string(), f);
     }
     let keys = Keys { builtwith: BW.into(), similarweb: SW.into() };
-    let config = SimulatorConfig { seed: 7, as_of: "2026-11-20".parse().unwrap(), keys, faults };
+    let config = SimulatorConfig { seed: 7, as_of: "2026-11-20".parse().unwrap(), keys, faults, request_log: None };
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = sim.base_url();
     let store = against(&base, BW, SW).env("RUST_LOG", "debug");
@@ -153,7 +143,7 @@ async fn keys_never_leak_even_when_everything_fails() {
     });
     let (store, texts) = tokio::task::spawn_blocking(move || {
         let run = store.pf(&["run", "--pipeline", &pipeline, "--limit", "30", "--date", "2026-11-20", "--log-json"]);
-        assert!(run.status.success(), "{}", store.explain(&["run"], &run));
+        assert_eq!(run.status.code(), Some(3), "partial\n{}", store.explain(&["run"], &run));
         let mut texts =
             vec![String::from_utf8_lossy(&run.stdout).to_string(), String::from_utf8_lossy(&run.stderr).to_string()];
         for table in ["api_calls", "raw_responses", "targets", "company", "tech_stack", "traffic", "financials"] {

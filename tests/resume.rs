@@ -1,75 +1,53 @@
-//! A run killed with SIGKILL in the middle of fetching, then resumed: the
-//! committed snapshot equals an uninterrupted run's of the same date, and the
-//! ledger holds no paid call twice.
+//! A run killed with SIGKILL at many points of its calls, each resumed with
+//! `--resume last`: every resume commits the snapshot an uninterrupted run
+//! commits, and the provider is never paid twice for more answers than the
+//! calls that can be on the wire at once (the pipeline's `concurrency`).
+//!
+//! What the provider was paid for is read from its own bill, kept by a simulator
+//! that outlives the killed run: a dead run's ledger cannot show what it lost.
 
 mod support;
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use support::{TestStore, listing, wait_for};
+use support::crash::{CONCURRENCY, DATE, Provider, assert_same_snapshot, kill_when, run_args, snapshot_folder};
 
 #[test]
-fn a_killed_run_resumes_to_the_same_snapshot_without_paying_twice() {
-    let args = ["run", "--limit", "60", "--date", "2026-11-20"];
-    let killed = TestStore::new();
-    let runs = killed.path().join("store/runs");
-    // Slow SimilarWeb down so that the kill lands in the middle of the second wave.
-    let mut child = killed
-        .command(&[&args[..], &["--fault", "similarweb.latency_ms=100"]].concat())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the run");
-    let checkpoints = || listing(&runs).iter().filter(|f| f.contains("checkpoint-")).count();
-    wait_for("two checkpoints", Duration::from_secs(60), || checkpoints() >= 2);
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    assert!(killed.manifests().is_empty(), "nothing was committed");
+fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_most_the_calls_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(dir.path().join("straight.jsonl"), 15);
+    let (straight, pipeline) = provider.store();
+    let url = straight.store();
+    let summary = straight.ok(&run_args(&pipeline, &url));
+    assert_eq!(provider.paid_twice(), 0, "an uninterrupted run pays once");
+    let calls = straight.manifests()[0].1["counts"]["calls"].as_u64().unwrap() as usize;
+    assert!(calls > 300, "{summary}");
+    let reference = snapshot_folder(&straight);
+    drop(provider);
 
-    let resumed = killed.ok(&["run", "--resume", "last"]);
-    let reused: usize = resumed
-        .split("calls already made are reused")
-        .next()
-        .and_then(|head| head.rsplit(' ').nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{resumed}"));
-    assert!(reused >= 60, "the first wave and a batch of the second are reused: {resumed}");
-    assert!(resumed.contains("broke the lock held by run"), "{resumed}");
-    assert!(listing(&runs).is_empty(), "checkpoints go once the snapshot is committed");
-
-    let straight = TestStore::new();
-    straight.ok(&args);
-
-    // Same rows, same values: every table, fetch times aside.
-    let folder = |store: &TestStore| store.path().join("store/snapshots/2026-11-20/0001");
-    for (table, except) in [
-        ("targets", "last_enriched"),
-        ("company", "fetched_at"),
-        ("tech_stack", "fetched_at"),
-        ("traffic", "fetched_at"),
-        ("financials", "fetched_at"),
-        ("hiring", "fetched_at"),
-        ("trigger_events", "fetched_at"),
-    ] {
-        let a = folder(&killed).join(format!("{table}.parquet"));
-        let b = folder(&straight).join(format!("{table}.parquet"));
-        let side = |x: &std::path::Path| format!("SELECT * EXCLUDE ({except}) FROM read_parquet('{}')", x.display());
-        let diff = killed.query(&format!(
-            "SELECT (SELECT count(*) FROM ({} EXCEPT ALL {})) + (SELECT count(*) FROM ({} EXCEPT ALL {})) AS n,
-                    (SELECT count(*) FROM read_parquet('{}')) AS rows",
-            side(&a),
-            side(&b),
-            side(&b),
-            side(&a),
-            a.display()
-        ));
-        assert_eq!(diff[0]["n"], 0, "{table} differs: {diff:?}");
-        assert!(diff[0]["rows"].as_u64().unwrap() > 0, "{table} is empty");
+    // Kill points spread over the run: once k answers are in its journal.
+    let mut crashed = 0;
+    for i in 1..=20 {
+        let point = calls * i / 22;
+        let provider = Provider::start(dir.path().join(format!("bill-{i}.jsonl")), 15);
+        let (killed, pipeline) = provider.store();
+        let url = killed.store();
+        let args = run_args(&pipeline, &url);
+        let context = format!("killed after {point} of {calls} calls");
+        let reached = || killed.journal_entries() >= point;
+        if kill_when(&killed, &args, &context, reached, || !killed.manifests().is_empty()) {
+            crashed += 1;
+            let (out, status) = killed.ok_both(&["run", "--store", &killed.store(), "--resume", "last"]);
+            assert!(out.contains(&format!("snapshot {DATE} committed")), "{context}: {out}");
+            assert!(status.contains("calls already made are reused"), "{context}: {status}");
+        }
+        // (A kill that landed after the commit left nothing to resume: the checks hold all the same.)
+        assert_same_snapshot(&killed, &snapshot_folder(&killed), &reference, &context);
+        let twice = provider.paid_twice();
+        eprintln!("{context}: {twice} answers paid twice");
+        assert!(twice <= CONCURRENCY, "{context}: {twice} answers paid twice, more than the {CONCURRENCY} on the wire");
+        let ledger = killed.query(
+            "SELECT count(*) AS n FROM (SELECT provider, endpoint, domain FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1)",
+        );
+        assert_eq!(ledger[0]["n"], 0, "{context}: the ledger holds a paid call twice");
     }
-
-    let twice = killed.query(
-        "SELECT provider, endpoint, domain, count(*) AS n FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1",
-    );
-    assert!(twice.is_empty(), "paid twice: {twice:?}");
+    assert!(crashed >= 16, "only {crashed} of 20 kills landed before the commit");
 }

@@ -35,19 +35,28 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
 
     let args = ["gc", "--store", &store.store(), "--keep-daily", "2", "--keep-monthly", "2"];
     // While a run holds a lock, gc does not run.
-    let lock = store.path().join("store/locks/nightly.json");
-    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // A live run's lease: the next number after the leases the runs above took and gave back.
+    let leases = store.path().join("store/locks/nightly");
+    let newest = listing(&leases)
+        .iter()
+        .filter_map(|f| f.rsplit('/').next()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let lock = leases.join(format!("{:010}.json", newest + 1));
+    std::fs::create_dir_all(&leases).unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let now = chrono::Utc::now().to_rfc3339();
     std::fs::write(
         &lock,
-        serde_json::json!({"run_id": "run-live", "pipeline": "nightly", "host": host.trim(), "pid": std::process::id(),
-                           "started_at": "2026-11-23T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"})
+        serde_json::json!({"run_id": "run-live", "lease": "run-live/1", "pipeline": "nightly", "host": host.trim(),
+                           "pid": std::process::id(), "started_at": now, "ttl_secs": 3600})
         .to_string(),
     )
     .unwrap();
     let refused = store.fails(&args);
     assert!(refused.contains("run-live") && refused.contains("gc waits"), "{refused}");
-    std::fs::remove_file(&lock).unwrap();
+    // The run gives its lease back: gc goes ahead.
+    std::fs::write(lock.with_extension("released"), "{}").unwrap();
     let dry = store.ok(&[&args[..], &["--dry-run"]].concat());
     for gone in ["2026-09-29", "2026-09-30", "2026-10-30"] {
         assert!(dry.contains(&format!("would remove snapshot {gone}")), "{dry}");

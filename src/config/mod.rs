@@ -13,7 +13,7 @@ pub use scoring::{Band, Component, ComponentKind, ScoringModel, Tier};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors of the configuration layer. Each one names the file it is about.
 #[derive(Debug, thiserror::Error)]
@@ -106,13 +106,22 @@ impl Default for FetchSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunSettings {
-    /// How long a run's lock holds before another run may break it (`--break-lock`).
+    /// How long a run's lock holds after its last heartbeat before another run
+    /// may break it (`--break-lock`). A live run renews it every
+    /// `min(ttl / 3, 60 s)`, so this only bounds how long a dead holder on another
+    /// host blocks the next run.
     pub lock_ttl_minutes: u64,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 720 }
+        Self { lock_ttl_minutes: 15 }
+    }
+}
+
+impl RunSettings {
+    pub fn lock_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_ttl_minutes.max(1) * 60)
     }
 }
 
@@ -300,11 +309,15 @@ pub struct SimulatorSettings {
     pub honour_limits: bool,
     /// Faults the simulated providers inject, per provider.
     pub faults: BTreeMap<String, FaultSettings>,
+    /// A file the simulated providers append one JSON line to per request they
+    /// answer (provider, request without its key, status): their bill, which
+    /// survives the run that made the requests.
+    pub request_log: Option<PathBuf>,
 }
 
 impl Default for SimulatorSettings {
     fn default() -> Self {
-        Self { seed: 42, honour_limits: false, faults: BTreeMap::new() }
+        Self { seed: 42, honour_limits: false, faults: BTreeMap::new(), request_log: None }
     }
 }
 
@@ -383,6 +396,43 @@ impl FaultSettings {
 }
 
 /// The providers PartnerForge calls in this release.
+/// Which providers a run is asked to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvidersMode {
+    /// Simulated when no API keys are set, real otherwise.
+    Auto,
+    /// The simulated providers, started in-process on a loopback port.
+    Simulated,
+    /// The real provider APIs (keys from the environment).
+    Real,
+}
+
+/// The account a run's calls went to, once `auto` is decided: spend and quotas
+/// are counted per account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderAccount {
+    Simulated,
+    Real,
+}
+
+impl ProviderAccount {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Simulated => "simulated",
+            Self::Real => "real",
+        }
+    }
+
+    pub fn mode(self) -> ProvidersMode {
+        match self {
+            Self::Simulated => ProvidersMode::Simulated,
+            Self::Real => ProvidersMode::Real,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProviderId {
     BuiltWith,
@@ -576,4 +626,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Providers are written by name (`builtwith`, `yahoo_finance`, …) wherever they are stored.
+impl Serialize for ProviderId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        ProviderId::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no provider {name:?} (known: {})", ProviderId::names())))
+    }
 }

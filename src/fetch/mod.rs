@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderId, ProviderSettings};
 use breaker::CircuitBreaker;
@@ -163,6 +165,9 @@ pub struct Attempt {
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
+    /// The run was stopped (SIGINT/SIGTERM) while the call waited to go out or to
+    /// try again: nothing was paid for it, a resume asks it.
+    Stopped,
     /// The last attempt holds the answer, for the parser.
     Answered,
     /// Transient failures until the retry policy gave up; the reason.
@@ -240,8 +245,35 @@ pub struct Fetcher {
     /// Requests on the wire at once. A call waiting out a backoff holds no slot,
     /// so a burst of retries cannot starve the calls behind it.
     slots: tokio::sync::Semaphore,
-    /// Once set, no new call starts; the calls under way finish.
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Once cancelled, no new call starts and no call waits any longer (rate
+    /// limit, request slot, backoff); requests already on the wire finish.
+    stop: CancellationToken,
+}
+
+/// Where a finished call is made durable. The call path hands every exchange to
+/// it and keeps the call's request slot until it returns, so calls answered but
+/// not yet durable never outnumber the slots: a crash loses at most `concurrency`.
+pub trait Keep: Sync {
+    fn keep<'a>(&'a self, call: &'a Call, exchange: &'a Exchange) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Keeps nothing: for callers that only want the exchanges.
+pub struct KeepNothing;
+
+impl Keep for KeepNothing {
+    fn keep<'a>(&'a self, _: &'a Call, _: &'a Exchange) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A finished call that could not be kept (the journal failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{provider} {endpoint} {domain}: the answer could not be kept: {message}")]
+pub struct KeepError {
+    pub provider: &'static str,
+    pub endpoint: &'static str,
+    pub domain: String,
+    pub message: String,
 }
 
 /// Calls under way at once (most of them waiting) per request slot.
@@ -273,7 +305,7 @@ impl Fetcher {
             });
         }
         let concurrency = concurrency.max(1);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = CancellationToken::new();
         Ok(Self { lanes, budget, clock, concurrency, slots: tokio::sync::Semaphore::new(concurrency), stop })
     }
 
@@ -285,15 +317,15 @@ impl Fetcher {
         Ok(&self.lane(provider)?.endpoint)
     }
 
-    /// Stops starting new calls when `flag` is set (a graceful shutdown).
-    pub fn stop_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.stop = flag;
+    /// Stops when `token` is cancelled (a graceful shutdown).
+    pub fn stop_on(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
         self
     }
 
     /// Whether a stop was asked for: `execute` then returns only the calls it started.
     pub fn stopped(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+        self.stop.is_cancelled()
     }
 
     /// The circuit breaker's state for a provider ("closed", "open", "half-open").
@@ -304,34 +336,59 @@ impl Fetcher {
     /// Makes every call, at most `concurrency` requests at once; exchanges come back in call
     /// order. After a stop, only the calls that had started come back.
     pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
-        let mut done: Vec<(usize, Call, Exchange)> = self.stream(calls)?.collect().await;
+        let mut done: Vec<(usize, Call, Exchange)> =
+            self.stream(calls, &KeepNothing)?.filter_map(|r| futures::future::ready(r.ok())).collect().await;
         done.sort_by_key(|(i, _, _)| *i);
         Ok(done.into_iter().map(|(_, call, exchange)| (call, exchange)).collect())
     }
 
-    /// The calls' exchanges as they finish, each with its index in `calls`. After a
-    /// stop, calls not yet started never start (they are left for a resume).
-    pub fn stream(
-        &self,
+    /// The calls' exchanges as they finish and are kept, each with its index in
+    /// `calls`. After a stop, calls not yet started never start (they are left for
+    /// a resume), and calls waiting to go out end `Stopped`.
+    pub fn stream<'a>(
+        &'a self,
         calls: Vec<Call>,
-    ) -> Result<impl futures::Stream<Item = (usize, Call, Exchange)> + '_, FetchError> {
+        keep: &'a dyn Keep,
+    ) -> Result<impl futures::Stream<Item = Result<(usize, Call, Exchange), KeepError>> + 'a, FetchError> {
         for call in &calls {
             self.lane(call.provider)?;
         }
         let stop = self.stop.clone();
         Ok(futures::stream::iter(calls.into_iter().enumerate())
-            .take_while(move |_| futures::future::ready(!stop.load(std::sync::atomic::Ordering::SeqCst)))
+            .take_while(move |_| futures::future::ready(!stop.is_cancelled()))
             .map(move |(i, call)| async move {
-                let exchange = self.call(&call).await;
-                (i, call, exchange)
+                let (exchange, slot) = self.call(&call).await;
+                let kept = keep.keep(&call, &exchange).await;
+                // The slot of a call that was answered is free only once its answer is kept.
+                drop(slot);
+                match kept {
+                    Ok(()) => Ok((i, call, exchange)),
+                    Err(message) => Err(KeepError {
+                        provider: call.provider.name(),
+                        endpoint: call.endpoint,
+                        domain: call.domain.clone(),
+                        message,
+                    }),
+                }
             })
             .buffer_unordered(self.concurrency * CALLS_PER_SLOT))
     }
 
-    /// One call through every stage, with retries.
-    async fn call(&self, call: &Call) -> Exchange {
+    /// Waits for `wait`, unless the run is stopped first (`None`).
+    async fn wait_unless_stopped<T>(&self, wait: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            value = wait => Some(value),
+        }
+    }
+
+    /// One call through every stage, with retries. An answered call comes back with
+    /// the request slot of its last attempt still held.
+    async fn call(&self, call: &Call) -> (Exchange, Option<tokio::sync::SemaphorePermit<'_>>) {
         let Ok(lane) = self.lane(call.provider) else {
-            return Exchange { attempts: Vec::new(), ending: Ending::Skipped(Outcome::Failed, "no endpoint".into()) };
+            let ending = Ending::Skipped(Outcome::Failed, "no endpoint".into());
+            return (Exchange { attempts: Vec::new(), ending }, None);
         };
         let settings = &lane.endpoint.settings;
         let cost = settings.cost(call.endpoint);
@@ -341,15 +398,21 @@ impl Fetcher {
         let mut wait_before = Duration::ZERO;
         let mut request = std::borrow::Cow::Borrowed(call);
         loop {
-            let skipped =
-                |outcome, reason: String, attempts| Exchange { attempts, ending: Ending::Skipped(outcome, reason) };
+            let skipped = |outcome, reason: String, attempts| {
+                (Exchange { attempts, ending: Ending::Skipped(outcome, reason) }, None)
+            };
+            let stopped = |attempts| (Exchange { attempts, ending: Ending::Stopped }, None);
             if let Some((outcome, reason)) = lane.stopped() {
                 return skipped(outcome, reason, attempts);
             }
             // The quota refuses every call past it; calls that already hold a place still go.
-            if let Err(quota) = lane.limiter.acquire(self.clock.as_ref()).await {
-                let reason = format!("daily quota of {} calls used up", quota.per_day);
-                return skipped(Outcome::SkippedQuota, reason, attempts);
+            match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
+                None => return stopped(attempts),
+                Some(Err(quota)) => {
+                    let reason = format!("daily quota of {} calls used up", quota.per_day);
+                    return skipped(Outcome::SkippedQuota, reason, attempts);
+                }
+                Some(Ok(())) => {}
             }
             let reservation = match self.budget.reserve(call.provider, cost) {
                 Ok(r) => r,
@@ -360,7 +423,11 @@ impl Fetcher {
             };
             // A request slot, then the provider's state again: another call may have
             // stopped the provider or opened its circuit while this one waited.
-            let slot = self.slots.acquire().await;
+            let Some(slot) = self.wait_unless_stopped(self.slots.acquire()).await else {
+                self.budget.release(reservation);
+                lane.limiter.give_back();
+                return stopped(attempts);
+            };
             if let Some((outcome, reason)) = lane.stopped() {
                 self.budget.release(reservation);
                 lane.limiter.give_back();
@@ -373,7 +440,6 @@ impl Fetcher {
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
             let reply = Self::send(lane, &request).await;
-            drop(slot);
             let charged = reply.is_success();
             if charged {
                 self.budget.charge(reservation);
@@ -393,6 +459,7 @@ impl Fetcher {
                 if status == Some(403)
                     && let Some(query) = request.fallback_on_403.clone()
                 {
+                    drop(slot);
                     let mut fallback = call.clone();
                     fallback.query = query;
                     fallback.fallback_on_403 = None;
@@ -408,8 +475,9 @@ impl Fetcher {
                         .stop(Outcome::SkippedAuth, format!("the API key was refused (HTTP {})", status.unwrap_or(0))),
                     None => {}
                 }
-                return Exchange { attempts, ending: Ending::Answered };
+                return (Exchange { attempts, ending: Ending::Answered }, slot.ok());
             }
+            drop(slot);
             // A 429 is the provider pacing us, not failing: the retry waits it out,
             // and it does not count toward opening the circuit.
             if status == Some(429) {
@@ -419,11 +487,15 @@ impl Fetcher {
             }
             match retry::decide(&settings.retry, number, waited, retry_after, retry::jitter(&jitter_key, number)) {
                 retry::Decision::Retry(wait) => {
-                    self.clock.sleep(wait).await;
+                    if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
+                        return stopped(attempts);
+                    }
                     waited += wait;
                     wait_before = wait;
                 }
-                retry::Decision::GiveUp(reason) => return Exchange { attempts, ending: Ending::GaveUp(reason) },
+                retry::Decision::GiveUp(reason) => {
+                    return (Exchange { attempts, ending: Ending::GaveUp(reason) }, None);
+                }
             }
         }
     }

@@ -36,7 +36,7 @@ impl Faults {
 }
 
 /// Which provider a request is for, from its path.
-fn provider_of(path: &str) -> &'static str {
+pub(crate) fn provider_of(path: &str) -> &'static str {
     if path.starts_with("/v1/website/") {
         "similarweb"
     } else if path.starts_with("/v10/finance/") {
@@ -55,7 +55,7 @@ fn provider_of(path: &str) -> &'static str {
 }
 
 /// The request without its key, so that the same request matches across keys.
-fn request_key(request: &Request) -> String {
+pub(crate) fn request_key(request: &Request) -> String {
     let query: Vec<&str> = request
         .uri()
         .query()

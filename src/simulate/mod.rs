@@ -46,13 +46,37 @@ pub struct SimulatorConfig {
     pub keys: Keys,
     /// Faults by provider name (`builtwith`, `similarweb`, `yahoo_finance`).
     pub faults: BTreeMap<String, FaultSettings>,
+    /// Where to append a line per request answered (see `SimulatorSettings::request_log`).
+    pub request_log: Option<std::path::PathBuf>,
+}
+
+/// The simulated providers' bill: one JSON line per request answered, written
+/// before the answer leaves.
+struct RequestLog {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+async fn log_request(
+    State(log): State<Arc<RequestLog>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let provider = faults::provider_of(request.uri().path());
+    let key = faults::request_key(&request);
+    let response = next.run(request).await;
+    let line = json!({"provider": provider, "request": key, "status": response.status().as_u16()});
+    let mut file = log.file.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = std::io::Write::write_all(&mut *file, format!("{line}\n").as_bytes()) {
+        tracing::warn!("simulated providers: cannot write the request log: {e}");
+    }
+    response
 }
 
 /// Builds the router for a world as of a date.
-pub fn router(config: SimulatorConfig) -> Router {
+pub fn router(config: SimulatorConfig) -> std::io::Result<Router> {
     let state = AppState { world: Arc::new(World::new(config.seed, config.as_of)), keys: Arc::new(config.keys) };
     let faults = Arc::new(faults::Faults::new(config.seed, config.faults));
-    Router::new()
+    let router = Router::new()
         .route("/{version}/api.json", get(builtwith_domain))
         .route("/v1/website/{domain}/{group}/{metric}", get(similarweb))
         .route("/v10/finance/quoteSummary/{ticker}", get(quote_summary))
@@ -61,7 +85,19 @@ pub fn router(config: SimulatorConfig) -> Router {
         .route("/posting-api/job-board/{board}", get(ashby))
         .route("/feeds/{host}/{*path}", get(news_feed))
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
+        .layer(axum::middleware::from_fn_with_state(faults, faults::inject));
+    Ok(match config.request_log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("request log {}: {e}", path.display())))?;
+            let log = Arc::new(RequestLog { file: std::sync::Mutex::new(file) });
+            router.layer(axum::middleware::from_fn_with_state(log, log_request))
+        }
+        None => router,
+    })
 }
 
 /// A running simulator; dropping it does not stop it, `shutdown` does.
@@ -77,7 +113,7 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(config);
+        let app = router(config)?;
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = rx.await;

@@ -29,6 +29,8 @@ pub struct GcPlan {
     pub snapshots: Vec<(String, Vec<String>)>,
     /// Folders without a manifest, older than the stale age.
     pub abandoned: Vec<String>,
+    /// Lease objects of run locks superseded by a newer lease.
+    pub leases: Vec<String>,
     pub kept: Vec<String>,
 }
 
@@ -51,16 +53,13 @@ impl Store {
     /// Works out what `gc` would remove, without removing anything. While a run
     /// holds a lock, gc does not run: it could take files that run is writing or reading.
     pub async fn gc_plan(&self, retention: &Retention) -> Result<GcPlan, StoreError> {
-        for path in self.list("locks").await? {
-            if let Ok(holder) = serde_json::from_slice::<super::lock::LockHolder>(&self.get(&path).await?)
-                && holder.is_live()
-            {
-                return Err(StoreError::Locked {
-                    url: self.url.clone(),
-                    holder: Box::new(holder),
-                    hint: "gc waits until no run is in progress".into(),
-                });
-            }
+        let holders = self.lock_holders().await?;
+        if let Some(holder) = holders.iter().find(|h| h.is_live()) {
+            return Err(StoreError::Locked {
+                url: self.url.clone(),
+                holder: Box::new(holder.clone()),
+                hint: "gc waits until no run is in progress".into(),
+            });
         }
         let all: Vec<Manifest> = self.all_generations().await?;
         let dates: Vec<String> = all.iter().map(|m| m.date.clone()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -89,17 +88,7 @@ impl Store {
         plan.abandoned =
             newest.into_iter().filter(|(f, t)| !committed.contains(f) && *t < stale_before).map(|(f, _)| f).collect();
         // Checkpoints of runs that never committed, unless a lock says the run is alive.
-        let held: BTreeSet<String> = self
-            .list("locks")
-            .await?
-            .into_iter()
-            .map(|path| async move { self.get(&path).await })
-            .collect::<futures::stream::FuturesOrdered<_>>()
-            .try_collect::<Vec<_>>()
-            .await?
-            .iter()
-            .filter_map(|bytes| serde_json::from_slice::<super::lock::LockHolder>(bytes).ok().map(|h| h.run_id))
-            .collect();
+        let held: BTreeSet<String> = holders.into_iter().map(|h| h.run_id).collect();
         let runs = ObjectPath::from("runs");
         let objects: Vec<_> =
             self.inner.list(Some(&runs)).try_collect().await.map_err(|e| self.object_error(&runs, e))?;
@@ -116,6 +105,7 @@ impl Store {
                 .filter(|(folder, t)| *t < stale_before && !held.iter().any(|id| folder.ends_with(id.as_str())))
                 .map(|(folder, _)| folder),
         );
+        plan.leases = self.superseded_leases().await?;
         Ok(plan)
     }
 
@@ -138,6 +128,10 @@ impl Store {
                     Err(e) => return Err(self.object_error(&file.location, e)),
                 }
             }
+        }
+        for lease in &plan.leases {
+            self.delete(lease).await?;
+            removed += 1;
         }
         Ok(removed)
     }

@@ -5,6 +5,33 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::ProviderAccount;
+
+/// How a committed run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every call the run needed was answered.
+    Completed,
+    /// Some provider calls failed; see `counts.failures`.
+    Partial,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Partial => "partial",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -17,8 +44,7 @@ pub struct Manifest {
     pub generation: u32,
     pub run_id: String,
     pub created_at: String,
-    /// `completed` or `partial` (some provider calls failed; see `failures`).
-    pub status: String,
+    pub status: Status,
     pub previous_snapshot: Option<String>,
     /// The snapshot fresh module results were carried forward from, if any.
     #[serde(default)]
@@ -29,8 +55,8 @@ pub struct Manifest {
     pub rebuilt_from: Option<u32>,
     pub pipeline: PipelineRef,
     pub scoring_model: ModelRef,
-    /// `simulated` or `real`.
-    pub providers: String,
+    /// The providers' account the calls went to: `simulated` or `real`.
+    pub providers: ProviderAccount,
     pub files: Vec<FileEntry>,
     pub counts: Counts,
 }

@@ -58,6 +58,8 @@ impl std::fmt::Debug for Store {
 }
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
+/// Written first in a snapshot folder, create-only: which writer's folder it is.
+pub const CLAIM_FILE: &str = "_claim.json";
 
 /// Objects larger than this are written as multipart uploads, in parts of `MULTIPART_PART`.
 const MULTIPART_ABOVE: usize = 16 * 1024 * 1024;
@@ -65,6 +67,12 @@ const MULTIPART_PART: usize = 8 * 1024 * 1024;
 
 impl Store {
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, &[])
+    }
+
+    /// Opens a store; for S3, `s3_options` (e.g. `("aws_endpoint", "http://…")`)
+    /// are applied over the standard `AWS_*` environment.
+    pub fn open_with(url: &str, s3_options: &[(&str, &str)]) -> Result<Self, StoreError> {
         let open_error = |message: String| StoreError::Open { url: url.to_string(), message };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -74,6 +82,11 @@ impl Store {
             let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
             if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
                 builder = builder.with_endpoint(endpoint);
+            }
+            for (key, value) in s3_options {
+                let key: object_store::aws::AmazonS3ConfigKey =
+                    key.parse().map_err(|e: object_store::Error| open_error(e.to_string()))?;
+                builder = builder.with_config(key, *value);
             }
             let s3 = builder.build().map_err(|e| open_error(e.to_string()))?;
             let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
@@ -96,6 +109,22 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where an object lives on this machine's disk, for a local store.
+    pub fn local_path(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
+    /// Writes an object only if it does not exist yet: `Ok(false)` when it does.
+    pub async fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        let object = ObjectPath::from(path);
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(&object, PutPayload::from(bytes), options).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.object_error(&object, e)),
+        }
     }
 
     /// Checks that the store honours create-only writes, which the commit and the
@@ -293,14 +322,30 @@ impl Store {
         Ok(out)
     }
 
-    /// The next free generation number for a date (1 for a new date).
+    /// Claims the next free generation of a date for one writer: a create-only
+    /// `_claim.json` in its folder. Of two writers on one store (two pipelines),
+    /// each gets its own folder, so neither overwrites the other's files nor loses
+    /// its commit; a folder claimed but never committed is left for gc.
+    pub async fn claim_generation(&self, date: &str, run_id: &str) -> Result<u32, StoreError> {
+        let mut generation = self.next_generation(date).await?;
+        let claim = serde_json::json!({ "run_id": run_id, "claimed_at": chrono::Utc::now().to_rfc3339() });
+        for _ in 0..1000 {
+            let path = format!("{}/{CLAIM_FILE}", manifest::folder(date, generation));
+            if self.put_new(&path, Bytes::from(claim.to_string())).await? {
+                return Ok(generation);
+            }
+            generation += 1; // another writer has it: take the next one
+        }
+        Err(StoreError::Open { url: self.url.clone(), message: format!("no free generation for {date}") })
+    }
+
+    /// The next generation number no writer has used for a date (1 for a new date).
     pub async fn next_generation(&self, date: &str) -> Result<u32, StoreError> {
         let prefix = ObjectPath::from(format!("snapshots/{date}"));
         let objects: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_error(&prefix, e))?;
         let highest = objects
             .iter()
-            .filter(|o| o.location.filename() == Some(MANIFEST_FILE))
             .filter_map(|o| o.location.parts().nth(2).and_then(|p| p.as_ref().parse::<u32>().ok()))
             .max()
             .unwrap_or(0);
@@ -311,6 +356,19 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_of_one_date_get_a_generation_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        for round in 0..5 {
+            let (a, b) =
+                tokio::join!(store.claim_generation("2026-11-20", "a"), store.claim_generation("2026-11-20", "b"));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_ne!(a, b, "round {round}");
+            assert_eq!(a.max(b), 2 * round + 2);
+        }
+    }
 
     #[tokio::test]
     async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {

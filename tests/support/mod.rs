@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -100,6 +102,44 @@ impl TestStore {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Runs and asserts success, returning stdout and stderr (status lines go to stderr).
+    pub fn ok_both(&self, args: &[&str]) -> (String, String) {
+        let out = self.pf(args);
+        if !out.status.success() {
+            panic!("{}", self.explain(args, &out));
+        }
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    /// Runs and asserts the exit code, returning stdout and stderr.
+    pub fn exits(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.pf(args);
+        if out.status.code() != Some(code) {
+            panic!("expected exit code {code}\n{}", self.explain(args, &out));
+        }
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    /// The newest lease of the pipeline's lock, unless it was given back.
+    pub fn lock_holder(&self, pipeline: &str) -> Option<serde_json::Value> {
+        let folder = self.path().join("store/locks").join(pipeline);
+        let newest = listing(&folder).into_iter().filter(|f| f.ends_with(".json")).max()?;
+        if std::path::Path::new(&newest.replace(".json", ".released")).exists() {
+            return None;
+        }
+        let text = std::fs::read_to_string(&newest).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Answered calls on record in the journals of unfinished runs (a line each).
+    pub fn journal_entries(&self) -> usize {
+        listing(&self.path().join("store/runs"))
+            .iter()
+            .filter(|f| f.contains("journal"))
+            .map(|f| std::fs::read(f).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0))
+            .sum()
+    }
+
     /// Runs and asserts failure, returning stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.pf(args);
@@ -146,6 +186,15 @@ impl TestStore {
     }
 }
 
+/// A store whose runs talk to `base` as every real provider, with these keys.
+pub fn against(base: &str, builtwith_key: &str, similarweb_key: &str) -> TestStore {
+    let mut store = TestStore::new().env("BUILTWITH_API_KEY", builtwith_key).env("SIMILARWEB_API_KEY", similarweb_key);
+    for provider in partnerforge::config::ProviderId::ALL {
+        store = store.env(provider.base_url_env(), base);
+    }
+    store
+}
+
 /// A pipeline text without rate limits (`rate = {…}` lines): for tests that are not about pacing.
 pub fn without_rate_limits(text: String) -> String {
     text.lines().filter(|l| !l.trim_start().starts_with("rate = {")).collect::<Vec<_>>().join("\n")
@@ -169,8 +218,9 @@ impl TestStore {
             .stderr(output())
             .spawn()
             .expect("start the run");
-        let lock = self.path().join("store/locks/nightly.json");
-        wait_for("the run to take the lock", std::time::Duration::from_secs(30), || lock.exists());
+        wait_for("the run to take the lock", std::time::Duration::from_secs(30), || {
+            self.lock_holder("nightly").is_some()
+        });
         child
     }
 }

@@ -1,0 +1,168 @@
+//! The commit: a snapshot's tables written into a generation folder of its own,
+//! the targets assembled and scored from them, and the manifest written last and
+//! create-only. One path for `run` and `rebuild`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Context as _;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::config::{LoadedPipeline, ProviderAccount};
+use crate::fetch::LedgerRow;
+use crate::store::Store;
+use crate::store::lock::RunLock;
+use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, Status, TierCount};
+use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
+use crate::targets::{Book, Target};
+use crate::transform::{self, BookRow, ModuleFiles};
+
+/// The targets as the transform takes them: the book's fields, the ticker, and
+/// the modules that failed for each domain.
+pub(crate) fn book_rows<'a>(
+    work: &[&'a Target],
+    book: &'a Book,
+    failed: &BTreeMap<String, BTreeSet<&'static str>>,
+) -> Vec<BookRow<'a>> {
+    work.iter()
+        .map(|t| BookRow {
+            target: t,
+            ticker: book.tickers.get(&t.domain).map(String::as_str),
+            modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
+        })
+        .collect()
+}
+
+/// The module tables the targets table is assembled from.
+pub(crate) fn module_files(bytes: &HashMap<&str, Bytes>) -> ModuleFiles {
+    let take = |name: &str| bytes.get(name).cloned().unwrap_or_default();
+    ModuleFiles {
+        company: take("company"),
+        tech_spend: take("tech_spend"),
+        traffic: take("traffic"),
+        traffic_sources: take("traffic_sources"),
+        financials: take("financials"),
+        hiring: take("hiring"),
+    }
+}
+
+/// Targets per tier of the model, best tier first.
+pub(crate) fn tier_counts(
+    model: &crate::config::ScoringModel,
+    scored: &polars::prelude::DataFrame,
+) -> anyhow::Result<Vec<TierCount>> {
+    let mut tiers: Vec<TierCount> =
+        model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+    let tier_column = scored.column("icp_tier")?.i32()?;
+    for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
+        if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
+            count.targets += 1;
+        }
+    }
+    Ok(tiers)
+}
+
+pub(crate) fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::record_batch::RecordBatch> {
+    Ok(TableBuilder::new()
+        .text("run_id", rows.iter().map(|r| Some(&r.run_id)))
+        .text("snapshot_id", rows.iter().map(|_| Some(snapshot_id)))
+        .text("provider", rows.iter().map(|r| Some(r.provider.name())))
+        .text("endpoint", rows.iter().map(|r| Some(r.endpoint)))
+        .text("domain", rows.iter().map(|r| Some(&r.domain)))
+        .text("modules", rows.iter().map(|r| Some(&r.modules)))
+        .int("attempt", rows.iter().map(|r| Some(i64::from(r.attempt))))
+        .int("http_status", rows.iter().map(|r| r.http_status.map(i64::from)))
+        .text("outcome", rows.iter().map(|r| Some(r.outcome.as_str())))
+        .text("error", rows.iter().map(|r| r.error.as_ref()))
+        .float("latency_ms", rows.iter().map(|r| Some(r.latency_ms)))
+        .float("waited_ms", rows.iter().map(|r| Some(r.waited_ms)))
+        .float("cost_usd", rows.iter().map(|r| Some(r.cost_usd)))
+        .int("bytes", rows.iter().map(|r| Some(r.bytes as i64)))
+        .timestamp_ms("called_at", rows.iter().map(|r| Some(r.called_at.timestamp_millis())))
+        .finish()?)
+}
+
+/// A table of the snapshot being committed.
+pub(crate) enum TableFile<'a> {
+    /// Rows to write.
+    Rows(RecordBatch),
+    /// A file of another snapshot of the same date, copied as it is (a rebuild's raw bodies and ledger).
+    Copy(&'a FileEntry),
+}
+
+/// What the manifest says beyond the files, the generation and the scores.
+pub(crate) struct Draft {
+    pub date: String,
+    pub run_id: String,
+    pub status: Status,
+    pub previous_snapshot: Option<String>,
+    pub carried_from: Option<String>,
+    pub rebuilt_from: Option<u32>,
+    pub providers: ProviderAccount,
+    /// Everything but `targets` and `tiers`, which come from the scored table.
+    pub counts: Counts,
+}
+
+/// Writes the tables into a generation folder claimed for this commit, assembles
+/// and scores the targets from them, and commits the manifest. With `fence`, the
+/// run's lock is renewed right before the commit: a run whose lock was broken
+/// commits nothing.
+pub(crate) async fn commit(
+    store: &Store,
+    pipeline: &LoadedPipeline,
+    draft: Draft,
+    tables: Vec<(&'static str, TableFile<'_>)>,
+    book_rows: &[BookRow<'_>],
+    fence: Option<&RunLock>,
+) -> anyhow::Result<Manifest> {
+    let date = &draft.date;
+    let generation = store.claim_generation(date, &draft.run_id).await?;
+    let folder = manifest::folder(date, generation);
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
+    for (table, file) in tables {
+        let (bytes, rows, schema) = match file {
+            TableFile::Rows(batch) => {
+                (to_parquet(&batch)?, batch.num_rows(), Some(schema_fingerprint(&batch.schema())))
+            }
+            TableFile::Copy(entry) => (store.get(&entry.path).await?, entry.rows as usize, entry.schema.clone()),
+        };
+        let mut entry = store.put_table(&folder, table, bytes.clone(), rows).await?;
+        entry.schema = schema;
+        files.push(entry);
+        module_bytes.insert(table, bytes);
+    }
+    let model = &pipeline.model;
+    let mut scored = transform::assemble(book_rows, &module_files(&module_bytes), model, date)
+        .context("assembling and scoring the targets table")?;
+    files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
+    let p = &pipeline.pipeline;
+    let manifest = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        snapshot_id: date.clone(),
+        date: date.clone(),
+        generation,
+        run_id: draft.run_id,
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        status: draft.status,
+        previous_snapshot: draft.previous_snapshot,
+        carried_from: draft.carried_from,
+        rebuilt_from: draft.rebuilt_from,
+        pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
+        scoring_model: ModelRef { name: model.name.clone(), version: model.version },
+        providers: draft.providers,
+        files,
+        counts: Counts { targets: scored.height() as u64, tiers: tier_counts(model, &scored)?, ..draft.counts },
+    };
+    if let Some(lock) = fence
+        && !store.heartbeat(lock).await?
+    {
+        anyhow::bail!(
+            "run {}: its lock was broken by another run while it ran, so it commits nothing (its files stay in {folder} for gc)",
+            manifest.run_id
+        );
+    }
+    store.commit(&manifest).await?;
+    Ok(manifest)
+}

@@ -1,0 +1,490 @@
+//! `partnerforge run`: one refresh, end to end — read the book, fetch wave by
+//! wave, keep every answer in the run's journal, write the normalized tables
+//! and the ledger, assemble and score the targets with Polars, and commit the
+//! snapshot (data files first, the manifest last and create-only).
+//!
+//! The pieces: `prepare` (configuration, book, refusals — before the lock),
+//! `waves` (plan and execute each wave's calls, record them), `journal`
+//! (durable answers, resume), `commit` (the one commit path, shared with
+//! `rebuild`). This file holds them together under the run's lock, with one
+//! cancellation token for SIGINT/SIGTERM.
+
+mod commit;
+pub mod journal;
+mod prepare;
+mod waves;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{NaiveDate, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ProviderAccount, ProvidersMode};
+use crate::fetch::Fetcher;
+use crate::fetch::clock::TokioClock;
+use crate::freshness;
+use crate::modules;
+use crate::simulate::{Simulator, SimulatorConfig};
+use crate::store::lock::RunLock;
+use crate::store::manifest::{Counts, Manifest, Status};
+use crate::store::{Store, StoreError};
+
+pub(crate) use commit::{Draft, TableFile, book_rows, commit, ledger_batch};
+use journal::{Journal, RunSpec};
+pub(crate) use prepare::{Prepared, prepare};
+pub(crate) use waves::{Planner, subject};
+
+/// What a refresh covers: the same for `run` and `plan`.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub pipeline: PathBuf,
+    pub store: String,
+    pub date: NaiveDate,
+    pub limit: Option<usize>,
+    pub targets: Option<PathBuf>,
+    pub providers: ProvidersMode,
+    /// Modules fetched whatever their freshness.
+    pub force: Vec<String>,
+    /// When given, the only modules fetched; the rest are carried forward.
+    pub only: Option<Vec<String>>,
+}
+
+pub struct RunOptions {
+    pub selection: Selection,
+    pub replace: bool,
+    /// Break a lock left by a run that is gone (no heartbeat within its TTL, or dead on this host).
+    pub break_lock: bool,
+    /// Simulator faults, `provider.key=value`, over the pipeline's.
+    pub faults: Vec<String>,
+    /// Continue a run that died: its id, or `last`. Its own parameters are used.
+    pub resume: Option<String>,
+}
+
+/// What a run did, for the summary and the tests.
+#[derive(Debug)]
+pub struct RunReport {
+    pub manifest: Manifest,
+    pub location: String,
+    pub wall_secs: f64,
+}
+
+/// A run that did not start because the store said no: its date is taken. (A held
+/// lock is `StoreError::Locked`.) Nothing was called and nothing is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "store {store} already has a snapshot for {date} (generation {generation}, run {run_id}); pass --replace to commit a new generation beside it"
+    )]
+    DateTaken { store: String, date: String, generation: u32, run_id: String },
+}
+
+/// A run stopped by SIGINT or SIGTERM before its commit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {date} was written; \
+     the calls it finished are in its journal: `partnerforge run --resume {run_id}` continues it"
+)]
+pub struct Interrupted {
+    pub signal: &'static str,
+    pub run_id: String,
+    pub date: String,
+}
+
+/// How `partnerforge run` exits, for an operator's cron.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: committed, every call answered.
+    Completed = 0,
+    /// 1: failed (bad configuration, a store error, a bug): nothing committed.
+    Failed = 1,
+    /// 3: committed, but some provider calls failed (see the summary).
+    Partial = 3,
+    /// 4: refused before any call: the pipeline's lock is held, or the date has a snapshot.
+    Refused = 4,
+    /// 5: interrupted by SIGINT/SIGTERM; `--resume` continues it.
+    Interrupted = 5,
+}
+
+impl Exit {
+    pub fn of_report(report: &RunReport) -> Self {
+        match report.manifest.status {
+            Status::Completed => Self::Completed,
+            Status::Partial => Self::Partial,
+        }
+    }
+
+    pub fn of_error(error: &anyhow::Error) -> Self {
+        if error.downcast_ref::<Interrupted>().is_some() {
+            Self::Interrupted
+        } else if error.downcast_ref::<Refused>().is_some()
+            || matches!(error.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. }))
+        {
+            Self::Refused
+        } else {
+            Self::Failed
+        }
+    }
+}
+
+fn run_id(now: chrono::DateTime<Utc>) -> String {
+    format!("run-{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), std::process::id() & 0xffff)
+}
+
+/// A human status line: stderr, so stdout carries only the summary.
+fn status(line: &str) {
+    eprintln!("{line}");
+}
+
+/// SIGINT and SIGTERM, listened for from the moment this is called: a signal
+/// cancels the token and is named in `received`.
+fn listen_for_signals(token: CancellationToken) -> anyhow::Result<Arc<Mutex<Option<&'static str>>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let received = Arc::new(Mutex::new(None));
+    // Both handlers are installed here, before the task runs: a signal from now on is never fatal.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let named = received.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        *named.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+        token.cancel();
+    });
+    Ok(received)
+}
+
+/// One refresh under the pipeline's lock: the lock is taken before anything is
+/// read from the store and given back however the refresh ends.
+pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let stop = CancellationToken::new();
+    let received = listen_for_signals(stop.clone())?;
+    // A resumed run takes its id and its parameters from what it recorded.
+    let resumed = match &options.resume {
+        Some(which) => {
+            let store = Store::open(&options.selection.store)?;
+            let run_id = match which.as_str() {
+                "last" => journal::last_unfinished(&store)
+                    .await?
+                    .with_context(|| format!("store {} has no unfinished run to resume", store.url()))?,
+                id => id.to_string(),
+            };
+            let (spec, journal) = Journal::resume(&store, &run_id).await?;
+            options.selection.pipeline = spec.pipeline.clone();
+            options.selection.date =
+                spec.date.parse().with_context(|| format!("run {run_id}: bad date {}", spec.date))?;
+            options.selection.limit = spec.limit;
+            options.selection.targets = spec.targets.clone();
+            options.selection.providers = spec.providers.mode();
+            options.selection.force = spec.force.clone();
+            options.selection.only = spec.only.clone();
+            options.replace = spec.replace;
+            options.faults = spec.faults.clone();
+            status(&format!("resuming run {run_id}: {} calls already made are reused", journal.resumed_calls()));
+            let unreadable = &journal.unreadable;
+            if unreadable.total() > 0 {
+                status(&format!(
+                    "journal of {run_id}: {} entries unreadable ({} cut short by the crash, {} malformed{}): their calls are asked again",
+                    unreadable.total(),
+                    unreadable.torn,
+                    unreadable.bad,
+                    unreadable.first_error.as_deref().map(|e| format!("; first: {e}")).unwrap_or_default()
+                ));
+            }
+            Some((run_id, journal))
+        }
+        None => None,
+    };
+    let run_id = resumed.as_ref().map(|(id, _)| id.clone()).unwrap_or_else(|| run_id(now));
+    let prepared = prepare(&options.selection).await?;
+    // Refused before the lock and before anything is written: nothing for `--resume` to find.
+    prepared.refuse_existing_date(options.replace)?;
+    let pipeline = &prepared.pipeline.pipeline;
+    prepared.store.check_conditional_writes().await?;
+    let ttl = pipeline.run.lock_ttl();
+    // Resuming a run that died means breaking the lock it left (never a live one).
+    let break_lock = options.break_lock || resumed.is_some();
+    let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, break_lock).await?;
+    if let Some(holder) = broken {
+        status(&format!("broke the lock held by {holder}"));
+    }
+    let store = prepared.store.clone();
+    let heartbeat = tokio::spawn(renew(store.clone(), lock.clone(), ttl, stop.clone()));
+    // Everything under the lock runs in `locked`; the lock is given back whatever it returns.
+    let result = locked(&options, prepared, resumed, &run_id, now, started, &lock, stop).await;
+    heartbeat.abort();
+    let released = store.release_lock(lock).await;
+    let signal = *received.lock().unwrap_or_else(|e| e.into_inner());
+    let report = match (result, signal) {
+        (Err(_), Some(signal)) => {
+            return Err(Interrupted { signal, run_id, date: options.selection.date.to_string() }.into());
+        }
+        (result, _) => result?,
+    };
+    released?;
+    Ok(report)
+}
+
+/// Renews the lease while the run goes on; a lease broken by another run stops it.
+async fn renew(store: Store, lock: RunLock, ttl: Duration, stop: CancellationToken) {
+    let every = (ttl / 3).min(Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(every).await;
+        match store.heartbeat(&lock).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("the run's lock was broken by another run: stopping, nothing will be committed");
+                stop.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!("could not renew the run's lock: {e}"),
+        }
+    }
+}
+
+/// The part of a run that holds the lock.
+#[allow(clippy::too_many_arguments)]
+async fn locked(
+    options: &RunOptions,
+    prepared: Prepared,
+    resumed: Option<(String, Journal)>,
+    run_id: &str,
+    now: chrono::DateTime<Utc>,
+    started: Instant,
+    lock: &RunLock,
+    stop: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    // What the store holds is read again under the lock: another run may have just committed.
+    let prepared = Prepared { previous: prepared.store.snapshots().await?, ..prepared };
+    prepared.refuse_existing_date(options.replace)?;
+    let journal = match resumed {
+        Some((_, journal)) => journal,
+        None => {
+            let spec = RunSpec {
+                run_id: run_id.to_string(),
+                pipeline: options.selection.pipeline.clone(),
+                date: options.selection.date.to_string(),
+                limit: options.selection.limit,
+                targets: options.selection.targets.clone(),
+                providers: prepared.account,
+                force: options.selection.force.clone(),
+                only: options.selection.only.clone(),
+                replace: options.replace,
+                faults: options.faults.clone(),
+                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            Journal::start(&prepared.store, &spec).await?
+        }
+    };
+    let report = refresh(options, &prepared, run_id, now, started, &journal, lock, stop).await?;
+    // The snapshot is committed: its journal is no longer needed (a failure here loses nothing).
+    if let Err(e) = journal::discard(&prepared.store, run_id).await {
+        tracing::warn!("could not remove the journal of {run_id}: {e}");
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn refresh(
+    options: &RunOptions,
+    prepared: &Prepared,
+    run_id: &str,
+    now: chrono::DateTime<Utc>,
+    started: Instant,
+    journal: &Journal,
+    lock: &RunLock,
+    stop: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    let waves = modules::waves(modules::REGISTRY)?;
+    let (pipeline, store, date, book) = (&prepared.pipeline, &prepared.store, prepared.date.clone(), &prepared.book);
+    let p = &pipeline.pipeline;
+    let previous_snapshot = prepared.previous.iter().rev().find(|m| m.date < date).map(|m| m.snapshot_id.clone());
+    let work = prepared.work();
+
+    let simulator = if prepared.simulated() {
+        let listen = "127.0.0.1:0".parse().context("loopback address")?;
+        let mut faults = p.simulator.faults.clone();
+        crate::config::apply_faults(&mut faults, &options.faults).map_err(anyhow::Error::msg)?;
+        let config = SimulatorConfig {
+            seed: p.simulator.seed,
+            as_of: options.selection.date,
+            keys: prepare::simulated_keys(),
+            faults,
+            request_log: p.simulator.request_log.as_ref().map(|path| pipeline.resolve(path)),
+        };
+        let sim = Simulator::start(listen, config).await.context("cannot start the simulated providers")?;
+        status(&format!(
+            "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
+            sim.base_url()
+        ));
+        Some(sim)
+    } else {
+        status("providers: real (keys from the environment)");
+        None
+    };
+    // Spend and quota are the account's: only earlier runs against the same providers count.
+    let (month_to_date, mut used_today) = prepared.account_usage().await?;
+    // A resumed run already spent what its reused calls cost.
+    let budget = prepared.budget(&month_to_date);
+    for (provider, (usd, sent)) in journal.usage() {
+        budget.spent_earlier(provider, usd);
+        *used_today.entry(provider).or_default() += sent;
+    }
+    let fetcher = Fetcher::new(
+        prepare::endpoints(pipeline, simulator.as_ref())?,
+        p.fetch.concurrency,
+        budget,
+        &used_today,
+        Arc::new(TokioClock::default()),
+    )?
+    .stop_on(stop);
+    let context = prepared.context(options.selection.date, now.timestamp_millis());
+
+    let carry = prepared.carry(options.selection.date).await?;
+    if let Some(from) = &carry.from {
+        tracing::info!(pairs = carry.pairs(), from = %from.snapshot_id, "carrying fresh module results forward");
+    }
+    let mut planner = Planner::new(run_id, context, book, &carry);
+    // Fresh tech stacks that run Algolia: those domains get no calls at all.
+    planner.not_targets.extend(waves::carried_algolia(store, &carry, &date).await?);
+    let writer = journal.writer()?;
+    let mut refresh = waves::Refresh::new(planner, fetcher);
+    for (w, wave) in waves.iter().enumerate() {
+        let wave_started = Instant::now();
+        let plan = refresh.planner.plan_wave(wave, &work);
+        refresh.ledger.append(&mut refresh.planner.not_made);
+        let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
+        tracing::info!(wave = w + 1, modules = %ids.join(","), calls = plan.calls.len(), "fetching");
+        refresh.run_wave(plan, journal, &writer).await?;
+        tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
+    }
+    drop(writer);
+    if let Some(sim) = simulator {
+        sim.shutdown().await;
+    }
+    let waves::Refresh { planner: Planner { context, failed, not_targets, .. }, tables, ledger, .. } = refresh;
+
+    // This run's rows, and the previous snapshot's rows that are still fresh.
+    let mut files = Vec::new();
+    for (table, batch) in tables.batches(context.fetched_at_ms, &date)? {
+        let mut batches = freshness::carried_rows(store, &carry, table, &date).await?;
+        batches.push(batch);
+        let merged = arrow::compute::concat_batches(&batches[batches.len() - 1].schema(), &batches)
+            .map_err(|e| anyhow::anyhow!("merging carried rows of {table}: {e}"))?;
+        files.push((table, TableFile::Rows(merged)));
+    }
+    files.push(("api_calls", TableFile::Rows(ledger_batch(&ledger, &date)?)));
+
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    // A failure is a call that ended without an answer (retried attempts are not counted twice).
+    for row in ledger.iter().filter(|r| r.outcome.is_failure()) {
+        *failures.entry(row.provider.name().to_string()).or_default() += 1;
+    }
+    let counts = Counts {
+        book: book.targets.len() as u64,
+        excluded_customers: prepared.excluded_customers as u64,
+        excluded_algolia: not_targets.len() as u64,
+        rejected_rows: book.rejected.len() as u64,
+        carried_forward: carry.pairs() as u64,
+        calls: ledger.iter().filter(|r| r.outcome.was_sent()).count() as u64,
+        // + 0.0 turns a rounded -0.0 into 0.0.
+        spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0 + 0.0,
+        failures,
+        ..Counts::default()
+    };
+    let draft = Draft {
+        date: date.clone(),
+        run_id: run_id.to_string(),
+        status: if counts.failures.is_empty() { Status::Completed } else { Status::Partial },
+        previous_snapshot,
+        carried_from: carry.from.as_ref().filter(|_| carry.pairs() > 0).map(|m| m.snapshot_id.clone()),
+        rebuilt_from: None,
+        providers: prepared.account,
+        counts,
+    };
+    let book_rows = book_rows(&work, book, &failed);
+    let manifest = commit(store, pipeline, draft, files, &book_rows, Some(lock)).await?;
+    Ok(RunReport {
+        location: format!("{}/{}/", store.url().trim_end_matches('/'), manifest.folder()),
+        manifest,
+        wall_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The end-of-run summary as an operator's script reads it (`--format json`).
+#[derive(Debug, Serialize)]
+pub struct SummaryJson<'a> {
+    pub snapshot_id: &'a str,
+    pub generation: u32,
+    pub status: Status,
+    pub exit_code: u8,
+    pub run_id: &'a str,
+    pub providers: ProviderAccount,
+    pub counts: &'a Counts,
+    pub wall_secs: f64,
+    pub location: &'a str,
+}
+
+pub fn summary_json(report: &RunReport) -> String {
+    let m = &report.manifest;
+    let json = SummaryJson {
+        snapshot_id: &m.snapshot_id,
+        generation: m.generation,
+        status: m.status,
+        exit_code: Exit::of_report(report) as u8,
+        run_id: &m.run_id,
+        providers: m.providers,
+        counts: &m.counts,
+        wall_secs: report.wall_secs,
+        location: &report.location,
+    };
+    serde_json::to_string_pretty(&json).unwrap_or_default()
+}
+
+/// The end-of-run summary, as printed on stdout.
+pub fn summary(report: &RunReport) -> String {
+    let m = &report.manifest;
+    let c = &m.counts;
+    let tiers: Vec<String> = c.tiers.iter().map(|t| format!("{} {}", t.name, t.targets)).collect();
+    let failures = if c.failures.is_empty() {
+        "none".to_string()
+    } else {
+        c.failures.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "snapshot {} committed (generation {}, {}, run {})\n\
+         \x20 targets scored  {} (book {}, existing customers excluded {}, running Algolia excluded {}, rows rejected {})\n\
+         \x20 tiers           {}\n\
+         \x20 carried forward {} module results, still fresh{}\n\
+         \x20 calls           {} made, ${:.2} spent{}\n\
+         \x20 failures        {}\n\
+         \x20 wall time       {:.1} s\n\
+         \x20 location        {}",
+        m.snapshot_id,
+        m.generation,
+        m.status,
+        m.run_id,
+        c.targets,
+        c.book,
+        c.excluded_customers,
+        c.excluded_algolia,
+        c.rejected_rows,
+        tiers.join(" · "),
+        c.carried_forward,
+        m.carried_from.as_deref().map(|s| format!(", from snapshot {s}")).unwrap_or_default(),
+        c.calls,
+        c.spend_usd,
+        if m.providers == ProviderAccount::Simulated { " (simulated providers: nothing was billed)" } else { "" },
+        failures,
+        report.wall_secs,
+        report.location,
+    )
+}
