@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::modules::{Module, REGISTRY};
-use crate::store::table::schema_fingerprint;
+use crate::store::table::{legacy_schema_fingerprint, schema_fingerprint};
 use crate::store::{Manifest, Store, StoreError};
 
 /// What the previous snapshot still covers.
@@ -82,7 +82,10 @@ pub async fn plan(
     let mut unusable: BTreeSet<&str> = BTreeSet::new();
     for (table, schema) in schemas {
         // The manifest records each table's schema: nothing is read to compare.
-        let same = previous.file(table).is_some_and(|e| e.schema.as_deref() == Some(&schema_fingerprint(schema)));
+        let same = previous
+            .file(table)
+            .and_then(|e| e.schema.as_deref())
+            .is_some_and(|stored| stored == schema_fingerprint(schema) || stored == legacy_schema_fingerprint(schema));
         if !same {
             tracing::warn!(
                 table,

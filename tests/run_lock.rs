@@ -76,3 +76,58 @@ fn a_sigterm_the_moment_the_lock_is_taken_still_gives_it_back() {
     assert!(store.lock_holder("nightly").is_none(), "the lock is given back");
     assert!(store.manifests().is_empty());
 }
+
+#[test]
+fn sigterm_cuts_short_a_call_waiting_out_a_long_backoff() {
+    let store = TestStore::new();
+    let bill = store.path().join("bill.jsonl");
+    // Every SimilarWeb answer is a 500, and a retry waits an hour: the run has calls asleep in a backoff.
+    let pipeline = store.pipeline(|text| {
+        text.replace("honour_limits = false", &format!("honour_limits = false\nrequest_log = \"{}\"", bill.display()))
+            .replace(
+                "retry = { max_attempts = 3, base_delay_ms = 1000, max_delay_ms = 60000, max_total_wait_ms = 120000 }",
+                "retry = { max_attempts = 3, base_delay_ms = 3600000, min_delay_ms = 3600000, max_delay_ms = 3600000, max_total_wait_ms = 7200000 }",
+            )
+    });
+    let mut child = store
+        .command(&[
+            "run",
+            "--pipeline",
+            &pipeline,
+            "--limit",
+            "20",
+            "--date",
+            "2026-11-20",
+            "--fault",
+            "similarweb.error_rate=1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let failed_once = || std::fs::read_to_string(&bill).unwrap_or_default().contains("\"status\":500");
+    support::wait_for("a SimilarWeb call to fail and back off", Duration::from_secs(60), failed_once);
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // Were the backoff not cut short, the run would sleep for an hour.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run still sleeps in its backoff after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(store.lock_holder("nightly").is_none(), "the lock is given back");
+}
+
+#[test]
+fn a_run_refused_for_its_date_leaves_nothing_to_resume() {
+    let store = TestStore::new();
+    store.ok(&["run", "--limit", "5", "--date", "2026-11-20"]);
+    let (_, refused) = store.exits(4, &["run", "--limit", "5", "--date", "2026-11-20"]);
+    assert!(refused.contains("already has a snapshot for 2026-11-20") && refused.contains("--replace"), "{refused}");
+    let nothing = store.fails(&["run", "--resume", "last"]);
+    assert!(nothing.contains("no unfinished run to resume"), "{nothing}");
+    assert!(support::listing(&store.path().join("store/runs")).is_empty());
+}

@@ -131,3 +131,109 @@ fn the_nightly_path_runs_on_s3() {
     assert!(status.contains("calls already made are reused"), "{status}");
     assert!(resumed.contains("snapshot 2026-11-22 committed"), "{resumed}");
 }
+
+/// The standard `AWS_*` settings for the moto server at `endpoint`.
+fn on_moto(store: TestStore, endpoint: &str) -> TestStore {
+    store
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true")
+}
+
+/// Object keys below `prefix` of a bucket, as moto lists them.
+fn keys(endpoint: &str, bucket: &str, prefix: &str) -> String {
+    s3_request(endpoint, &format!("GET /{bucket}?list-type=2&prefix={prefix}"))
+}
+
+#[test]
+fn on_s3_two_breakers_and_two_committers_each_get_one_winner() {
+    use partnerforge::store::Store;
+    use partnerforge::store::lock::{LockHolder, hostname};
+    let s3 = start_s3();
+    create_bucket(&s3.endpoint, "pf-race");
+    let options = [
+        ("aws_endpoint", s3.endpoint.as_str()),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+        ("aws_allow_http", "true"),
+    ];
+    let store = Store::open_with("s3://pf-race/partnerforge", &options).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        store.check_conditional_writes().await.unwrap();
+        let ttl = Duration::from_secs(3600);
+        for round in 0..5 {
+            // A lease left by a process that is gone on this host.
+            let pipeline = format!("race-{round}");
+            let dead = LockHolder {
+                run_id: "run-dead".into(),
+                lease: "run-dead/1".into(),
+                pipeline: pipeline.clone(),
+                host: hostname(),
+                pid: u32::MAX,
+                started_at: chrono::Utc::now().to_rfc3339(),
+                ttl_secs: 3600,
+                heartbeat_at: None,
+            };
+            let path = format!("locks/{pipeline}/0000000001.json");
+            store.put(&path, serde_json::to_vec(&dead).unwrap().into()).await.unwrap();
+            let (a, b) = tokio::join!(
+                store.acquire_lock(&pipeline, "run-a", ttl, true),
+                store.acquire_lock(&pipeline, "run-b", ttl, true)
+            );
+            assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|w| **w).count(), 1, "round {round}: {a:?} / {b:?}");
+            let loser = a.err().or(b.err()).unwrap().to_string();
+            assert!(loser.contains("in progress"), "the loser is told who holds it: {loser}");
+
+            let (a, b) =
+                tokio::join!(store.claim_generation("2026-11-20", "a"), store.claim_generation("2026-11-20", "b"));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_ne!(a, b, "two writers of one date never share a generation folder");
+        }
+    });
+}
+
+#[test]
+fn on_s3_a_run_killed_at_several_points_resumes_to_the_same_snapshot_paying_at_most_the_calls_on_the_wire() {
+    use support::crash::{CONCURRENCY, DATE, Provider, assert_same_snapshot, kill_when, run_args, snapshot_folder};
+    let s3 = start_s3();
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(dir.path().join("straight.jsonl"), 15);
+    let (straight, pipeline) = provider.store();
+    let url = straight.store();
+    straight.ok(&run_args(&pipeline, &url));
+    let calls = straight.manifests()[0].1["counts"]["calls"].as_u64().unwrap() as usize;
+    let reference = snapshot_folder(&straight);
+    drop(provider);
+
+    let mut crashed = 0;
+    for i in 1..=4 {
+        let bucket = format!("pf-kill-{i}");
+        create_bucket(&s3.endpoint, &bucket);
+        let provider = Provider::start(dir.path().join(format!("bill-{i}.jsonl")), 15);
+        let (killed, pipeline) = provider.store();
+        let killed = on_moto(killed, &s3.endpoint);
+        let url = format!("s3://{bucket}/partnerforge");
+        // Group commits are objects on S3: kill after a share of the run's answers in groups of any size.
+        let groups = calls * i / 10 / CONCURRENCY;
+        let context = format!("killed on S3 after {groups} journal objects");
+        let reached = || keys(&s3.endpoint, &bucket, "partnerforge/runs/").matches("/journal/").count() >= groups;
+        let committed = || keys(&s3.endpoint, &bucket, "partnerforge/snapshots/").contains("_manifest.json");
+        if kill_when(&killed, &run_args(&pipeline, &url), &context, reached, committed) {
+            crashed += 1;
+            let (out, status) = killed.ok_both(&["run", "--store", &url, "--resume", "last"]);
+            assert!(out.contains(&format!("snapshot {DATE} committed")), "{context}: {out}");
+            assert!(status.contains("calls already made are reused"), "{context}: {status}");
+        }
+        // `query` copies the committed snapshot's files into the local cache.
+        killed.ok(&["query", "--store", &url, "SELECT count(*) FROM targets"]);
+        let copied = killed.path().join(format!("cache/snapshots/{DATE}/0001"));
+        assert_same_snapshot(&straight, &copied, &reference, &context);
+        let twice = provider.paid_twice();
+        assert!(twice <= CONCURRENCY, "{context}: {twice} answers paid twice");
+    }
+    assert!(crashed >= 3, "only {crashed} of 4 kills landed before the commit");
+}

@@ -86,14 +86,33 @@ pub fn decide(
     Decision::Retry(wait)
 }
 
-/// A deterministic uniform draw in [0, 1) for a call's attempt (reproducible runs).
+/// A deterministic uniform draw in [0, 1) for a call's attempt (reproducible
+/// runs): FNV-1a over the key and attempt, finished with splitmix64's mixer.
 pub fn jitter(key: &str, attempt: u32) -> f64 {
-    crate::simulate::world::unit(0x5eed, &[key, &attempt.to_string()])
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_is_reproducible_and_spread_over_the_unit_interval() {
+        assert_eq!(jitter("builtwith/domain/a.com", 1), jitter("builtwith/domain/a.com", 1));
+        assert_ne!(jitter("builtwith/domain/a.com", 1), jitter("builtwith/domain/a.com", 2));
+        let draws: Vec<f64> = (0..1000).map(|i| jitter(&format!("similarweb/visits/site-{i}.com"), 1)).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.5).abs() < 0.05, "mean {mean}");
+        assert!(draws.iter().filter(|d| **d < 0.1).count() > 50, "the low tenth is reached");
+    }
 
     fn settings() -> RetrySettings {
         RetrySettings {

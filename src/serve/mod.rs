@@ -125,16 +125,7 @@ impl Warehouse {
             .conn
             .query_row("SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", [sql], |row| row.get(0))
             .map_err(sql_error)?;
-        let verdict: serde_json::Value = serde_json::from_str(&verdict).unwrap_or_default();
-        if verdict["error"].as_bool() != Some(true) {
-            return Ok(());
-        }
-        let message = verdict["error_message"].as_str().unwrap_or("not a query").to_string();
-        if verdict["error_type"].as_str() == Some("parser") {
-            return Err(ServeError::Sql(message));
-        }
-        let first_word = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-        Err(ServeError::NotAQuery(format!("{first_word} statement")))
+        judge(sql, &verdict)
     }
 
     /// Runs one read-only statement; returns column names and rows as JSON values.
@@ -153,6 +144,25 @@ impl Warehouse {
             out.push(values);
         }
         Ok(QueryResult { columns, rows: out })
+    }
+}
+
+/// Reads DuckDB's verdict on a statement. Fails closed: only a verdict that says
+/// in so many words that there was no error lets the statement run.
+fn judge(sql: &str, verdict: &str) -> Result<(), ServeError> {
+    let first_word = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let Ok(verdict) = serde_json::from_str::<serde_json::Value>(verdict) else {
+        return Err(ServeError::NotAQuery(format!("{first_word} statement (DuckDB's verdict on it was not readable)")));
+    };
+    match verdict["error"].as_bool() {
+        Some(false) => Ok(()),
+        Some(true) if verdict["error_type"].as_str() == Some("parser") => {
+            Err(ServeError::Sql(verdict["error_message"].as_str().unwrap_or("cannot parse the statement").to_string()))
+        }
+        Some(true) => Err(ServeError::NotAQuery(format!("{first_word} statement"))),
+        None => Err(ServeError::NotAQuery(format!(
+            "{first_word} statement (DuckDB's verdict on it said neither yes nor no)"
+        ))),
     }
 }
 
@@ -201,5 +211,23 @@ pub fn to_json(value: Value) -> serde_json::Value {
         }
         V::Union(inner) => to_json(*inner),
         other => json!(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_verdict_that_says_no_error_lets_a_statement_run() {
+        assert!(judge("SELECT 1", r#"{"error":false,"statements":[]}"#).is_ok());
+        for unreadable in ["", "not json", "{}", r#"{"error":"maybe"}"#, "[]"] {
+            let refused = judge("SELECT 1", unreadable);
+            assert!(matches!(refused, Err(ServeError::NotAQuery(_))), "{unreadable:?} must refuse: {refused:?}");
+        }
+        let refused = judge("DELETE FROM x", r#"{"error":true,"error_type":"not implemented","error_message":"x"}"#);
+        assert!(matches!(refused, Err(ServeError::NotAQuery(m)) if m.starts_with("DELETE")));
+        let parse = judge("SELEC 1", r#"{"error":true,"error_type":"parser","error_message":"syntax error"}"#);
+        assert!(matches!(parse, Err(ServeError::Sql(m)) if m == "syntax error"));
     }
 }
