@@ -336,33 +336,34 @@ impl Fetcher {
     /// Makes every call, at most `concurrency` requests at once; exchanges come back in call
     /// order. After a stop, only the calls that had started come back.
     pub async fn execute(&self, calls: Vec<Call>) -> Result<Vec<(Call, Exchange)>, FetchError> {
-        let mut done: Vec<(usize, Call, Exchange)> =
-            self.stream(calls, &KeepNothing)?.filter_map(|r| futures::future::ready(r.ok())).collect().await;
+        let mut done: Vec<(usize, Call, Exchange)> = self
+            .stream(calls.into_iter().enumerate(), &KeepNothing)?
+            .filter_map(|r| futures::future::ready(r.ok()))
+            .collect()
+            .await;
         done.sort_by_key(|(i, _, _)| *i);
         Ok(done.into_iter().map(|(_, call, exchange)| (call, exchange)).collect())
     }
 
-    /// The calls' exchanges as they finish and are kept, each with its index in
-    /// `calls`. After a stop, calls not yet started never start (they are left for
-    /// a resume), and calls waiting to go out end `Stopped`.
-    pub fn stream<'a>(
+    /// The calls' exchanges as they finish and are kept, each with the key it came
+    /// with. Calls are taken from `calls` only as request slots free up, so a lazy
+    /// iterator is never run far ahead. After a stop, calls not yet started never
+    /// start (they are left for a resume), and calls waiting to go out end `Stopped`.
+    pub fn stream<'a, K: 'a>(
         &'a self,
-        calls: Vec<Call>,
+        calls: impl IntoIterator<Item = (K, Call)> + 'a,
         keep: &'a dyn Keep,
-    ) -> Result<impl futures::Stream<Item = Result<(usize, Call, Exchange), KeepError>> + 'a, FetchError> {
-        for call in &calls {
-            self.lane(call.provider)?;
-        }
+    ) -> Result<impl futures::Stream<Item = Result<(K, Call, Exchange), KeepError>> + 'a, FetchError> {
         let stop = self.stop.clone();
-        Ok(futures::stream::iter(calls.into_iter().enumerate())
+        Ok(futures::stream::iter(calls)
             .take_while(move |_| futures::future::ready(!stop.is_cancelled()))
-            .map(move |(i, call)| async move {
+            .map(move |(key, call)| async move {
                 let (exchange, slot) = self.call(&call).await;
                 let kept = keep.keep(&call, &exchange).await;
                 // The slot of a call that was answered is free only once its answer is kept.
                 drop(slot);
                 match kept {
-                    Ok(()) => Ok((i, call, exchange)),
+                    Ok(()) => Ok((key, call, exchange)),
                     Err(message) => Err(KeepError {
                         provider: call.provider.name(),
                         endpoint: call.endpoint,

@@ -16,6 +16,8 @@ use crate::store::lock::RunLock;
 use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, PipelineRef, Status, TierCount};
 use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
 use crate::targets::{Book, Target};
+
+use super::stage::StagedTable;
 use crate::transform::{self, BookRow, ModuleFiles};
 
 /// The targets as the transform takes them: the book's fields, the ticker, and
@@ -89,7 +91,12 @@ pub(crate) enum TableFile<'a> {
     Rows(RecordBatch),
     /// A file of another snapshot of the same date, copied as it is (a rebuild's raw bodies and ledger).
     Copy(&'a FileEntry),
+    /// A file the run wrote to its stage as it went.
+    Staged(&'a StagedTable),
 }
+
+/// The tables the targets table is assembled from.
+const ASSEMBLED_FROM: [&str; 6] = ["company", "tech_spend", "traffic", "traffic_sources", "financials", "hiring"];
 
 /// What the manifest says beyond the files, the generation and the scores.
 pub(crate) struct Draft {
@@ -122,16 +129,35 @@ pub(crate) async fn commit(
     let mut files: Vec<FileEntry> = Vec::new();
     let mut module_bytes: HashMap<&str, Bytes> = HashMap::new();
     for (table, file) in tables {
-        let (bytes, rows, schema) = match file {
+        let entry = match file {
             TableFile::Rows(batch) => {
-                (to_parquet(&batch)?, batch.num_rows(), Some(schema_fingerprint(&batch.schema())))
+                let bytes = to_parquet(&batch)?;
+                module_bytes.insert(table, bytes.clone());
+                let mut entry = store.put_table(&folder, table, bytes, batch.num_rows()).await?;
+                entry.schema = Some(schema_fingerprint(&batch.schema()));
+                entry
             }
-            TableFile::Copy(entry) => (store.get(&entry.path).await?, entry.rows as usize, entry.schema.clone()),
+            TableFile::Copy(original) => {
+                let bytes = store.get(&original.path).await?;
+                module_bytes.insert(table, bytes.clone());
+                let mut entry = store.put_table(&folder, table, bytes, original.rows as usize).await?;
+                entry.schema = original.schema.clone();
+                entry
+            }
+            TableFile::Staged(staged) => {
+                // Only the tables the targets are assembled from are read back; the rest go up from disk.
+                if ASSEMBLED_FROM.contains(&table) {
+                    let bytes = std::fs::read(&staged.path)
+                        .with_context(|| format!("reading the staged {table} table {}", staged.path.display()))?;
+                    module_bytes.insert(table, Bytes::from(bytes));
+                }
+                let path = format!("{folder}/{table}.parquet");
+                let size = store.put_file(&path, &staged.path).await?;
+                let schema = Some(staged.schema.clone());
+                FileEntry { table: table.to_string(), path, bytes: size, rows: staged.rows as u64, schema }
+            }
         };
-        let mut entry = store.put_table(&folder, table, bytes.clone(), rows).await?;
-        entry.schema = schema;
         files.push(entry);
-        module_bytes.insert(table, bytes);
     }
     let model = &pipeline.model;
     let mut scored = transform::assemble(book_rows, &module_files(&module_bytes), model, date)

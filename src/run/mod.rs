@@ -12,9 +12,9 @@
 mod commit;
 pub mod journal;
 mod prepare;
+mod stage;
 mod waves;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use crate::config::{ProviderAccount, ProvidersMode};
 use crate::fetch::Fetcher;
 use crate::fetch::clock::TokioClock;
 use crate::freshness;
-use crate::modules;
+use crate::modules::{self, Tables};
 use crate::simulate::{Simulator, SimulatorConfig};
 use crate::store::lock::RunLock;
 use crate::store::manifest::{Counts, Manifest, Status};
@@ -37,6 +37,7 @@ use crate::store::{Store, StoreError};
 pub(crate) use commit::{Draft, TableFile, book_rows, commit, ledger_batch};
 use journal::{Journal, RunSpec};
 pub(crate) use prepare::{Prepared, prepare};
+use stage::Stage;
 pub(crate) use waves::{Planner, subject};
 
 /// What a refresh covers: the same for `run` and `plan`.
@@ -346,7 +347,7 @@ async fn refresh(
         Arc::new(TokioClock::default()),
     )?
     .stop_on(stop);
-    let context = prepared.context(options.selection.date, now.timestamp_millis());
+    let context = prepared.context(options.selection.date, context_ms(now));
 
     let carry = prepared.carry(options.selection.date).await?;
     if let Some(from) = &carry.from {
@@ -355,49 +356,42 @@ async fn refresh(
     let mut planner = Planner::new(run_id, context, book, &carry);
     // Fresh tech stacks that run Algolia: those domains get no calls at all.
     planner.not_targets.extend(waves::carried_algolia(store, &carry, &date).await?);
+    // The stage takes every table in the manifest's order, the rows still fresh first.
+    let mut stage = Stage::new(run_id)?;
+    for (table, empty) in Tables::default().batches(context_ms(now), &date)? {
+        stage.append(table, empty)?;
+        for batch in freshness::carried_rows(store, &carry, table, &date).await? {
+            stage.append(table, batch)?;
+        }
+    }
+    stage.append("api_calls", ledger_batch(&[], &date)?)?;
     let writer = journal.writer()?;
-    let mut refresh = waves::Refresh::new(planner, fetcher);
+    let mut refresh = waves::Refresh::new(planner, fetcher, stage);
     for (w, wave) in waves.iter().enumerate() {
         let wave_started = Instant::now();
-        let plan = refresh.planner.plan_wave(wave, &work);
-        refresh.ledger.append(&mut refresh.planner.not_made);
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
-        tracing::info!(wave = w + 1, modules = %ids.join(","), calls = plan.calls.len(), "fetching");
-        refresh.run_wave(plan, journal, &writer).await?;
+        tracing::info!(wave = w + 1, modules = %ids.join(","), "fetching");
+        refresh.run_wave(wave, &work, journal, &writer).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }
     drop(writer);
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
-    let waves::Refresh { planner: Planner { context, failed, not_targets, .. }, tables, ledger, .. } = refresh;
+    let (Planner { failed, not_targets, .. }, totals, mut stage) = refresh.finish()?;
+    let staged = stage.finish()?;
+    let files: Vec<(&'static str, TableFile)> = staged.iter().map(|(t, s)| (*t, TableFile::Staged(s))).collect();
 
-    // This run's rows, and the previous snapshot's rows that are still fresh.
-    let mut files = Vec::new();
-    for (table, batch) in tables.batches(context.fetched_at_ms, &date)? {
-        let mut batches = freshness::carried_rows(store, &carry, table, &date).await?;
-        batches.push(batch);
-        let merged = arrow::compute::concat_batches(&batches[batches.len() - 1].schema(), &batches)
-            .map_err(|e| anyhow::anyhow!("merging carried rows of {table}: {e}"))?;
-        files.push((table, TableFile::Rows(merged)));
-    }
-    files.push(("api_calls", TableFile::Rows(ledger_batch(&ledger, &date)?)));
-
-    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    // A failure is a call that ended without an answer (retried attempts are not counted twice).
-    for row in ledger.iter().filter(|r| r.outcome.is_failure()) {
-        *failures.entry(row.provider.name().to_string()).or_default() += 1;
-    }
     let counts = Counts {
         book: book.targets.len() as u64,
         excluded_customers: prepared.excluded_customers as u64,
         excluded_algolia: not_targets.len() as u64,
         rejected_rows: book.rejected.len() as u64,
         carried_forward: carry.pairs() as u64,
-        calls: ledger.iter().filter(|r| r.outcome.was_sent()).count() as u64,
+        calls: totals.calls,
         // + 0.0 turns a rounded -0.0 into 0.0.
-        spend_usd: (ledger.iter().map(|r| r.cost_usd).sum::<f64>() * 100.0).round() / 100.0 + 0.0,
-        failures,
+        spend_usd: (totals.spend_usd * 100.0).round() / 100.0 + 0.0,
+        failures: totals.failures,
         ..Counts::default()
     };
     let draft = Draft {
@@ -417,6 +411,11 @@ async fn refresh(
         manifest,
         wall_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The `fetched_at` of everything a run fetches: when it started.
+fn context_ms(now: chrono::DateTime<Utc>) -> i64 {
+    now.timestamp_millis()
 }
 
 /// The end-of-run summary as an operator's script reads it (`--format json`).

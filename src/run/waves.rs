@@ -3,6 +3,7 @@
 //! the journal, and recording them — ledger rows, raw bodies, module rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -16,7 +17,8 @@ use crate::store::table::to_parquet;
 use crate::targets::{Book, Target};
 use crate::transform;
 
-use super::journal::{CallKey, Journal, JournalWriter};
+use super::journal::{Journal, JournalWriter};
+use super::stage::Stage;
 
 /// Decides what each wave calls: the same code for `run` and `plan`.
 pub(crate) struct Planner<'a> {
@@ -33,19 +35,66 @@ pub(crate) struct Planner<'a> {
     carry: &'a Carry,
 }
 
-/// The state of one refresh as it goes: rows so far and the ledger.
+/// The state of one refresh as it goes: a small buffer of rows and ledger rows,
+/// flushed to the stage as it fills, and the ledger's running totals.
 pub(crate) struct Refresh<'a> {
     pub(crate) planner: Planner<'a>,
     fetcher: Fetcher,
-    pub(crate) tables: Tables,
-    pub(crate) ledger: Vec<LedgerRow>,
+    tables: Tables,
+    ledger: Vec<LedgerRow>,
+    /// Body bytes in the buffer, and targets finished since the last flush.
+    buffered_bytes: usize,
+    buffered_targets: usize,
+    pub(crate) totals: LedgerTotals,
+    pub(crate) stage: Stage,
 }
 
-/// A wave's work: the calls to make, one per (provider, endpoint, domain), and
-/// which module of which target reads which of them.
-pub(crate) struct WavePlan<'t> {
+/// What the manifest counts of the ledger, kept as rows go by.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerTotals {
+    /// Calls that went out.
+    pub calls: u64,
+    pub spend_usd: f64,
+    /// Calls that ended without an answer, per provider.
+    pub failures: BTreeMap<String, u64>,
+}
+
+impl LedgerTotals {
+    fn add(&mut self, row: &LedgerRow) {
+        self.calls += u64::from(row.outcome.was_sent());
+        self.spend_usd += row.cost_usd;
+        if row.outcome.is_failure() {
+            *self.failures.entry(row.provider.name().to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// The buffer is written to the stage past either bound.
+const FLUSH_BYTES: usize = 32 * 1024 * 1024;
+const FLUSH_TARGETS: usize = 2_000;
+
+/// A wave's calls, one per (provider, endpoint, domain) (for `plan`).
+pub(crate) struct WavePlan {
     pub(crate) calls: Vec<Call>,
-    reads: Vec<(&'static Module, &'t Target, Vec<usize>)>,
+}
+
+/// One target's part of a wave: its calls (each made once, whatever number of
+/// modules read it), which module reads which, and what was not called and why.
+pub(crate) struct TargetPlan<'t> {
+    target: &'t Target,
+    pub(crate) calls: Vec<Call>,
+    reads: Vec<(&'static Module, Vec<usize>)>,
+    /// Calls not made because a module they need failed for this domain.
+    skipped: Vec<LedgerRow>,
+    /// Modules not run for that reason.
+    blocked: Vec<&'static str>,
+}
+
+/// A target whose calls are under way.
+struct Pending<'t> {
+    plan: TargetPlan<'t>,
+    answers: Vec<Option<Exchange>>,
+    left: usize,
 }
 
 pub(crate) fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
@@ -70,127 +119,285 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Plans a wave. A module that does not apply to a target (no calls) is left
-    /// out; one whose dependency failed is not called: its calls are recorded as
-    /// `skipped_dependency` and the module as failed.
-    pub(crate) fn plan_wave<'t>(&mut self, wave: &[&'static Module], work: &[&'t Target]) -> WavePlan<'t> {
-        let mut plan = WavePlan { calls: Vec::new(), reads: Vec::new() };
-        let mut index: HashMap<(ProviderId, &'static str, String), usize> = HashMap::new();
-        for target in work {
-            if self.not_targets.contains(&target.domain) {
-                continue; // already a customer (runs Algolia): not worth a call
-            }
-            for module in wave {
-                if self.carry.is_fresh(module.id, &target.domain) || self.carry.excludes(module.id) {
-                    continue; // still fresh (carried forward), or left alone by --only
-                }
-                let module_calls = (module.calls)(&self.context, &subject(self.book, target));
-                if module_calls.is_empty() {
-                    continue; // does not apply (e.g. financials without a ticker)
-                }
-                let failed = self.failed.get(&target.domain);
-                if let Some(primary) = module.fallback_for
-                    && !failed.is_some_and(|f| f.contains(primary))
-                {
-                    continue; // the module it stands in for did not fail
-                }
-                let blocked: Vec<&str> =
-                    module.depends_on.iter().copied().filter(|d| failed.is_some_and(|f| f.contains(d))).collect();
-                if !blocked.is_empty() {
-                    let reason = format!("{} failed for this domain", blocked.join(","));
-                    for call in module_calls {
-                        let row =
-                            LedgerRow::not_made(&self.run_id, &call, module.id, Outcome::SkippedDependency, &reason);
-                        self.not_made.push(row);
-                    }
-                    self.failed.entry(target.domain.clone()).or_default().insert(module.id);
-                    continue;
-                }
-                let mut slots = Vec::new();
-                for mut call in module_calls {
-                    let key = (call.provider, call.endpoint, call.domain.clone());
-                    let slot = *index.entry(key).or_insert_with(|| {
-                        call.modules.clear();
-                        plan.calls.push(call);
-                        plan.calls.len() - 1
-                    });
-                    let modules_of = &mut plan.calls[slot].modules;
-                    if !modules_of.split(',').any(|m| m == module.id) {
-                        if !modules_of.is_empty() {
-                            modules_of.push(',');
-                        }
-                        modules_of.push_str(module.id);
-                    }
-                    slots.push(slot);
-                }
-                plan.reads.push((module, target, slots));
-            }
+    /// Plans one target's part of a wave; `None` when it gets no call at all. A
+    /// module that does not apply (no calls) is left out; one whose dependency
+    /// failed is not called: its calls are `skipped_dependency`, the module failed.
+    /// Reads only what earlier waves decided, so a wave can plan as it goes.
+    pub(crate) fn plan_target<'t>(&self, wave: &[&'static Module], target: &'t Target) -> Option<TargetPlan<'t>> {
+        if self.not_targets.contains(&target.domain) {
+            return None; // already a customer (runs Algolia): not worth a call
         }
-        plan
+        let mut plan =
+            TargetPlan { target, calls: Vec::new(), reads: Vec::new(), skipped: Vec::new(), blocked: Vec::new() };
+        let mut index: HashMap<(ProviderId, &'static str), usize> = HashMap::new();
+        let failed = self.failed.get(&target.domain);
+        for module in wave {
+            if self.carry.is_fresh(module.id, &target.domain) || self.carry.excludes(module.id) {
+                continue; // still fresh (carried forward), or left alone by --only
+            }
+            let module_calls = (module.calls)(&self.context, &subject(self.book, target));
+            if module_calls.is_empty() {
+                continue; // does not apply (e.g. financials without a ticker)
+            }
+            if let Some(primary) = module.fallback_for
+                && !failed.is_some_and(|f| f.contains(primary))
+            {
+                continue; // the module it stands in for did not fail
+            }
+            let blocked: Vec<&str> =
+                module.depends_on.iter().copied().filter(|d| failed.is_some_and(|f| f.contains(d))).collect();
+            if !blocked.is_empty() {
+                let reason = format!("{} failed for this domain", blocked.join(","));
+                for call in module_calls {
+                    plan.skipped.push(LedgerRow::not_made(
+                        &self.run_id,
+                        &call,
+                        module.id,
+                        Outcome::SkippedDependency,
+                        &reason,
+                    ));
+                }
+                plan.blocked.push(module.id);
+                continue;
+            }
+            let mut slots = Vec::new();
+            for mut call in module_calls {
+                let slot = *index.entry((call.provider, call.endpoint)).or_insert_with(|| {
+                    call.modules.clear();
+                    plan.calls.push(call);
+                    plan.calls.len() - 1
+                });
+                let modules_of = &mut plan.calls[slot].modules;
+                if !modules_of.split(',').any(|m| m == module.id) {
+                    if !modules_of.is_empty() {
+                        modules_of.push(',');
+                    }
+                    modules_of.push_str(module.id);
+                }
+                slots.push(slot);
+            }
+            plan.reads.push((module, slots));
+        }
+        (!plan.calls.is_empty() || !plan.skipped.is_empty()).then_some(plan)
+    }
+
+    /// Plans a whole wave at once (for `plan`, which makes no call), keeping what
+    /// was skipped as a run would.
+    pub(crate) fn plan_wave(&mut self, wave: &[&'static Module], work: &[&Target]) -> WavePlan {
+        let mut calls = Vec::new();
+        for target in work {
+            let Some(plan) = self.plan_target(wave, target) else { continue };
+            self.not_made.extend(plan.skipped);
+            for module in plan.blocked {
+                self.failed.entry(target.domain.clone()).or_default().insert(module);
+            }
+            calls.extend(plan.calls);
+        }
+        WavePlan { calls }
     }
 }
 
-/// Makes the wave's calls, records each in the ledger (and its body), and lets
-/// every module read its replies; a module with a failed call is empty.
+/// What one wave learned, applied to the planner once the wave is done.
+#[derive(Default)]
+struct WaveResult {
+    failed: Vec<(String, &'static str)>,
+    not_targets: Vec<String>,
+}
+
 impl<'a> Refresh<'a> {
-    pub(crate) fn new(planner: Planner<'a>, fetcher: Fetcher) -> Self {
-        Self { planner, fetcher, tables: Tables::default(), ledger: Vec::new() }
+    pub(crate) fn new(planner: Planner<'a>, fetcher: Fetcher, stage: Stage) -> Self {
+        Self {
+            planner,
+            fetcher,
+            tables: Tables::default(),
+            ledger: Vec::new(),
+            buffered_bytes: 0,
+            buffered_targets: 0,
+            totals: LedgerTotals::default(),
+            stage,
+        }
     }
 
-    /// Makes the wave's calls, each answer kept in the journal before it counts as
-    /// done; a call the journal already holds (a resumed run) is not made again.
+    /// Makes a wave's calls target by target as request slots free up, each answer
+    /// kept in the journal before it counts as done (a call the journal already
+    /// holds is not made again). A target's modules read its replies as soon as its
+    /// last call is in, and rows go to the stage as the buffer fills: memory
+    /// follows the calls under way, not the book.
     pub(crate) async fn run_wave(
         &mut self,
-        plan: WavePlan<'_>,
+        wave: &[&'static Module],
+        work: &[&Target],
         journal: &Journal,
         writer: &JournalWriter,
     ) -> anyhow::Result<()> {
-        let todo: Vec<Call> = plan.calls.iter().filter(|c| journal.finished(c).is_none()).cloned().collect();
-        let mut made: HashMap<CallKey, Exchange> = HashMap::with_capacity(todo.len());
-        {
-            let mut finished = std::pin::pin!(self.fetcher.stream(todo, writer)?);
-            while let Some(item) = finished.next().await {
-                let (_, call, exchange) = item?;
-                if exchange.ending != Ending::Stopped {
-                    made.insert(CallKey::of(&call), exchange);
+        let pending: Mutex<HashMap<usize, Pending>> = Mutex::new(HashMap::new());
+        let ready: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        let mut result = WaveResult::default();
+        let planner = &self.planner;
+        let calls = work.iter().enumerate().flat_map(|(seq, target)| {
+            let Some(plan) = planner.plan_target(wave, target) else { return Vec::new() };
+            let mut answers: Vec<Option<Exchange>> = vec![None; plan.calls.len()];
+            let mut to_make = Vec::new();
+            for (j, call) in plan.calls.iter().enumerate() {
+                match journal.finished(call) {
+                    Some(exchange) => answers[j] = Some(exchange.clone()),
+                    None => to_make.push(((seq, j), call.clone())),
                 }
+            }
+            let left = to_make.len();
+            lock(&pending).insert(seq, Pending { plan, answers, left });
+            if left == 0 {
+                lock(&ready).push(seq);
+            }
+            to_make
+        });
+        let mut sink = Sink {
+            context: &planner.context,
+            book: planner.book,
+            run_id: &planner.run_id,
+            fetcher: &self.fetcher,
+            tables: &mut self.tables,
+            ledger: &mut self.ledger,
+            totals: &mut self.totals,
+            buffered_bytes: &mut self.buffered_bytes,
+            buffered_targets: &mut self.buffered_targets,
+            stage: &mut self.stage,
+        };
+        {
+            let mut finished = std::pin::pin!(self.fetcher.stream(calls, writer)?);
+            loop {
+                for seq in std::mem::take(&mut *lock(&ready)) {
+                    if let Some(done) = lock(&pending).remove(&seq) {
+                        sink.finish_target(done, &mut result)?;
+                    }
+                }
+                let Some(item) = finished.next().await else { break };
+                let ((seq, j), _, exchange) = item?;
+                if exchange.ending == Ending::Stopped {
+                    continue; // never sent: a resume asks it
+                }
+                let done = {
+                    let mut pending = lock(&pending);
+                    let entry = pending.get_mut(&seq).context("an answer for a target not under way")?;
+                    entry.answers[j] = Some(exchange);
+                    entry.left -= 1;
+                    if entry.left == 0 { pending.remove(&seq) } else { None }
+                };
+                if let Some(done) = done {
+                    sink.finish_target(done, &mut result)?;
+                }
+            }
+        }
+        for seq in std::mem::take(&mut *lock(&ready)) {
+            if let Some(done) = lock(&pending).remove(&seq) {
+                sink.finish_target(done, &mut result)?;
             }
         }
         if self.fetcher.stopped() {
             bail!("stopped: the calls under way finished and are in the journal");
         }
-        let mut exchanges: Vec<(Call, Exchange)> = Vec::with_capacity(plan.calls.len());
-        for call in &plan.calls {
-            let exchange = match made.remove(&CallKey::of(call)) {
-                Some(exchange) => exchange,
-                None => journal.finished(call).cloned().context("a call neither made nor in the journal")?,
-            };
-            exchanges.push((call.clone(), exchange));
+        if !lock(&pending).is_empty() {
+            bail!("{} targets of the wave were left without all their answers", lock(&pending).len());
         }
-        let mut parsed = Vec::with_capacity(exchanges.len());
-        for (call, exchange) in &exchanges {
-            parsed.push(self.record(call, exchange)?);
+        for (domain, module) in result.failed {
+            self.planner.failed.entry(domain).or_default().insert(module);
         }
-        let planner = &mut self.planner;
-        for (module, target, slots) in plan.reads {
+        self.planner.not_targets.extend(result.not_targets);
+        Ok(())
+    }
+
+    /// Writes what is still buffered to the stage; the stage, to commit.
+    pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage)> {
+        let mut sink = Sink {
+            context: &self.planner.context,
+            book: self.planner.book,
+            run_id: &self.planner.run_id,
+            fetcher: &self.fetcher,
+            tables: &mut self.tables,
+            ledger: &mut self.ledger,
+            totals: &mut self.totals,
+            buffered_bytes: &mut self.buffered_bytes,
+            buffered_targets: &mut self.buffered_targets,
+            stage: &mut self.stage,
+        };
+        sink.flush()?;
+        Ok((self.planner, self.totals, self.stage))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a finished target's calls are recorded: the buffers, the totals, the stage.
+struct Sink<'r> {
+    context: &'r Context,
+    book: &'r Book,
+    run_id: &'r str,
+    fetcher: &'r Fetcher,
+    tables: &'r mut Tables,
+    ledger: &'r mut Vec<LedgerRow>,
+    totals: &'r mut LedgerTotals,
+    buffered_bytes: &'r mut usize,
+    buffered_targets: &'r mut usize,
+    stage: &'r mut Stage,
+}
+
+impl Sink<'_> {
+    fn push_ledger(&mut self, row: LedgerRow) {
+        self.totals.add(&row);
+        self.ledger.push(row);
+    }
+
+    /// Records a target's calls and lets its modules read the replies; a module
+    /// with a failed call is empty for the target.
+    fn finish_target(&mut self, done: Pending, result: &mut WaveResult) -> anyhow::Result<()> {
+        let Pending { plan, answers, .. } = done;
+        let domain = &plan.target.domain;
+        for row in plan.skipped {
+            self.push_ledger(row);
+        }
+        result.failed.extend(plan.blocked.iter().map(|m| (domain.clone(), *m)));
+        let mut parsed = Vec::with_capacity(plan.calls.len());
+        for (call, exchange) in plan.calls.iter().zip(answers) {
+            let exchange = exchange.context("a call neither made nor in the journal")?;
+            parsed.push(self.record(call, &exchange)?);
+        }
+        let spends_before = self.tables.tech_spend.len();
+        for (module, slots) in plan.reads {
             if slots.iter().any(|s| parsed[*s].is_err()) {
-                planner.failed.entry(target.domain.clone()).or_default().insert(module.id);
+                result.failed.push((domain.clone(), module.id));
                 continue;
             }
             let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
-            (module.normalize)(&planner.context, &subject(planner.book, target), &replies, &mut self.tables);
+            (module.normalize)(self.context, &subject(self.book, plan.target), &replies, self.tables);
             let outcome = if replies.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
-            let fetched_on = planner.context.snapshot_id.clone();
-            self.tables.fetches.push(FetchRow {
-                module: module.id,
-                domain: target.domain.clone(),
-                fetched_on,
-                outcome,
-            });
+            let fetched_on = self.context.snapshot_id.clone();
+            self.tables.fetches.push(FetchRow { module: module.id, domain: domain.clone(), fetched_on, outcome });
         }
-        for spend in self.tables.tech_spend.iter().filter(|s| s.runs_algolia) {
-            planner.not_targets.insert(spend.domain.clone());
+        if self.tables.tech_spend[spends_before..].iter().any(|s| s.runs_algolia) {
+            result.not_targets.push(domain.clone());
         }
+        *self.buffered_targets += 1;
+        if *self.buffered_targets >= FLUSH_TARGETS || *self.buffered_bytes >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the buffered rows to the stage, a row group per table.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let tables = std::mem::take(self.tables);
+        for (table, batch) in tables.batches(self.context.fetched_at_ms, &self.context.snapshot_id)? {
+            if batch.num_rows() > 0 {
+                self.stage.append(table, batch)?;
+            }
+        }
+        let ledger = std::mem::take(self.ledger);
+        if !ledger.is_empty() {
+            self.stage.append("api_calls", super::ledger_batch(&ledger, &self.context.snapshot_id)?)?;
+        }
+        (*self.buffered_bytes, *self.buffered_targets) = (0, 0);
         Ok(())
     }
 
@@ -199,7 +406,7 @@ impl<'a> Refresh<'a> {
     fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
         let result = match (&exchange.ending, exchange.answer()) {
-            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, reply),
+            (Ending::Answered, Some(reply)) => modules::parse(self.context, call, reply),
             (Ending::GaveUp(reason), _) => {
                 let last = exchange.attempts.last().map(|a| attempt_error(&a.reply)).unwrap_or_default();
                 Err((Outcome::Failed, format!("{last}; {reason}")))
@@ -218,8 +425,8 @@ impl<'a> Refresh<'a> {
                 (Ok(_), true) => (Outcome::Ok, None),
                 (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
             };
-            self.ledger.push(LedgerRow {
-                run_id: self.planner.run_id.clone(),
+            self.push_ledger(LedgerRow {
+                run_id: self.run_id.to_string(),
                 provider: call.provider,
                 endpoint: call.endpoint,
                 domain: call.domain.clone(),
@@ -235,6 +442,7 @@ impl<'a> Refresh<'a> {
                 called_at: reply.called_at,
             });
             if reply.status.is_some() {
+                *self.buffered_bytes += reply.body.len();
                 self.tables.raw.push(RawRow {
                     provider: call.provider.name(),
                     endpoint: call.endpoint,
@@ -247,9 +455,9 @@ impl<'a> Refresh<'a> {
             }
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
-            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules, *outcome, reason);
+            let mut row = LedgerRow::not_made(self.run_id, call, &call.modules, *outcome, reason);
             row.attempt = last as u32 + 1;
-            self.ledger.push(row);
+            self.push_ledger(row);
         }
         Ok(result)
     }

@@ -115,11 +115,16 @@ fn spell(data_type: &DataType) -> String {
     }
 }
 
+/// How every Parquet file of the store is written (zstd).
+pub fn writer_properties() -> Result<WriterProperties, StoreError> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| StoreError::Encode(e.to_string()))?))
+        .build())
+}
+
 /// Encodes a batch as one Parquet file (zstd).
 pub fn to_parquet(batch: &RecordBatch) -> Result<Bytes, StoreError> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| StoreError::Encode(e.to_string()))?))
-        .build();
+    let props = writer_properties()?;
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
         .map_err(|e| StoreError::Encode(e.to_string()))?;

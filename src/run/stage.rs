@@ -1,0 +1,105 @@
+//! The staging area: a run's tables written as they fill, so memory follows the
+//! calls under way, not the size of the book.
+//!
+//! Rows collect in a small buffer (`Tables` and the ledger); when it passes a
+//! row or byte threshold it is encoded and appended to one Parquet file per
+//! table in a staging folder, one row group per flush (arrow-rs `ArrowWriter`).
+//! At the commit the staged files go to the store as they are — a local copy,
+//! or a multipart upload from the file — and the targets table is assembled
+//! from the staged module tables. The folder is removed when the stage is dropped.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use crate::store::StoreError;
+use crate::store::table::{schema_fingerprint, writer_properties};
+
+/// A table written to the staging folder, ready to be committed.
+#[derive(Debug, Clone)]
+pub(crate) struct StagedTable {
+    pub path: PathBuf,
+    pub rows: usize,
+    pub schema: String,
+}
+
+struct TableWriter {
+    path: PathBuf,
+    schema: SchemaRef,
+    writer: ArrowWriter<File>,
+    rows: usize,
+}
+
+/// One Parquet file per table, appended to a row group at a time.
+pub(crate) struct Stage {
+    dir: PathBuf,
+    writers: BTreeMap<&'static str, TableWriter>,
+    /// Tables in the order they were first written (the order of the manifest).
+    order: Vec<&'static str>,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Encode(format!("staging {}: {e}", path.display()))
+}
+
+impl Stage {
+    /// A fresh staging folder for a run: `$PARTNERFORGE_STAGE` or the system's temporary folder.
+    pub(crate) fn new(run_id: &str) -> Result<Self, StoreError> {
+        let base = std::env::var_os("PARTNERFORGE_STAGE").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = base.join(format!("partnerforge-stage-{run_id}-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        Ok(Self { dir, writers: BTreeMap::new(), order: Vec::new() })
+    }
+
+    /// Appends a batch to its table's file, as a row group of its own.
+    pub(crate) fn append(&mut self, table: &'static str, batch: RecordBatch) -> Result<(), StoreError> {
+        if !self.writers.contains_key(table) {
+            let path = self.dir.join(format!("{table}.parquet"));
+            let file = File::create(&path).map_err(|e| io(&path, e))?;
+            let schema = batch.schema();
+            let writer =
+                ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()?)).map_err(|e| io(&path, e))?;
+            self.writers.insert(table, TableWriter { path, schema, writer, rows: 0 });
+            self.order.push(table);
+        }
+        let Some(table_writer) = self.writers.get_mut(table) else { return Ok(()) };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        // Rows carried from an earlier snapshot were written by the same builder: give them this file's schema.
+        let batch = if batch.schema() == table_writer.schema {
+            batch
+        } else {
+            RecordBatch::try_new(table_writer.schema.clone(), batch.columns().to_vec())
+                .map_err(|e| io(&table_writer.path, format!("rows of another shape: {e}")))?
+        };
+        table_writer.rows += batch.num_rows();
+        table_writer.writer.write(&batch).map_err(|e| io(&table_writer.path, e))?;
+        // Close the row group now: what is written leaves memory.
+        table_writer.writer.flush().map_err(|e| io(&table_writer.path, e))?;
+        Ok(())
+    }
+
+    /// Closes every file; the tables in the order they were first written.
+    pub(crate) fn finish(&mut self) -> Result<Vec<(&'static str, StagedTable)>, StoreError> {
+        let mut out = Vec::new();
+        for table in std::mem::take(&mut self.order) {
+            let Some(TableWriter { path, schema, writer, rows }) = self.writers.remove(table) else { continue };
+            writer.close().map_err(|e| io(&path, e))?;
+            out.push((table, StagedTable { path, rows, schema: schema_fingerprint(&schema) }));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
