@@ -40,13 +40,18 @@ pub(crate) struct Planner<'a> {
 pub(crate) struct Refresh<'a> {
     pub(crate) planner: Planner<'a>,
     fetcher: Fetcher,
+    buffer: Buffer,
+}
+
+/// Rows not yet staged, and what the ledger adds up to.
+struct Buffer {
     tables: Tables,
     ledger: Vec<LedgerRow>,
     /// Body bytes in the buffer, and targets finished since the last flush.
-    buffered_bytes: usize,
-    buffered_targets: usize,
-    pub(crate) totals: LedgerTotals,
-    pub(crate) stage: Stage,
+    bytes: usize,
+    targets: usize,
+    totals: LedgerTotals,
+    stage: Stage,
 }
 
 /// What the manifest counts of the ledger, kept as rows go by.
@@ -206,16 +211,15 @@ struct WaveResult {
 
 impl<'a> Refresh<'a> {
     pub(crate) fn new(planner: Planner<'a>, fetcher: Fetcher, stage: Stage) -> Self {
-        Self {
-            planner,
-            fetcher,
+        let buffer = Buffer {
             tables: Tables::default(),
             ledger: Vec::new(),
-            buffered_bytes: 0,
-            buffered_targets: 0,
+            bytes: 0,
+            targets: 0,
             totals: LedgerTotals::default(),
             stage,
-        }
+        };
+        Self { planner, fetcher, buffer }
     }
 
     /// Makes a wave's calls target by target as request slots free up, each answer
@@ -251,26 +255,11 @@ impl<'a> Refresh<'a> {
             }
             to_make
         });
-        let mut sink = Sink {
-            context: &planner.context,
-            book: planner.book,
-            run_id: &planner.run_id,
-            fetcher: &self.fetcher,
-            tables: &mut self.tables,
-            ledger: &mut self.ledger,
-            totals: &mut self.totals,
-            buffered_bytes: &mut self.buffered_bytes,
-            buffered_targets: &mut self.buffered_targets,
-            stage: &mut self.stage,
-        };
+        let mut sink = Sink { planner, fetcher: &self.fetcher, buffer: &mut self.buffer };
         {
             let mut finished = std::pin::pin!(self.fetcher.stream(calls, writer)?);
             loop {
-                for seq in std::mem::take(&mut *lock(&ready)) {
-                    if let Some(done) = lock(&pending).remove(&seq) {
-                        sink.finish_target(done, &mut result)?;
-                    }
-                }
+                sink.finish_ready(&ready, &pending, &mut result)?;
                 let Some(item) = finished.next().await else { break };
                 let ((seq, j), _, exchange) = item?;
                 if exchange.ending == Ending::Stopped {
@@ -288,11 +277,7 @@ impl<'a> Refresh<'a> {
                 }
             }
         }
-        for seq in std::mem::take(&mut *lock(&ready)) {
-            if let Some(done) = lock(&pending).remove(&seq) {
-                sink.finish_target(done, &mut result)?;
-            }
-        }
+        sink.finish_ready(&ready, &pending, &mut result)?;
         if self.fetcher.stopped() {
             bail!("stopped: the calls under way finished and are in the journal");
         }
@@ -308,20 +293,8 @@ impl<'a> Refresh<'a> {
 
     /// Writes what is still buffered to the stage; the stage, to commit.
     pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage)> {
-        let mut sink = Sink {
-            context: &self.planner.context,
-            book: self.planner.book,
-            run_id: &self.planner.run_id,
-            fetcher: &self.fetcher,
-            tables: &mut self.tables,
-            ledger: &mut self.ledger,
-            totals: &mut self.totals,
-            buffered_bytes: &mut self.buffered_bytes,
-            buffered_targets: &mut self.buffered_targets,
-            stage: &mut self.stage,
-        };
-        sink.flush()?;
-        Ok((self.planner, self.totals, self.stage))
+        Sink { planner: &self.planner, fetcher: &self.fetcher, buffer: &mut self.buffer }.flush()?;
+        Ok((self.planner, self.buffer.totals, self.buffer.stage))
     }
 }
 
@@ -331,22 +304,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Where a finished target's calls are recorded: the buffers, the totals, the stage.
 struct Sink<'r> {
-    context: &'r Context,
-    book: &'r Book,
-    run_id: &'r str,
+    planner: &'r Planner<'r>,
     fetcher: &'r Fetcher,
-    tables: &'r mut Tables,
-    ledger: &'r mut Vec<LedgerRow>,
-    totals: &'r mut LedgerTotals,
-    buffered_bytes: &'r mut usize,
-    buffered_targets: &'r mut usize,
-    stage: &'r mut Stage,
+    buffer: &'r mut Buffer,
 }
 
 impl Sink<'_> {
     fn push_ledger(&mut self, row: LedgerRow) {
-        self.totals.add(&row);
-        self.ledger.push(row);
+        self.buffer.totals.add(&row);
+        self.buffer.ledger.push(row);
+    }
+
+    /// Finishes the targets whose every answer came from the journal.
+    fn finish_ready(
+        &mut self,
+        ready: &Mutex<Vec<usize>>,
+        pending: &Mutex<HashMap<usize, Pending>>,
+        result: &mut WaveResult,
+    ) -> anyhow::Result<()> {
+        for seq in std::mem::take(&mut *lock(ready)) {
+            let done = lock(pending).remove(&seq);
+            if let Some(done) = done {
+                self.finish_target(done, result)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records a target's calls and lets its modules read the replies; a module
@@ -363,23 +345,33 @@ impl Sink<'_> {
             let exchange = exchange.context("a call neither made nor in the journal")?;
             parsed.push(self.record(call, &exchange)?);
         }
-        let spends_before = self.tables.tech_spend.len();
+        let spends_before = self.buffer.tables.tech_spend.len();
         for (module, slots) in plan.reads {
             if slots.iter().any(|s| parsed[*s].is_err()) {
                 result.failed.push((domain.clone(), module.id));
                 continue;
             }
             let replies: Vec<&Parsed> = slots.iter().filter_map(|s| parsed[*s].as_ref().ok()).collect();
-            (module.normalize)(self.context, &subject(self.book, plan.target), &replies, self.tables);
+            (module.normalize)(
+                &self.planner.context,
+                &subject(self.planner.book, plan.target),
+                &replies,
+                &mut self.buffer.tables,
+            );
             let outcome = if replies.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
-            let fetched_on = self.context.snapshot_id.clone();
-            self.tables.fetches.push(FetchRow { module: module.id, domain: domain.clone(), fetched_on, outcome });
+            let fetched_on = self.planner.context.snapshot_id.clone();
+            self.buffer.tables.fetches.push(FetchRow {
+                module: module.id,
+                domain: domain.clone(),
+                fetched_on,
+                outcome,
+            });
         }
-        if self.tables.tech_spend[spends_before..].iter().any(|s| s.runs_algolia) {
+        if self.buffer.tables.tech_spend[spends_before..].iter().any(|s| s.runs_algolia) {
             result.not_targets.push(domain.clone());
         }
-        *self.buffered_targets += 1;
-        if *self.buffered_targets >= FLUSH_TARGETS || *self.buffered_bytes >= FLUSH_BYTES {
+        self.buffer.targets += 1;
+        if self.buffer.targets >= FLUSH_TARGETS || self.buffer.bytes >= FLUSH_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -387,17 +379,17 @@ impl Sink<'_> {
 
     /// Appends the buffered rows to the stage, a row group per table.
     fn flush(&mut self) -> anyhow::Result<()> {
-        let tables = std::mem::take(self.tables);
-        for (table, batch) in tables.batches(self.context.fetched_at_ms, &self.context.snapshot_id)? {
+        let tables = std::mem::take(&mut self.buffer.tables);
+        for (table, batch) in tables.batches(self.planner.context.fetched_at_ms, &self.planner.context.snapshot_id)? {
             if batch.num_rows() > 0 {
-                self.stage.append(table, batch)?;
+                self.buffer.stage.append(table, batch)?;
             }
         }
-        let ledger = std::mem::take(self.ledger);
+        let ledger = std::mem::take(&mut self.buffer.ledger);
         if !ledger.is_empty() {
-            self.stage.append("api_calls", super::ledger_batch(&ledger, &self.context.snapshot_id)?)?;
+            self.buffer.stage.append("api_calls", super::ledger_batch(&ledger, &self.planner.context.snapshot_id)?)?;
         }
-        (*self.buffered_bytes, *self.buffered_targets) = (0, 0);
+        (self.buffer.bytes, self.buffer.targets) = (0, 0);
         Ok(())
     }
 
@@ -406,7 +398,7 @@ impl Sink<'_> {
     fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
         let result = match (&exchange.ending, exchange.answer()) {
-            (Ending::Answered, Some(reply)) => modules::parse(self.context, call, reply),
+            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, reply),
             (Ending::GaveUp(reason), _) => {
                 let last = exchange.attempts.last().map(|a| attempt_error(&a.reply)).unwrap_or_default();
                 Err((Outcome::Failed, format!("{last}; {reason}")))
@@ -426,7 +418,7 @@ impl Sink<'_> {
                 (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
             };
             self.push_ledger(LedgerRow {
-                run_id: self.run_id.to_string(),
+                run_id: self.planner.run_id.clone(),
                 provider: call.provider,
                 endpoint: call.endpoint,
                 domain: call.domain.clone(),
@@ -442,8 +434,8 @@ impl Sink<'_> {
                 called_at: reply.called_at,
             });
             if reply.status.is_some() {
-                *self.buffered_bytes += reply.body.len();
-                self.tables.raw.push(RawRow {
+                self.buffer.bytes += reply.body.len();
+                self.buffer.tables.raw.push(RawRow {
                     provider: call.provider.name(),
                     endpoint: call.endpoint,
                     domain: call.domain.clone(),
@@ -455,7 +447,7 @@ impl Sink<'_> {
             }
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
-            let mut row = LedgerRow::not_made(self.run_id, call, &call.modules, *outcome, reason);
+            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules, *outcome, reason);
             row.attempt = last as u32 + 1;
             self.push_ledger(row);
         }
