@@ -111,7 +111,7 @@ fn calls(n: usize) -> Vec<Call> {
             provider: ProviderId::BuiltWith,
             endpoint: "domain",
             domain: format!("site-{i}.com"),
-            modules: "m01".into(),
+            modules: partnerforge::fetch::Feeds::of("m01"),
             path: "/v21/api.json".into(),
             query: vec![("LOOKUP", format!("site-{i}.com"))],
             fallback_on_403: None,

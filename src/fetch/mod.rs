@@ -37,8 +37,8 @@ pub struct Call {
     /// Endpoint name, as in the pipeline's cost table and the ledger.
     pub endpoint: &'static str,
     pub domain: String,
-    /// The module(s) the call feeds, e.g. "m01,m02".
-    pub modules: String,
+    /// The module(s) the call feeds.
+    pub modules: Feeds,
     pub path: String,
     pub query: Vec<(&'static str, String)>,
     /// A second query to send once, at once, if the first answers 403 (SimilarWeb
@@ -58,11 +58,43 @@ impl Call {
             provider,
             endpoint,
             domain: domain.to_string(),
-            modules: String::new(),
+            modules: Feeds::default(),
             path,
             query,
             fallback_on_403: None,
         }
+    }
+}
+
+/// The modules one call feeds, each once, in the order they asked for it;
+/// written `m01,m02` in the ledger and with raw bodies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Feeds(Vec<&'static str>);
+
+impl Feeds {
+    pub fn of(module: &'static str) -> Self {
+        Self(vec![module])
+    }
+
+    /// Adds a module, unless the call already feeds it.
+    pub fn add(&mut self, module: &'static str) {
+        if !self.0.contains(&module) {
+            self.0.push(module);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl std::fmt::Display for Feeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
     }
 }
 

@@ -172,13 +172,7 @@ impl<'a> Planner<'a> {
                     plan.calls.push(call);
                     plan.calls.len() - 1
                 });
-                let modules_of = &mut plan.calls[slot].modules;
-                if !modules_of.split(',').any(|m| m == module.id) {
-                    if !modules_of.is_empty() {
-                        modules_of.push(',');
-                    }
-                    modules_of.push_str(module.id);
-                }
+                plan.calls[slot].modules.add(module.id);
                 slots.push(slot);
             }
             plan.reads.push((module, slots));
@@ -422,7 +416,7 @@ impl Sink<'_> {
                 provider: call.provider,
                 endpoint: call.endpoint,
                 domain: call.domain.clone(),
-                modules: call.modules.clone(),
+                modules: call.modules.to_string(),
                 attempt: attempt.number,
                 http_status: reply.status,
                 outcome,
@@ -439,7 +433,7 @@ impl Sink<'_> {
                     provider: call.provider.name(),
                     endpoint: call.endpoint,
                     domain: call.domain.clone(),
-                    modules: call.modules.clone(),
+                    modules: call.modules.to_string(),
                     http_status: reply.status,
                     fetched_at_ms: reply.called_at.timestamp_millis(),
                     body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
@@ -447,7 +441,7 @@ impl Sink<'_> {
             }
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
-            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules, *outcome, reason);
+            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules.to_string(), *outcome, reason);
             row.attempt = last as u32 + 1;
             self.push_ledger(row);
         }
