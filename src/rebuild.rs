@@ -82,7 +82,11 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
     let ttl = pipeline.pipeline.run.lock_ttl();
     let run_id = format!("rebuild-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
     let (lock, _) = store.acquire_lock(&pipeline.pipeline.name, &run_id, ttl, false).await?;
+    // The lease is renewed as a run's is; the fence at the commit refuses a lease that lapsed.
+    let lapsed = tokio_util::sync::CancellationToken::new();
+    let heartbeat = tokio::spawn(crate::run::renew(store.clone(), lock.clone(), ttl, lapsed));
     let result = rebuild_locked(&prepared, &original, &bodies, &run_id, &lock).await;
+    heartbeat.abort();
     store.release_lock(lock).await?;
     result
 }

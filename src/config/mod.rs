@@ -121,7 +121,7 @@ impl Default for RunSettings {
 
 impl RunSettings {
     pub fn lock_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.lock_ttl_minutes.max(1) * 60)
+        std::time::Duration::from_secs(self.lock_ttl_minutes.clamp(1, 60 * 24 * 365).saturating_mul(60))
     }
 }
 

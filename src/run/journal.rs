@@ -67,7 +67,10 @@ impl CallKey {
 struct StoredAttempt {
     number: u32,
     status: Option<u16>,
+    /// The body as text, or (for a body that is not UTF-8) empty with `body_bytes` set.
     body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_bytes: Option<Vec<u8>>,
     latency_ms: f64,
     error: Option<String>,
     retry_after: Option<String>,
@@ -83,14 +86,23 @@ struct Entry {
     attempts: Vec<StoredAttempt>,
 }
 
-fn entry_line(call: &Call, exchange: &Exchange) -> Vec<u8> {
+fn entry_line(call: &Call, exchange: &Exchange) -> Result<Vec<u8>, String> {
     let attempts = exchange
         .attempts
         .iter()
-        .map(|a| StoredAttempt {
+        .map(|a| {
+            // Replayed, a body must parse as it did live: bytes that are not text are kept as bytes.
+            let (body, body_bytes) = match std::str::from_utf8(&a.reply.body) {
+                Ok(text) => (text.to_string(), None),
+                Err(_) => (String::new(), Some(a.reply.body.to_vec())),
+            };
+            (a, body, body_bytes)
+        })
+        .map(|(a, body, body_bytes)| StoredAttempt {
             number: a.number,
             status: a.reply.status,
-            body: String::from_utf8_lossy(&a.reply.body).to_string(),
+            body,
+            body_bytes,
             latency_ms: a.reply.latency.as_secs_f64() * 1000.0,
             error: a.reply.error.clone(),
             retry_after: a.reply.retry_after.clone(),
@@ -99,9 +111,10 @@ fn entry_line(call: &Call, exchange: &Exchange) -> Vec<u8> {
             cost_usd: a.cost_usd,
         })
         .collect();
-    let mut line = serde_json::to_vec(&Entry { key: CallKey::of(call), attempts }).unwrap_or_default();
+    let mut line = serde_json::to_vec(&Entry { key: CallKey::of(call), attempts })
+        .map_err(|e| format!("cannot encode the journal entry: {e}"))?;
     line.push(b'\n');
-    line
+    Ok(line)
 }
 
 fn exchange_of(attempts: Vec<StoredAttempt>) -> Exchange {
@@ -111,17 +124,25 @@ fn exchange_of(attempts: Vec<StoredAttempt>) -> Exchange {
             number: a.number,
             reply: Reply {
                 status: a.status,
-                body: Bytes::from(a.body),
-                latency: std::time::Duration::from_secs_f64(a.latency_ms.max(0.0) / 1000.0),
+                body: match a.body_bytes {
+                    Some(bytes) => Bytes::from(bytes),
+                    None => Bytes::from(a.body),
+                },
+                latency: millis(a.latency_ms),
                 error: a.error,
                 retry_after: a.retry_after,
                 called_at: chrono::DateTime::from_timestamp_millis(a.called_at_ms).unwrap_or_default(),
             },
-            waited: std::time::Duration::from_secs_f64(a.waited_ms.max(0.0) / 1000.0),
+            waited: millis(a.waited_ms),
             cost_usd: a.cost_usd,
         })
         .collect();
     Exchange { attempts, ending: Ending::Answered }
+}
+
+/// A stored duration; an absurd one (a hand-edited line) reads as zero rather than crashing the resume.
+fn millis(ms: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default()
 }
 
 /// What a replay found that it could not use.
@@ -144,10 +165,76 @@ impl Unreadable {
 pub struct Journal {
     store: Store,
     run_id: String,
-    done: HashMap<CallKey, Exchange>,
+    /// Where each replayed answer is: read back when the call comes up, never all held at once.
+    index: HashMap<CallKey, Located>,
+    /// The files the index points into: the local segments, or copies of S3's group objects.
+    files: Vec<std::fs::File>,
+    /// A folder of copies that goes with the journal.
+    replay_dir: Option<PathBuf>,
+    usage: BTreeMap<ProviderId, (f64, u64)>,
     /// The segment this process writes.
     segment: u32,
     pub unreadable: Unreadable,
+}
+
+/// One journal line on this machine's disk.
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    file: usize,
+    offset: u64,
+    len: usize,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.replay_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// What a replay builds up, segment by segment.
+#[derive(Default)]
+struct Replay {
+    index: HashMap<CallKey, Located>,
+    usage: BTreeMap<ProviderId, (f64, u64)>,
+    unreadable: Unreadable,
+}
+
+impl Replay {
+    /// Reads one line at `offset` of file `file`; `complete` says it ended with its newline.
+    fn line(&mut self, file: usize, offset: u64, text: &[u8], complete: bool, name: &str) {
+        if text.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<Entry>(text) {
+            Ok(entry) => {
+                let usage = self.usage.entry(entry.key.provider).or_default();
+                usage.0 += entry.attempts.iter().map(|a| a.cost_usd).sum::<f64>();
+                usage.1 += entry.attempts.len() as u64;
+                self.index.insert(entry.key, Located { file, offset, len: text.len() });
+            }
+            // A last line without its newline was being written when the run died.
+            Err(_) if !complete => self.unreadable.torn += 1,
+            Err(e) => {
+                self.unreadable.bad += 1;
+                self.unreadable.first_error.get_or_insert_with(|| format!("{name}: {e}"));
+            }
+        }
+    }
+
+    /// Every line of `bytes`, which start at `base` in file `file`.
+    fn lines(&mut self, file: usize, base: u64, bytes: &[u8], name: &str) {
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let (text, complete) = match bytes[offset..].iter().position(|b| *b == b'\n') {
+                Some(end) => (&bytes[offset..offset + end], true),
+                None => (&bytes[offset..], false),
+            };
+            self.line(file, base + offset as u64, text, complete, name);
+            offset += text.len() + 1;
+        }
+    }
 }
 
 /// Which segment a journal object belongs to, from its name.
@@ -170,7 +257,10 @@ impl Journal {
         Ok(Self {
             store: store.clone(),
             run_id: spec.run_id.clone(),
-            done: HashMap::new(),
+            index: HashMap::new(),
+            files: Vec::new(),
+            replay_dir: None,
+            usage: BTreeMap::new(),
             segment: 1,
             unreadable: Unreadable::default(),
         })
@@ -193,55 +283,121 @@ impl Journal {
             }
             Err(e) => return Err(e),
         };
-        let mut files: Vec<(u32, String)> =
-            store.list(&folder(run_id)).await?.into_iter().filter_map(|p| segment_of(&p).map(|s| (s, p))).collect();
-        files.sort();
-        let mut done = HashMap::new();
-        let mut unreadable = Unreadable::default();
-        for (_, file) in &files {
-            let bytes = store.get(file).await?;
-            let mut lines = bytes.split(|b| *b == b'\n').peekable();
-            while let Some(line) = lines.next() {
-                let last = lines.peek().is_none();
-                if line.is_empty() {
-                    continue;
-                }
-                match serde_json::from_slice::<Entry>(line) {
-                    Ok(entry) => {
-                        done.insert(entry.key, exchange_of(entry.attempts));
+        let listed = store.list(&folder(run_id)).await?;
+        if listed.iter().any(|p| p.contains("/checkpoint-")) && !listed.iter().any(|p| segment_of(p).is_some()) {
+            return Err(StoreError::Open {
+                url: store.url().to_string(),
+                message: format!(
+                    "run {run_id} was checkpointed by an earlier version (checkpoint-NNNNN.parquet), which this one does not \
+                     replay; start the date again (its calls are asked again)"
+                ),
+            });
+        }
+        let mut segments: Vec<(u32, String)> =
+            listed.into_iter().filter_map(|p| segment_of(&p).map(|s| (s, p))).collect();
+        segments.sort();
+        let io = |path: &std::path::Path, e: std::io::Error| StoreError::Cache { path: path.to_path_buf(), source: e };
+        let mut replay = Replay::default();
+        let mut files = Vec::new();
+        let mut replay_dir = None;
+        let mut copies: Option<(std::fs::File, u64)> = None;
+        for (_, segment) in &segments {
+            match store.local_path(segment) {
+                // A local segment is read where it is, a buffer at a time.
+                Some(path) => {
+                    let file = std::fs::File::open(&path).map_err(|e| io(&path, e))?;
+                    let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+                    let (mut offset, mut line) = (0u64, Vec::new());
+                    loop {
+                        line.clear();
+                        let n =
+                            std::io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(|e| io(&path, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        let complete = line.last() == Some(&b'\n');
+                        let text = if complete { &line[..n - 1] } else { &line[..] };
+                        replay.line(files.len(), offset, text, complete, segment);
+                        offset += n as u64;
                     }
-                    // A last line without its newline was being written when the run died.
-                    Err(_) if last => unreadable.torn += 1,
-                    Err(e) => {
-                        unreadable.bad += 1;
-                        unreadable.first_error.get_or_insert_with(|| format!("{file}: {e}"));
+                    files.push(file);
+                }
+                // An S3 group is small: fetched, appended to a local copy, indexed there.
+                None => {
+                    if copies.is_none() {
+                        let dir =
+                            std::env::temp_dir().join(format!("partnerforge-replay-{run_id}-{}", std::process::id()));
+                        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                        let path = dir.join("journal.jsonl");
+                        let file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(true)
+                            .read(true)
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| io(&path, e))?;
+                        files.push(file.try_clone().map_err(|e| io(&path, e))?);
+                        replay_dir = Some(dir);
+                        copies = Some((file, 0));
+                    }
+                    let bytes = store.get(segment).await?;
+                    if let Some((copy, written)) = copies.as_mut() {
+                        let path = replay_dir.clone().unwrap_or_default();
+                        copy.write_all(&bytes).map_err(|e| io(&path, e))?;
+                        replay.lines(files.len() - 1, *written, &bytes, segment);
+                        *written += bytes.len() as u64;
                     }
                 }
             }
         }
-        let segment = files.iter().map(|(s, _)| *s).max().unwrap_or(0) + 1;
-        let journal = Self { store: store.clone(), run_id: run_id.to_string(), done, segment, unreadable };
+        let segment = segments.iter().map(|(s, _)| *s).max().unwrap_or(0) + 1;
+        let Replay { index, usage, unreadable } = replay;
+        let journal = Self {
+            store: store.clone(),
+            run_id: run_id.to_string(),
+            index,
+            files,
+            replay_dir,
+            usage,
+            segment,
+            unreadable,
+        };
         Ok((spec, journal))
     }
 
-    /// The answered exchange of a call, when an earlier attempt of this run made it.
-    pub fn finished(&self, call: &Call) -> Option<&Exchange> {
-        self.done.get(&CallKey::of(call))
+    /// Whether an earlier attempt of this run has the call's answer on record.
+    pub fn contains(&self, call: &Call) -> bool {
+        self.index.contains_key(&CallKey::of(call))
+    }
+
+    /// The answered exchange of a call, when an earlier attempt of this run made it,
+    /// read back from the journal. (A line that read well at replay and no longer
+    /// does is asked again, and said so.)
+    pub fn finished(&self, call: &Call) -> Option<Exchange> {
+        use std::os::unix::fs::FileExt;
+        let at = self.index.get(&CallKey::of(call))?;
+        let mut line = vec![0u8; at.len];
+        let read = self.files.get(at.file).map(|f| f.read_exact_at(&mut line, at.offset));
+        match read.map(|r| {
+            r.map_err(|e| e.to_string())
+                .and_then(|()| serde_json::from_slice::<Entry>(&line).map_err(|e| e.to_string()))
+        }) {
+            Some(Ok(entry)) => Some(exchange_of(entry.attempts)),
+            Some(Err(e)) => {
+                tracing::warn!(domain = %call.domain, "journal entry no longer readable ({e}): the call is asked again");
+                None
+            }
+            None => None,
+        }
     }
 
     pub fn resumed_calls(&self) -> usize {
-        self.done.len()
+        self.index.len()
     }
 
     /// What the replayed calls cost and how many requests they sent, per provider.
     pub fn usage(&self) -> BTreeMap<ProviderId, (f64, u64)> {
-        let mut usage: BTreeMap<ProviderId, (f64, u64)> = BTreeMap::new();
-        for (key, exchange) in &self.done {
-            let entry = usage.entry(key.provider).or_default();
-            entry.0 += exchange.attempts.iter().map(|a| a.cost_usd).sum::<f64>();
-            entry.1 += exchange.attempts.len() as u64;
-        }
-        usage
+        self.usage.clone()
     }
 
     /// Starts this process's writer: a new segment, group-committed.
@@ -305,15 +461,25 @@ fn open_segment(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The local writer: append the group, `fsync`, acknowledge.
+/// The local writer: append the group, `fsync`, acknowledge. After a failed write
+/// it writes nothing more (a later line after a partial one would be unreadable):
+/// every entry from then on is refused, and the run stops.
 fn write_local(mut file: std::fs::File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut broken: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let group = take_group(first, &mut rx);
+        if let Some(error) = &broken {
+            finish(group, Err(error.clone()));
+            continue;
+        }
         let bytes: Vec<u8> = group.iter().flat_map(|p| p.line.iter().copied()).collect();
         let result = file
             .write_all(&bytes)
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("journal {}: {e}", path.display()));
+        if let Err(error) = &result {
+            broken = Some(error.clone());
+        }
         finish(group, result);
     }
 }
@@ -343,17 +509,23 @@ pub struct JournalWriter {
 impl Keep for JournalWriter {
     fn keep<'a>(&'a self, call: &'a Call, exchange: &'a Exchange) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            // Only an answer is reused by a resume; a call that failed or was not made is asked again.
-            if exchange.ending != Ending::Answered {
+            // Only a paid answer (2xx) is reused by a resume. A call that failed, was not made,
+            // or was refused (a 403 for a quota since reset, a 404) cost nothing and is asked again.
+            if exchange.answer().is_none_or(|reply| !reply.is_success()) {
                 return Ok(());
             }
             let (done, durable) = oneshot::channel();
             self.tx
-                .send(Pending { line: entry_line(call, exchange), done })
+                .send(Pending { line: entry_line(call, exchange)?, done })
                 .map_err(|_| "the journal writer stopped".to_string())?;
             durable.await.map_err(|_| "the journal writer stopped".to_string())?
         })
     }
+}
+
+/// Whether a run left its parameters, so `--resume` can continue it.
+pub async fn has_run(store: &Store, run_id: &str) -> bool {
+    store.list(&folder(run_id)).await.is_ok_and(|paths| paths.iter().any(|p| p.ends_with("/run.json")))
 }
 
 /// The newest run that left a journal and never committed.
@@ -427,21 +599,32 @@ mod tests {
         // A call that was not answered is not kept: the resume asks it again.
         let failed = Exchange { attempts: vec![], ending: Ending::GaveUp("500s".into()) };
         writer.keep(&call("failed.com"), &failed).await.unwrap();
+        // Nor is an answer that cost nothing (a 403 for a quota that may have been reset since).
+        let mut refused = answered("{\"Errors\":[]}");
+        refused.attempts[0].reply.status = Some(403);
+        writer.keep(&call("refused.com"), &refused).await.unwrap();
+        // A body that is not text comes back byte for byte.
+        let mut latin1 = answered("");
+        latin1.attempts[0].reply.body = Bytes::from_static(b"<title>Caf\xe9</title>");
+        writer.keep(&call("latin1.com"), &latin1).await.unwrap();
 
         let (spec, resumed) = Journal::resume(store, "run-j").await.unwrap();
         assert_eq!(spec.date, "2026-11-20");
-        assert_eq!(resumed.resumed_calls(), 50);
+        assert_eq!(resumed.resumed_calls(), 51);
+        assert!(resumed.finished(&call("refused.com")).is_none());
+        let body = &resumed.finished(&call("latin1.com")).expect("kept").attempts[0].reply.body;
+        assert_eq!(body, &Bytes::from_static(b"<title>Caf\xe9</title>"));
         let exchange = resumed.finished(&call("site-7.com")).expect("replayed");
         assert_eq!(exchange.attempts[0].reply.body, Bytes::from_static(b"{\"ok\":1}"));
         assert_eq!(exchange.attempts[0].cost_usd, 0.1);
         assert!(resumed.finished(&call("failed.com")).is_none());
-        assert_eq!(resumed.usage()[&ProviderId::BuiltWith].1, 50);
+        assert_eq!(resumed.usage()[&ProviderId::BuiltWith].1, 51);
 
         // The resumed process writes a segment of its own beside the first.
         let writer = resumed.writer().unwrap();
         writer.keep(&call("later.com"), &answered("{}")).await.unwrap();
         let (_, again) = Journal::resume(store, "run-j").await.unwrap();
-        assert_eq!(again.resumed_calls(), 51);
+        assert_eq!(again.resumed_calls(), 52);
         assert_eq!(again.unreadable, Unreadable::default());
     }
 

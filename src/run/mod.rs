@@ -87,13 +87,19 @@ pub enum Refused {
 /// A run stopped by SIGINT or SIGTERM before its commit.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {date} was written; \
-     the calls it finished are in its journal: `partnerforge run --resume {run_id}` continues it"
+    "interrupted by {signal}: run {run_id} stopped before its commit, so no snapshot for {date} was written; {}",
+    if *resumable {
+        format!("the calls it finished are in its journal: `partnerforge run --resume {run_id}` continues it")
+    } else {
+        "it had not started: nothing was called or written".to_string()
+    }
 )]
 pub struct Interrupted {
     pub signal: &'static str,
     pub run_id: String,
     pub date: String,
+    /// Whether it left a journal to resume.
+    pub resumable: bool,
 }
 
 /// How `partnerforge run` exits, for an operator's cron.
@@ -157,6 +163,14 @@ fn listen_for_signals(token: CancellationToken) -> anyhow::Result<Arc<Mutex<Opti
         };
         *named.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
         token.cancel();
+        // A second signal means "now": the journal holds what was answered, the lock is left
+        // for `--resume` (or `--break-lock`) to break, since this process is gone.
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("a second signal: stopping at once; `partnerforge run --resume last` continues the run");
+        std::process::exit(Exit::Interrupted as i32);
     });
     Ok(received)
 }
@@ -213,6 +227,16 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     let ttl = pipeline.run.lock_ttl();
     // Resuming a run that died means breaking the lock it left (never a live one).
     let break_lock = options.break_lock || resumed.is_some();
+    let interrupted = |signal: Option<&'static str>, resumable: bool| Interrupted {
+        signal: signal.unwrap_or("a signal"),
+        run_id: run_id.clone(),
+        date: options.selection.date.to_string(),
+        resumable,
+    };
+    // Stopped before the lock: nothing was taken or written.
+    if stop.is_cancelled() {
+        return Err(interrupted(*received.lock().unwrap_or_else(|e| e.into_inner()), resumed.is_some()).into());
+    }
     let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, break_lock).await?;
     if let Some(holder) = broken {
         status(&format!("broke the lock held by {holder}"));
@@ -226,7 +250,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     let signal = *received.lock().unwrap_or_else(|e| e.into_inner());
     let report = match (result, signal) {
         (Err(_), Some(signal)) => {
-            return Err(Interrupted { signal, run_id, date: options.selection.date.to_string() }.into());
+            let resumable = journal::has_run(&store, &run_id).await;
+            return Err(interrupted(Some(signal), resumable).into());
         }
         (result, _) => result?,
     };
@@ -234,19 +259,27 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
-/// Renews the lease while the run goes on; a lease broken by another run stops it.
-async fn renew(store: Store, lock: RunLock, ttl: Duration, stop: CancellationToken) {
+/// Renews the lease while the work goes on. A lease broken by another run stops
+/// it, and so does a lease that could not be renewed for most of its TTL: by then
+/// another run may rightly think it dead.
+pub(crate) async fn renew(store: Store, lock: RunLock, ttl: Duration, stop: CancellationToken) {
     let every = (ttl / 3).min(Duration::from_secs(60));
+    let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(every).await;
         match store.heartbeat(&lock).await {
-            Ok(true) => {}
+            Ok(true) => renewed = Instant::now(),
             Ok(false) => {
-                tracing::error!("the run's lock was broken by another run: stopping, nothing will be committed");
+                tracing::error!("the lock was broken by another run: stopping, nothing will be committed");
                 stop.cancel();
                 return;
             }
-            Err(e) => tracing::warn!("could not renew the run's lock: {e}"),
+            Err(e) if renewed.elapsed() + every >= ttl => {
+                tracing::error!("could not renew the lock within its TTL ({e}): stopping, nothing will be committed");
+                stop.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!("could not renew the lock: {e}"),
         }
     }
 }
@@ -266,6 +299,9 @@ async fn locked(
     // What the store holds is read again under the lock: another run may have just committed.
     let prepared = Prepared { previous: prepared.store.snapshots().await?, ..prepared };
     prepared.refuse_existing_date(options.replace)?;
+    if stop.is_cancelled() {
+        anyhow::bail!("stopped before the run's journal was started");
+    }
     let journal = match resumed {
         Some((_, journal)) => journal,
         None => {
@@ -357,7 +393,7 @@ async fn refresh(
     // Fresh tech stacks that run Algolia: those domains get no calls at all.
     planner.not_targets.extend(waves::carried_algolia(store, &carry, &date).await?);
     // The stage takes every table in the manifest's order, the rows still fresh first.
-    let mut stage = Stage::new(run_id)?;
+    let mut stage = Stage::new(store, run_id)?;
     for (table, empty) in Tables::default().batches(context_ms(now), &date)? {
         stage.append(table, empty)?;
         for batch in freshness::carried_rows(store, &carry, table, &date).await? {

@@ -47,12 +47,19 @@ fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Stage {
-    /// A fresh staging folder for a run: `$PARTNERFORGE_STAGE` or the system's temporary folder.
-    pub(crate) fn new(run_id: &str) -> Result<Self, StoreError> {
-        let base = std::env::var_os("PARTNERFORGE_STAGE").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    /// A fresh staging folder for a run: `$PARTNERFORGE_STAGE` if set; for a local
+    /// store, beside its journal in `runs/<run_id>/` (on the store's own disk, so the
+    /// commit moves the files rather than copying them, and gc removes what a killed
+    /// run left); else the system's temporary folder.
+    pub(crate) fn new(store: &crate::store::Store, run_id: &str) -> Result<Self, StoreError> {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = base.join(format!("partnerforge-stage-{run_id}-{}-{nanos:x}", std::process::id()));
+        let name = format!("stage-{}-{nanos:x}", std::process::id());
+        let dir = match (std::env::var_os("PARTNERFORGE_STAGE"), store.local_path(&format!("runs/{run_id}"))) {
+            (Some(base), _) => PathBuf::from(base).join(format!("partnerforge-{run_id}-{name}")),
+            (None, Some(run_folder)) => run_folder.join(name),
+            (None, None) => std::env::temp_dir().join(format!("partnerforge-{run_id}-{name}")),
+        };
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         Ok(Self { dir, writers: BTreeMap::new(), order: Vec::new() })
     }

@@ -232,13 +232,33 @@ impl<'a> Refresh<'a> {
         let ready: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         let mut result = WaveResult::default();
         let planner = &self.planner;
-        let calls = work.iter().enumerate().flat_map(|(seq, target)| {
+        let mut sink = Sink { planner, fetcher: &self.fetcher, buffer: &mut self.buffer };
+        // First the targets that need no call — every answer is in the journal (a resume),
+        // or every module was skipped — finished one at a time, so they never pile up.
+        let mut settled = vec![false; work.len()];
+        let resuming = journal.resumed_calls() > 0;
+        for (seq, target) in work.iter().enumerate() {
+            if !resuming && !planner.failed.contains_key(&target.domain) {
+                continue; // a fresh run's target with no failure has calls to make
+            }
+            let Some(plan) = planner.plan_target(wave, target) else { continue };
+            if !plan.calls.iter().all(|c| journal.contains(c)) {
+                continue;
+            }
+            let answers: Vec<Option<Exchange>> = plan.calls.iter().map(|c| journal.finished(c)).collect();
+            if answers.iter().all(Option::is_some) {
+                settled[seq] = true;
+                sink.finish_target(Pending { plan, answers, left: 0 }, &mut result)?;
+            }
+        }
+        // Then the rest, planned as request slots free up; replayed answers wait with their target.
+        let calls = work.iter().enumerate().filter(|(seq, _)| !settled[*seq]).flat_map(|(seq, target)| {
             let Some(plan) = planner.plan_target(wave, target) else { return Vec::new() };
             let mut answers: Vec<Option<Exchange>> = vec![None; plan.calls.len()];
             let mut to_make = Vec::new();
             for (j, call) in plan.calls.iter().enumerate() {
                 match journal.finished(call) {
-                    Some(exchange) => answers[j] = Some(exchange.clone()),
+                    Some(exchange) => answers[j] = Some(exchange),
                     None => to_make.push(((seq, j), call.clone())),
                 }
             }
@@ -249,7 +269,6 @@ impl<'a> Refresh<'a> {
             }
             to_make
         });
-        let mut sink = Sink { planner, fetcher: &self.fetcher, buffer: &mut self.buffer };
         {
             let mut finished = std::pin::pin!(self.fetcher.stream(calls, writer)?);
             loop {

@@ -61,8 +61,14 @@ impl LockHolder {
 
     fn expired(&self) -> bool {
         let last = self.heartbeat_at.as_deref().unwrap_or(&self.started_at);
-        let ttl = chrono::Duration::seconds(i64::try_from(self.ttl_secs).unwrap_or(i64::MAX / 2_000));
-        chrono::DateTime::parse_from_rfc3339(last).is_ok_and(|t| t + ttl < chrono::Utc::now())
+        // A TTL too large to add never expires (a hand-edited lease must not crash every reader).
+        let Some(ttl) = i64::try_from(self.ttl_secs).ok().and_then(chrono::TimeDelta::try_seconds) else {
+            return false;
+        };
+        chrono::DateTime::parse_from_rfc3339(last)
+            .ok()
+            .and_then(|t| t.checked_add_signed(ttl))
+            .is_some_and(|until| until < chrono::Utc::now())
     }
 
     /// The holder ran on this host and its process no longer exists.
@@ -151,10 +157,19 @@ impl Store {
             Err(StoreError::Object { source: object_store::Error::NotFound { .. }, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if let Ok(bytes) = self.get(&format!("{folder}/{seq:010}.heartbeat")).await
-            && let Ok(beat) = serde_json::from_slice::<Heartbeat>(&bytes)
-        {
-            holder.heartbeat_at = Some(beat.at);
+        // No heartbeat yet is "not found"; any other error is not a reason to think the holder dead.
+        let beat_path = format!("{folder}/{seq:010}.heartbeat");
+        match self.get(&beat_path).await {
+            Ok(bytes) => {
+                let beat: Heartbeat = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest {
+                    url: self.url.clone(),
+                    path: beat_path.clone(),
+                    message: format!("the heartbeat is not readable: {e}"),
+                })?;
+                holder.heartbeat_at = Some(beat.at);
+            }
+            Err(StoreError::Object { source: object_store::Error::NotFound { .. }, .. }) => {}
+            Err(e) => return Err(e),
         }
         Ok(Some(holder))
     }

@@ -182,9 +182,12 @@ impl Store {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(cache)?;
             }
-            let partial = target.with_extension("partial");
-            std::fs::copy(local, &partial).map_err(cache)?;
-            std::fs::rename(&partial, &target).map_err(cache)?;
+            // On the same disk a staged file is moved; elsewhere it is copied, then moved into place.
+            if std::fs::rename(local, &target).is_err() {
+                let partial = target.with_extension("partial");
+                std::fs::copy(local, &partial).map_err(cache)?;
+                std::fs::rename(&partial, &target).map_err(cache)?;
+            }
             return Ok(size);
         }
         if size as usize <= MULTIPART_ABOVE {
@@ -192,20 +195,32 @@ impl Store {
             self.put(path, Bytes::from(bytes)).await?;
             return Ok(size);
         }
+        let mut file = std::fs::File::open(local).map_err(cache)?;
         let upload = self.inner.put_multipart(&object).await.map_err(|e| self.object_error(&object, e))?;
         let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
-        let mut file = std::fs::File::open(local).map_err(cache)?;
         let mut buffer = vec![0u8; MULTIPART_PART];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buffer).map_err(cache)?;
-            if n == 0 {
-                break;
+        let sent: Result<(), StoreError> = async {
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buffer).map_err(cache)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                // At most a few parts in flight: memory stays at a few part sizes.
+                parts.wait_for_capacity(4).await.map_err(|e| self.object_error(&object, e))?;
+                parts.write(&buffer[..n]);
             }
-            // At most a few parts in flight: memory stays at a few part sizes.
-            parts.wait_for_capacity(4).await.map_err(|e| self.object_error(&object, e))?;
-            parts.write(&buffer[..n]);
         }
-        parts.finish().await.map_err(|e| self.object_error(&object, e))?;
+        .await;
+        match sent {
+            Ok(()) => {
+                parts.finish().await.map_err(|e| self.object_error(&object, e))?;
+            }
+            Err(e) => {
+                // An upload left open is invisible, but billed for: abort it.
+                let _ = parts.abort().await;
+                return Err(e);
+            }
+        }
         Ok(size)
     }
 
