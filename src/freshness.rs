@@ -129,16 +129,26 @@ pub async fn plan(
 /// The previous snapshot's rows of `table` that the carry covers, with the new
 /// `snapshot_id`. `modules_of` says which modules write the table; for
 /// `raw_responses` a body is carried when every module it fed is.
+///
+/// The stored file is read a batch at a time (from a local copy for S3), and each
+/// batch of kept rows goes to `emit` as it is read: a big table never sits in memory.
 pub async fn carried_rows(
     store: &Store,
     carry: &Carry,
     table: &str,
     snapshot_id: &str,
-) -> Result<Vec<RecordBatch>, StoreError> {
-    let Some(entry) = carry.from.as_ref().and_then(|m| m.file(table)) else { return Ok(Vec::new()) };
+    mut emit: impl FnMut(RecordBatch) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let Some(entry) = carry.from.as_ref().and_then(|m| m.file(table)) else { return Ok(()) };
     let writers: Vec<&Module> = REGISTRY.iter().copied().filter(|m| m.tables.contains(&table)).collect();
-    let mut out = Vec::new();
-    for batch in read_batches(store.get(&entry.path).await?)? {
+    let local = store.local_copy(&entry.path).await?;
+    let file = std::fs::File::open(local.path())
+        .map_err(|e| StoreError::Cache { path: local.path().to_path_buf(), source: e })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| StoreError::Encode(format!("reading {}: {e}", entry.path)))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| StoreError::Encode(format!("reading {}: {e}", entry.path)))?;
         let Some(domains) = column(&batch, "domain") else { continue };
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| {
@@ -168,7 +178,7 @@ pub async fn carried_rows(
             }
             Err(_) => kept,
         };
-        out.push(kept);
+        emit(kept)?;
     }
-    Ok(out)
+    Ok(())
 }

@@ -396,9 +396,7 @@ async fn refresh(
     let mut stage = Stage::new(store, run_id)?;
     for (table, empty) in Tables::default().batches(context_ms(now), &date)? {
         stage.append(table, empty)?;
-        for batch in freshness::carried_rows(store, &carry, table, &date).await? {
-            stage.append(table, batch)?;
-        }
+        freshness::carried_rows(store, &carry, table, &date, |batch| stage.append(table, batch)).await?;
     }
     stage.append("api_calls", ledger_batch(&[], &date)?)?;
     let writer = journal.writer()?;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use anyhow::{Context as _, bail};
+use arrow::array::Array as _;
 use futures::StreamExt;
 
 use crate::config::ProviderId;
@@ -13,9 +14,7 @@ use crate::fetch::{Call, Ending, Exchange, Fetcher, LedgerRow, Outcome};
 use crate::freshness::{self, Carry};
 use crate::modules::{self, Context, FetchRow, Module, Parsed, RawRow, Subject, Tables};
 use crate::store::Store;
-use crate::store::table::to_parquet;
 use crate::targets::{Book, Target};
-use crate::transform;
 
 use super::journal::{Journal, JournalWriter};
 use super::stage::Stage;
@@ -471,14 +470,25 @@ impl Sink<'_> {
 /// Domains whose carried-forward tech stack runs Algolia.
 pub(crate) async fn carried_algolia(store: &Store, carry: &Carry, date: &str) -> anyhow::Result<Vec<String>> {
     let mut domains = Vec::new();
-    for batch in freshness::carried_rows(store, carry, "tech_spend", date).await? {
-        let frame = transform::read_parquet(to_parquet(&batch)?)?
-            .filter(polars::prelude::col("runs_algolia"))
-            .select([polars::prelude::col("domain")])
-            .collect()?;
-        let column = frame.column("domain")?.str()?.clone();
-        domains.extend((0..column.len()).filter_map(|i| column.get(i)).map(str::to_string));
-    }
+    freshness::carried_rows(store, carry, "tech_spend", date, |batch| {
+        let (Some(domain), Some(algolia)) = (batch.column_by_name("domain"), batch.column_by_name("runs_algolia"))
+        else {
+            return Ok(());
+        };
+        let (Some(domain), Some(algolia)) = (
+            domain.as_any().downcast_ref::<arrow::array::StringArray>(),
+            algolia.as_any().downcast_ref::<arrow::array::BooleanArray>(),
+        ) else {
+            return Ok(());
+        };
+        for i in 0..batch.num_rows() {
+            if algolia.is_valid(i) && algolia.value(i) && domain.is_valid(i) {
+                domains.push(domain.value(i).to_string());
+            }
+        }
+        Ok(())
+    })
+    .await?;
     Ok(domains)
 }
 

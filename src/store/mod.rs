@@ -42,6 +42,26 @@ pub enum StoreError {
     Cache { path: PathBuf, source: std::io::Error },
 }
 
+/// A stored object as a file on this machine (see `Store::local_copy`).
+pub struct LocalFile {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl LocalFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// A store opened from a URL: `data/store`, `file:///abs/path` or `s3://bucket/prefix`.
 #[derive(Clone)]
 pub struct Store {
@@ -222,6 +242,26 @@ impl Store {
             }
         }
         Ok(size)
+    }
+
+    /// An object as a file on this machine: the file itself for a local store, else a
+    /// temporary copy written as it downloads (removed when the handle is dropped).
+    pub async fn local_copy(&self, path: &str) -> Result<LocalFile, StoreError> {
+        if let Some(root) = &self.local_root {
+            return Ok(LocalFile { path: root.join(path), temporary: false });
+        }
+        let object = ObjectPath::from(path);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let local = std::env::temp_dir().join(format!("partnerforge-copy-{}-{nanos:x}.parquet", std::process::id()));
+        let copy = LocalFile { path: local.clone(), temporary: true };
+        let cache = |source| StoreError::Cache { path: local.clone(), source };
+        let mut file = std::fs::File::create(&local).map_err(cache)?;
+        let mut stream = self.inner.get(&object).await.map_err(|e| self.object_error(&object, e))?.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.object_error(&object, e))? {
+            std::io::Write::write_all(&mut file, &chunk).map_err(cache)?;
+        }
+        Ok(copy)
     }
 
     /// Every object below a prefix, as paths.
