@@ -213,3 +213,18 @@ fn query_on_an_empty_store_says_what_to_do() {
     let err = store.fails(&["query", "SELECT 1"]);
     assert!(err.contains("no committed snapshot") && err.contains("partnerforge run"), "{err}");
 }
+
+#[test]
+fn the_summary_reads_as_json_for_an_operators_script() {
+    let store = TestStore::new();
+    let (out, status) = store.ok_both(&["run", "--limit", "5", "--date", "2026-11-20", "--format", "json"]);
+    let summary: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is only the JSON ({e}): {out}"));
+    assert_eq!(summary["snapshot_id"], "2026-11-20");
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["generation"], 1);
+    assert_eq!(summary["providers"], "simulated");
+    assert!(summary["counts"]["calls"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["location"].as_str().unwrap().ends_with("snapshots/2026-11-20/0001/"), "{summary}");
+    assert!(status.contains("providers: simulated"), "status lines stay on stderr: {status}");
+}
