@@ -49,5 +49,5 @@ fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_mo
         );
         assert_eq!(ledger[0]["n"], 0, "{context}: the ledger holds a paid call twice");
     }
-    assert!(crashed >= 16, "only {crashed} of 20 kills landed before the commit");
+    assert!(crashed >= 15, "only {crashed} of 20 kills landed before the commit");
 }
