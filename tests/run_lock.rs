@@ -60,6 +60,15 @@ fn sigterm_finishes_what_is_under_way_checkpoints_it_and_gives_the_lock_back() {
     let (resumed, status) = store.ok_both(&["run", "--resume", "last"]);
     assert!(resumed.contains("snapshot 2026-11-20 committed"), "{resumed}");
     assert!(status.contains(&format!("{kept} calls already made are reused")), "{status}");
+    // The resumed run carried on the dead run's id under a lease of its own.
+    let leases: Vec<serde_json::Value> = support::listing(&store.path().join("store/locks/nightly"))
+        .iter()
+        .filter(|f| f.ends_with(".json"))
+        .map(|f| serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .collect();
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    assert_eq!(leases[0]["run_id"], leases[1]["run_id"], "{leases:?}");
+    assert_ne!(leases[0]["lease"], leases[1]["lease"], "a new lease, not the dead run's: {leases:?}");
 }
 
 #[test]
