@@ -25,21 +25,17 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ProviderAccount, ProviderId};
+use crate::config::ProviderId;
 use crate::fetch::{Attempt, Call, Ending, Exchange, Keep, Reply};
+use crate::run::Selection;
 use crate::store::{Store, StoreError};
 
-/// What a run was asked to do, kept so `--resume` can do it again.
+/// What a run was asked to do, kept so `--resume` can do it again: its selection
+/// (with the providers as decided, never `auto`), and the run's own options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     pub run_id: String,
-    pub pipeline: PathBuf,
-    pub date: String,
-    pub limit: Option<usize>,
-    pub targets: Option<PathBuf>,
-    pub providers: ProviderAccount,
-    pub force: Vec<String>,
-    pub only: Option<Vec<String>>,
+    pub selection: Selection,
     pub replace: bool,
     pub faults: Vec<String>,
     pub started_at: String,
@@ -555,17 +551,22 @@ pub async fn discard(store: &Store, run_id: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProvidersMode;
 
     fn spec(run_id: &str) -> RunSpec {
-        RunSpec {
-            run_id: run_id.into(),
+        let selection = Selection {
             pipeline: "pipelines/nightly.toml".into(),
-            date: "2026-11-20".into(),
+            store: "data/store".into(),
+            date: "2026-11-20".parse().unwrap(),
             limit: None,
             targets: None,
-            providers: ProviderAccount::Simulated,
+            providers: ProvidersMode::Simulated,
             force: vec![],
             only: None,
+        };
+        RunSpec {
+            run_id: run_id.into(),
+            selection,
             replace: false,
             faults: vec![],
             started_at: "2026-11-20T00:00:00Z".into(),
@@ -609,7 +610,7 @@ mod tests {
         writer.keep(&call("latin1.com"), &latin1).await.unwrap();
 
         let (spec, resumed) = Journal::resume(store, "run-j").await.unwrap();
-        assert_eq!(spec.date, "2026-11-20");
+        assert_eq!(spec.selection.date.to_string(), "2026-11-20");
         assert_eq!(resumed.resumed_calls(), 51);
         assert!(resumed.finished(&call("refused.com")).is_none());
         let body = &resumed.finished(&call("latin1.com")).expect("kept").attempts[0].reply.body;

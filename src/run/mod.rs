@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderAccount, ProvidersMode};
@@ -41,7 +41,7 @@ use stage::Stage;
 pub(crate) use waves::{Planner, subject};
 
 /// What a refresh covers: the same for `run` and `plan`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Selection {
     pub pipeline: PathBuf,
     pub store: String,
@@ -193,14 +193,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
                 id => id.to_string(),
             };
             let (spec, journal) = Journal::resume(&store, &run_id).await?;
-            options.selection.pipeline = spec.pipeline.clone();
-            options.selection.date =
-                spec.date.parse().with_context(|| format!("run {run_id}: bad date {}", spec.date))?;
-            options.selection.limit = spec.limit;
-            options.selection.targets = spec.targets.clone();
-            options.selection.providers = spec.providers.mode();
-            options.selection.force = spec.force.clone();
-            options.selection.only = spec.only.clone();
+            // Everything but the store, which is the one named on this command line.
+            options.selection = Selection { store: options.selection.store.clone(), ..spec.selection.clone() };
             options.replace = spec.replace;
             options.faults = spec.faults.clone();
             status(&format!("resuming run {run_id}: {} calls already made are reused", journal.resumed_calls()));
@@ -305,15 +299,10 @@ async fn locked(
     let journal = match resumed {
         Some((_, journal)) => journal,
         None => {
+            let selection = Selection { providers: prepared.account.mode(), ..options.selection.clone() };
             let spec = RunSpec {
                 run_id: run_id.to_string(),
-                pipeline: options.selection.pipeline.clone(),
-                date: options.selection.date.to_string(),
-                limit: options.selection.limit,
-                targets: options.selection.targets.clone(),
-                providers: prepared.account,
-                force: options.selection.force.clone(),
-                only: options.selection.only.clone(),
+                selection,
                 replace: options.replace,
                 faults: options.faults.clone(),
                 started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
