@@ -62,7 +62,7 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
     let latest = prepared.previous.iter().rev().find(|m| m.date <= prepared.date);
     let mut known: BTreeSet<String> = BTreeSet::new();
     if let Some(file) = latest.and_then(|m| m.file("tech_spend")) {
-        let frame = transform::read_parquet(prepared.store.get(&file.path).await?)?
+        let frame = transform::read_parquet(prepared.store.get(&file.path).await?, &["domain", "runs_algolia"])?
             .filter(col("runs_algolia"))
             .select([col("domain")])
             .collect()?;

@@ -267,7 +267,7 @@ pub(crate) async fn spent_before(
     for manifest in snapshots.iter().filter(|m| m.date.starts_with(month) && m.rebuilt_from.is_none()) {
         let Some(file) = manifest.file("api_calls") else { continue };
         let bytes = store.get(&file.path).await?;
-        let calls = transform::read_parquet(bytes)?
+        let calls = transform::read_parquet(bytes, &["provider", "cost_usd", "http_status"])?
             .group_by([polars::prelude::col("provider")])
             .agg([
                 polars::prelude::col("cost_usd").sum().alias("spent"),

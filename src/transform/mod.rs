@@ -52,9 +52,20 @@ pub const TARGET_COLUMNS: [&str; 33] = [
     "modules_failed",
 ];
 
-/// Reads one Parquet file into a lazy frame.
-pub fn read_parquet(bytes: Bytes) -> PolarsResult<LazyFrame> {
-    Ok(ParquetReader::new(Cursor::new(bytes)).finish()?.lazy())
+/// Reads the named columns of one Parquet file into a lazy frame (only those are
+/// decoded: a wide table such as `company`, with its e-mails and phones, costs
+/// what the columns asked for cost).
+pub fn read_parquet(bytes: Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
+    let columns = Some(columns.iter().map(|c| c.to_string()).collect());
+    Ok(ParquetReader::new(Cursor::new(bytes)).with_columns(columns).finish()?.lazy())
+}
+
+/// `read_parquet` of the columns a `select` names, then the select.
+fn read_selected(bytes: &Bytes, select: Vec<(&str, &str)>) -> PolarsResult<LazyFrame> {
+    let names: Vec<&str> = select.iter().map(|(name, _)| *name).collect();
+    let exprs: Vec<Expr> =
+        select.iter().map(|(name, alias)| if name == alias { col(*name) } else { col(*name).alias(*alias) }).collect();
+    Ok(read_parquet(bytes.clone(), &names)?.select(exprs))
 }
 
 /// The module tables `assemble` joins, as Parquet bytes.
@@ -76,15 +87,17 @@ pub struct BookRow<'a> {
 }
 
 fn book_frame(rows: &[BookRow]) -> PolarsResult<LazyFrame> {
-    let text = |f: &dyn Fn(&BookRow) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+    // Borrowed: the book's strings are copied once, into the frame.
+    let text =
+        |f: &dyn for<'r> Fn(&'r BookRow<'r>) -> Option<&'r str>| rows.iter().map(f).collect::<Vec<Option<&str>>>();
     let df = df!(
-        "domain" => text(&|r| Some(r.target.domain.clone())),
-        "seed_company_name" => text(&|r| r.target.company_name.clone()),
-        "seed_partner_tech" => text(&|r| r.target.partner_tech.clone()),
-        "seed_vertical" => text(&|r| r.target.vertical.clone()),
-        "seed_country" => text(&|r| r.target.country.clone()),
-        "ticker" => text(&|r| r.ticker.map(str::to_string)),
-        "modules_failed" => text(&|r| r.modules_failed.clone()),
+        "domain" => text(&|r| Some(r.target.domain.as_str())),
+        "seed_company_name" => text(&|r| r.target.company_name.as_deref()),
+        "seed_partner_tech" => text(&|r| r.target.partner_tech.as_deref()),
+        "seed_vertical" => text(&|r| r.target.vertical.as_deref()),
+        "seed_country" => text(&|r| r.target.country.as_deref()),
+        "ticker" => text(&|r| r.ticker),
+        "modules_failed" => text(&|r| r.modules_failed.as_deref()),
     )?;
     Ok(df.lazy())
 }
@@ -97,53 +110,66 @@ pub fn assemble(
     model: &ScoringModel,
     snapshot_id: &str,
 ) -> PolarsResult<DataFrame> {
-    let company = read_parquet(files.company.clone())?.select([
-        col("domain"),
-        col("company_name").alias("bw_company_name"),
-        col("vertical").alias("bw_vertical"),
-        col("country").alias("bw_country"),
-        col("city"),
-        col("state"),
-        col("fetched_at").alias("company_at"),
-    ]);
-    let spend = read_parquet(files.tech_spend.clone())?.select([
-        col("domain"),
-        col("tech_spend"),
-        col("current_search"),
-        col("partner_tech_detected"),
-        col("runs_algolia"),
-        col("fetched_at").alias("tech_at"),
-    ]);
-    let traffic = read_parquet(files.traffic.clone())?.select([
-        col("domain"),
-        col("monthly_visits").alias("sw_monthly_visits"),
-        col("visits_growth_mom").alias("sw_visits_growth_mom"),
-        col("bounce_rate").alias("sw_bounce_rate"),
-        col("pages_per_visit").alias("sw_pages_per_visit"),
-        col("avg_visit_duration").alias("sw_avg_duration"),
-        col("fetched_at").alias("traffic_at"),
-    ]);
-    let sources = read_parquet(files.traffic_sources.clone())?.select([
-        col("domain"),
-        col("search_traffic_pct").alias("sw_search_traffic_pct"),
-        col("fetched_at").alias("sources_at"),
-    ]);
-    let financials = read_parquet(files.financials.clone())?.select([
-        col("domain"),
-        col("revenue"),
-        col("gross_margin"),
-        col("market_cap"),
-        col("exec_name"),
-        col("exec_title"),
-        col("fetched_at").alias("financials_at"),
-    ]);
-
-    let hiring = read_parquet(files.hiring.clone())?.select([
-        col("domain"),
-        col("open_roles"),
-        col("search_roles"),
-        col("fetched_at").alias("hiring_at"),
-    ]);
+    let company = read_selected(
+        &files.company,
+        vec![
+            ("domain", "domain"),
+            ("company_name", "bw_company_name"),
+            ("vertical", "bw_vertical"),
+            ("country", "bw_country"),
+            ("city", "city"),
+            ("state", "state"),
+            ("fetched_at", "company_at"),
+        ],
+    )?;
+    let spend = read_selected(
+        &files.tech_spend,
+        vec![
+            ("domain", "domain"),
+            ("tech_spend", "tech_spend"),
+            ("current_search", "current_search"),
+            ("partner_tech_detected", "partner_tech_detected"),
+            ("runs_algolia", "runs_algolia"),
+            ("fetched_at", "tech_at"),
+        ],
+    )?;
+    let traffic = read_selected(
+        &files.traffic,
+        vec![
+            ("domain", "domain"),
+            ("monthly_visits", "sw_monthly_visits"),
+            ("visits_growth_mom", "sw_visits_growth_mom"),
+            ("bounce_rate", "sw_bounce_rate"),
+            ("pages_per_visit", "sw_pages_per_visit"),
+            ("avg_visit_duration", "sw_avg_duration"),
+            ("fetched_at", "traffic_at"),
+        ],
+    )?;
+    let sources = read_selected(
+        &files.traffic_sources,
+        vec![("domain", "domain"), ("search_traffic_pct", "sw_search_traffic_pct"), ("fetched_at", "sources_at")],
+    )?;
+    let financials = read_selected(
+        &files.financials,
+        vec![
+            ("domain", "domain"),
+            ("revenue", "revenue"),
+            ("gross_margin", "gross_margin"),
+            ("market_cap", "market_cap"),
+            ("exec_name", "exec_name"),
+            ("exec_title", "exec_title"),
+            ("fetched_at", "financials_at"),
+        ],
+    )?;
+    let hiring = read_selected(
+        &files.hiring,
+        vec![
+            ("domain", "domain"),
+            ("open_roles", "open_roles"),
+            ("search_roles", "search_roles"),
+            ("fetched_at", "hiring_at"),
+        ],
+    )?;
 
     let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
     let found = present("company_at")
