@@ -251,11 +251,13 @@ impl SeedRow {
 
 /// Reads a CSV with a header, picking columns by name. A row that cannot be read
 /// (wrong field count, bad UTF-8) comes back as a rejected row, not an error.
-fn read_rows(
-    path: &Path,
+/// The rows of a seed file, read one at a time as the caller takes them (a book
+/// of millions of rows is never held twice).
+fn read_rows<'p>(
+    path: &'p Path,
     required: &[&str],
     optional: &[&str],
-) -> Result<Vec<Result<SeedRow, RejectedRow>>, SeedError> {
+) -> Result<impl Iterator<Item = Result<SeedRow, RejectedRow>> + 'p, SeedError> {
     let read_error = |source| SeedError::Read { path: path.to_path_buf(), source };
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_path(path).map_err(read_error)?;
     let header: Vec<String> = reader
@@ -275,28 +277,24 @@ fn read_rows(
     }
     columns.extend(optional.iter().map(|name| find(name)));
 
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        match record {
-            Ok(record) => {
-                let line = record.position().map(|p| p.line()).unwrap_or(0);
-                let values = columns.iter().map(|c| c.and_then(|c| record.get(c)).unwrap_or("").to_string()).collect();
-                rows.push(Ok(SeedRow { file: path.to_path_buf(), line, values }));
-            }
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                let reason = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-                        format!("{len} fields where the header has {expected_len}")
-                    }
-                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
-                    _ => e.to_string(),
-                };
-                rows.push(Err(RejectedRow { file: path.to_path_buf(), line, reason }));
-            }
+    Ok(reader.into_records().map(move |record| match record {
+        Ok(record) => {
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let values = columns.iter().map(|c| c.and_then(|c| record.get(c)).unwrap_or("").to_string()).collect();
+            Ok(SeedRow { file: path.to_path_buf(), line, values })
         }
-    }
-    Ok(rows)
+        Err(e) => {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let reason = match e.kind() {
+                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    format!("{len} fields where the header has {expected_len}")
+                }
+                csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+                _ => e.to_string(),
+            };
+            Err(RejectedRow { file: path.to_path_buf(), line, reason })
+        }
+    }))
 }
 
 #[cfg(test)]
