@@ -23,7 +23,7 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
         .unwrap();
     assert!(touched.success());
 
-    // …and a run that died left checkpoints.
+    // …and a run that died left its journal.
     let dead_run = store.path().join("store/runs/run-20261001T000000Z-dead");
     std::fs::create_dir_all(&dead_run).unwrap();
     std::fs::write(dead_run.join("run.json"), b"{}").unwrap();
@@ -72,7 +72,7 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
     let files = listing(&store.path().join("store/snapshots"));
     assert!(files.iter().all(|f| kept.iter().any(|d| f.contains(d))), "{files:#?}");
 
-    assert!(!dead_run.join("run.json").exists(), "the dead run's checkpoints are gone");
+    assert!(!dead_run.join("run.json").exists(), "the dead run's journal is gone");
     let history = store.query("SELECT count(DISTINCT snapshot_id) AS n FROM targets_history");
     assert_eq!(history[0]["n"], 3);
 }

@@ -37,7 +37,7 @@ fn one_run_at_a_time_and_a_dead_runs_lock_can_be_broken() {
 }
 
 #[test]
-fn sigterm_finishes_what_is_under_way_checkpoints_it_and_gives_the_lock_back() {
+fn sigterm_finishes_what_is_under_way_journals_it_and_gives_the_lock_back() {
     let store = TestStore::new();
     let child = store.start_slow_run("2026-11-20", Stdio::piped);
     // Signal once a call of the slow second wave is on record, not after a guessed time

@@ -592,7 +592,7 @@ impl Fetcher {
         .await;
         let latency = started.elapsed();
         match result {
-            // Nothing downstream (parsers, checkpoints, raw bodies) ever sees the key.
+            // Nothing downstream (parsers, the journal, raw bodies) ever sees the key.
             Ok(body) => {
                 Reply { status, body: endpoint.redact_body(body), latency, error: None, retry_after, called_at }
             }

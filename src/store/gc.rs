@@ -87,7 +87,7 @@ impl Store {
         let stale_before = chrono::Utc::now() - chrono::Duration::from_std(retention.stale_after).unwrap_or_default();
         plan.abandoned =
             newest.into_iter().filter(|(f, t)| !committed.contains(f) && *t < stale_before).map(|(f, _)| f).collect();
-        // Checkpoints of runs that never committed, unless a lock says the run is alive.
+        // Journals of runs that never committed, unless a lock says the run is alive.
         let held: BTreeSet<String> = holders.into_iter().map(|h| h.run_id).collect();
         let runs = ObjectPath::from("runs");
         let objects: Vec<_> =
