@@ -111,11 +111,14 @@ pub struct RunSettings {
     /// `min(ttl / 3, 60 s)`, so this only bounds how long a dead holder on another
     /// host blocks the next run.
     pub lock_ttl_minutes: u64,
+    /// Targets scored together when the targets table is assembled: its joins'
+    /// memory follows this, not the size of the book.
+    pub score_slice_rows: usize,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15 }
+        Self { lock_ttl_minutes: 15, score_slice_rows: 200_000 }
     }
 }
 

@@ -49,20 +49,15 @@ pub(crate) fn module_files(bytes: &HashMap<&str, Bytes>) -> ModuleFiles {
     }
 }
 
-/// Targets per tier of the model, best tier first.
-pub(crate) fn tier_counts(
-    model: &crate::config::ScoringModel,
-    scored: &polars::prelude::DataFrame,
-) -> anyhow::Result<Vec<TierCount>> {
-    let mut tiers: Vec<TierCount> =
-        model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+/// Adds a scored slice's targets to the counts per tier of the model (best tier first).
+fn count_tiers(tiers: &mut [TierCount], scored: &polars::prelude::DataFrame) -> anyhow::Result<()> {
     let tier_column = scored.column("icp_tier")?.i32()?;
     for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
         if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
             count.targets += 1;
         }
     }
-    Ok(tiers)
+    Ok(())
 }
 
 pub(crate) fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Result<arrow::record_batch::RecordBatch> {
@@ -159,10 +154,38 @@ pub(crate) async fn commit(
         };
         files.push(entry);
     }
+    // Scored a slice of domains at a time, each slice a row group of a local file, then stored.
     let model = &pipeline.model;
-    let mut scored = transform::assemble(book_rows, &module_files(&module_bytes), model, date)
+    let mut tiers: Vec<TierCount> =
+        model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let local = std::env::temp_dir().join(format!("partnerforge-targets-{}-{nanos:x}.parquet", std::process::id()));
+    let written = {
+        let mut writer = transform::SliceWriter::new(&local);
+        let mut counted: anyhow::Result<()> = Ok(());
+        let slice_rows = pipeline.pipeline.run.score_slice_rows;
+        transform::assemble_in_slices(book_rows, &module_files(&module_bytes), model, date, slice_rows, |df| {
+            if counted.is_ok() {
+                counted = count_tiers(&mut tiers, &df);
+            }
+            writer.write(&df)
+        })
         .context("assembling and scoring the targets table")?;
-    files.push(store.put_table(&folder, "targets", transform::to_parquet(&mut scored)?, scored.height()).await?);
+        counted?;
+        let rows = writer.rows;
+        if !writer.finish()? {
+            // No target at all: an empty table of the right shape.
+            let mut empty = transform::assemble(&[], &module_files(&module_bytes), model, date)?;
+            std::fs::write(&local, transform::to_parquet(&mut empty)?)
+                .with_context(|| format!("writing {}", local.display()))?;
+        }
+        rows
+    };
+    let path = format!("{folder}/targets.parquet");
+    let stored = store.put_file(&path, &local).await;
+    let _ = std::fs::remove_file(&local);
+    let size = stored?;
+    files.push(FileEntry { table: "targets".into(), path, bytes: size, rows: written as u64, schema: None });
     let p = &pipeline.pipeline;
     let manifest = Manifest {
         schema_version: manifest::SCHEMA_VERSION,
@@ -179,7 +202,7 @@ pub(crate) async fn commit(
         scoring_model: ModelRef { name: model.name.clone(), version: model.version },
         providers: draft.providers,
         files,
-        counts: Counts { targets: scored.height() as u64, tiers: tier_counts(model, &scored)?, ..draft.counts },
+        counts: Counts { targets: written as u64, tiers, ..draft.counts },
     };
     if let Some(lock) = fence
         && !store.heartbeat(lock).await?

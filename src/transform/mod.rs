@@ -86,10 +86,11 @@ pub struct BookRow<'a> {
     pub modules_failed: Option<String>,
 }
 
-fn book_frame(rows: &[BookRow]) -> PolarsResult<LazyFrame> {
+fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
     // Borrowed: the book's strings are copied once, into the frame.
-    let text =
-        |f: &dyn for<'r> Fn(&'r BookRow<'r>) -> Option<&'r str>| rows.iter().map(f).collect::<Vec<Option<&str>>>();
+    let text = |f: &dyn for<'r> Fn(&'r BookRow<'r>) -> Option<&'r str>| {
+        rows.iter().map(|r| f(r)).collect::<Vec<Option<&str>>>()
+    };
     let df = df!(
         "domain" => text(&|r| Some(r.target.domain.as_str())),
         "seed_company_name" => text(&|r| r.target.company_name.as_deref()),
@@ -110,6 +111,30 @@ pub fn assemble(
     model: &ScoringModel,
     snapshot_id: &str,
 ) -> PolarsResult<DataFrame> {
+    let mut slices = Vec::new();
+    assemble_in_slices(book, files, model, snapshot_id, book.len().max(1), |df| {
+        slices.push(df);
+        Ok(())
+    })?;
+    let mut slices = slices.into_iter();
+    let mut all = slices.next().unwrap_or_default();
+    for slice in slices {
+        all.vstack_mut(&slice)?;
+    }
+    Ok(all)
+}
+
+/// The targets table in slices of at most `slice_rows` book rows, in domain
+/// order, each handed to `emit` as it is scored: the module tables are decoded
+/// once (only the columns joined), and the joins work on one slice of domains at a time.
+pub fn assemble_in_slices(
+    book: &[BookRow],
+    files: &ModuleFiles,
+    model: &ScoringModel,
+    snapshot_id: &str,
+    slice_rows: usize,
+    mut emit: impl FnMut(DataFrame) -> PolarsResult<()>,
+) -> PolarsResult<()> {
     let company = read_selected(
         &files.company,
         vec![
@@ -192,28 +217,86 @@ pub fn assemble(
         col("hiring_at"),
     ])?;
 
-    let frame = book_frame(book)?
-        .left_join(company, col("domain"), col("domain"))
-        .left_join(spend, col("domain"), col("domain"))
-        .left_join(traffic, col("domain"), col("domain"))
-        .left_join(sources, col("domain"), col("domain"))
-        .left_join(financials, col("domain"), col("domain"))
-        .left_join(hiring, col("domain"), col("domain"))
-        .filter(col("runs_algolia").fill_null(lit(false)).not())
-        .with_columns([
-            // The book is curated by sales: its values win; the providers fill gaps.
-            coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
-            coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
-            coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
-            coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
-            col("ticker").is_not_null().alias("is_public"),
-        ])
-        .with_columns([enrichment.alias("enrichment_level"), last_enriched.alias("last_enriched")])
-        .with_columns(scoring::score_columns(model)?)
-        .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
-        .select(TARGET_COLUMNS.map(col))
-        .sort(["domain"], SortMultipleOptions::default());
-    frame.collect()
+    // Decoded once; each slice filters them to its range of domains.
+    let (company, spend, traffic, sources, financials, hiring) = (
+        company.collect()?,
+        spend.collect()?,
+        traffic.collect()?,
+        sources.collect()?,
+        financials.collect()?,
+        hiring.collect()?,
+    );
+    let mut order: Vec<&BookRow> = book.iter().collect();
+    order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
+    // An empty book still makes one (empty) slice: the table keeps its columns.
+    let slices: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(slice_rows.max(1)).collect() };
+    for slice in slices {
+        let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
+        let within = |df: &DataFrame| match &range {
+            Some((lo, hi)) => {
+                df.clone().lazy().filter(col("domain").gt_eq(lit(lo.clone())).and(col("domain").lt_eq(lit(hi.clone()))))
+            }
+            None => df.clone().lazy(),
+        };
+        let frame = book_frame(slice)?
+            .left_join(within(&company), col("domain"), col("domain"))
+            .left_join(within(&spend), col("domain"), col("domain"))
+            .left_join(within(&traffic), col("domain"), col("domain"))
+            .left_join(within(&sources), col("domain"), col("domain"))
+            .left_join(within(&financials), col("domain"), col("domain"))
+            .left_join(within(&hiring), col("domain"), col("domain"))
+            .filter(col("runs_algolia").fill_null(lit(false)).not())
+            .with_columns([
+                // The book is curated by sales: its values win; the providers fill gaps.
+                coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
+                coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
+                coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
+                coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
+                col("ticker").is_not_null().alias("is_public"),
+            ])
+            .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")])
+            .with_columns(scoring::score_columns(model)?)
+            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
+            .select(TARGET_COLUMNS.map(col))
+            .sort(["domain"], SortMultipleOptions::default());
+        emit(frame.collect()?)?;
+    }
+    Ok(())
+}
+
+/// Writes frames one after another into one Parquet file (zstd), a row group each.
+pub struct SliceWriter {
+    writer: Option<polars::io::parquet::write::BatchedWriter<std::fs::File>>,
+    path: std::path::PathBuf,
+    pub rows: usize,
+}
+
+impl SliceWriter {
+    pub fn new(path: &std::path::Path) -> Self {
+        Self { writer: None, path: path.to_path_buf(), rows: 0 }
+    }
+
+    pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        if self.writer.is_none() {
+            let file = std::fs::File::create(&self.path)?;
+            let writer =
+                ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).batched(df.schema())?;
+            self.writer = Some(writer);
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.write_batch(df)?;
+        }
+        self.rows += df.height();
+        Ok(())
+    }
+
+    /// Closes the file; `false` when nothing was written.
+    pub fn finish(self) -> PolarsResult<bool> {
+        match self.writer {
+            Some(writer) => writer.finish().map(|_| true),
+            None => Ok(false),
+        }
+    }
 }
 
 /// Encodes a frame as Parquet (zstd).
