@@ -173,12 +173,7 @@ pub(crate) async fn commit(
         .context("assembling and scoring the targets table")?;
         counted?;
         let rows = writer.rows;
-        if !writer.finish()? {
-            // No target at all: an empty table of the right shape.
-            let mut empty = transform::assemble(&[], &module_files(&module_bytes), model, date)?;
-            std::fs::write(&local, transform::to_parquet(&mut empty)?)
-                .with_context(|| format!("writing {}", local.display()))?;
-        }
+        writer.finish()?;
         rows
     };
     let path = format!("{folder}/targets.parquet");

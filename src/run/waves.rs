@@ -28,8 +28,6 @@ pub(crate) struct Planner<'a> {
     pub(crate) failed: BTreeMap<String, BTreeSet<&'static str>>,
     /// Domains known not to be targets (running Algolia): later waves skip them.
     pub(crate) not_targets: BTreeSet<String>,
-    /// Ledger rows of calls planned but not made (a dependency failed).
-    pub(crate) not_made: Vec<LedgerRow>,
     /// What the previous snapshot still covers: those pairs get no call.
     carry: &'a Carry,
 }
@@ -112,15 +110,7 @@ pub(crate) fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
 
 impl<'a> Planner<'a> {
     pub(crate) fn new(run_id: &str, context: Context, book: &'a Book, carry: &'a Carry) -> Self {
-        Self {
-            run_id: run_id.to_string(),
-            context,
-            book,
-            failed: BTreeMap::new(),
-            not_targets: BTreeSet::new(),
-            not_made: Vec::new(),
-            carry,
-        }
+        Self { run_id: run_id.to_string(), context, book, failed: BTreeMap::new(), not_targets: BTreeSet::new(), carry }
     }
 
     /// Plans one target's part of a wave; `None` when it gets no call at all. A
@@ -179,13 +169,12 @@ impl<'a> Planner<'a> {
         (!plan.calls.is_empty() || !plan.skipped.is_empty()).then_some(plan)
     }
 
-    /// Plans a whole wave at once (for `plan`, which makes no call), keeping what
-    /// was skipped as a run would.
+    /// Plans a whole wave at once (for `plan`, which makes no call), marking the
+    /// modules a failed dependency blocks as a run would.
     pub(crate) fn plan_wave(&mut self, wave: &[&'static Module], work: &[&Target]) -> WavePlan {
         let mut calls = Vec::new();
         for target in work {
             let Some(plan) = self.plan_target(wave, target) else { continue };
-            self.not_made.extend(plan.skipped);
             for module in plan.blocked {
                 self.failed.entry(target.domain.clone()).or_default().insert(module);
             }

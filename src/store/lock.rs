@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -238,13 +238,9 @@ impl Store {
                     (seq + 1, Some(current))
                 }
             };
-            let object = ObjectPath::from(format!("{folder}/{seq:010}.json"));
-            let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.inner.put_opts(&object, PutPayload::from(body.clone()), options).await {
-                Ok(_) => return Ok((RunLock { folder, seq, holder }, broken)),
-                // Another run (or breaker) took this number first: look again at who holds it now.
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(self.object_error(&object, e)),
+            // `false`: another run (or breaker) took this number first: look again at who holds it now.
+            if self.put_new(&format!("{folder}/{seq:010}.json"), body.clone().into()).await? {
+                return Ok((RunLock { folder, seq, holder }, broken));
             }
         }
         Err(StoreError::Open {
@@ -269,13 +265,9 @@ impl Store {
     /// Gives this run's lease back. Only ever its own: a lease that was broken
     /// stays superseded by its breaker's, which this does not touch.
     pub async fn release_lock(&self, lock: RunLock) -> Result<(), StoreError> {
-        let object = lock.object("released");
-        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         let body = serde_json::to_vec(&Heartbeat { at: now_text() }).map_err(|e| StoreError::Encode(e.to_string()))?;
-        match self.inner.put_opts(&object, PutPayload::from(body), options).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(self.object_error(&object, e)),
-        }
+        // Already given back is given back.
+        self.put_new(lock.object("released").as_ref(), body.into()).await.map(|_| ())
     }
 
     /// Lease objects older than the newest one of their lock, for gc.

@@ -302,15 +302,11 @@ impl Store {
 
     /// Writes a snapshot's manifest, create-only: the commit point.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let path = ObjectPath::from(format!("{}/{MANIFEST_FILE}", manifest.folder()));
+        let path = format!("{}/{MANIFEST_FILE}", manifest.folder());
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(&path, PutPayload::from(json), options).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                Err(StoreError::AlreadyCommitted { url: self.url.clone(), path: path.to_string() })
-            }
-            Err(e) => Err(self.object_error(&path, e)),
+        match self.put_new(&path, Bytes::from(json)).await? {
+            true => Ok(()),
+            false => Err(StoreError::AlreadyCommitted { url: self.url.clone(), path }),
         }
     }
 

@@ -103,30 +103,12 @@ fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
     Ok(df.lazy())
 }
 
-/// Builds and scores the targets table. Domains found running Algolia are not
-/// targets and are dropped here (customers were dropped from the book before).
-pub fn assemble(
-    book: &[BookRow],
-    files: &ModuleFiles,
-    model: &ScoringModel,
-    snapshot_id: &str,
-) -> PolarsResult<DataFrame> {
-    let mut slices = Vec::new();
-    assemble_in_slices(book, files, model, snapshot_id, book.len().max(1), |df| {
-        slices.push(df);
-        Ok(())
-    })?;
-    let mut slices = slices.into_iter();
-    let mut all = slices.next().unwrap_or_default();
-    for slice in slices {
-        all.vstack_mut(&slice)?;
-    }
-    Ok(all)
-}
-
-/// The targets table in slices of at most `slice_rows` book rows, in domain
-/// order, each handed to `emit` as it is scored: the module tables are decoded
-/// once (only the columns joined), and the joins work on one slice of domains at a time.
+/// Builds and scores the targets table in slices of at most `slice_rows` book
+/// rows, in domain order, each handed to `emit` as it is scored (an empty book
+/// is one empty slice, so the table keeps its columns). Domains found running
+/// Algolia are not targets and are dropped here (customers were dropped from the
+/// book before). The module tables are decoded once (only the columns joined),
+/// and the joins work on one slice of domains at a time.
 pub fn assemble_in_slices(
     book: &[BookRow],
     files: &ModuleFiles,
@@ -290,11 +272,11 @@ impl SliceWriter {
         Ok(())
     }
 
-    /// Closes the file; `false` when nothing was written.
-    pub fn finish(self) -> PolarsResult<bool> {
+    /// Closes the file (`assemble_in_slices` always emits at least one slice).
+    pub fn finish(self) -> PolarsResult<()> {
         match self.writer {
-            Some(writer) => writer.finish().map(|_| true),
-            None => Ok(false),
+            Some(writer) => writer.finish().map(|_| ()),
+            None => Err(PolarsError::NoData("no slice was written".into())),
         }
     }
 }
