@@ -122,6 +122,32 @@ enum Command {
         /// The SQL to run.
         sql: Option<String>,
     },
+    /// What changed between two committed snapshots (default: the latest and the one before it),
+    /// by the pipeline's change rules.
+    Changes {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// The pipeline file (its `changes` rules are applied).
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// The older snapshot's date.
+        #[arg(long, conflicts_with = "since")]
+        from: Option<NaiveDate>,
+        /// The newer snapshot's date; default the latest.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Changes since this date: from the last snapshot on or before it.
+        #[arg(long)]
+        since: Option<NaiveDate>,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only events at least this significant: critical, high, medium or low.
+        #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
+        min_significance: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Write the dashboard's JSON files from the latest snapshot.
     Export {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
@@ -340,6 +366,83 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 Format::Table => write!(out, "{}", render_table(&result))?,
                 Format::Csv => write_csv(&mut out, &result)?,
                 Format::Json => writeln!(out, "{}", render_json(&result))?,
+            }
+        }
+        Command::Changes { store, pipeline, from, to, since, domain, min_significance, format } => {
+            let pipeline = LoadedPipeline::load(&pipeline)?;
+            let rules = pipeline
+                .changes
+                .as_ref()
+                .with_context(|| format!("{} names no change rules (`changes = …`)", pipeline.path.display()))?;
+            let store = Store::open(&store)?;
+            let snapshots = store.snapshots().await?;
+            let find = |date: NaiveDate| {
+                let date = date.to_string();
+                snapshots
+                    .iter()
+                    .find(|m| m.date == date)
+                    .with_context(|| format!("store {} has no snapshot for {date}", store.url()))
+            };
+            let newest = match to {
+                Some(date) => find(date)?,
+                None => snapshots.last().with_context(|| format!("store {} has no snapshot yet", store.url()))?,
+            };
+            let older = match (from, since) {
+                (Some(date), _) => find(date)?,
+                (None, Some(since)) => {
+                    let since = since.to_string();
+                    snapshots
+                        .iter()
+                        .rev()
+                        .find(|m| m.date <= since && m.date < newest.date)
+                        .or_else(|| snapshots.first().filter(|m| m.date < newest.date))
+                        .with_context(|| format!("no snapshot before {} to compare with", newest.date))?
+                }
+                (None, None) => snapshots
+                    .iter()
+                    .rev()
+                    .find(|m| m.date < newest.date)
+                    .with_context(|| format!("no snapshot before {} to compare with", newest.date))?,
+            };
+            if older.date >= newest.date {
+                anyhow::bail!("--from {} is not before --to {}", older.date, newest.date);
+            }
+            let mut events =
+                run::changes::diff(&store, older, newest, rules, domain.as_deref(), min_significance.as_deref())
+                    .await?;
+            let rank = |s: &str| partnerforge::config::changes::significance_rank(s).unwrap_or(usize::MAX);
+            events.sort_by(|a, b| rank(&a.significance).cmp(&rank(&b.significance)).then(a.domain.cmp(&b.domain)));
+            eprintln!(
+                "changes from snapshot {} to {}: {} events (rules {} v{})",
+                older.snapshot_id,
+                newest.snapshot_id,
+                events.len(),
+                pipeline.pipeline.changes.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                rules.version
+            );
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Table => {
+                    let columns = ["significance", "domain", "category", "summary", "evidence"];
+                    let rows = events
+                        .iter()
+                        .map(|e| {
+                            let evidence = run::changes::evidence(e);
+                            [&e.significance, &e.domain, &e.category, &e.summary, &evidence]
+                                .map(|v| serde_json::Value::String(v.to_string()))
+                                .to_vec()
+                        })
+                        .collect();
+                    let result = QueryResult { columns: columns.map(String::from).to_vec(), rows };
+                    write!(out, "{}", render_table(&result))?;
+                }
+                Format::Csv | Format::Json => {
+                    let result = run::changes::as_rows(&events);
+                    match format {
+                        Format::Csv => write_csv(&mut out, &result)?,
+                        _ => writeln!(out, "{}", render_json(&result))?,
+                    }
+                }
             }
         }
         Command::Export { store, out, queries } => {

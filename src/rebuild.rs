@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context as _, bail};
 use arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use chrono::Utc;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -70,6 +71,67 @@ fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String)
     Ok(out)
 }
 
+/// When each (module, domain) of a snapshot was fetched: `fetched_on` (the run
+/// date) and `fetched_at` (ms), from its `fetches` table. Carried results keep
+/// the dates of the run that fetched them.
+type FetchTimes = HashMap<(String, String), (String, i64)>;
+
+fn fetch_times(bytes: Bytes) -> anyhow::Result<FetchTimes> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let mut out = HashMap::new();
+    for batch in reader {
+        let batch = batch?;
+        let text = |name: &str| -> anyhow::Result<StringArray> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                .context(name.to_string())
+        };
+        let (modules, domains, dates) = (text("module")?, text("domain")?, text("fetched_on")?);
+        let times = batch
+            .column_by_name("fetched_at")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
+            .context("fetched_at")?;
+        for i in 0..batch.num_rows() {
+            out.insert(
+                (modules.value(i).to_string(), domains.value(i).to_string()),
+                (dates.value(i).to_string(), times.value(i)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Gives every row of a rebuilt table the `fetched_at` of the fetch it was parsed
+/// from (the original snapshot's, carried results included), so a rebuilt snapshot
+/// says when its data was fetched exactly as the original did.
+fn restamp(table: &str, batch: RecordBatch, times: &FetchTimes) -> anyhow::Result<RecordBatch> {
+    let (Ok(at), Some(domains)) = (
+        batch.schema().index_of("fetched_at"),
+        batch.column_by_name("domain").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()),
+    ) else {
+        return Ok(batch);
+    };
+    let writers: Vec<&str> = REGISTRY.iter().filter(|m| m.tables.contains(&table)).map(|m| m.id).collect();
+    let modules = batch.column_by_name("module").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+    let Some(old) = batch.column(at).as_any().downcast_ref::<TimestampMillisecondArray>().cloned() else {
+        return Ok(batch);
+    };
+    let stamped: TimestampMillisecondArray = (0..batch.num_rows())
+        .map(|i| {
+            let domain = domains.value(i).to_string();
+            let found = match &modules {
+                Some(m) => times.get(&(m.value(i).to_string(), domain)),
+                None => writers.iter().find_map(|w| times.get(&(w.to_string(), domain.clone()))),
+            };
+            Some(found.map(|(_, ms)| *ms).unwrap_or_else(|| old.value(i)))
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[at] = std::sync::Arc::new(stamped);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
     let prepared = prepare(&selection).await?;
     let (store, pipeline) = (&prepared.store, &prepared.pipeline);
@@ -79,13 +141,17 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
     };
     let raw_file = original.file("raw_responses").context("the snapshot keeps no raw bodies")?;
     let bodies = final_bodies(store.get(&raw_file.path).await?)?;
+    let times = match original.file("fetches") {
+        Some(entry) => fetch_times(store.get(&entry.path).await?)?,
+        None => FetchTimes::new(),
+    };
     let ttl = pipeline.pipeline.run.lock_ttl();
     let run_id = format!("rebuild-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
     let (lock, _) = store.acquire_lock(&pipeline.pipeline.name, &run_id, ttl, false).await?;
     // The lease is renewed as a run's is; the fence at the commit refuses a lease that lapsed.
     let lapsed = tokio_util::sync::CancellationToken::new();
     let heartbeat = tokio::spawn(crate::run::renew(store.clone(), lock.clone(), ttl, lapsed));
-    let result = rebuild_locked(&prepared, &original, &bodies, &run_id, &lock).await;
+    let result = rebuild_locked(&prepared, &original, &bodies, &times, &run_id, &lock).await;
     heartbeat.abort();
     store.release_lock(lock).await?;
     result
@@ -95,6 +161,7 @@ async fn rebuild_locked(
     prepared: &crate::run::Prepared,
     original: &Manifest,
     bodies: &HashMap<(String, String, String), RawRow>,
+    times: &FetchTimes,
     run_id: &str,
     lock: &RunLock,
 ) -> anyhow::Result<RebuildReport> {
@@ -146,10 +213,11 @@ async fn rebuild_locked(
             let refs: Vec<&Parsed> = replies.iter().collect();
             (module.normalize)(&context, &subject, &refs, &mut tables);
             let outcome = if refs.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
+            let fetched_on = times.get(&(module.id.to_string(), target.domain.clone())).map(|(on, _)| on.clone());
             tables.fetches.push(FetchRow {
                 module: module.id,
                 domain: target.domain.clone(),
-                fetched_on: date.clone(),
+                fetched_on: fetched_on.unwrap_or_else(|| date.clone()),
                 outcome,
             });
         }
@@ -158,7 +226,7 @@ async fn rebuild_locked(
     let mut files = Vec::new();
     for (table, batch) in tables.batches(fetched_at_ms, date)? {
         if table != "raw_responses" {
-            files.push((table, TableFile::Rows(batch)));
+            files.push((table, TableFile::Rows(restamp(table, batch, times)?)));
         }
     }
     // The original's bodies and ledger are copied unchanged: no call was made.

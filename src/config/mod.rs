@@ -6,6 +6,7 @@
 //! silently ignored setting). Rules are data: weights, bands, tiers, costs and
 //! vendor lists live here as values, never as constants in Rust code.
 
+pub mod changes;
 mod scoring;
 
 pub use scoring::{Band, Component, ComponentKind, ScoringModel, Tier};
@@ -48,6 +49,9 @@ pub struct Pipeline {
     /// Path of the scoring model, relative to the pipeline file's folder's parent
     /// (the repository root) like every other path in the file.
     pub scoring_model: PathBuf,
+    /// The change rules (`pipelines/changes.toml`); without them a snapshot has no `changes`.
+    #[serde(default)]
+    pub changes: Option<PathBuf>,
     #[serde(default)]
     pub fetch: FetchSettings,
     #[serde(default)]
@@ -521,6 +525,8 @@ pub struct LoadedPipeline {
     /// sha256 of the pipeline file's bytes, recorded in every manifest.
     pub sha256: String,
     pub model: ScoringModel,
+    /// The change rules, when the pipeline names a file.
+    pub changes: Option<changes::ChangeRules>,
     /// Folder that relative paths in the pipeline are resolved against.
     pub root: PathBuf,
 }
@@ -606,7 +612,14 @@ impl LoadedPipeline {
         }
         let model_path = root.join(&pipeline.scoring_model);
         let model = ScoringModel::load(&model_path)?;
-        Ok(Self { path: path.to_path_buf(), sha256: sha256_hex(text.as_bytes()), pipeline, model, root })
+        let changes = match &pipeline.changes {
+            Some(file) => {
+                let file = if file.is_absolute() { file.clone() } else { root.join(file) };
+                Some(changes::ChangeRules::load(&file, &crate::transform::changes::field_kinds())?)
+            }
+            None => None,
+        };
+        Ok(Self { path: path.to_path_buf(), sha256: sha256_hex(text.as_bytes()), pipeline, model, changes, root })
     }
 
     pub fn resolve(&self, relative: &Path) -> PathBuf {

@@ -17,6 +17,7 @@ use crate::store::manifest::{self, Counts, FileEntry, Manifest, ModelRef, Pipeli
 use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
 use crate::targets::{Book, Target};
 
+use super::changes;
 use super::stage::StagedTable;
 use crate::transform::{self, BookRow, ModuleFiles};
 
@@ -90,8 +91,21 @@ pub(crate) enum TableFile<'a> {
     Staged(&'a StagedTable),
 }
 
-/// The tables the targets table is assembled from.
-const ASSEMBLED_FROM: [&str; 6] = ["company", "tech_spend", "traffic", "traffic_sources", "financials", "hiring"];
+/// The tables the targets table is assembled from, and the ones changes are observed in.
+const READ_BACK: [&str; 12] = [
+    "company",
+    "tech_spend",
+    "traffic",
+    "traffic_sources",
+    "financials",
+    "hiring",
+    "tech_stack",
+    "executives",
+    "stock",
+    "job_postings",
+    "trigger_events",
+    "fetches",
+];
 
 /// What the manifest says beyond the files, the generation and the scores.
 pub(crate) struct Draft {
@@ -141,7 +155,7 @@ pub(crate) async fn commit(
             }
             TableFile::Staged(staged) => {
                 // Only the tables the targets are assembled from are read back; the rest go up from disk.
-                if ASSEMBLED_FROM.contains(&table) {
+                if READ_BACK.contains(&table) {
                     let bytes = std::fs::read(&staged.path)
                         .with_context(|| format!("reading the staged {table} table {}", staged.path.display()))?;
                     module_bytes.insert(table, Bytes::from(bytes));
@@ -177,10 +191,24 @@ pub(crate) async fn commit(
         rows
     };
     let path = format!("{folder}/targets.parquet");
+    // Read before it is stored: a local store moves the file into place.
+    let targets = std::fs::read(&local);
     let stored = store.put_file(&path, &local).await;
     let _ = std::fs::remove_file(&local);
     let size = stored?;
     files.push(FileEntry { table: "targets".into(), path, bytes: size, rows: written as u64, schema: None });
+    let mut change_counts = BTreeMap::new();
+    if let Some(rules) = &pipeline.changes {
+        let targets = targets.context("reading back the targets table")?;
+        let mut observed: transform::changes::SnapshotFiles =
+            module_bytes.iter().map(|(t, b)| (t.to_string(), b.clone())).collect();
+        observed.insert("targets".into(), Bytes::from(targets));
+        let (entries, counts) =
+            changes::commit_changes(store, &folder, date, draft.previous_snapshot.as_deref(), &observed, rules, model)
+                .await?;
+        files.extend(entries);
+        change_counts = counts;
+    }
     let p = &pipeline.pipeline;
     let manifest = Manifest {
         schema_version: manifest::SCHEMA_VERSION,
@@ -197,7 +225,7 @@ pub(crate) async fn commit(
         scoring_model: ModelRef { name: model.name.clone(), version: model.version },
         providers: draft.providers,
         files,
-        counts: Counts { targets: written as u64, tiers, ..draft.counts },
+        counts: Counts { targets: written as u64, tiers, changes: change_counts, ..draft.counts },
     };
     if let Some(lock) = fence
         && !store.heartbeat(lock).await?

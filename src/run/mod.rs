@@ -9,6 +9,7 @@
 //! `rebuild`). This file holds them together under the run's lock, with one
 //! cancellation token for SIGINT/SIGTERM.
 
+pub mod changes;
 mod commit;
 pub mod journal;
 mod prepare;
@@ -471,6 +472,23 @@ pub fn summary_json(report: &RunReport) -> String {
     serde_json::to_string_pretty(&json).unwrap_or_default()
 }
 
+/// The change events against the previous snapshot, by significance.
+fn changes_line(m: &Manifest) -> String {
+    if !m.files.iter().any(|f| f.table == "changes") {
+        return "not tracked (the pipeline names no change rules)".into();
+    }
+    let total: u64 = m.counts.changes.values().sum();
+    let by: Vec<String> = crate::config::changes::SIGNIFICANCE
+        .iter()
+        .filter_map(|s| m.counts.changes.get(*s).map(|n| format!("{s} {n}")))
+        .collect();
+    match (&m.previous_snapshot, total) {
+        (None, _) => "none (no earlier snapshot to compare with)".into(),
+        (Some(p), 0) => format!("none since snapshot {p}"),
+        (Some(p), _) => format!("{total} since snapshot {p} ({})", by.join(", ")),
+    }
+}
+
 /// The end-of-run summary, as printed on stdout.
 pub fn summary(report: &RunReport) -> String {
     let m = &report.manifest;
@@ -488,6 +506,7 @@ pub fn summary(report: &RunReport) -> String {
          \x20 carried forward {} module results, still fresh{}\n\
          \x20 calls           {} made, ${:.2} spent{}\n\
          \x20 failures        {}\n\
+         \x20 changes         {}\n\
          \x20 wall time       {:.1} s\n\
          \x20 location        {}",
         m.snapshot_id,
@@ -506,6 +525,7 @@ pub fn summary(report: &RunReport) -> String {
         c.spend_usd,
         if m.providers == ProviderAccount::Simulated { " (simulated providers: nothing was billed)" } else { "" },
         failures,
+        changes_line(m),
         report.wall_secs,
         report.location,
     )

@@ -91,15 +91,20 @@ impl Warehouse {
             };
             history.push(("targets".into(), paths("targets")));
             history.push(("api_calls".into(), paths("api_calls")));
+            history.push(("changes".into(), paths("changes")));
             if manifest.snapshot_id == latest.snapshot_id {
                 latest_files = files;
             }
         }
         let conn = Connection::open_in_memory().map_err(sql_error)?;
         let mut sql = String::new();
-        for view in ["targets", "api_calls"] {
+        for view in ["targets", "api_calls", "changes"] {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).flat_map(|(_, p)| p.clone()).collect();
-            let name = if view == "targets" { "targets_history" } else { "api_calls" };
+            if all.is_empty() {
+                // Snapshots from before change tracking have no changes table.
+                continue;
+            }
+            let name = if view == "targets" { "targets_history" } else { view };
             sql.push_str(&format!(
                 "CREATE VIEW {name} AS SELECT * FROM read_parquet({}, union_by_name = true);\n",
                 path_list(&all)

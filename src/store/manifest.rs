@@ -104,6 +104,9 @@ pub struct Counts {
     pub spend_usd: f64,
     /// Failed calls per provider.
     pub failures: BTreeMap<String, u64>,
+    /// Change events against the previous snapshot, by significance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

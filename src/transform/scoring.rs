@@ -38,7 +38,7 @@ fn template(text: &str, value: &Expr, points: &Expr) -> Expr {
 
 /// `when(c1).then(v1).otherwise(when(c2).then(v2).otherwise(…fallback))`: the first
 /// condition that holds wins.
-fn first_match(cases: Vec<(Expr, Expr)>, fallback: Expr) -> Expr {
+pub(crate) fn first_match(cases: Vec<(Expr, Expr)>, fallback: Expr) -> Expr {
     cases
         .into_iter()
         .rev()

@@ -45,7 +45,8 @@ impl TestStore {
         let root = repo().display().to_string();
         let text = text
             .replace("\"data/seed/", &format!("\"{root}/data/seed/"))
-            .replace("\"pipelines/scoring/", &format!("\"{root}/pipelines/scoring/"));
+            .replace("\"pipelines/scoring/", &format!("\"{root}/pipelines/scoring/"))
+            .replace("\"pipelines/changes.toml", &format!("\"{root}/pipelines/changes.toml"));
         let path = self.path().join("pipelines").join("nightly.toml");
         std::fs::create_dir_all(path.parent().expect("parent")).expect("create pipelines/");
         std::fs::write(&path, edit(text)).expect("write pipeline");

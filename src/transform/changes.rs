@@ -1,0 +1,692 @@
+//! Change intelligence: what changed between two committed snapshots.
+//!
+//! Two steps, both Polars:
+//!
+//! 1. **Observations → tracked state.** Each snapshot's fetched module rows are
+//!    read as *observations*: one row per (domain, field, item) the providers
+//!    showed this time (a live technology, the CFO's name, the monthly visits).
+//!    Only (module, domain) pairs fetched for this snapshot count: a value carried
+//!    forward is a copy, not new evidence, and can neither create nor confirm a
+//!    change. Observations update the previous snapshot's `change_state`: an
+//!    observed item is current; a tracked item missing from a fetch of its module
+//!    counts one more absence and is dropped — its removal confirmed — once absent
+//!    in the field's `confirm` consecutive fetches (flapping technology detection
+//!    never reaches that). Items of modules not fetched stay as they were.
+//! 2. **Two states → events.** The states of two snapshots are joined on (domain,
+//!    field, item): a changed value, an item that is gone (confirmed), an item that
+//!    is new (for a domain whose module was observed before) are candidate changes,
+//!    and the rules of `pipelines/changes.toml` — compiled into one expression, the
+//!    first rule that holds wins — say which are events and how they read.
+//!
+//! The nightly `changes` table is step 2 between the previous snapshot's state and
+//! the new one; `partnerforge changes --from A --to B` runs the same step on any two
+//! committed states.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use polars::prelude::*;
+
+use crate::config::changes::{ChangeRule, ChangeRules, Condition, Direction, render};
+
+/// How a field's values read in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Text,
+    Count,
+    Usd,
+    Share,
+    Tier,
+}
+
+/// A field change rules can name: the module whose fetches observe it.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub module: &'static str,
+    /// Whether the value is a number (`relative_change`, `tier_crossed`).
+    pub numeric: bool,
+    pub unit: Unit,
+    /// A list field: many items per domain (technologies, executives by role, postings).
+    pub list: bool,
+}
+
+const fn field(name: &'static str, module: &'static str, unit: Unit, list: bool) -> FieldSpec {
+    let numeric = !matches!(unit, Unit::Text);
+    FieldSpec { name, module, numeric, unit, list }
+}
+
+/// The catalogue of fields: where each is read from is in `observations`.
+pub const FIELDS: [FieldSpec; 15] = [
+    field("search_vendor", "m02", Unit::Text, false),
+    field("technologies", "m02", Unit::Text, true),
+    field("partner_technologies", "m02", Unit::Text, true),
+    field("tech_spend", "m02", Unit::Usd, false),
+    field("monthly_visits", "m03", Unit::Count, false),
+    field("bounce_rate", "m03", Unit::Share, false),
+    field("search_traffic_pct", "m04", Unit::Share, false),
+    field("revenue", "m07", Unit::Usd, false),
+    field("gross_margin", "m07", Unit::Share, false),
+    field("executives", "m07", Unit::Text, true),
+    field("market_cap", "m08", Unit::Usd, false),
+    field("job_postings", "m10", Unit::Text, true),
+    field("search_postings", "m10", Unit::Text, true),
+    field("trigger_events", "m12", Unit::Text, true),
+    field("icp_tier", "m14", Unit::Tier, false),
+];
+
+/// Membership of the targets table (entered, left) is a field of its own.
+pub const TARGET_FIELD: FieldSpec = field("target", "m14", Unit::Text, false);
+
+/// Field names and whether each is numeric, for checking a rules file.
+pub fn field_kinds() -> Vec<(&'static str, bool)> {
+    FIELDS.iter().chain([&TARGET_FIELD]).map(|f| (f.name, f.numeric)).collect()
+}
+
+fn spec(name: &str) -> Option<&'static FieldSpec> {
+    FIELDS.iter().chain([&TARGET_FIELD]).find(|f| f.name == name)
+}
+
+/// The marker field: a (domain, module) was observed at least once.
+const SEEN: &str = "__seen__";
+
+/// The columns of `change_state`, in order.
+/// `since` is when the provider says the item first appeared (BuiltWith's
+/// `FirstDetected`); on a marker row, `number` is the observing snapshot's date (ms).
+pub const STATE_COLUMNS: [&str; 10] =
+    ["domain", "field", "key", "value", "number", "since", "module", "source", "fetched_at", "absent"];
+
+fn read(bytes: &Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
+    let columns = Some(columns.iter().map(|c| c.to_string()).collect());
+    Ok(ParquetReader::new(Cursor::new(bytes.clone())).with_columns(columns).finish()?.lazy())
+}
+
+fn null_text() -> Expr {
+    lit(NULL).cast(DataType::String)
+}
+
+fn null_number() -> Expr {
+    lit(NULL).cast(DataType::Float64)
+}
+
+fn ms(c: &str) -> Expr {
+    col(c).cast(DataType::Int64)
+}
+
+/// One field's observations in the state's shape (absence 0).
+fn shaped(frame: LazyFrame, name: &str, module: &str, key: Expr, value: Expr, number: Expr) -> LazyFrame {
+    shaped_since(frame, name, module, key, value, number, lit(NULL).cast(DataType::Int64))
+}
+
+fn shaped_since(
+    frame: LazyFrame,
+    name: &str,
+    module: &str,
+    key: Expr,
+    value: Expr,
+    number: Expr,
+    since: Expr,
+) -> LazyFrame {
+    frame.select([
+        col("domain"),
+        lit(name.to_string()).alias("field"),
+        key.cast(DataType::String).alias("key"),
+        value.cast(DataType::String).alias("value"),
+        number.cast(DataType::Float64).alias("number"),
+        since.cast(DataType::Int64).alias("since"),
+        lit(module.to_string()).alias("module"),
+        col("source").cast(DataType::String),
+        ms("fetched_at").alias("fetched_at"),
+        lit(0i64).cast(DataType::Int64).alias("absent"),
+    ])
+}
+
+/// A snapshot's tables as Parquet bytes, by table name.
+pub type SnapshotFiles = HashMap<String, Bytes>;
+
+/// What a snapshot observed: every field's items of the (module, domain) pairs it
+/// fetched, plus one marker row per such pair. `date` is the snapshot's date:
+/// fetches dated earlier were carried forward, not made. The targets table (m14)
+/// is observed for every domain of `scored_domains` (the run's work).
+pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsResult<LazyFrame> {
+    let get = |table: &str| {
+        files
+            .get(table)
+            .cloned()
+            .ok_or_else(|| PolarsError::NoData(format!("the snapshot has no {table} table").into()))
+    };
+    let fetches = read(&get("fetches")?, &["module", "domain", "outcome", "fetched_on", "fetched_at"])?
+        .filter(col("fetched_on").eq(lit(date.to_string())).and(col("outcome").eq(lit("ok"))))
+        .select([
+            col("domain"),
+            // The SimilarWeb fallback observes the tech stack as m02 does.
+            when(col("module").eq(lit("m02sw"))).then(lit("m02")).otherwise(col("module")).alias("module"),
+            ms("fetched_at").alias("fetched_at"),
+        ]);
+    let within = |frame: LazyFrame, module: &str| {
+        let seen = fetches.clone().filter(col("module").eq(lit(module.to_string()))).select([col("domain")]);
+        frame.join(seen, [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
+    };
+    let tech_spend =
+        within(read(&get("tech_spend")?, &["domain", "current_search", "tech_spend", "source", "fetched_at"])?, "m02");
+    let tech_stack = within(
+        read(
+            &get("tech_stack")?,
+            &["domain", "technology", "tag", "first_detected", "live", "is_partner_tech", "source", "fetched_at"],
+        )?,
+        "m02",
+    )
+    .filter(col("live").fill_null(lit(false)));
+    let traffic =
+        within(read(&get("traffic")?, &["domain", "monthly_visits", "bounce_rate", "source", "fetched_at"])?, "m03");
+    let sources =
+        within(read(&get("traffic_sources")?, &["domain", "search_traffic_pct", "source", "fetched_at"])?, "m04");
+    let financials =
+        within(read(&get("financials")?, &["domain", "revenue", "gross_margin", "source", "fetched_at"])?, "m07");
+    let executives =
+        within(read(&get("executives")?, &["domain", "name", "role", "divisional", "source", "fetched_at"])?, "m07")
+            .filter(col("role").is_not_null().and(col("divisional").fill_null(lit(false)).not()));
+    let stock = within(read(&get("stock")?, &["domain", "market_cap", "source", "fetched_at"])?, "m08");
+    let postings = within(read(&get("job_postings")?, &["domain", "title", "signals", "source", "fetched_at"])?, "m10");
+    let triggers =
+        within(read(&get("trigger_events")?, &["domain", "event_type", "headline", "source", "fetched_at"])?, "m12");
+    let targets = read(&get("targets")?, &["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched"])?
+        .with_columns([lit(format!("partnerforge:{model}")).alias("source"), col("last_enriched").alias("fetched_at")]);
+
+    // The search vendor's FirstDetected is its technology row's.
+    let vendor_since = tech_stack.clone().select([
+        col("domain"),
+        col("technology").alias("current_search"),
+        col("first_detected").alias("vendor_since"),
+    ]);
+    let date_ms = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0);
+    let frames = vec![
+        shaped_since(
+            tech_spend.clone().filter(col("current_search").is_not_null()).join(
+                vendor_since,
+                [col("domain"), col("current_search")],
+                [col("domain"), col("current_search")],
+                JoinArgs::new(JoinType::Left),
+            ),
+            "search_vendor",
+            "m02",
+            lit(""),
+            col("current_search"),
+            null_number(),
+            ms("vendor_since"),
+        ),
+        shaped(
+            tech_spend.filter(col("tech_spend").is_not_null()),
+            "tech_spend",
+            "m02",
+            lit(""),
+            null_text(),
+            col("tech_spend"),
+        ),
+        shaped_since(
+            tech_stack.clone(),
+            "technologies",
+            "m02",
+            col("technology"),
+            col("tag"),
+            null_number(),
+            ms("first_detected"),
+        ),
+        shaped_since(
+            tech_stack.filter(col("is_partner_tech").fill_null(lit(false))),
+            "partner_technologies",
+            "m02",
+            col("technology"),
+            col("tag"),
+            null_number(),
+            ms("first_detected"),
+        ),
+        shaped(
+            traffic.clone().filter(col("monthly_visits").is_not_null()),
+            "monthly_visits",
+            "m03",
+            lit(""),
+            null_text(),
+            col("monthly_visits"),
+        ),
+        shaped(
+            traffic.filter(col("bounce_rate").is_not_null()),
+            "bounce_rate",
+            "m03",
+            lit(""),
+            null_text(),
+            col("bounce_rate"),
+        ),
+        shaped(
+            sources.filter(col("search_traffic_pct").is_not_null()),
+            "search_traffic_pct",
+            "m04",
+            lit(""),
+            null_text(),
+            col("search_traffic_pct"),
+        ),
+        shaped(
+            financials.clone().filter(col("revenue").is_not_null()),
+            "revenue",
+            "m07",
+            lit(""),
+            null_text(),
+            col("revenue"),
+        ),
+        shaped(
+            financials.filter(col("gross_margin").is_not_null()),
+            "gross_margin",
+            "m07",
+            lit(""),
+            null_text(),
+            col("gross_margin"),
+        ),
+        shaped(executives, "executives", "m07", col("role"), col("name"), null_number()),
+        shaped(
+            stock.filter(col("market_cap").is_not_null()),
+            "market_cap",
+            "m08",
+            lit(""),
+            null_text(),
+            col("market_cap"),
+        ),
+        shaped(postings.clone(), "job_postings", "m10", col("title"), col("signals"), null_number()),
+        shaped(
+            // m10 lists the matched categories with `search` first.
+            postings.filter(col("signals").fill_null(lit("")).str().starts_with(lit("search"))),
+            "search_postings",
+            "m10",
+            col("title"),
+            col("signals"),
+            null_number(),
+        ),
+        shaped(triggers, "trigger_events", "m12", col("headline"), col("event_type"), null_number()),
+        shaped(
+            targets.clone().filter(col("icp_tier").is_not_null()),
+            "icp_tier",
+            "m14",
+            lit(""),
+            col("icp_tier_name"),
+            col("icp_tier"),
+        ),
+        shaped(targets.clone(), "target", "m14", lit(""), col("company_name"), null_number()),
+        // Markers: which (domain, module) pairs this snapshot observed.
+        fetches.select([
+            col("domain"),
+            lit(SEEN).alias("field"),
+            col("module").alias("key"),
+            null_text().alias("value"),
+            lit(date_ms as f64).alias("number"),
+            lit(NULL).cast(DataType::Int64).alias("since"),
+            col("module"),
+            null_text().alias("source"),
+            col("fetched_at"),
+            lit(0i64).cast(DataType::Int64).alias("absent"),
+        ]),
+        targets.select([
+            col("domain"),
+            lit(SEEN).alias("field"),
+            lit("m14").alias("key"),
+            null_text().alias("value"),
+            lit(date_ms as f64).alias("number"),
+            lit(NULL).cast(DataType::Int64).alias("since"),
+            lit("m14").alias("module"),
+            col("source"),
+            ms("fetched_at").alias("fetched_at"),
+            lit(0i64).cast(DataType::Int64).alias("absent"),
+        ]),
+    ];
+    Ok(concat(frames, UnionArgs::default())?
+        .unique_stable(Some(cols(["domain", "field", "key"])), UniqueKeepStrategy::First))
+}
+
+/// An empty state (a store's first snapshot, or one from before change tracking).
+pub fn empty_state() -> PolarsResult<LazyFrame> {
+    let df = df!(
+        "domain" => Vec::<String>::new(),
+        "field" => Vec::<String>::new(),
+        "key" => Vec::<String>::new(),
+        "value" => Vec::<Option<String>>::new(),
+        "number" => Vec::<Option<f64>>::new(),
+        "since" => Vec::<Option<i64>>::new(),
+        "module" => Vec::<String>::new(),
+        "source" => Vec::<Option<String>>::new(),
+        "fetched_at" => Vec::<Option<i64>>::new(),
+        "absent" => Vec::<i64>::new(),
+    )?;
+    Ok(df.lazy())
+}
+
+/// Reads a stored `change_state` table.
+pub fn read_state(bytes: &Bytes) -> PolarsResult<LazyFrame> {
+    read(bytes, &STATE_COLUMNS)
+}
+
+/// The state after a snapshot's observations: observed items current (absence 0);
+/// tracked items missing from a fetch of their module one absence further, dropped
+/// once the field's confirmation is reached; items of modules not fetched as they were.
+/// The targets (m14) are observed for every domain the old state or `scored` holds.
+pub fn next_state(previous: LazyFrame, observed: LazyFrame, rules: &ChangeRules) -> PolarsResult<LazyFrame> {
+    let by_pair = [col("domain"), col("module")];
+    let by_item = [col("domain"), col("field"), col("key")];
+    let pairs = observed.clone().filter(col("field").eq(lit(SEEN))).select(by_pair.clone());
+    // Membership and tier are observed for every tracked domain: the targets table is complete.
+    let tracked_m14 = previous
+        .clone()
+        .filter(col("module").eq(lit("m14")))
+        .select([col("domain"), col("module")])
+        .unique(None, UniqueKeepStrategy::Any);
+    let pairs = concat([pairs, tracked_m14], UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any);
+    let untouched =
+        previous.clone().join(pairs.clone(), by_pair.clone(), by_pair.clone(), JoinArgs::new(JoinType::Anti));
+    let confirm: Vec<(String, i64)> =
+        field_kinds().iter().map(|(f, _)| (f.to_string(), i64::from(rules.confirm_for(f)))).collect();
+    let confirm_frame = df!(
+        "field" => confirm.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        "confirm" => confirm.iter().map(|(_, k)| *k).collect::<Vec<_>>(),
+    )?
+    .lazy();
+    let missing = previous
+        .join(pairs, by_pair.clone(), by_pair, JoinArgs::new(JoinType::Semi))
+        .join(observed.clone().select(by_item.clone()), by_item.clone(), by_item, JoinArgs::new(JoinType::Anti))
+        .filter(col("field").neq(lit(SEEN)))
+        .with_column((col("absent") + lit(1i64)).alias("absent"))
+        .join(confirm_frame, [col("field")], [col("field")], JoinArgs::new(JoinType::Left))
+        .filter(col("absent").lt(col("confirm").fill_null(lit(i64::from(rules.confirm_removals)))))
+        .select(STATE_COLUMNS.map(col));
+    concat(
+        [untouched.select(STATE_COLUMNS.map(col)), missing, observed.select(STATE_COLUMNS.map(col))],
+        UnionArgs::default(),
+    )
+    .map(|state| state.sort(["domain", "field", "key"], SortMultipleOptions::default()))
+}
+
+/// A change event, as the `changes` table holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_id: String,
+    pub domain: String,
+    pub module: String,
+    pub field: String,
+    pub item: Option<String>,
+    pub change: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub category: String,
+    pub significance: String,
+    pub summary: String,
+    pub algolia_relevance: String,
+    pub rule: String,
+    pub from_snapshot: String,
+    pub to_snapshot: String,
+    pub old_source: Option<String>,
+    pub old_fetched_at: Option<i64>,
+    pub new_source: Option<String>,
+    pub new_fetched_at: Option<i64>,
+}
+
+fn lower_in(expr: Expr, values: &[String]) -> Expr {
+    let lowered: Vec<String> = values.iter().map(|v| v.to_lowercase()).collect();
+    let series = Series::new("values".into(), lowered);
+    expr.str().to_lowercase().is_in(lit(series).implode(false), false).fill_null(lit(false))
+}
+
+/// A rule as a condition over the candidate changes.
+fn rule_expr(rule: &ChangeRule) -> Expr {
+    let kind = |k: &str| col("change").eq(lit(k.to_string()));
+    let old = col("old_number");
+    let new = col("new_number");
+    let mut e = col("field").eq(lit(rule.field.clone()));
+    e = e.and(match rule.condition {
+        Condition::Added => kind("added"),
+        Condition::Removed => kind("removed"),
+        Condition::Changed => kind("changed"),
+        Condition::RelativeChange => {
+            let threshold = rule.threshold.unwrap_or(f64::INFINITY);
+            let ratio = new.clone() / old.clone() - lit(1.0);
+            let moved = match rule.direction {
+                Direction::Up => ratio.gt_eq(lit(threshold)),
+                Direction::Down => ratio.lt_eq(lit(-threshold)),
+                Direction::Either => ratio.clone().gt_eq(lit(threshold)).or(ratio.lt_eq(lit(-threshold))),
+            };
+            kind("changed")
+                .and(old.clone().gt(lit(0.0)))
+                .and(new.clone().is_not_null())
+                .and(moved.fill_null(lit(false)))
+        }
+        Condition::TierCrossed => {
+            let crossed = match rule.direction {
+                Direction::Up => new.clone().lt(old.clone()),
+                Direction::Down => new.clone().gt(old.clone()),
+                Direction::Either => new.clone().neq(old.clone()),
+            };
+            kind("changed").and(crossed.fill_null(lit(false)))
+        }
+    });
+    if !rule.keys.is_empty() {
+        e = e.and(lower_in(col("key"), &rule.keys));
+    }
+    if !rule.from.is_empty() {
+        e = e.and(lower_in(col("old_value"), &rule.from));
+    }
+    if !rule.to.is_empty() {
+        e = e.and(lower_in(col("new_value"), &rule.to));
+    }
+    if !rule.not_to.is_empty() {
+        e = e.and(lower_in(col("new_value"), &rule.not_to).not());
+    }
+    e
+}
+
+/// The candidate changes between two states, each with the index of the first rule
+/// that holds (rows no rule holds for are not events).
+fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<DataFrame> {
+    let by_item = [col("domain"), col("field"), col("key")];
+    let side = |frame: LazyFrame, prefix: &str| {
+        frame.filter(col("field").neq(lit(SEEN))).select([
+            col("domain"),
+            col("field"),
+            col("key"),
+            col("module").alias(format!("{prefix}_module")),
+            col("value").alias(format!("{prefix}_value")),
+            col("number").alias(format!("{prefix}_number")),
+            col("since").alias(format!("{prefix}_since")),
+            col("source").alias(format!("{prefix}_source")),
+            col("fetched_at").alias(format!("{prefix}_fetched_at")),
+            col("absent").alias(format!("{prefix}_absent")),
+        ])
+    };
+    // The (domain, module) pairs the old state had observed: new items there are additions.
+    let old_pairs = old.clone().filter(col("field").eq(lit(SEEN))).select([
+        col("domain"),
+        col("key").alias("module"),
+        col("fetched_at").alias("old_seen_at"),
+        col("number").alias("old_seen_on"),
+    ]);
+    // The latest fetch of each pair in the new state: the evidence of a removal.
+    let new_pairs = new.clone().filter(col("field").eq(lit(SEEN))).select([
+        col("domain"),
+        col("key").alias("module"),
+        col("fetched_at").alias("seen_at"),
+    ]);
+    let joined = side(old, "old")
+        .join(
+            side(new, "new"),
+            by_item.clone(),
+            by_item,
+            JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),
+        )
+        .with_column(coalesce(&[col("new_module"), col("old_module")]).alias("module"));
+    let known_before = old_pairs.with_column(lit(true).alias("known_before"));
+    let joined = joined
+        .join(
+            known_before,
+            [col("domain"), col("module")],
+            [col("domain"), col("module")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(new_pairs, [col("domain"), col("module")], [col("domain"), col("module")], JoinArgs::new(JoinType::Left));
+    let has_old = col("old_module").is_not_null();
+    let has_new = col("new_module").is_not_null();
+    let differs = col("old_value").neq_missing(col("new_value")).or(col("old_number").neq_missing(col("new_number")));
+    let is_target = col("field").eq(lit(TARGET_FIELD.name));
+    // What the provider dates (a technology's FirstDetected) is new only when it first
+    // appeared after the previous fetch, give or take the crawl's lag: an item missed
+    // by one crawl and seen again is no addition.
+    let slack_ms = f64::from(rules.first_detected_slack_days) * 86_400_000.0;
+    let new_since_then = col("new_since")
+        .is_null()
+        .or(col("old_seen_on").is_null())
+        .or(col("new_since").cast(DataType::Float64).gt_eq(col("old_seen_on") - lit(slack_ms)));
+    let change = when(has_old.clone().and(has_new.clone()).and(differs).and(col("new_absent").eq(lit(0i64))))
+        .then(lit("changed"))
+        .when(has_old.clone().and(has_new.clone().not()))
+        .then(lit("removed"))
+        .when(
+            has_old.not().and(has_new).and(col("known_before").fill_null(lit(false)).and(new_since_then).or(is_target)),
+        )
+        .then(lit("added"))
+        .otherwise(null_text());
+    let rule_index = crate::transform::scoring::first_match(
+        rules.rules.iter().enumerate().map(|(i, r)| (rule_expr(r), lit(i as i64))).collect(),
+        lit(NULL).cast(DataType::Int64),
+    );
+    joined
+        .with_column(change.alias("change"))
+        .filter(col("change").is_not_null())
+        .with_column(rule_index.alias("rule_index"))
+        .filter(col("rule_index").is_not_null())
+        .with_columns([
+            // A removal's evidence is the fetch that confirmed it; an addition's, the fetch before it.
+            coalesce(&[col("new_source"), col("old_source")]).alias("new_source"),
+            coalesce(&[col("old_source"), col("new_source")]).alias("old_source"),
+            when(col("change").eq(lit("removed")))
+                .then(col("seen_at"))
+                .otherwise(col("new_fetched_at"))
+                .alias("new_fetched_at"),
+            when(col("change").eq(lit("added")))
+                .then(col("old_seen_at"))
+                .otherwise(col("old_fetched_at"))
+                .alias("old_fetched_at"),
+        ])
+        .sort(["domain", "field", "key"], SortMultipleOptions::default())
+        .collect()
+}
+
+/// Renders a value for a summary.
+fn display(unit: Unit, value: Option<&str>, number: Option<f64>) -> Option<String> {
+    if let Some(v) = value {
+        return Some(v.to_string());
+    }
+    let n = number?;
+    Some(match unit {
+        Unit::Share => format!("{:.1} %", n * 100.0),
+        Unit::Usd => format!("${}", compact(n)),
+        Unit::Count => compact(n),
+        Unit::Tier => format!("tier {n}"),
+        Unit::Text => format!("{n}"),
+    })
+}
+
+fn compact(n: f64) -> String {
+    let a = n.abs();
+    if a >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1}K", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// The stable id of an event: a hash of what changed and where it is reported.
+pub fn event_id(domain: &str, field: &str, item: &str, old: &str, new: &str, to_snapshot: &str) -> String {
+    let text = [domain, field, item, old, new, to_snapshot].join("\u{1f}");
+    crate::config::sha256_hex(text.as_bytes())[..32].to_string()
+}
+
+/// The events between two states, by the rules.
+pub fn events(
+    old: LazyFrame,
+    new: LazyFrame,
+    rules: &ChangeRules,
+    from_snapshot: &str,
+    to_snapshot: &str,
+) -> PolarsResult<Vec<Event>> {
+    let df = matched(old, new, rules)?;
+    let text = |name: &str| -> PolarsResult<Vec<Option<String>>> {
+        Ok(df.column(name)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let number = |name: &str| -> PolarsResult<Vec<Option<f64>>> { Ok(df.column(name)?.f64()?.iter().collect()) };
+    let int = |name: &str| -> PolarsResult<Vec<Option<i64>>> {
+        Ok(df.column(name)?.cast(&DataType::Int64)?.i64()?.iter().collect())
+    };
+    let (domains, fields, keys, modules, changes) =
+        (text("domain")?, text("field")?, text("key")?, text("module")?, text("change")?);
+    let (old_values, new_values, old_numbers, new_numbers) =
+        (text("old_value")?, text("new_value")?, number("old_number")?, number("new_number")?);
+    let (old_sources, new_sources, old_at, new_at, rule_index) =
+        (text("old_source")?, text("new_source")?, int("old_fetched_at")?, int("new_fetched_at")?, int("rule_index")?);
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let Some(rule) = rule_index[i].and_then(|r| rules.rules.get(r as usize)) else { continue };
+        let field_name = fields[i].clone().unwrap_or_default();
+        let unit = spec(&field_name).map(|f| f.unit).unwrap_or(Unit::Text);
+        let old = display(unit, old_values[i].as_deref(), old_numbers[i]);
+        let new = display(unit, new_values[i].as_deref(), new_numbers[i]);
+        let change_pct = match (old_numbers[i], new_numbers[i]) {
+            (Some(o), Some(n)) if o != 0.0 => format!("{:+.0} %", (n / o - 1.0) * 100.0),
+            _ => String::new(),
+        };
+        let domain = domains[i].clone().unwrap_or_default();
+        let item = keys[i].clone().filter(|k| !k.is_empty());
+        let summary = render(
+            &rule.summary,
+            &[
+                ("domain", &domain),
+                ("item", item.as_deref().unwrap_or("")),
+                ("old", old.as_deref().unwrap_or("none")),
+                ("new", new.as_deref().unwrap_or("none")),
+                ("change", &change_pct),
+            ],
+        );
+        let old_text = old_values[i].clone().or(old_numbers[i].map(|n| n.to_string()));
+        let new_text = new_values[i].clone().or(new_numbers[i].map(|n| n.to_string()));
+        out.push(Event {
+            event_id: event_id(
+                &domain,
+                &field_name,
+                item.as_deref().unwrap_or(""),
+                old_text.as_deref().unwrap_or(""),
+                new_text.as_deref().unwrap_or(""),
+                to_snapshot,
+            ),
+            domain,
+            module: modules[i].clone().unwrap_or_default(),
+            field: field_name,
+            item,
+            change: changes[i].clone().unwrap_or_default(),
+            old_value: if changes[i].as_deref() == Some("added") { None } else { old_text },
+            new_value: if changes[i].as_deref() == Some("removed") { None } else { new_text },
+            category: rule.category.clone(),
+            significance: rule.significance.clone(),
+            summary,
+            algolia_relevance: rule.relevance.clone(),
+            rule: rule.id.clone(),
+            from_snapshot: from_snapshot.to_string(),
+            to_snapshot: to_snapshot.to_string(),
+            old_source: old_sources[i].clone(),
+            old_fetched_at: old_at[i],
+            new_source: new_sources[i].clone(),
+            new_fetched_at: new_at[i],
+        });
+    }
+    Ok(out)
+}
