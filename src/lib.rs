@@ -7,6 +7,7 @@
 //! (snapshots) → `transform` (Polars) → `serve` (DuckDB). `simulate` is the
 //! stand-in for the provider APIs; `run` ties one refresh together.
 
+pub mod alerts;
 pub mod config;
 pub mod fetch;
 pub mod freshness;

@@ -148,6 +148,30 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Deliver alerts not delivered yet (a delivery a crash cut short, webhooks that failed);
+    /// each goes out at most once per person, change and channel.
+    Deliver {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// The immediate alerts of this snapshot, even if its delivery finished.
+        #[arg(long)]
+        snapshot: Option<NaiveDate>,
+        /// Also send the messages a stopped process may or may not have sent (they may arrive twice).
+        #[arg(long)]
+        resend_in_doubt: bool,
+    },
+    /// Send the daily digests of a date (its snapshot's digest alerts, one message per person and channel).
+    Digest {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// The digest's date; default today (UTC).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
     /// Write the dashboard's JSON files from the latest snapshot.
     Export {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
@@ -326,6 +350,9 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 m.scoring_model.name,
                 m.scoring_model.version
             );
+            if let Some(d) = &report.delivery {
+                println!("  alerts          {} raised, {}", m.counts.alerts, d.line());
+            }
         }
         Command::Gc { store, keep_daily, keep_monthly, stale_hours, dry_run } => {
             let store = Store::open(&store)?;
@@ -443,6 +470,68 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                         _ => writeln!(out, "{}", render_json(&result))?,
                     }
                 }
+            }
+        }
+        Command::Deliver { store, pipeline, snapshot, resend_in_doubt } => {
+            let pipeline = LoadedPipeline::load(&pipeline)?;
+            let rules = pipeline
+                .alerts
+                .as_ref()
+                .with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))?;
+            let store = Store::open(&store)?;
+            let only = match snapshot {
+                Some(date) => {
+                    let date = date.to_string();
+                    let found = store.snapshots().await?.into_iter().find(|m| m.date == date);
+                    Some(found.with_context(|| format!("store {} has no snapshot for {date}", store.url()))?)
+                }
+                None => None,
+            };
+            let run_id = format!("deliver-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+            let report = run::changes::deliver_pending(&store, rules, &run_id, resend_in_doubt, only.as_ref()).await?;
+            println!("alerts: {}", report.line());
+            for (channel, user, key, reason) in &report.failed {
+                eprintln!("failed: {channel} to {user} ({key}): {reason}");
+            }
+            for (channel, user, key) in &report.in_doubt {
+                eprintln!("in doubt: {channel} to {user} ({key})");
+            }
+            if !report.failed.is_empty() {
+                return Ok(Exit::Partial);
+            }
+        }
+        Command::Digest { store, pipeline, date } => {
+            let pipeline = LoadedPipeline::load(&pipeline)?;
+            let rules = pipeline
+                .alerts
+                .as_ref()
+                .with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))?;
+            let store = Store::open(&store)?;
+            let date = date.unwrap_or_else(today).to_string();
+            let manifest = store
+                .snapshots()
+                .await?
+                .into_iter()
+                .find(|m| m.date == date)
+                .with_context(|| format!("store {} has no snapshot for {date}: no digest to send", store.url()))?;
+            let alerts = run::changes::stored_alerts(&store, &manifest).await?;
+            let messages = partnerforge::alerts::digests(&alerts, &date);
+            let run_id = format!("digest-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+            let report = partnerforge::alerts::deliver(&store, rules, &messages, &run_id, false).await?;
+            println!(
+                "digests of {date}: {} messages for {} people; {}",
+                messages.len(),
+                {
+                    let people: std::collections::BTreeSet<&str> = messages.iter().map(|m| m.user.as_str()).collect();
+                    people.len()
+                },
+                report.line()
+            );
+            for (channel, user, key, reason) in &report.failed {
+                eprintln!("failed: {channel} to {user} ({key}): {reason}");
+            }
+            if !report.failed.is_empty() {
+                return Ok(Exit::Partial);
             }
         }
         Command::Export { store, out, queries } => {

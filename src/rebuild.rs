@@ -27,6 +27,8 @@ use crate::store::manifest::{Counts, Manifest};
 pub struct RebuildReport {
     pub manifest: Manifest,
     pub reparsed: usize,
+    /// Alerts of the rebuilt snapshot already delivered are not sent again.
+    pub delivery: Option<crate::alerts::DeliveryReport>,
 }
 
 /// The stored bodies of a snapshot: the last one per (provider, endpoint, domain).
@@ -154,7 +156,11 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
     let result = rebuild_locked(&prepared, &original, &bodies, &times, &run_id, &lock).await;
     heartbeat.abort();
     store.release_lock(lock).await?;
-    result
+    let mut report = result?;
+    if let Some(rules) = &pipeline.alerts {
+        report.delivery = Some(crate::run::deliver_after_commit(store, rules, &run_id).await);
+    }
+    Ok(report)
 }
 
 async fn rebuild_locked(
@@ -246,5 +252,5 @@ async fn rebuild_locked(
         counts: Counts { calls: 0, spend_usd: 0.0, ..original.counts.clone() },
     };
     let manifest = commit(store, pipeline, draft, files, &book_rows(&work, book, &failed), Some(lock)).await?;
-    Ok(RebuildReport { manifest, reparsed })
+    Ok(RebuildReport { manifest, reparsed, delivery: None })
 }

@@ -133,6 +133,8 @@ pub struct ChangeRules {
     /// when first detected at most this many days before the previous fetch.
     pub first_detected_slack_days: u32,
     pub rules: Vec<ChangeRule>,
+    /// The categories rules may use (empty: any).
+    pub categories: Vec<String>,
     /// sha256 of the file's bytes.
     pub sha256: String,
 }
@@ -250,6 +252,7 @@ impl ChangeRules {
             confirm: file.confirm,
             first_detected_slack_days: file.first_detected_slack_days,
             rules,
+            categories: file.categories,
             sha256: super::sha256_hex(text.as_bytes()),
         })
     }

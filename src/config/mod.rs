@@ -6,6 +6,7 @@
 //! silently ignored setting). Rules are data: weights, bands, tiers, costs and
 //! vendor lists live here as values, never as constants in Rust code.
 
+pub mod alerts;
 pub mod changes;
 mod scoring;
 
@@ -52,6 +53,9 @@ pub struct Pipeline {
     /// The change rules (`pipelines/changes.toml`); without them a snapshot has no `changes`.
     #[serde(default)]
     pub changes: Option<PathBuf>,
+    /// The alert rules (`pipelines/alerts.toml`); they need change rules.
+    #[serde(default)]
+    pub alerts: Option<PathBuf>,
     #[serde(default)]
     pub fetch: FetchSettings,
     #[serde(default)]
@@ -527,6 +531,8 @@ pub struct LoadedPipeline {
     pub model: ScoringModel,
     /// The change rules, when the pipeline names a file.
     pub changes: Option<changes::ChangeRules>,
+    /// The alert rules and people, when the pipeline names a file.
+    pub alerts: Option<alerts::AlertRules>,
     /// Folder that relative paths in the pipeline are resolved against.
     pub root: PathBuf,
 }
@@ -619,7 +625,28 @@ impl LoadedPipeline {
             }
             None => None,
         };
-        Ok(Self { path: path.to_path_buf(), sha256: sha256_hex(text.as_bytes()), pipeline, model, changes, root })
+        let alerts = match (&pipeline.alerts, &changes) {
+            (Some(file), Some(changes)) => {
+                let file = if file.is_absolute() { file.clone() } else { root.join(file) };
+                Some(alerts::AlertRules::load(&file, &changes.categories)?)
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "alerts",
+                    "alerts are raised on changes: the pipeline needs `changes = …` too".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            sha256: sha256_hex(text.as_bytes()),
+            pipeline,
+            model,
+            changes,
+            alerts,
+            root,
+        })
     }
 
     pub fn resolve(&self, relative: &Path) -> PathBuf {

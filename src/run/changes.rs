@@ -9,39 +9,60 @@ use anyhow::Context as _;
 use arrow::record_batch::RecordBatch;
 use polars::prelude::{IntoLazy, LazyFrame};
 
-use crate::config::ScoringModel;
+use crate::config::alerts::AlertRules;
 use crate::config::changes::{ChangeRules, significance_rank};
 use crate::store::manifest::{FileEntry, Manifest};
 use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
 use crate::store::{Store, StoreError};
 use crate::transform;
+use crate::transform::alerts::{Account, Alert};
 use crate::transform::changes::{Event, SnapshotFiles};
 
 /// The `changes` table of a list of events.
 pub fn changes_batch(events: &[Event]) -> Result<RecordBatch, StoreError> {
+    event_columns(TableBuilder::new(), events.iter()).finish()
+}
+
+/// The `alerts` table: one row per (person, event, rule), with the event's columns.
+pub fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, StoreError> {
+    let a = alerts;
+    let builder = TableBuilder::new()
+        .text("alert_id", a.iter().map(|r| Some(&r.alert_id)))
+        .text("person", a.iter().map(|r| Some(&r.user)))
+        .text("name", a.iter().map(|r| Some(&r.name)))
+        .text("role", a.iter().map(|r| Some(r.role)))
+        .text("team", a.iter().map(|r| r.team.as_ref()))
+        .text("alert_rule", a.iter().map(|r| Some(&r.rule)))
+        .text("channels", a.iter().map(|r| Some(r.channels.join(","))))
+        .text("frequency", a.iter().map(|r| Some(r.frequency)))
+        .int("digest_hour", a.iter().map(|r| r.digest_hour.map(i64::from)))
+        .text("time_zone", a.iter().map(|r| Some(&r.time_zone)));
+    event_columns(builder, a.iter().map(|r| &r.event)).finish()
+}
+
+fn event_columns<'a>(builder: TableBuilder, events: impl Iterator<Item = &'a Event> + Clone) -> TableBuilder {
     let e = events;
-    TableBuilder::new()
-        .text("event_id", e.iter().map(|r| Some(&r.event_id)))
-        .text("domain", e.iter().map(|r| Some(&r.domain)))
-        .text("module", e.iter().map(|r| Some(&r.module)))
-        .text("field", e.iter().map(|r| Some(&r.field)))
-        .text("item", e.iter().map(|r| r.item.as_ref()))
-        .text("change", e.iter().map(|r| Some(&r.change)))
-        .text("old_value", e.iter().map(|r| r.old_value.as_ref()))
-        .text("new_value", e.iter().map(|r| r.new_value.as_ref()))
-        .text("category", e.iter().map(|r| Some(&r.category)))
-        .text("significance", e.iter().map(|r| Some(&r.significance)))
-        .text("summary", e.iter().map(|r| Some(&r.summary)))
-        .text("algolia_relevance", e.iter().map(|r| Some(&r.algolia_relevance)))
-        .text("rule", e.iter().map(|r| Some(&r.rule)))
-        .text("from_snapshot", e.iter().map(|r| Some(&r.from_snapshot)))
-        .text("to_snapshot", e.iter().map(|r| Some(&r.to_snapshot)))
-        .text("old_source", e.iter().map(|r| r.old_source.as_ref()))
-        .timestamp_ms("old_fetched_at", e.iter().map(|r| r.old_fetched_at))
-        .text("new_source", e.iter().map(|r| r.new_source.as_ref()))
-        .timestamp_ms("new_fetched_at", e.iter().map(|r| r.new_fetched_at))
-        .text("evidence", e.iter().map(|r| Some(evidence(r))))
-        .finish()
+    builder
+        .text("event_id", e.clone().map(|r| Some(&r.event_id)))
+        .text("domain", e.clone().map(|r| Some(&r.domain)))
+        .text("module", e.clone().map(|r| Some(&r.module)))
+        .text("field", e.clone().map(|r| Some(&r.field)))
+        .text("item", e.clone().map(|r| r.item.as_ref()))
+        .text("change", e.clone().map(|r| Some(&r.change)))
+        .text("old_value", e.clone().map(|r| r.old_value.as_ref()))
+        .text("new_value", e.clone().map(|r| r.new_value.as_ref()))
+        .text("category", e.clone().map(|r| Some(&r.category)))
+        .text("significance", e.clone().map(|r| Some(&r.significance)))
+        .text("summary", e.clone().map(|r| Some(&r.summary)))
+        .text("algolia_relevance", e.clone().map(|r| Some(&r.algolia_relevance)))
+        .text("rule", e.clone().map(|r| Some(&r.rule)))
+        .text("from_snapshot", e.clone().map(|r| Some(&r.from_snapshot)))
+        .text("to_snapshot", e.clone().map(|r| Some(&r.to_snapshot)))
+        .text("old_source", e.clone().map(|r| r.old_source.as_ref()))
+        .timestamp_ms("old_fetched_at", e.clone().map(|r| r.old_fetched_at))
+        .text("new_source", e.clone().map(|r| r.new_source.as_ref()))
+        .timestamp_ms("new_fetched_at", e.clone().map(|r| r.new_fetched_at))
+        .text("evidence", e.map(|r| Some(evidence(r))))
 }
 
 fn when(ms: Option<i64>) -> String {
@@ -142,9 +163,10 @@ pub(crate) async fn commit_changes(
     date: &str,
     previous: Option<&str>,
     files: &SnapshotFiles,
-    rules: &ChangeRules,
-    model: &ScoringModel,
-) -> anyhow::Result<(Vec<FileEntry>, BTreeMap<String, u64>)> {
+    pipeline: &crate::config::LoadedPipeline,
+) -> anyhow::Result<(Vec<FileEntry>, BTreeMap<String, u64>, u64)> {
+    let Some(rules) = &pipeline.changes else { return Ok((Vec::new(), BTreeMap::new(), 0)) };
+    let (model, alert_rules) = (&pipeline.model, pipeline.alerts.as_ref());
     let previous = match previous {
         Some(id) => store.snapshots().await?.into_iter().find(|m| m.snapshot_id == id),
         None => None,
@@ -173,9 +195,194 @@ pub(crate) async fn commit_changes(
     let mut entry = store.put_table(folder, "changes", to_parquet(&batch)?, batch.num_rows()).await?;
     entry.schema = Some(schema_fingerprint(&batch.schema()));
     entries.push(entry);
-    Ok((entries, count(&events)))
+    let mut matched = 0;
+    if let Some(alert_rules) = alert_rules {
+        let mut accounts = BTreeMap::new();
+        let wanted: std::collections::BTreeSet<&str> = events.iter().map(|e| e.domain.as_str()).collect();
+        // The new targets first; a domain that left them keeps its last known place.
+        if let Some(bytes) = files.get("targets") {
+            read_accounts(bytes, &wanted, &mut accounts)?;
+        }
+        if let Some(entry) = previous.as_ref().and_then(|m| m.file("targets")) {
+            read_accounts(&store.get(&entry.path).await?, &wanted, &mut accounts)?;
+        }
+        let alerts = transform::alerts::match_alerts(alert_rules, &events, &accounts);
+        matched = alerts.len() as u64;
+        let batch = alerts_batch(&alerts)?;
+        let mut entry = store.put_table(folder, "alerts", to_parquet(&batch)?, batch.num_rows()).await?;
+        entry.schema = Some(schema_fingerprint(&batch.schema()));
+        entries.push(entry);
+    }
+    Ok((entries, count(&events), matched))
 }
 
+/// Country, vertical and score of the `wanted` domains of a targets table, for
+/// those not in `accounts` yet.
+fn read_accounts(
+    bytes: &bytes::Bytes,
+    wanted: &std::collections::BTreeSet<&str>,
+    accounts: &mut BTreeMap<String, Account>,
+) -> anyhow::Result<()> {
+    let df = transform::read_parquet(bytes.clone(), &["domain", "country", "vertical", "icp_score"])?.collect()?;
+    let text = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
+        Ok(df.column(name)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let (domains, countries, verticals) = (text("domain")?, text("country")?, text("vertical")?);
+    let scores: Vec<Option<i64>> =
+        df.column("icp_score")?.cast(&polars::prelude::DataType::Int64)?.i64()?.iter().collect();
+    for i in 0..df.height() {
+        let Some(domain) = domains[i].as_ref().filter(|d| wanted.contains(d.as_str())) else { continue };
+        accounts.entry(domain.clone()).or_insert_with(|| Account {
+            country: countries[i].clone(),
+            vertical: verticals[i].clone(),
+            icp_score: scores[i],
+        });
+    }
+    Ok(())
+}
+
+/// The alerts a committed snapshot raised (none when it has no `alerts` table).
+pub async fn stored_alerts(store: &Store, manifest: &Manifest) -> anyhow::Result<Vec<Alert>> {
+    let Some(entry) = manifest.file("alerts") else { return Ok(Vec::new()) };
+    let bytes = store.get(&entry.path).await?;
+    let df =
+        transform::read_parquet(bytes, &ALERT_COLUMNS)?.collect().with_context(|| format!("reading {}", entry.path))?;
+    let text = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
+        Ok(df.column(name)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let int = |name: &str| -> anyhow::Result<Vec<Option<i64>>> {
+        Ok(df.column(name)?.cast(&polars::prelude::DataType::Int64)?.i64()?.iter().collect())
+    };
+    let mut columns: BTreeMap<&str, Vec<Option<String>>> = BTreeMap::new();
+    for name in ALERT_COLUMNS.iter().filter(|c| !["digest_hour", "old_fetched_at", "new_fetched_at"].contains(c)) {
+        columns.insert(name, text(name)?);
+    }
+    let (hours, old_at, new_at) = (int("digest_hour")?, int("old_fetched_at")?, int("new_fetched_at")?);
+    let get = |name: &str, i: usize| columns.get(name).and_then(|c| c[i].clone());
+    let owned = |name: &str, i: usize| get(name, i).unwrap_or_default();
+    let role = |name: String| -> &'static str {
+        ["admin", "manager", "ae", "se", "sdr", "viewer"].into_iter().find(|r| *r == name).unwrap_or("viewer")
+    };
+    let channel =
+        |name: &str| -> Option<&'static str> { ["feed", "webhook", "email"].into_iter().find(|c| *c == name) };
+    let frequency = |name: String| if name == "daily_digest" { "daily_digest" } else { "immediate" };
+    Ok((0..df.height())
+        .map(|i| Alert {
+            alert_id: owned("alert_id", i),
+            user: owned("person", i),
+            name: owned("name", i),
+            role: role(owned("role", i)),
+            team: get("team", i),
+            rule: owned("alert_rule", i),
+            channels: owned("channels", i).split(',').filter_map(channel).collect(),
+            frequency: frequency(owned("frequency", i)),
+            digest_hour: hours[i].map(|h| h as u32),
+            time_zone: owned("time_zone", i),
+            event: Event {
+                event_id: owned("event_id", i),
+                domain: owned("domain", i),
+                module: owned("module", i),
+                field: owned("field", i),
+                item: get("item", i),
+                change: owned("change", i),
+                old_value: get("old_value", i),
+                new_value: get("new_value", i),
+                category: owned("category", i),
+                significance: owned("significance", i),
+                summary: owned("summary", i),
+                algolia_relevance: owned("algolia_relevance", i),
+                rule: owned("rule", i),
+                from_snapshot: owned("from_snapshot", i),
+                to_snapshot: owned("to_snapshot", i),
+                old_source: get("old_source", i),
+                old_fetched_at: old_at[i],
+                new_source: get("new_source", i),
+                new_fetched_at: new_at[i],
+            },
+        })
+        .collect())
+}
+
+const ALERT_COLUMNS: [&str; 29] = [
+    "alert_id",
+    "person",
+    "name",
+    "role",
+    "team",
+    "alert_rule",
+    "channels",
+    "frequency",
+    "digest_hour",
+    "time_zone",
+    "event_id",
+    "domain",
+    "module",
+    "field",
+    "item",
+    "change",
+    "old_value",
+    "new_value",
+    "category",
+    "significance",
+    "summary",
+    "algolia_relevance",
+    "rule",
+    "from_snapshot",
+    "to_snapshot",
+    "old_source",
+    "old_fetched_at",
+    "new_source",
+    "new_fetched_at",
+];
+
+/// The marker a finished delivery pass leaves for a snapshot generation.
+fn pass_marker(manifest: &Manifest) -> String {
+    format!("deliveries/_passes/{}-{:04}.json", manifest.date, manifest.generation)
+}
+
+/// How far back a pass looks for snapshots whose alerts were never fully delivered.
+const PENDING_DAYS: i64 = 14;
+
+/// Delivers the immediate alerts of every snapshot whose delivery never finished
+/// (the one just committed, or one whose delivery a crash cut short, within
+/// `PENDING_DAYS` of the newest), and retries earlier failures; with `only`, the
+/// alerts of that snapshot whatever its marker says.
+pub async fn deliver_pending(
+    store: &Store,
+    rules: &AlertRules,
+    run_id: &str,
+    resend_in_doubt: bool,
+    only: Option<&Manifest>,
+) -> anyhow::Result<crate::alerts::DeliveryReport> {
+    let snapshots = match only {
+        Some(m) => vec![m.clone()],
+        None => {
+            let all = store.snapshots().await?;
+            let newest = all.last().and_then(|m| m.date.parse::<chrono::NaiveDate>().ok());
+            let mut pending = Vec::new();
+            for m in all.into_iter().filter(|m| m.file("alerts").is_some()) {
+                let recent = match (newest, m.date.parse::<chrono::NaiveDate>()) {
+                    (Some(n), Ok(d)) => (n - d).num_days() <= PENDING_DAYS,
+                    _ => true,
+                };
+                if recent && !store.exists(&pass_marker(&m)).await? {
+                    pending.push(m);
+                }
+            }
+            pending
+        }
+    };
+    let mut messages = Vec::new();
+    for m in &snapshots {
+        messages.extend(crate::alerts::immediate(&stored_alerts(store, m).await?));
+    }
+    let report = crate::alerts::deliver(store, rules, &messages, run_id, resend_in_doubt).await?;
+    for m in &snapshots {
+        let body = serde_json::json!({"run_id": run_id, "at": chrono::Utc::now().to_rfc3339()});
+        store.put_new(&pass_marker(m), bytes::Bytes::from(body.to_string())).await?;
+    }
+    Ok(report)
+}
 /// The events between two committed snapshots, by `rules`, at least
 /// `min_significance`, for one domain if given.
 pub async fn diff(

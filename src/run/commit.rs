@@ -198,16 +198,18 @@ pub(crate) async fn commit(
     let size = stored?;
     files.push(FileEntry { table: "targets".into(), path, bytes: size, rows: written as u64, schema: None });
     let mut change_counts = BTreeMap::new();
-    if let Some(rules) = &pipeline.changes {
+    let mut alerts_matched = 0;
+    if pipeline.changes.is_some() {
         let targets = targets.context("reading back the targets table")?;
         let mut observed: transform::changes::SnapshotFiles =
             module_bytes.iter().map(|(t, b)| (t.to_string(), b.clone())).collect();
         observed.insert("targets".into(), Bytes::from(targets));
-        let (entries, counts) =
-            changes::commit_changes(store, &folder, date, draft.previous_snapshot.as_deref(), &observed, rules, model)
+        let (entries, counts, matched) =
+            changes::commit_changes(store, &folder, date, draft.previous_snapshot.as_deref(), &observed, pipeline)
                 .await?;
         files.extend(entries);
         change_counts = counts;
+        alerts_matched = matched;
     }
     let p = &pipeline.pipeline;
     let manifest = Manifest {
@@ -225,7 +227,13 @@ pub(crate) async fn commit(
         scoring_model: ModelRef { name: model.name.clone(), version: model.version },
         providers: draft.providers,
         files,
-        counts: Counts { targets: written as u64, tiers, changes: change_counts, ..draft.counts },
+        counts: Counts {
+            targets: written as u64,
+            tiers,
+            changes: change_counts,
+            alerts: alerts_matched,
+            ..draft.counts
+        },
     };
     if let Some(lock) = fence
         && !store.heartbeat(lock).await?

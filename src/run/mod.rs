@@ -73,6 +73,8 @@ pub struct RunReport {
     pub manifest: Manifest,
     pub location: String,
     pub wall_secs: f64,
+    /// What the alert delivery after the commit did (`None`: the pipeline raises no alerts).
+    pub delivery: Option<crate::alerts::DeliveryReport>,
 }
 
 /// A run that did not start because the store said no: its date is taken. (A held
@@ -110,7 +112,7 @@ pub enum Exit {
     Completed = 0,
     /// 1: failed (bad configuration, a store error, a bug): nothing committed.
     Failed = 1,
-    /// 3: committed, but some provider calls failed (see the summary).
+    /// 3: committed, but some provider calls (or alert deliveries) failed (see the summary).
     Partial = 3,
     /// 4: refused before any call: the pipeline's lock is held, or the date has a snapshot.
     Refused = 4,
@@ -120,9 +122,10 @@ pub enum Exit {
 
 impl Exit {
     pub fn of_report(report: &RunReport) -> Self {
+        let undelivered = report.delivery.as_ref().is_some_and(|d| !d.failed.is_empty());
         match report.manifest.status {
-            Status::Completed => Self::Completed,
-            Status::Partial => Self::Partial,
+            Status::Completed if !undelivered => Self::Completed,
+            _ => Self::Partial,
         }
     }
 
@@ -237,6 +240,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
         status(&format!("broke the lock held by {holder}"));
     }
     let store = prepared.store.clone();
+    let alert_rules = prepared.pipeline.alerts.clone();
     let heartbeat = tokio::spawn(renew(store.clone(), lock.clone(), ttl, stop.clone()));
     // Everything under the lock runs in `locked`; the lock is given back whatever it returns.
     let result = locked(&options, prepared, resumed, &run_id, now, started, &lock, stop).await;
@@ -251,7 +255,13 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
         (result, _) => result?,
     };
     released?;
-    Ok(report)
+    // Alerts go out once the snapshot is committed and the pipeline's lock is given back
+    // (delivery has a lease of its own: a crash here leaves the next run nothing to break).
+    let delivery = match &alert_rules {
+        Some(rules) => Some(deliver_after_commit(&store, rules, &run_id).await),
+        None => None,
+    };
+    Ok(RunReport { delivery, ..report })
 }
 
 /// Renews the lease while the work goes on. A lease broken by another run stops
@@ -317,6 +327,22 @@ async fn locked(
         tracing::warn!("could not remove the journal of {run_id}: {e}");
     }
     Ok(report)
+}
+
+/// Delivers the alerts once the snapshot is committed. A failure here is reported,
+/// not the run's: the snapshot stands, and the next delivery takes up what is left.
+pub(crate) async fn deliver_after_commit(
+    store: &Store,
+    rules: &crate::config::alerts::AlertRules,
+    run_id: &str,
+) -> crate::alerts::DeliveryReport {
+    match changes::deliver_pending(store, rules, run_id, false, None).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!("delivering alerts: {e:#}");
+            crate::alerts::DeliveryReport::failed_pass(format!("{e:#}"))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -434,6 +460,7 @@ async fn refresh(
         location: format!("{}/{}/", store.url().trim_end_matches('/'), manifest.folder()),
         manifest,
         wall_secs: started.elapsed().as_secs_f64(),
+        delivery: None,
     })
 }
 
@@ -454,6 +481,8 @@ pub struct SummaryJson<'a> {
     pub counts: &'a Counts,
     pub wall_secs: f64,
     pub location: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<&'a crate::alerts::DeliveryReport>,
 }
 
 pub fn summary_json(report: &RunReport) -> String {
@@ -468,6 +497,7 @@ pub fn summary_json(report: &RunReport) -> String {
         counts: &m.counts,
         wall_secs: report.wall_secs,
         location: &report.location,
+        delivery: report.delivery.as_ref(),
     };
     serde_json::to_string_pretty(&json).unwrap_or_default()
 }
@@ -507,6 +537,7 @@ pub fn summary(report: &RunReport) -> String {
          \x20 calls           {} made, ${:.2} spent{}\n\
          \x20 failures        {}\n\
          \x20 changes         {}\n\
+         \x20 alerts          {}\n\
          \x20 wall time       {:.1} s\n\
          \x20 location        {}",
         m.snapshot_id,
@@ -526,6 +557,10 @@ pub fn summary(report: &RunReport) -> String {
         if m.providers == ProviderAccount::Simulated { " (simulated providers: nothing was billed)" } else { "" },
         failures,
         changes_line(m),
+        match &report.delivery {
+            Some(d) => format!("{} raised, {}", m.counts.alerts, d.line()),
+            None => "not raised (the pipeline names no alert rules)".into(),
+        },
         report.wall_secs,
         report.location,
     )

@@ -58,6 +58,32 @@ const MODULE_TABLES: [&str; 18] = [
     "raw_responses",
 ];
 
+/// The columns of the change tables, for an empty view over a store that has none.
+fn empty_view_columns(view: &str) -> Option<String> {
+    let events = crate::run::changes::changes_batch(&[]).ok()?;
+    let batch = match view {
+        "changes" => events,
+        "alerts" => crate::run::changes::alerts_batch(&[]).ok()?,
+        _ => return None,
+    };
+    let columns: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = match f.data_type() {
+                arrow::datatypes::DataType::Int64 => "BIGINT",
+                arrow::datatypes::DataType::Float64 => "DOUBLE",
+                arrow::datatypes::DataType::Boolean => "BOOLEAN",
+                arrow::datatypes::DataType::Timestamp(..) => "TIMESTAMP",
+                _ => "VARCHAR",
+            };
+            format!("NULL::{ty} AS \"{}\"", f.name())
+        })
+        .collect();
+    Some(columns.join(", "))
+}
+
 /// An in-memory DuckDB with views over a store's committed snapshots.
 pub struct Warehouse {
     conn: Connection,
@@ -92,16 +118,21 @@ impl Warehouse {
             history.push(("targets".into(), paths("targets")));
             history.push(("api_calls".into(), paths("api_calls")));
             history.push(("changes".into(), paths("changes")));
+            history.push(("alerts".into(), paths("alerts")));
             if manifest.snapshot_id == latest.snapshot_id {
                 latest_files = files;
             }
         }
         let conn = Connection::open_in_memory().map_err(sql_error)?;
         let mut sql = String::new();
-        for view in ["targets", "api_calls", "changes"] {
+        for view in ["targets", "api_calls", "changes", "alerts"] {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).flat_map(|(_, p)| p.clone()).collect();
             if all.is_empty() {
-                // Snapshots from before change tracking have no changes table.
+                // Snapshots from before change tracking (or without alert rules): an empty view
+                // with the table's columns, so queries and exports over it still run.
+                if let Some(columns) = empty_view_columns(view) {
+                    sql.push_str(&format!("CREATE VIEW {view} AS SELECT {columns} WHERE false;\n"));
+                }
                 continue;
             }
             let name = if view == "targets" { "targets_history" } else { view };

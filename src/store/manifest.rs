@@ -107,6 +107,13 @@ pub struct Counts {
     /// Change events against the previous snapshot, by significance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub changes: BTreeMap<String, u64>,
+    /// Alerts the change events raised (one per person, event and rule).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alerts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

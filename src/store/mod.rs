@@ -294,6 +294,16 @@ impl Store {
         Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64, schema: None })
     }
 
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        let path = ObjectPath::from(path);
+        match self.inner.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.object_error(&path, e)),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         let path = ObjectPath::from(path);
         let result = self.inner.get(&path).await.map_err(|e| self.object_error(&path, e))?;

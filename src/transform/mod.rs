@@ -5,6 +5,7 @@
 //! between the layers); the output is the `targets` Parquet file. Every step is
 //! lazy and collected once.
 
+pub mod alerts;
 pub mod changes;
 pub mod scoring;
 
