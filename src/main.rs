@@ -434,9 +434,16 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             if older.date >= newest.date {
                 anyhow::bail!("--from {} is not before --to {}", older.date, newest.date);
             }
-            let mut events =
-                run::changes::diff(&store, older, newest, rules, domain.as_deref(), min_significance.as_deref())
-                    .await?;
+            let mut events = run::changes::diff(
+                &store,
+                older,
+                newest,
+                rules,
+                domain.as_deref(),
+                min_significance.as_deref(),
+                pipeline.pipeline.run.score_slice_rows,
+            )
+            .await?;
             let rank = |s: &str| partnerforge::config::changes::significance_rank(s).unwrap_or(usize::MAX);
             events.sort_by(|a, b| rank(&a.significance).cmp(&rank(&b.significance)).then(a.domain.cmp(&b.domain)));
             eprintln!(

@@ -264,6 +264,37 @@ fn three_nights_report_what_changed_once_confirmed() {
 }
 
 #[test]
+fn tracking_a_slice_of_domains_at_a_time_finds_the_same_changes() {
+    // The first 40 targets of the book over two nights, tracked in one range and in ranges of 3.
+    let text = std::fs::read_to_string(support::repo().join("data/seed/targets.csv")).expect("book");
+    let ids = |slice: Option<usize>| {
+        let store = TestStore::new();
+        let path = store.path().join("book.csv");
+        std::fs::write(&path, text.lines().take(41).collect::<Vec<_>>().join("\n") + "\n").expect("write");
+        let seed = format!("{}/data/seed/targets.csv", support::repo().display());
+        let pipeline = store.pipeline(|t| {
+            let t = t.replace(&seed, &path.display().to_string());
+            match slice {
+                Some(n) => t.replace("[fetch]", &format!("[run]\nscore_slice_rows = {n}\n\n[fetch]")),
+                None => t,
+            }
+        });
+        for night in &NIGHTS[1..] {
+            store.ok(&["run", "--pipeline", &pipeline, "--date", night, "--force", "m02,m03,m04,m10,m12"]);
+        }
+        let rows = store.query("SELECT event_id FROM changes ORDER BY event_id");
+        let (_, last) = store.manifests().pop().expect("a manifest");
+        let files = last["files"].as_array().cloned().unwrap_or_default();
+        let state_rows = files.iter().find(|f| f["table"] == "change_state").map(|f| f["rows"].clone());
+        (rows.iter().map(|r| r["event_id"].as_str().unwrap().to_string()).collect::<Vec<_>>(), state_rows)
+    };
+    let whole = ids(None);
+    let sliced = ids(Some(3));
+    assert!(!whole.0.is_empty(), "the nights changed something");
+    assert_eq!(whole, sliced, "the same events and the same tracked state");
+}
+
+#[test]
 fn a_carried_value_neither_creates_nor_confirms_a_change() {
     let (lasting, _, _) = pick_domains();
     let store = TestStore::new();

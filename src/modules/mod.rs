@@ -15,7 +15,7 @@ mod hiring;
 mod news;
 mod related;
 mod stock;
-mod tables;
+pub mod tables;
 mod tech_fallback;
 mod tech_stack;
 mod traffic;

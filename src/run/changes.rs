@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use arrow::record_batch::RecordBatch;
-use polars::prelude::{IntoLazy, LazyFrame};
+use polars::prelude::IntoLazy;
 
 use crate::config::alerts::AlertRules;
 use crate::config::changes::{ChangeRules, significance_rank};
@@ -138,11 +138,10 @@ pub fn as_rows(events: &[Event]) -> crate::serve::QueryResult {
     crate::serve::QueryResult { columns: columns.map(String::from).to_vec(), rows }
 }
 
-/// The tracked state a committed snapshot holds, if it tracks changes.
-pub async fn stored_state(store: &Store, manifest: &Manifest) -> anyhow::Result<Option<LazyFrame>> {
+/// The stored `change_state` of a committed snapshot, if it tracks changes.
+pub async fn stored_state(store: &Store, manifest: &Manifest) -> anyhow::Result<Option<bytes::Bytes>> {
     let Some(entry) = manifest.file("change_state") else { return Ok(None) };
-    let bytes = store.get(&entry.path).await?;
-    Ok(Some(transform::changes::read_state(&bytes).with_context(|| format!("reading {}", entry.path))?))
+    Ok(Some(store.get(&entry.path).await?))
 }
 
 /// Events by significance, for the manifest's counts.
@@ -163,6 +162,7 @@ pub(crate) async fn commit_changes(
     date: &str,
     previous: Option<&str>,
     files: &SnapshotFiles,
+    book: &[&str],
     pipeline: &crate::config::LoadedPipeline,
 ) -> anyhow::Result<(Vec<FileEntry>, BTreeMap<String, u64>, u64)> {
     let Some(rules) = &pipeline.changes else { return Ok((Vec::new(), BTreeMap::new(), 0)) };
@@ -171,26 +171,49 @@ pub(crate) async fn commit_changes(
         Some(id) => store.snapshots().await?.into_iter().find(|m| m.snapshot_id == id),
         None => None,
     };
-    let old = match &previous {
-        Some(m) => stored_state(store, m).await?,
+    let old = match previous.as_ref().and_then(|m| m.file("change_state")) {
+        Some(entry) => Some(store.get(&entry.path).await?),
         None => None,
     };
-    let observed = transform::changes::observations(files, date, &model.name).context("reading the observations")?;
-    let base = match &old {
-        Some(state) => state.clone(),
-        None => transform::changes::empty_state()?,
-    };
-    let mut state = transform::changes::next_state(base, observed, rules)?.collect().context("tracking changes")?;
-    let events = match (&old, &previous) {
-        (Some(old), Some(m)) => {
-            transform::changes::events(old.clone(), state.clone().lazy(), rules, &m.snapshot_id, date)?
+    // One range of domains at a time (the book's, in slices of the scoring's size), each a
+    // row group of a local file: memory follows the slice, and the next night's reads of
+    // a range skip the other row groups by their statistics.
+    let slice_rows = pipeline.pipeline.run.score_slice_rows;
+    let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let local = std::env::temp_dir().join(format!("partnerforge-state-{}-{nanos:x}.parquet", std::process::id()));
+    let mut writer = transform::SliceWriter::new(&local);
+    let mut events = Vec::new();
+    let tracked: anyhow::Result<()> = (|| {
+        for range in &ranges {
+            let observed = transform::changes::observations(files, date, &model.name, range)
+                .context("reading the observations")?;
+            let base = match &old {
+                Some(bytes) => transform::changes::read_state(bytes, range)?,
+                None => transform::changes::empty_state()?,
+            };
+            let state = transform::changes::next_state(base.clone(), observed, rules)?
+                .sort(["domain"], polars::prelude::SortMultipleOptions::default())
+                .collect()
+                .context("tracking changes")?;
+            if let (Some(_), Some(m)) = (&old, &previous) {
+                events.extend(transform::changes::events(base, state.clone().lazy(), rules, &m.snapshot_id, date)?);
+            }
+            writer.write(&state)?;
         }
-        _ => Vec::new(),
+        Ok(())
+    })();
+    let rows = writer.rows;
+    let finished = tracked.and_then(|()| writer.finish().map_err(anyhow::Error::from));
+    let path = format!("{folder}/change_state.parquet");
+    let stored = match finished {
+        Ok(()) => store.put_file(&path, &local).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
     };
-    let mut entries = Vec::new();
-    let rows = state.height();
-    let bytes = transform::to_parquet(&mut state)?;
-    entries.push(store.put_table(folder, "change_state", bytes, rows).await?);
+    let _ = std::fs::remove_file(&local);
+    let size = stored?;
+    let mut entries =
+        vec![FileEntry { table: "change_state".into(), path, bytes: size, rows: rows as u64, schema: None }];
     let batch = changes_batch(&events)?;
     let mut entry = store.put_table(folder, "changes", to_parquet(&batch)?, batch.num_rows()).await?;
     entry.schema = Some(schema_fingerprint(&batch.schema()));
@@ -392,6 +415,7 @@ pub async fn diff(
     rules: &ChangeRules,
     domain: Option<&str>,
     min_significance: Option<&str>,
+    slice_rows: usize,
 ) -> anyhow::Result<Vec<Event>> {
     let missing = |m: &Manifest| {
         anyhow::anyhow!(
@@ -403,14 +427,24 @@ pub async fn diff(
     };
     let old = stored_state(store, from).await?.ok_or_else(|| missing(from))?;
     let new = stored_state(store, to).await?.ok_or_else(|| missing(to))?;
-    let (old, new) = match domain {
-        Some(d) => {
-            let only = |f: LazyFrame| f.filter(polars::prelude::col("domain").eq(polars::prelude::lit(d.to_string())));
-            (only(old), only(new))
-        }
-        None => (old, new),
+    use transform::changes::DomainRange;
+    let ranges = match domain {
+        Some(d) => vec![DomainRange { lo: Some(d.to_string()), hi: Some(format!("{d}\u{0}")) }],
+        // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
+        None => match to.file("targets") {
+            Some(entry) => {
+                let df = transform::read_parquet(store.get(&entry.path).await?, &["domain"])?.collect()?;
+                let domains: Vec<&str> = df.column("domain")?.str()?.iter().flatten().collect();
+                DomainRange::split(domains.into_iter(), slice_rows)
+            }
+            None => vec![DomainRange::all()],
+        },
     };
-    let mut events = transform::changes::events(old, new, rules, &from.snapshot_id, &to.snapshot_id)?;
+    let mut events = Vec::new();
+    for range in &ranges {
+        let (a, b) = (transform::changes::read_state(&old, range)?, transform::changes::read_state(&new, range)?);
+        events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
+    }
     if let Some(min) = min_significance {
         let bar = significance_rank(min).context("unknown significance")?;
         events.retain(|e| significance_rank(&e.significance).is_some_and(|r| r <= bar));

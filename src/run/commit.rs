@@ -200,13 +200,22 @@ pub(crate) async fn commit(
     let mut change_counts = BTreeMap::new();
     let mut alerts_matched = 0;
     if pipeline.changes.is_some() {
+        let mut book_domains: Vec<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
+        book_domains.sort_unstable();
         let targets = targets.context("reading back the targets table")?;
         let mut observed: transform::changes::SnapshotFiles =
             module_bytes.iter().map(|(t, b)| (t.to_string(), b.clone())).collect();
         observed.insert("targets".into(), Bytes::from(targets));
-        let (entries, counts, matched) =
-            changes::commit_changes(store, &folder, date, draft.previous_snapshot.as_deref(), &observed, pipeline)
-                .await?;
+        let (entries, counts, matched) = changes::commit_changes(
+            store,
+            &folder,
+            date,
+            draft.previous_snapshot.as_deref(),
+            &observed,
+            &book_domains,
+            pipeline,
+        )
+        .await?;
         files.extend(entries);
         change_counts = counts;
         alerts_matched = matched;

@@ -23,7 +23,6 @@
 //! committed states.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use polars::prelude::*;
@@ -97,9 +96,55 @@ const SEEN: &str = "__seen__";
 pub const STATE_COLUMNS: [&str; 10] =
     ["domain", "field", "key", "value", "number", "since", "module", "source", "fetched_at", "absent"];
 
-fn read(bytes: &Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
-    let columns = Some(columns.iter().map(|c| c.to_string()).collect());
-    Ok(ParquetReader::new(Cursor::new(bytes.clone())).with_columns(columns).finish()?.lazy())
+/// A range of domains, `lo` included and `hi` excluded (`None`: unbounded): change
+/// tracking works one range at a time, so its memory follows the range, not the book.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DomainRange {
+    pub lo: Option<String>,
+    pub hi: Option<String>,
+}
+
+impl DomainRange {
+    /// Every domain.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Ranges that cover every domain, each holding about `per` of the given sorted domains.
+    pub fn split<'a>(sorted: impl Iterator<Item = &'a str>, per: usize) -> Vec<Self> {
+        let bounds: Vec<String> = sorted.step_by(per.max(1)).skip(1).map(str::to_string).collect();
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut lo = None;
+        for bound in bounds {
+            ranges.push(Self { lo: lo.take(), hi: Some(bound.clone()) });
+            lo = Some(bound);
+        }
+        ranges.push(Self { lo, hi: None });
+        ranges
+    }
+
+    fn filter(&self, frame: LazyFrame) -> LazyFrame {
+        let mut keep = lit(true);
+        if let Some(lo) = &self.lo {
+            keep = keep.and(col("domain").gt_eq(lit(lo.clone())));
+        }
+        if let Some(hi) = &self.hi {
+            keep = keep.and(col("domain").lt(lit(hi.clone())));
+        }
+        if self.lo.is_none() && self.hi.is_none() { frame } else { frame.filter(keep) }
+    }
+}
+
+/// The named columns of a Parquet file's rows in `range`: scanned, so the filter runs
+/// as each row group is decoded (and skips row groups whose statistics are outside).
+fn read_range(bytes: &Bytes, columns: &[&str], range: &DomainRange) -> PolarsResult<LazyFrame> {
+    let buffer = polars_buffer::Buffer::from_owner(bytes.clone());
+    let sources = ScanSources::Buffers(std::sync::Arc::from([buffer]));
+    let mut args = ScanArgsParquet::default();
+    args.hive_options.enabled = Some(false);
+    let frame =
+        LazyFrame::scan_parquet_sources(sources, args)?.select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>());
+    Ok(range.filter(frame))
 }
 
 fn null_text() -> Expr {
@@ -149,7 +194,8 @@ pub type SnapshotFiles = HashMap<String, Bytes>;
 /// fetched, plus one marker row per such pair. `date` is the snapshot's date:
 /// fetches dated earlier were carried forward, not made. The targets table (m14)
 /// is observed for every domain of `scored_domains` (the run's work).
-pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsResult<LazyFrame> {
+pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &DomainRange) -> PolarsResult<LazyFrame> {
+    let read = |bytes: &Bytes, columns: &[&str]| read_range(bytes, columns, range);
     let get = |table: &str| {
         files
             .get(table)
@@ -286,7 +332,7 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
             null_text(),
             col("gross_margin"),
         ),
-        shaped(executives, "executives", "m07", col("role"), col("name"), null_number()),
+        first_per_item(shaped(executives, "executives", "m07", col("role"), col("name"), null_number())),
         shaped(
             stock.filter(col("market_cap").is_not_null()),
             "market_cap",
@@ -295,8 +341,8 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
             null_text(),
             col("market_cap"),
         ),
-        shaped(postings.clone(), "job_postings", "m10", col("title"), col("signals"), null_number()),
-        shaped(
+        first_per_item(shaped(postings.clone(), "job_postings", "m10", col("title"), col("signals"), null_number())),
+        first_per_item(shaped(
             // m10 lists the matched categories with `search` first.
             postings.filter(col("signals").fill_null(lit("")).str().starts_with(lit("search"))),
             "search_postings",
@@ -304,8 +350,8 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
             col("title"),
             col("signals"),
             null_number(),
-        ),
-        shaped(triggers, "trigger_events", "m12", col("headline"), col("event_type"), null_number()),
+        )),
+        first_per_item(shaped(triggers, "trigger_events", "m12", col("headline"), col("event_type"), null_number())),
         shaped(
             targets.clone().filter(col("icp_tier").is_not_null()),
             "icp_tier",
@@ -316,7 +362,7 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
         ),
         shaped(targets.clone(), "target", "m14", lit(""), col("company_name"), null_number()),
         // Markers: which (domain, module) pairs this snapshot observed.
-        fetches.select([
+        first_per_item(fetches.select([
             col("domain"),
             lit(SEEN).alias("field"),
             col("module").alias("key"),
@@ -327,7 +373,7 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
             null_text().alias("source"),
             col("fetched_at"),
             lit(0i64).cast(DataType::Int64).alias("absent"),
-        ]),
+        ])),
         targets.select([
             col("domain"),
             lit(SEEN).alias("field"),
@@ -341,8 +387,13 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str) -> PolarsRes
             lit(0i64).cast(DataType::Int64).alias("absent"),
         ]),
     ];
-    Ok(concat(frames, UnionArgs::default())?
-        .unique_stable(Some(cols(["domain", "field", "key"])), UniqueKeepStrategy::First))
+    concat(frames, UnionArgs::default())
+}
+
+/// One row per (domain, item) of a list whose provider can repeat an item (two officers
+/// with one role, a posting listed twice, a headline in two feeds): the first wins.
+fn first_per_item(frame: LazyFrame) -> LazyFrame {
+    frame.unique_stable(Some(cols(["domain", "key"])), UniqueKeepStrategy::First)
 }
 
 /// An empty state (a store's first snapshot, or one from before change tracking).
@@ -363,8 +414,8 @@ pub fn empty_state() -> PolarsResult<LazyFrame> {
 }
 
 /// Reads a stored `change_state` table.
-pub fn read_state(bytes: &Bytes) -> PolarsResult<LazyFrame> {
-    read(bytes, &STATE_COLUMNS)
+pub fn read_state(bytes: &Bytes, range: &DomainRange) -> PolarsResult<LazyFrame> {
+    read_range(bytes, &STATE_COLUMNS, range)
 }
 
 /// The state after a snapshot's observations: observed items current (absence 0);
@@ -403,7 +454,6 @@ pub fn next_state(previous: LazyFrame, observed: LazyFrame, rules: &ChangeRules)
         [untouched.select(STATE_COLUMNS.map(col)), missing, observed.select(STATE_COLUMNS.map(col))],
         UnionArgs::default(),
     )
-    .map(|state| state.sort(["domain", "field", "key"], SortMultipleOptions::default()))
 }
 
 /// A change event, as the `changes` table holds it.
@@ -514,9 +564,17 @@ fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<
         col("key").alias("module"),
         col("fetched_at").alias("seen_at"),
     ]);
-    let joined = side(old, "old")
+    // Hash-first: an item with the same value on both sides is no change whatever else
+    // moved (a new fetch time, an absence counted); only the rest is joined in full.
+    let same_value = [col("domain"), col("field"), col("key"), col("value"), col("number")];
+    let mut equal = JoinArgs::new(JoinType::Anti);
+    equal.nulls_equal = true;
+    let values = |frame: LazyFrame| frame.filter(col("field").neq(lit(SEEN))).select(same_value.clone());
+    let old_items = old.clone().join(values(new.clone()), same_value.clone(), same_value.clone(), equal.clone());
+    let new_items = new.clone().join(values(old.clone()), same_value.clone(), same_value, equal);
+    let joined = side(old_items, "old")
         .join(
-            side(new, "new"),
+            side(new_items, "new"),
             by_item.clone(),
             by_item,
             JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),
