@@ -481,10 +481,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Deliver { store, pipeline, snapshot, resend_in_doubt } => {
             let pipeline = LoadedPipeline::load(&pipeline)?;
-            let rules = pipeline
-                .alerts
-                .as_ref()
-                .with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))?;
+            let rules = alert_rules(&pipeline)?;
             let store = Store::open(&store)?;
             let only = match snapshot {
                 Some(date) => {
@@ -509,10 +506,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Digest { store, pipeline, date } => {
             let pipeline = LoadedPipeline::load(&pipeline)?;
-            let rules = pipeline
-                .alerts
-                .as_ref()
-                .with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))?;
+            let rules = alert_rules(&pipeline)?;
             let store = Store::open(&store)?;
             let date = date.unwrap_or_else(today).to_string();
             let manifest = store
@@ -557,6 +551,11 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Completed)
+}
+
+/// The pipeline's alert rules, or an error saying it has none.
+fn alert_rules(pipeline: &LoadedPipeline) -> anyhow::Result<&partnerforge::config::alerts::AlertRules> {
+    pipeline.alerts.as_ref().with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))
 }
 
 fn cell(value: &serde_json::Value) -> String {

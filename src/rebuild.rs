@@ -31,18 +31,21 @@ pub struct RebuildReport {
     pub delivery: Option<crate::alerts::DeliveryReport>,
 }
 
+/// A text column of a stored table's batch.
+fn text_column(batch: &RecordBatch, name: &str) -> anyhow::Result<StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+        .with_context(|| format!("no text column {name}"))
+}
+
 /// The stored bodies of a snapshot: the last one per (provider, endpoint, domain).
 fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String), RawRow>> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     let mut out: HashMap<(String, String, String), RawRow> = HashMap::new();
     for batch in reader {
         let batch = batch?;
-        let text = |name: &str| -> anyhow::Result<StringArray> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                .context(name.to_string())
-        };
+        let text = |name: &str| text_column(&batch, name);
         let (providers, endpoints, domains, modules, bodies) =
             (text("provider")?, text("endpoint")?, text("domain")?, text("modules")?, text("body")?);
         let statuses =
@@ -83,12 +86,7 @@ fn fetch_times(bytes: Bytes) -> anyhow::Result<FetchTimes> {
     let mut out = HashMap::new();
     for batch in reader {
         let batch = batch?;
-        let text = |name: &str| -> anyhow::Result<StringArray> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                .context(name.to_string())
-        };
+        let text = |name: &str| text_column(&batch, name);
         let (modules, domains, dates) = (text("module")?, text("domain")?, text("fetched_on")?);
         let times = batch
             .column_by_name("fetched_at")

@@ -122,11 +122,14 @@ pub struct RunSettings {
     /// Targets scored together when the targets table is assembled: its joins'
     /// memory follows this, not the size of the book.
     pub score_slice_rows: usize,
+    /// Domains whose changes are tracked together: the tables are split by domain
+    /// range once, and each range is tracked and diffed alone.
+    pub change_slice_rows: usize,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15, score_slice_rows: 200_000 }
+        Self { lock_ttl_minutes: 15, score_slice_rows: 200_000, change_slice_rows: 50_000 }
     }
 }
 

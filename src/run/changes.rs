@@ -16,7 +16,7 @@ use crate::store::table::{TableBuilder, schema_fingerprint, to_parquet};
 use crate::store::{Store, StoreError};
 use crate::transform;
 use crate::transform::alerts::{Account, Alert};
-use crate::transform::changes::{Event, SnapshotFiles};
+use crate::transform::changes::{DomainRange, Event, SnapshotFiles};
 
 /// The `changes` table of a list of events.
 pub fn changes_batch(events: &[Event]) -> Result<RecordBatch, StoreError> {
@@ -62,6 +62,7 @@ fn event_columns<'a>(builder: TableBuilder, events: impl Iterator<Item = &'a Eve
         .timestamp_ms("old_fetched_at", e.clone().map(|r| r.old_fetched_at))
         .text("new_source", e.clone().map(|r| r.new_source.as_ref()))
         .timestamp_ms("new_fetched_at", e.clone().map(|r| r.new_fetched_at))
+        .timestamp_ms("first_detected", e.clone().map(|r| r.first_detected))
         .text("evidence", e.map(|r| Some(evidence(r))))
 }
 
@@ -84,28 +85,7 @@ pub fn evidence(e: &Event) -> String {
 pub fn as_rows(events: &[Event]) -> crate::serve::QueryResult {
     use serde_json::Value;
     let text = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
-    let columns = [
-        "event_id",
-        "domain",
-        "module",
-        "field",
-        "item",
-        "change",
-        "old_value",
-        "new_value",
-        "category",
-        "significance",
-        "summary",
-        "algolia_relevance",
-        "rule",
-        "from_snapshot",
-        "to_snapshot",
-        "old_source",
-        "old_fetched_at",
-        "new_source",
-        "new_fetched_at",
-        "evidence",
-    ];
+    let columns = EVENT_COLUMNS;
     let rows = events
         .iter()
         .map(|e| {
@@ -131,6 +111,7 @@ pub fn as_rows(events: &[Event]) -> crate::serve::QueryResult {
                 at(e.old_fetched_at),
                 text(&e.new_source),
                 at(e.new_fetched_at),
+                at(e.first_detected),
                 s(&evidence(e)),
             ]
         })
@@ -178,15 +159,17 @@ pub(crate) async fn commit_changes(
     // One range of domains at a time (the book's, in slices of the scoring's size), each a
     // row group of a local file: memory follows the slice, and the next night's reads of
     // a range skip the other row groups by their statistics.
-    let slice_rows = pipeline.pipeline.run.score_slice_rows;
+    let slice_rows = pipeline.pipeline.run.change_slice_rows;
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
+    // Each table is split by range once (the rows are in the order their calls finished).
+    let parts = partition_by_range(files, &ranges)?;
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let local = std::env::temp_dir().join(format!("partnerforge-state-{}-{nanos:x}.parquet", std::process::id()));
     let mut writer = transform::SliceWriter::new(&local);
     let mut events = Vec::new();
     let tracked: anyhow::Result<()> = (|| {
-        for range in &ranges {
-            let observed = transform::changes::observations(files, date, &model.name, range)
+        for (range, part) in ranges.iter().zip(&parts) {
+            let observed = transform::changes::observations(part, date, &model.name, &DomainRange::all())
                 .context("reading the observations")?;
             let base = match &old {
                 Some(bytes) => transform::changes::read_state(bytes, range)?,
@@ -239,6 +222,52 @@ pub(crate) async fn commit_changes(
     Ok((entries, count(&events), matched))
 }
 
+/// Splits every table by the domain ranges: one pass over each file, a batch at a time,
+/// each range's rows appended to a Parquet file (in memory) of its own.
+pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyhow::Result<Vec<SnapshotFiles>> {
+    use arrow::array::{Array, BooleanArray, RecordBatchReader, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bounds: Vec<&str> = ranges.iter().filter_map(|r| r.lo.as_deref()).collect();
+    let mut parts: Vec<SnapshotFiles> = ranges.iter().map(|_| SnapshotFiles::new()).collect();
+    if ranges.len() == 1 {
+        parts[0] = files.clone();
+        return Ok(parts);
+    }
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .build();
+    for (table, bytes) in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .and_then(|b| b.with_batch_size(8192).build())
+            .with_context(|| format!("reading the {table} table"))?;
+        let schema = reader.schema();
+        let mut writers = Vec::with_capacity(ranges.len());
+        for _ in ranges {
+            writers.push(ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))?);
+        }
+        for batch in reader {
+            let batch = batch?;
+            let Some(column) = batch.column_by_name("domain") else { continue };
+            let domains = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
+            let Some(domains) = domains.as_any().downcast_ref::<StringArray>() else { continue };
+            let of_row: Vec<usize> =
+                (0..domains.len()).map(|i| bounds.partition_point(|b| *b <= domains.value(i))).collect();
+            for (r, writer) in writers.iter_mut().enumerate() {
+                let keep: BooleanArray = of_row.iter().map(|x| Some(*x == r)).collect();
+                if keep.true_count() > 0 {
+                    writer.write(&arrow::compute::filter_record_batch(&batch, &keep)?)?;
+                }
+            }
+        }
+        for (r, writer) in writers.into_iter().enumerate() {
+            parts[r].insert(table.clone(), bytes::Bytes::from(writer.into_inner()?));
+        }
+    }
+    Ok(parts)
+}
+
 /// Country, vertical and score of the `wanted` domains of a targets table, for
 /// those not in `accounts` yet.
 fn read_accounts(
@@ -268,8 +297,9 @@ fn read_accounts(
 pub async fn stored_alerts(store: &Store, manifest: &Manifest) -> anyhow::Result<Vec<Alert>> {
     let Some(entry) = manifest.file("alerts") else { return Ok(Vec::new()) };
     let bytes = store.get(&entry.path).await?;
-    let df =
-        transform::read_parquet(bytes, &ALERT_COLUMNS)?.collect().with_context(|| format!("reading {}", entry.path))?;
+    let wanted: Vec<&str> =
+        ALERT_ONLY.iter().chain(EVENT_COLUMNS.iter().filter(|c| **c != "evidence")).copied().collect();
+    let df = transform::read_parquet(bytes, &wanted)?.collect().with_context(|| format!("reading {}", entry.path))?;
     let text = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
         Ok(df.column(name)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
     };
@@ -277,10 +307,12 @@ pub async fn stored_alerts(store: &Store, manifest: &Manifest) -> anyhow::Result
         Ok(df.column(name)?.cast(&polars::prelude::DataType::Int64)?.i64()?.iter().collect())
     };
     let mut columns: BTreeMap<&str, Vec<Option<String>>> = BTreeMap::new();
-    for name in ALERT_COLUMNS.iter().filter(|c| !["digest_hour", "old_fetched_at", "new_fetched_at"].contains(c)) {
+    let times = ["digest_hour", "old_fetched_at", "new_fetched_at", "first_detected"];
+    for name in wanted.iter().filter(|c| !times.contains(c)) {
         columns.insert(name, text(name)?);
     }
     let (hours, old_at, new_at) = (int("digest_hour")?, int("old_fetched_at")?, int("new_fetched_at")?);
+    let detected = int("first_detected")?;
     let get = |name: &str, i: usize| columns.get(name).and_then(|c| c[i].clone());
     let owned = |name: &str, i: usize| get(name, i).unwrap_or_default();
     let role = |name: String| -> &'static str {
@@ -321,22 +353,14 @@ pub async fn stored_alerts(store: &Store, manifest: &Manifest) -> anyhow::Result
                 old_fetched_at: old_at[i],
                 new_source: get("new_source", i),
                 new_fetched_at: new_at[i],
+                first_detected: detected[i],
             },
         })
         .collect())
 }
 
-const ALERT_COLUMNS: [&str; 29] = [
-    "alert_id",
-    "person",
-    "name",
-    "role",
-    "team",
-    "alert_rule",
-    "channels",
-    "frequency",
-    "digest_hour",
-    "time_zone",
+/// The columns of the `changes` table (the alerts table has them too).
+const EVENT_COLUMNS: [&str; 21] = [
     "event_id",
     "domain",
     "module",
@@ -356,7 +380,13 @@ const ALERT_COLUMNS: [&str; 29] = [
     "old_fetched_at",
     "new_source",
     "new_fetched_at",
+    "first_detected",
+    "evidence",
 ];
+
+/// The alert's own columns of the `alerts` table, before the event's.
+const ALERT_ONLY: [&str; 10] =
+    ["alert_id", "person", "name", "role", "team", "alert_rule", "channels", "frequency", "digest_hour", "time_zone"];
 
 /// The marker a finished delivery pass leaves for a snapshot generation.
 fn pass_marker(manifest: &Manifest) -> String {

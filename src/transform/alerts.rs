@@ -141,6 +141,7 @@ mod tests {
             old_fetched_at: None,
             new_source: None,
             new_fetched_at: None,
+            first_detected: None,
         }
     }
 

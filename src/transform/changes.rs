@@ -362,32 +362,27 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &Doma
         ),
         shaped(targets.clone(), "target", "m14", lit(""), col("company_name"), null_number()),
         // Markers: which (domain, module) pairs this snapshot observed.
-        first_per_item(fetches.select([
-            col("domain"),
-            lit(SEEN).alias("field"),
-            col("module").alias("key"),
-            null_text().alias("value"),
-            lit(date_ms as f64).alias("number"),
-            lit(NULL).cast(DataType::Int64).alias("since"),
-            col("module"),
-            null_text().alias("source"),
-            col("fetched_at"),
-            lit(0i64).cast(DataType::Int64).alias("absent"),
-        ])),
-        targets.select([
-            col("domain"),
-            lit(SEEN).alias("field"),
-            lit("m14").alias("key"),
-            null_text().alias("value"),
-            lit(date_ms as f64).alias("number"),
-            lit(NULL).cast(DataType::Int64).alias("since"),
-            lit("m14").alias("module"),
-            col("source"),
-            ms("fetched_at").alias("fetched_at"),
-            lit(0i64).cast(DataType::Int64).alias("absent"),
-        ]),
+        first_per_item(marker(fetches, col("module"), null_text(), col("fetched_at"), date_ms)),
+        marker(targets, lit("m14"), col("source"), ms("fetched_at"), date_ms),
     ];
     concat(frames, UnionArgs::default())
+}
+
+/// Marker rows (field `__seen__`, item = the module): a domain observed for a module on
+/// the snapshot's date (`number`, ms).
+fn marker(frame: LazyFrame, module: Expr, source: Expr, fetched_at: Expr, date_ms: i64) -> LazyFrame {
+    frame.select([
+        col("domain"),
+        lit(SEEN).alias("field"),
+        module.clone().alias("key"),
+        null_text().alias("value"),
+        lit(date_ms as f64).alias("number"),
+        lit(NULL).cast(DataType::Int64).alias("since"),
+        module.alias("module"),
+        source.alias("source"),
+        fetched_at.alias("fetched_at"),
+        lit(0i64).cast(DataType::Int64).alias("absent"),
+    ])
 }
 
 /// One row per (domain, item) of a list whose provider can repeat an item (two officers
@@ -478,6 +473,8 @@ pub struct Event {
     pub old_fetched_at: Option<i64>,
     pub new_source: Option<String>,
     pub new_fetched_at: Option<i64>,
+    /// When the provider says an added item first appeared (BuiltWith's FirstDetected).
+    pub first_detected: Option<i64>,
 }
 
 fn lower_in(expr: Expr, values: &[String]) -> Expr {
@@ -692,6 +689,7 @@ pub fn events(
         (text("old_value")?, text("new_value")?, number("old_number")?, number("new_number")?);
     let (old_sources, new_sources, old_at, new_at, rule_index) =
         (text("old_source")?, text("new_source")?, int("old_fetched_at")?, int("new_fetched_at")?, int("rule_index")?);
+    let first_detected = int("new_since")?;
     let mut out = Vec::with_capacity(df.height());
     for i in 0..df.height() {
         let Some(rule) = rule_index[i].and_then(|r| rules.rules.get(r as usize)) else { continue };
@@ -744,6 +742,7 @@ pub fn events(
             old_fetched_at: old_at[i],
             new_source: new_sources[i].clone(),
             new_fetched_at: new_at[i],
+            first_detected: if changes[i].as_deref() == Some("added") { first_detected[i] } else { None },
         });
     }
     Ok(out)
