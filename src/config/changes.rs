@@ -81,6 +81,8 @@ struct ChangeRulesFile {
     confirm_removals: u32,
     #[serde(default)]
     confirm: BTreeMap<String, u32>,
+    #[serde(default)]
+    confirm_changes: BTreeMap<String, u32>,
     #[serde(default = "default_slack")]
     first_detected_slack_days: u32,
     #[serde(default)]
@@ -129,6 +131,8 @@ pub struct ChangeRules {
     pub confirm_removals: u32,
     /// Per field, instead of `confirm_removals`.
     pub confirm: BTreeMap<String, u32>,
+    /// Per field: consecutive fetches a changed value must be seen in before it is a change.
+    pub confirm_changes: BTreeMap<String, u32>,
     /// An item the provider dates (a technology's FirstDetected) is an addition only
     /// when first detected at most this many days before the previous fetch.
     pub first_detected_slack_days: u32,
@@ -159,12 +163,19 @@ impl ChangeRules {
         if file.confirm_removals == 0 {
             return Err(invalid(1, "confirm_removals".into(), "must be at least 1".into()));
         }
-        for (field, k) in &file.confirm {
-            if !fields.iter().any(|(f, _)| f == field) {
-                return Err(invalid(1, format!("confirm.{field}"), format!("no such field (fields: {})", known())));
-            }
-            if *k == 0 {
-                return Err(invalid(1, format!("confirm.{field}"), "must be at least 1".into()));
+        for (table, map) in [("confirm", &file.confirm), ("confirm_changes", &file.confirm_changes)] {
+            let line = text.find(&format!("[{table}]")).map(line_of).unwrap_or(1);
+            for (field, k) in map {
+                if !fields.iter().any(|(f, _)| f == field) {
+                    return Err(invalid(
+                        line,
+                        format!("{table}.{field}"),
+                        format!("no such field (fields: {})", known()),
+                    ));
+                }
+                if *k == 0 {
+                    return Err(invalid(line, format!("{table}.{field}"), "must be at least 1".into()));
+                }
             }
         }
         let mut rules: Vec<ChangeRule> = Vec::new();
@@ -250,6 +261,7 @@ impl ChangeRules {
             version: file.version,
             confirm_removals: file.confirm_removals,
             confirm: file.confirm,
+            confirm_changes: file.confirm_changes,
             first_detected_slack_days: file.first_detected_slack_days,
             rules,
             categories: file.categories,

@@ -93,8 +93,22 @@ const SEEN: &str = "__seen__";
 /// The columns of `change_state`, in order.
 /// `since` is when the provider says the item first appeared (BuiltWith's
 /// `FirstDetected`); on a marker row, `number` is the observing snapshot's date (ms).
-pub const STATE_COLUMNS: [&str; 10] =
-    ["domain", "field", "key", "value", "number", "since", "module", "source", "fetched_at", "absent"];
+/// `pending` is a new value seen but not yet confirmed (fields whose changes need
+/// confirming), `pending_count` the consecutive fetches it was seen in.
+pub const STATE_COLUMNS: [&str; 12] = [
+    "domain",
+    "field",
+    "key",
+    "value",
+    "number",
+    "since",
+    "module",
+    "source",
+    "fetched_at",
+    "absent",
+    "pending",
+    "pending_count",
+];
 
 /// A range of domains, `lo` included and `hi` excluded (`None`: unbounded): change
 /// tracking works one range at a time, so its memory follows the range, not the book.
@@ -184,6 +198,8 @@ fn shaped_since(
         col("source").cast(DataType::String),
         ms("fetched_at").alias("fetched_at"),
         lit(0i64).cast(DataType::Int64).alias("absent"),
+        null_text().alias("pending"),
+        lit(0i64).cast(DataType::Int64).alias("pending_count"),
     ])
 }
 
@@ -382,6 +398,8 @@ fn marker(frame: LazyFrame, module: Expr, source: Expr, fetched_at: Expr, date_m
         source.alias("source"),
         fetched_at.alias("fetched_at"),
         lit(0i64).cast(DataType::Int64).alias("absent"),
+        null_text().alias("pending"),
+        lit(0i64).cast(DataType::Int64).alias("pending_count"),
     ])
 }
 
@@ -404,6 +422,8 @@ pub fn empty_state() -> PolarsResult<LazyFrame> {
         "source" => Vec::<Option<String>>::new(),
         "fetched_at" => Vec::<Option<i64>>::new(),
         "absent" => Vec::<i64>::new(),
+        "pending" => Vec::<Option<String>>::new(),
+        "pending_count" => Vec::<i64>::new(),
     )?;
     Ok(df.lazy())
 }
@@ -428,6 +448,7 @@ pub fn next_state(previous: LazyFrame, observed: LazyFrame, rules: &ChangeRules)
         .select([col("domain"), col("module")])
         .unique(None, UniqueKeepStrategy::Any);
     let pairs = concat([pairs, tracked_m14], UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any);
+    let previous_for_changes = previous.clone();
     let untouched =
         previous.clone().join(pairs.clone(), by_pair.clone(), by_pair.clone(), JoinArgs::new(JoinType::Anti));
     let confirm: Vec<(String, i64)> =
@@ -445,10 +466,69 @@ pub fn next_state(previous: LazyFrame, observed: LazyFrame, rules: &ChangeRules)
         .join(confirm_frame, [col("field")], [col("field")], JoinArgs::new(JoinType::Left))
         .filter(col("absent").lt(col("confirm").fill_null(lit(i64::from(rules.confirm_removals)))))
         .select(STATE_COLUMNS.map(col));
+    let observed = confirm_changes(previous_for_changes, observed, rules)?;
     concat(
         [untouched.select(STATE_COLUMNS.map(col)), missing, observed.select(STATE_COLUMNS.map(col))],
         UnionArgs::default(),
     )
+}
+
+/// For fields whose changes the rules want confirmed (`[confirm_changes]`), an observed
+/// value that differs from the tracked one is held as `pending` until it has been seen
+/// in that many consecutive fetches; till then the tracked value stays (so a value that
+/// flips and flips back is no change).
+fn confirm_changes(previous: LazyFrame, observed: LazyFrame, rules: &ChangeRules) -> PolarsResult<LazyFrame> {
+    let fields: Vec<(String, i64)> =
+        rules.confirm_changes.iter().filter(|(_, k)| **k > 1).map(|(f, k)| (f.clone(), i64::from(*k))).collect();
+    if fields.is_empty() {
+        return Ok(observed);
+    }
+    let names = Series::new("fields".into(), fields.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
+    let needs = col("field").is_in(lit(names).implode(false), false).fill_null(lit(false));
+    let plain = observed.clone().filter(needs.clone().not());
+    let by_item = [col("domain"), col("field"), col("key")];
+    let ks = df!(
+        "field" => fields.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        "needed" => fields.iter().map(|(_, k)| *k).collect::<Vec<_>>(),
+    )?
+    .lazy();
+    let before = previous.filter(needs.clone()).select([
+        col("domain"),
+        col("field"),
+        col("key"),
+        col("value").alias("was_value"),
+        col("number").alias("was_number"),
+        col("since").alias("was_since"),
+        col("source").alias("was_source"),
+        col("fetched_at").alias("was_fetched_at"),
+        col("pending").alias("was_pending"),
+        col("pending_count").alias("was_pending_count"),
+    ]);
+    let seen = |v: &str, n: &str| coalesce(&[col(v), col(n).cast(DataType::String)]);
+    let joined = observed.filter(needs).join(before, by_item.clone(), by_item, JoinArgs::new(JoinType::Left)).join(
+        ks,
+        [col("field")],
+        [col("field")],
+        JoinArgs::new(JoinType::Left),
+    );
+    let differs = col("was_source")
+        .is_not_null()
+        .and(col("value").neq_missing(col("was_value")).or(col("number").neq_missing(col("was_number"))));
+    let count = when(col("was_pending").eq(seen("value", "number")).fill_null(lit(false)))
+        .then(col("was_pending_count") + lit(1i64))
+        .otherwise(lit(1i64));
+    let hold = differs.and(count.clone().lt(col("needed")));
+    let keep = |was: &str, now: &str| when(hold.clone()).then(col(was)).otherwise(col(now)).alias(now);
+    let confirmed = joined.with_columns([
+        keep("was_value", "value"),
+        keep("was_number", "number"),
+        keep("was_since", "since"),
+        keep("was_source", "source"),
+        keep("was_fetched_at", "fetched_at"),
+        when(hold.clone()).then(seen("value", "number")).otherwise(null_text()).alias("pending"),
+        when(hold).then(count).otherwise(lit(0i64)).alias("pending_count"),
+    ]);
+    concat([plain.select(STATE_COLUMNS.map(col)), confirmed.select(STATE_COLUMNS.map(col))], UnionArgs::default())
 }
 
 /// A change event, as the `changes` table holds it.
@@ -746,4 +826,103 @@ pub fn events(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Observations of one night: (domain, field, key, value), all of module m02 for `d.com`.
+    fn night(items: &[(&str, &str, &str)], fetched_at: i64, date_ms: i64) -> LazyFrame {
+        let n = items.len();
+        let items = df!(
+            "domain" => vec!["d.com"; n],
+            "field" => items.iter().map(|i| i.0).collect::<Vec<_>>(),
+            "key" => items.iter().map(|i| i.1).collect::<Vec<_>>(),
+            "value" => items.iter().map(|i| Some(i.2)).collect::<Vec<_>>(),
+            "number" => vec![None::<f64>; n],
+            "since" => vec![None::<i64>; n],
+            "module" => vec!["m02"; n],
+            "source" => vec![Some("builtwith"); n],
+            "fetched_at" => vec![Some(fetched_at); n],
+            "absent" => vec![0i64; n],
+            "pending" => vec![None::<String>; n],
+            "pending_count" => vec![0i64; n],
+        )
+        .unwrap();
+        let seen = df!(
+            "domain" => ["d.com"], "field" => [SEEN], "key" => ["m02"], "value" => [None::<String>],
+            "number" => [Some(date_ms as f64)], "since" => [None::<i64>], "module" => ["m02"],
+            "source" => [None::<String>], "fetched_at" => [Some(fetched_at)], "absent" => [0i64],
+            "pending" => [None::<String>], "pending_count" => [0i64],
+        )
+        .unwrap();
+        concat([items.lazy(), seen.lazy()], UnionArgs::default()).unwrap()
+    }
+
+    fn rules(text: &str) -> ChangeRules {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changes.toml");
+        std::fs::write(&path, text).unwrap();
+        ChangeRules::load(&path, &field_kinds()).unwrap()
+    }
+
+    const RULES: &str = r#"
+version = 1
+confirm_removals = 2
+[confirm_changes]
+executives = 2
+[[rules]]
+id = "tech_removed"
+field = "technologies"
+condition = "removed"
+category = "tech"
+significance = "low"
+summary = "removed {item}"
+[[rules]]
+id = "exec_changed"
+field = "executives"
+condition = "changed"
+category = "exec"
+significance = "high"
+summary = "new {item}: {old} → {new}"
+"#;
+
+    /// Runs the nights one after another; the events of each night's diff, as (rule, item, old, new).
+    fn run(nights: &[Vec<(&str, &str, &str)>]) -> Vec<Vec<(String, Option<String>, Option<String>, Option<String>)>> {
+        let rules = rules(RULES);
+        let mut state = empty_state().unwrap().collect().unwrap();
+        let mut out = Vec::new();
+        for (i, items) in nights.iter().enumerate() {
+            let day = i as i64 * 86_400_000;
+            let next = next_state(state.clone().lazy(), night(items, day + 1, day), &rules).unwrap().collect().unwrap();
+            let events = events(state.clone().lazy(), next.clone().lazy(), &rules, "a", "b").unwrap();
+            out.push(events.into_iter().map(|e| (e.rule, e.item, e.old_value, e.new_value)).collect());
+            state = next;
+        }
+        out
+    }
+
+    #[test]
+    fn a_flap_is_no_change_and_a_lasting_removal_is_reported_once() {
+        let both = vec![("technologies", "Coveo", "widgets"), ("technologies", "jQuery", "js")];
+        let one = vec![("technologies", "jQuery", "js")];
+        let events = run(&[both.clone(), one.clone(), both.clone(), one.clone(), one.clone(), one.clone()]);
+        let removed = |i: usize| events[i].iter().filter(|e| e.0 == "tech_removed").count();
+        assert_eq!([removed(1), removed(2), removed(3), removed(4), removed(5)], [0, 0, 0, 1, 0]);
+        assert_eq!(events[4][0].1.as_deref(), Some("Coveo"));
+    }
+
+    #[test]
+    fn a_changed_value_waits_for_its_confirmation() {
+        let cfo = |name| vec![("executives", "CFO", name)];
+        let events = run(&[cfo("Ann"), cfo("Bob"), cfo("Ann"), cfo("Cy"), cfo("Cy"), cfo("Cy")]);
+        // Bob is seen once and Ann is back: nothing. Cy twice in a row: one change, Ann → Cy.
+        assert!(events[1].is_empty() && events[2].is_empty() && events[3].is_empty(), "{events:?}");
+        assert_eq!(
+            events[4],
+            [("exec_changed".to_string(), Some("CFO".into()), Some("Ann".into()), Some("Cy".into()))]
+        );
+        assert!(events[5].is_empty());
+    }
 }
