@@ -888,8 +888,11 @@ significance = "high"
 summary = "new {item}: {old} → {new}"
 "#;
 
-    /// Runs the nights one after another; the events of each night's diff, as (rule, item, old, new).
-    fn run(nights: &[Vec<(&str, &str, &str)>]) -> Vec<Vec<(String, Option<String>, Option<String>, Option<String>)>> {
+    /// (rule, item, old, new) of an event.
+    type Seen = (String, Option<String>, Option<String>, Option<String>);
+
+    /// Runs the nights one after another; the events of each night's diff.
+    fn run(nights: &[Vec<(&str, &str, &str)>]) -> Vec<Vec<Seen>> {
         let rules = rules(RULES);
         let mut state = empty_state().unwrap().collect().unwrap();
         let mut out = Vec::new();
