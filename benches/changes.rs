@@ -240,7 +240,7 @@ fn main() {
         .position(|a| a == "--slice")
         .and_then(|p| args.get(p + 1))
         .and_then(|r| r.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(25_000);
     let domains: Vec<String> = (0..n).map(|i| format!("domain-{i:08}.com")).collect();
     let ranges = changes::DomainRange::split(domains.iter().map(String::as_str), slice);
     let track_night = |files: &HashMap<String, Bytes>, date: &str, old: Option<&Bytes>| -> (Bytes, usize, usize) {
