@@ -255,6 +255,8 @@ fn three_nights_report_what_changed_once_confirmed() {
         store.ok(&["changes", "--store", &store.store(), "--since", NIGHTS[0], "--min-significance", "critical"]);
     assert!(table.contains(&lasting) && table.contains("Search vendor removed"), "{table}");
     assert!(table.lines().next().is_some_and(|h| h.starts_with("significance")), "{table}");
+    let recent = store.ok(&["query", "--file", "queries/recent_changes.sql"]);
+    assert!(recent.contains(&lasting) && recent.contains("critical"), "the saved query lists the drop: {recent}");
 
     // A rebuild recomputes the night's changes from its raw bodies: the same events.
     store.ok(&["rebuild", "--pipeline", &book, "--store", &store.store(), "--snapshot", NIGHTS[2]]);
