@@ -171,10 +171,14 @@ pub(crate) async fn commit_changes(
         for (range, part) in ranges.iter().zip(&parts) {
             let observed = transform::changes::observations(part, date, &model.name, &DomainRange::all())
                 .context("reading the observations")?;
+            // Decoded once: the new state and the events both read it, several times over.
             let base = match &old {
                 Some(bytes) => transform::changes::read_state(bytes, range)?,
                 None => transform::changes::empty_state()?,
-            };
+            }
+            .collect()
+            .context("reading the previous state")?
+            .lazy();
             let state = transform::changes::next_state(base.clone(), observed, rules)?
                 .sort(["domain"], polars::prelude::SortMultipleOptions::default())
                 .collect()
