@@ -1,4 +1,9 @@
--- The 25 best displacement targets of the latest snapshot, with why they score.
+-- The best displacement targets of the latest snapshot, with why they score.
+-- `*` means any: `--param tier=hot --param vertical=Commerce` narrows the list.
+-- param: tier text = *
+-- param: vertical text = *
+-- param: min_score int = 0
+-- param: limit int = 25
 SELECT
     domain,
     company_name,
@@ -11,5 +16,8 @@ SELECT
     icp_tier_name AS tier,
     array_to_string(score_reasons, '; ') AS reasons
 FROM targets
+WHERE ($tier = '*' OR icp_tier_name = lower($tier))
+  AND ($vertical = '*' OR lower(vertical) = lower($vertical))
+  AND icp_score >= $min_score
 ORDER BY icp_score DESC, sw_monthly_visits DESC NULLS LAST, domain
-LIMIT 25;
+LIMIT $limit;

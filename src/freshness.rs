@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::modules::{Module, REGISTRY};
-use crate::store::table::{legacy_schema_fingerprint, schema_fingerprint};
+use crate::store::table::{date_values, same_table, upgrade_batch};
 use crate::store::{Manifest, Store, StoreError};
 
 /// What the previous snapshot still covers.
@@ -82,10 +82,8 @@ pub async fn plan(
     let mut unusable: BTreeSet<&str> = BTreeSet::new();
     for (table, schema) in schemas {
         // The manifest records each table's schema: nothing is read to compare.
-        let same = previous
-            .file(table)
-            .and_then(|e| e.schema.as_deref())
-            .is_some_and(|stored| stored == schema_fingerprint(schema) || stored == legacy_schema_fingerprint(schema));
+        let same =
+            previous.file(table).and_then(|e| e.schema.as_deref()).is_some_and(|stored| same_table(stored, schema));
         if !same {
             tracing::warn!(
                 table,
@@ -108,15 +106,14 @@ pub async fn plan(
     let mut carry = Carry { from: Some(previous.clone()), only: only_set.clone(), fresh: BTreeMap::new() };
     for batch in read_batches(store.get(&file.path).await?)? {
         let (Some(modules), Some(domains), Some(dates)) =
-            (column(&batch, "module"), column(&batch, "domain"), column(&batch, "fetched_on"))
+            (column(&batch, "module"), column(&batch, "domain"), date_values(&batch, "fetched_on"))
         else {
             return Ok(nothing());
         };
-        for i in 0..batch.num_rows() {
+        for (i, fetched_on) in dates.into_iter().enumerate() {
             let Some(module) = carryable.iter().find(|m| m.id == modules.value(i)) else { continue };
             let excluded = only.is_some_and(|o| !o.iter().any(|m| m == module.id));
             let days = i64::from(freshness.get(module.id).copied().unwrap_or(0));
-            let fetched_on = NaiveDate::parse_from_str(dates.value(i), "%Y-%m-%d").ok();
             let fresh = fetched_on.is_some_and(|d| (run_date - d).num_days() < days);
             if excluded || fresh {
                 carry.fresh.entry(module.id).or_default().insert(domains.value(i).to_string());
@@ -149,6 +146,8 @@ pub async fn carried_rows(
         .map_err(|e| StoreError::Encode(format!("reading {}: {e}", entry.path)))?;
     for batch in reader {
         let batch = batch.map_err(|e| StoreError::Encode(format!("reading {}: {e}", entry.path)))?;
+        // Rows an earlier build stored keep their values in this build's types.
+        let batch = upgrade_batch(batch)?;
         let Some(domains) = column(&batch, "domain") else { continue };
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| {

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use partnerforge::config::{LoadedPipeline, ProvidersMode, apply_faults};
 use partnerforge::plan;
 use partnerforge::run::{self, Exit, RunOptions, Selection};
-use partnerforge::serve::{QueryResult, Warehouse, export};
+use partnerforge::serve::{self, Format, Warehouse, export};
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
 use partnerforge::store::gc::Retention;
@@ -110,15 +110,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         request_log: Option<PathBuf>,
     },
-    /// Run read-only SQL over the latest snapshot (views: targets, targets_history, api_calls, …).
+    /// Run read-only SQL over the committed snapshots (views: targets, targets_history, api_calls,
+    /// runs, changes, alerts and the module tables; see queries/README.md).
     Query {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
         store: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// table (the default on a terminal), csv (the default otherwise), json, jsonl or parquet;
+        /// with --out, the file's extension decides when this is not given.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Write the result to this file (written whole, then moved into place) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         /// Read the SQL from this file (e.g. queries/top_targets.sql).
         #[arg(long, conflicts_with = "sql")]
         file: Option<PathBuf>,
+        /// A parameter the query declares in its header (`-- param: NAME TYPE [= DEFAULT]`),
+        /// bound as a prepared-statement value (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
         /// The SQL to run.
         sql: Option<String>,
     },
@@ -145,8 +155,9 @@ enum Command {
         /// Only events at least this significant: critical, high, medium or low.
         #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
         min_significance: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// table (the default on a terminal), csv (the default otherwise), json or jsonl.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
     /// Deliver alerts not delivered yet (a delivery a crash cut short, webhooks that failed);
     /// each goes out at most once per person, change and channel.
@@ -171,6 +182,15 @@ enum Command {
         /// The digest's date; default today (UTC).
         #[arg(long)]
         date: Option<NaiveDate>,
+    },
+    /// Write a DuckDB database file with the query views over the committed snapshots, for
+    /// the DuckDB CLI, Python or DBeaver (the Parquet files stay where they are).
+    Warehouse {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// The database file to write (replaced whole).
+        #[arg(long, default_value = "partnerforge.duckdb")]
+        out: PathBuf,
     },
     /// Write the dashboard's JSON files from the latest snapshot.
     Export {
@@ -232,13 +252,6 @@ impl SelectionArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum SummaryFormat {
     Text,
-    Json,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Csv,
     Json,
 }
 
@@ -377,23 +390,25 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 println!("removed {removed} files; {} snapshots kept", plan.kept.len());
             }
         }
-        Command::Query { store, format, file, sql } => {
-            let sql = match (file, sql) {
-                (Some(path), _) => {
-                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
-                }
-                (None, Some(sql)) => sql,
+        Command::Query { store, format, out, file, params, sql } => {
+            let (sql, origin) = match (file, sql) {
+                (Some(path), _) => (
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                    path.display().to_string(),
+                ),
+                (None, Some(sql)) => (sql, "the SQL argument".to_string()),
                 (None, None) => anyhow::bail!("give the SQL as an argument or with --file queries/NAME.sql"),
             };
+            let declared = serve::params::declared(&origin, &sql)?;
+            let values = serve::params::bind(&origin, &declared, &params)?;
+            let format = format.or_else(|| out.as_deref().and_then(Format::of_path)).unwrap_or_else(default_format);
+            if format == Format::Parquet && out.is_none() {
+                anyhow::bail!("--format parquet writes a file: give it with --out FILE.parquet");
+            }
             let store = Store::open(&store)?;
             let warehouse = Warehouse::open(&store, &cache_dir()).await?;
-            let result = warehouse.query(&sql)?;
-            let mut out = std::io::stdout().lock();
-            match format {
-                Format::Table => write!(out, "{}", render_table(&result))?,
-                Format::Csv => write_csv(&mut out, &result)?,
-                Format::Json => writeln!(out, "{}", render_json(&result))?,
-            }
+            let result = warehouse.run(&sql, &values)?;
+            write_output(&result, format, out.as_deref())?;
         }
         Command::Changes { store, pipeline, from, to, since, domain, min_significance, format } => {
             let pipeline = LoadedPipeline::load(&pipeline)?;
@@ -454,30 +469,14 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 pipeline.pipeline.changes.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
                 rules.version
             );
-            let mut out = std::io::stdout().lock();
-            match format {
-                Format::Table => {
-                    let columns = ["significance", "domain", "category", "summary", "evidence"];
-                    let rows = events
-                        .iter()
-                        .map(|e| {
-                            let evidence = run::changes::evidence(e);
-                            [&e.significance, &e.domain, &e.category, &e.summary, &evidence]
-                                .map(|v| serde_json::Value::String(v.to_string()))
-                                .to_vec()
-                        })
-                        .collect();
-                    let result = QueryResult { columns: columns.map(String::from).to_vec(), rows };
-                    write!(out, "{}", render_table(&result))?;
-                }
-                Format::Csv | Format::Json => {
-                    let result = run::changes::as_rows(&events);
-                    match format {
-                        Format::Csv => write_csv(&mut out, &result)?,
-                        _ => writeln!(out, "{}", render_json(&result))?,
-                    }
-                }
-            }
+            let format = format.unwrap_or_else(default_format);
+            let batch = match format {
+                // The table shows what a reader scans for; the other formats every column.
+                Format::Table => run::changes::summary_batch(&events)?,
+                _ => run::changes::changes_batch(&events)?,
+            };
+            let result = serve::Output { schema: batch.schema(), batches: vec![batch] };
+            write_output(&result, format, None)?;
         }
         Command::Deliver { store, pipeline, snapshot, resend_in_doubt } => {
             let pipeline = LoadedPipeline::load(&pipeline)?;
@@ -535,6 +534,20 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 return Ok(Exit::Partial);
             }
         }
+        Command::Warehouse { store, out } => {
+            let store = Store::open(&store)?;
+            let warehouse = Warehouse::write_file(&store, &cache_dir(), &out).await?;
+            println!(
+                "wrote {} with views over {} snapshots (latest {}); open it with `duckdb {}`",
+                out.display(),
+                warehouse.snapshots,
+                warehouse.latest.snapshot_id,
+                out.display()
+            );
+            if store.local_root().is_none() {
+                println!("its views read the copies in {}: keep them there", cache_dir().display());
+            }
+        }
         Command::Export { store, out, queries } => {
             let store = Store::open(&store)?;
             let warehouse = Warehouse::open(&store, &cache_dir()).await?;
@@ -558,65 +571,33 @@ fn alert_rules(pipeline: &LoadedPipeline) -> anyhow::Result<&partnerforge::confi
     pipeline.alerts.as_ref().with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))
 }
 
-fn cell(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => {
-                let text = format!("{f:.4}");
-                text.trim_end_matches('0').trim_end_matches('.').to_string()
-            }
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
+/// The aligned table on a terminal, CSV into a pipe or a file.
+fn default_format() -> Format {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() { Format::Table } else { Format::Csv }
 }
 
-fn render_table(result: &QueryResult) -> String {
-    let cells: Vec<Vec<String>> = result.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
-    let widths: Vec<usize> = result
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(60))
-        .collect();
-    let line = |values: &[String]| {
-        let padded: Vec<String> = values
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| {
-                let v: String =
-                    if v.chars().count() > *w { v.chars().take(w - 1).chain(['…']).collect() } else { v.clone() };
-                format!("{v:<w$}")
-            })
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(&result.columns);
-    out.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
-    for row in &cells {
-        out.push_str(&line(row));
+/// Writes a result to stdout, or whole to a file that is then moved into place.
+fn write_output(result: &serve::Output, format: Format, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            result.write(format, &mut stdout)?;
+            stdout.flush()?;
+        }
+        Some(path) => {
+            let partial = path.with_extension(format!(
+                "{}.partial",
+                path.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_default()
+            ));
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?,
+            );
+            result.write(format, &mut file)?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} rows to {}", result.rows(), path.display());
+        }
     }
-    out.push_str(&format!("({} row{})\n", cells.len(), if cells.len() == 1 { "" } else { "s" }));
-    out
-}
-
-fn write_csv(out: &mut impl Write, result: &QueryResult) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_writer(out);
-    writer.write_record(&result.columns)?;
-    for row in &result.rows {
-        writer.write_record(row.iter().map(cell))?;
-    }
-    writer.flush()?;
     Ok(())
-}
-
-fn render_json(result: &QueryResult) -> String {
-    let rows: Vec<serde_json::Value> = result
-        .rows
-        .iter()
-        .map(|r| serde_json::Value::Object(result.columns.iter().cloned().zip(r.iter().cloned()).collect()))
-        .collect();
-    serde_json::Value::Array(rows).to_string()
 }

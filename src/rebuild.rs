@@ -79,7 +79,7 @@ fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String)
 /// When each (module, domain) of a snapshot was fetched: `fetched_on` (the run
 /// date) and `fetched_at` (ms), from its `fetches` table. Carried results keep
 /// the dates of the run that fetched them.
-type FetchTimes = HashMap<(String, String), (String, i64)>;
+type FetchTimes = HashMap<(String, String), (chrono::NaiveDate, i64)>;
 
 fn fetch_times(bytes: Bytes) -> anyhow::Result<FetchTimes> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
@@ -87,16 +87,15 @@ fn fetch_times(bytes: Bytes) -> anyhow::Result<FetchTimes> {
     for batch in reader {
         let batch = batch?;
         let text = |name: &str| text_column(&batch, name);
-        let (modules, domains, dates) = (text("module")?, text("domain")?, text("fetched_on")?);
+        let (modules, domains) = (text("module")?, text("domain")?);
+        let dates = crate::store::table::date_values(&batch, "fetched_on").context("fetched_on")?;
         let times = batch
             .column_by_name("fetched_at")
             .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
             .context("fetched_at")?;
-        for i in 0..batch.num_rows() {
-            out.insert(
-                (modules.value(i).to_string(), domains.value(i).to_string()),
-                (dates.value(i).to_string(), times.value(i)),
-            );
+        for (i, date) in dates.into_iter().enumerate() {
+            let Some(date) = date else { continue };
+            out.insert((modules.value(i).to_string(), domains.value(i).to_string()), (date, times.value(i)));
         }
     }
     Ok(out)
@@ -126,7 +125,8 @@ fn restamp(table: &str, batch: RecordBatch, times: &FetchTimes) -> anyhow::Resul
             };
             Some(found.map(|(_, ms)| *ms).unwrap_or_else(|| old.value(i)))
         })
-        .collect();
+        .collect::<TimestampMillisecondArray>()
+        .with_timezone_opt(old.timezone());
     let mut columns = batch.columns().to_vec();
     columns[at] = std::sync::Arc::new(stamped);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
@@ -217,11 +217,11 @@ async fn rebuild_locked(
             let refs: Vec<&Parsed> = replies.iter().collect();
             (module.normalize)(&context, &subject, &refs, &mut tables);
             let outcome = if refs.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
-            let fetched_on = times.get(&(module.id.to_string(), target.domain.clone())).map(|(on, _)| on.clone());
+            let fetched_on = times.get(&(module.id.to_string(), target.domain.clone())).map(|(on, _)| *on);
             tables.fetches.push(FetchRow {
                 module: module.id,
                 domain: target.domain.clone(),
-                fetched_on: fetched_on.unwrap_or_else(|| date.clone()),
+                fetched_on: fetched_on.unwrap_or(context.run_date),
                 outcome,
             });
         }

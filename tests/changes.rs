@@ -251,8 +251,17 @@ fn three_nights_report_what_changed_once_confirmed() {
     ids.sort();
     let stored: Vec<String> = night3.iter().filter_map(|r| text(r, "event_id")).collect();
     assert_eq!(ids, stored);
-    let table =
-        store.ok(&["changes", "--store", &store.store(), "--since", NIGHTS[0], "--min-significance", "critical"]);
+    let table = store.ok(&[
+        "changes",
+        "--store",
+        &store.store(),
+        "--since",
+        NIGHTS[0],
+        "--min-significance",
+        "critical",
+        "--format",
+        "table",
+    ]);
     assert!(table.contains(&lasting) && table.contains("Search vendor removed"), "{table}");
     assert!(table.lines().next().is_some_and(|h| h.starts_with("significance")), "{table}");
     let recent = store.ok(&["query", "--file", "queries/recent_changes.sql"]);

@@ -96,6 +96,19 @@ fn utc() -> String {
     "UTC".into()
 }
 
+/// A named audience of the static exports besides people and teams: a role over
+/// territories (e.g. every SDR of North America's hot accounts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceGroup {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The territories whose accounts it sees (empty: every account, for an admin only).
+    #[serde(default)]
+    pub territories: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assignment {
@@ -116,6 +129,8 @@ struct PeopleFile {
     people: Vec<Spanned<Person>>,
     #[serde(default)]
     assignments: Vec<Spanned<Assignment>>,
+    #[serde(default)]
+    audiences: Vec<Spanned<AudienceGroup>>,
 }
 
 /// The people file, checked.
@@ -128,6 +143,8 @@ pub struct People {
     pub people: Vec<Person>,
     /// Explicit account owners by domain: they win over territories.
     pub assignments: BTreeMap<String, String>,
+    /// Role-over-territory audiences of the static exports.
+    pub audiences: Vec<AudienceGroup>,
 }
 
 impl People {
@@ -215,7 +232,41 @@ impl People {
                 ));
             }
         }
-        Ok(Self { version: file.version, regions: file.regions, teams, territories, people, assignments })
+        let mut audiences: Vec<AudienceGroup> = Vec::new();
+        for (i, a) in file.audiences.iter().enumerate() {
+            let line = line_of(a.span().start);
+            let a = a.get_ref();
+            let key = |k: &str| format!("audiences[{i}] ({}).{k}", a.id);
+            let taken = people.iter().any(|p| p.id == a.id)
+                || teams.iter().any(|t| t.id == a.id)
+                || audiences.iter().any(|x| x.id == a.id);
+            if taken {
+                return Err(invalid(
+                    line,
+                    key("id"),
+                    "an audience id must differ from every person, team and audience".into(),
+                ));
+            }
+            if !crate::serve::export::safe_file_key(&a.id) {
+                return Err(invalid(
+                    line,
+                    key("id"),
+                    "lower-case letters, digits, '.', '-' and '_' only (it names a folder)".into(),
+                ));
+            }
+            if let Some(t) = a.territories.iter().find(|t| !territories.iter().any(|x| &x.id == *t)) {
+                return Err(invalid(line, key("territories"), format!("no territory {t:?}")));
+            }
+            if a.territories.is_empty() && a.role != Role::Admin {
+                return Err(invalid(
+                    line,
+                    key("territories"),
+                    "only an admin audience sees every account: name its territories".into(),
+                ));
+            }
+            audiences.push(a.clone());
+        }
+        Ok(Self { version: file.version, regions: file.regions, teams, territories, people, assignments, audiences })
     }
 }
 

@@ -62,7 +62,7 @@ fn normalize(context: &Context, subject: &Subject, replies: &[&Parsed], tables: 
                 platform: platform.name(),
                 title: posting.title.clone(),
                 location: posting.location.clone(),
-                posted_at: posting.posted_at.clone(),
+                posted_at: posting.posted_at.as_deref().and_then(super::calendar_date),
                 url: posting.url.clone(),
                 signals: Some(categories.join(",")).filter(|c| !c.is_empty()),
             });

@@ -28,6 +28,20 @@ use crate::fetch::{Call, Outcome, Reply};
 use crate::providers::{self, Answer, ProviderError};
 pub use tables::{FetchRow, RawRow, Tables};
 
+/// The calendar date (UTC) of a provider's date text: `2026-11-02`, RFC 3339
+/// (`2026-11-03T10:00:00Z`, any offset) or RFC 2822 (`Mon, 02 Nov 2026 09:00:00 GMT`,
+/// as RSS writes it). Anything else is no date (the raw body keeps the text).
+pub fn calendar_date(text: &str) -> Option<chrono::NaiveDate> {
+    let text = text.trim();
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(date);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(text))
+        .map(|t| t.with_timezone(&chrono::Utc).date_naive())
+        .ok()
+}
+
 /// What a module's calls are about.
 pub struct Subject<'a> {
     pub domain: &'a str,
@@ -52,6 +66,8 @@ pub struct Context {
     pub months: (String, String),
     pub fetched_at_ms: i64,
     pub snapshot_id: String,
+    /// The run's date: what `fetches.fetched_on` records.
+    pub run_date: chrono::NaiveDate,
 }
 
 pub struct Module {

@@ -70,7 +70,7 @@ fn normalize_quotes(_: &Context, subject: &Subject, replies: &[&Parsed], tables:
                 name: quote.name,
                 title: quote.title,
                 quote: quote.quote,
-                published: item.published.clone(),
+                published: item.published.as_deref().and_then(super::calendar_date),
                 link: item.link.clone(),
             });
         }
@@ -87,7 +87,7 @@ fn normalize_triggers(context: &Context, subject: &Subject, replies: &[&Parsed],
                     event_type: event_type.clone(),
                     matched: phrase.clone(),
                     headline: item.title.clone(),
-                    published: item.published.clone(),
+                    published: item.published.as_deref().and_then(super::calendar_date),
                     link: item.link.clone(),
                 });
             }

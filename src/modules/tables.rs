@@ -131,7 +131,7 @@ pub struct PostingRow {
     pub platform: &'static str,
     pub title: String,
     pub location: Option<String>,
-    pub posted_at: Option<String>,
+    pub posted_at: Option<chrono::NaiveDate>,
     pub url: Option<String>,
     /// The hiring categories the title matched, e.g. "search,leadership".
     pub signals: Option<String>,
@@ -143,7 +143,7 @@ pub struct QuoteRow {
     pub name: String,
     pub title: Option<String>,
     pub quote: String,
-    pub published: Option<String>,
+    pub published: Option<chrono::NaiveDate>,
     pub link: Option<String>,
 }
 
@@ -154,7 +154,7 @@ pub struct TriggerRow {
     /// The phrase that matched.
     pub matched: String,
     pub headline: String,
-    pub published: Option<String>,
+    pub published: Option<chrono::NaiveDate>,
     pub link: Option<String>,
 }
 
@@ -181,7 +181,7 @@ pub struct FetchRow {
     pub module: &'static str,
     pub domain: String,
     /// The run date it was fetched for; freshness counts days from it.
-    pub fetched_on: String,
+    pub fetched_on: chrono::NaiveDate,
     /// `ok`, or `no_data` when the provider knows nothing of the domain.
     pub outcome: &'static str,
 }
@@ -399,7 +399,7 @@ impl Tables {
             .text("platform", jp.iter().map(|r| Some(r.platform)))
             .text("title", jp.iter().map(|r| Some(&r.title)))
             .text("location", jp.iter().map(|r| r.location.as_ref()))
-            .text("posted_at", jp.iter().map(|r| r.posted_at.as_ref()))
+            .date("posted_at", jp.iter().map(|r| r.posted_at))
             .text("url", jp.iter().map(|r| r.url.as_ref()))
             .text("signals", jp.iter().map(|r| r.signals.as_ref()))
             .text("source", jp.iter().map(|r| Some(r.platform)))
@@ -435,7 +435,7 @@ impl Tables {
                 .text("name", q.iter().map(|r| Some(&r.name)))
                 .text("title", q.iter().map(|r| r.title.as_ref()))
                 .text("quote", q.iter().map(|r| Some(&r.quote)))
-                .text("published", q.iter().map(|r| r.published.as_ref()))
+                .date("published", q.iter().map(|r| r.published))
                 .text("link", q.iter().map(|r| r.link.as_ref())),
             q.len(),
             "news",
@@ -448,7 +448,7 @@ impl Tables {
                 .text("event_type", te.iter().map(|r| Some(&r.event_type)))
                 .text("matched", te.iter().map(|r| Some(&r.matched)))
                 .text("headline", te.iter().map(|r| Some(&r.headline)))
-                .text("published", te.iter().map(|r| r.published.as_ref()))
+                .date("published", te.iter().map(|r| r.published))
                 .text("link", te.iter().map(|r| r.link.as_ref())),
             te.len(),
             "news",
@@ -459,7 +459,7 @@ impl Tables {
             .text("module", fr.iter().map(|r| Some(r.module)))
             .text("domain", fr.iter().map(|r| Some(&r.domain)))
             .text("outcome", fr.iter().map(|r| Some(r.outcome)))
-            .text("fetched_on", fr.iter().map(|r| Some(&r.fetched_on)))
+            .date("fetched_on", fr.iter().map(|r| Some(r.fetched_on)))
             .timestamp_ms("fetched_at", fr.iter().map(|_| Some(fetched_at_ms)))
             .text("snapshot_id", fr.iter().map(|_| Some(snapshot_id)))
             .finish()?;

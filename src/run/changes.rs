@@ -81,42 +81,16 @@ pub fn evidence(e: &Event) -> String {
     format!("{} → {}", side(&e.old_source, e.old_fetched_at), side(&e.new_source, e.new_fetched_at))
 }
 
-/// Events as rows of named columns (every column of the `changes` table).
-pub fn as_rows(events: &[Event]) -> crate::serve::QueryResult {
-    use serde_json::Value;
-    let text = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
-    let columns = EVENT_COLUMNS;
-    let rows = events
-        .iter()
-        .map(|e| {
-            let s = |v: &str| Value::String(v.to_string());
-            let at = |ms: Option<i64>| if ms.is_some() { Value::String(when(ms)) } else { Value::Null };
-            vec![
-                s(&e.event_id),
-                s(&e.domain),
-                s(&e.module),
-                s(&e.field),
-                text(&e.item),
-                s(&e.change),
-                text(&e.old_value),
-                text(&e.new_value),
-                s(&e.category),
-                s(&e.significance),
-                s(&e.summary),
-                s(&e.algolia_relevance),
-                s(&e.rule),
-                s(&e.from_snapshot),
-                s(&e.to_snapshot),
-                text(&e.old_source),
-                at(e.old_fetched_at),
-                text(&e.new_source),
-                at(e.new_fetched_at),
-                at(e.first_detected),
-                s(&evidence(e)),
-            ]
-        })
-        .collect();
-    crate::serve::QueryResult { columns: columns.map(String::from).to_vec(), rows }
+/// The events as a reader scans them: significance, domain, category, summary, evidence.
+pub fn summary_batch(events: &[Event]) -> Result<RecordBatch, StoreError> {
+    let e = events;
+    TableBuilder::new()
+        .text("significance", e.iter().map(|r| Some(&r.significance)))
+        .text("domain", e.iter().map(|r| Some(&r.domain)))
+        .text("category", e.iter().map(|r| Some(&r.category)))
+        .text("summary", e.iter().map(|r| Some(&r.summary)))
+        .text("evidence", e.iter().map(|r| Some(evidence(r))))
+        .finish()
 }
 
 /// The stored `change_state` of a committed snapshot, if it tracks changes.
@@ -186,7 +160,7 @@ pub(crate) async fn commit_changes(
             if let (Some(_), Some(m)) = (&old, &previous) {
                 events.extend(transform::changes::events(base, state.clone().lazy(), rules, &m.snapshot_id, date)?);
             }
-            writer.write(&state)?;
+            writer.write(&transform::changes::state_for_storage(&state)?)?;
         }
         Ok(())
     })();

@@ -143,6 +143,7 @@ impl Prepared {
             months: month_window(date),
             fetched_at_ms,
             snapshot_id: self.date.clone(),
+            run_date: date,
         }
     }
 

@@ -360,7 +360,7 @@ impl Sink<'_> {
                 &mut self.buffer.tables,
             );
             let outcome = if replies.iter().all(|r| modules::is_no_data(r)) { "no_data" } else { "ok" };
-            let fetched_on = self.planner.context.snapshot_id.clone();
+            let fetched_on = self.planner.context.run_date;
             self.buffer.tables.fetches.push(FetchRow {
                 module: module.id,
                 domain: domain.clone(),

@@ -63,44 +63,50 @@ pub fn export(warehouse: &Warehouse, queries_dir: &Path, out: &Path) -> Result<E
             .map(|p| p.trim().to_string())
             .unwrap_or_else(|| format!("{name}.json"));
         let fail = |message: String| ServeError::Export { path: file.clone(), message };
-        let result = warehouse.query(&sql).map_err(|e| fail(e.to_string()))?;
+        let result = warehouse.run(&sql, &[]).map_err(|e| fail(e.to_string()))?;
+        let columns = result.schema.fields().len();
+        let texts = text_columns(&result).map_err(&fail)?;
         if pattern.contains("{key}") {
-            if result.columns.len() != 2 {
-                return Err(fail(format!(
-                    "{pattern} needs two columns (key, json); the query returns {}",
-                    result.columns.len()
-                )));
+            if columns != 2 {
+                return Err(fail(format!("{pattern} needs two columns (key, json); the query returns {columns}")));
             }
-            for row in &result.rows {
-                let key = row[0].as_str().unwrap_or_default();
+            for (key, json) in texts[0].iter().zip(&texts[1]) {
+                let key = key.as_deref().unwrap_or_default();
                 if !safe_file_key(key) {
                     summary.skipped_keys.push(key.to_string());
                     continue;
                 }
-                write_atomic(&out.join(pattern.replace("{key}", key)), &json_text(&row[1]))?;
+                write_atomic(&out.join(pattern.replace("{key}", key)), json.as_deref().unwrap_or("null"))?;
                 summary.files += 1;
             }
         } else {
-            if result.columns.len() != 1 || result.rows.len() != 1 {
+            if columns != 1 || result.rows() != 1 {
                 return Err(fail(format!(
-                    "{pattern} needs one row with one JSON column; the query returns {} rows of {} columns",
-                    result.rows.len(),
-                    result.columns.len()
+                    "{pattern} needs one row with one JSON column; the query returns {} rows of {columns} columns",
+                    result.rows()
                 )));
             }
-            write_atomic(&out.join(&pattern), &json_text(&result.rows[0][0]))?;
+            write_atomic(&out.join(&pattern), texts[0][0].as_deref().unwrap_or("null"))?;
             summary.files += 1;
         }
     }
     Ok(summary)
 }
 
-/// A JSON column arrives as text; anything else is serialized.
-fn json_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// Every column of a result as text (an export query's columns are keys and JSON text).
+fn text_columns(result: &super::Output) -> Result<Vec<Vec<Option<String>>>, String> {
+    use arrow::array::{Array, StringArray};
+    let mut columns = vec![Vec::with_capacity(result.rows()); result.schema.fields().len()];
+    for batch in &result.batches {
+        for (i, column) in batch.columns().iter().enumerate() {
+            let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).map_err(|e| e.to_string())?;
+            let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+                return Err(format!("column {i} does not read as text"));
+            };
+            columns[i].extend((0..text.len()).map(|r| (!text.is_null(r)).then(|| text.value(r).to_string())));
+        }
     }
+    Ok(columns)
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 //! a statement that is not a query is refused before it runs.
 
 pub mod export;
+pub mod output;
+pub mod params;
 
 use std::path::{Path, PathBuf};
 
 use duckdb::Connection;
-use duckdb::types::{TimeUnit, Value};
-use serde_json::json;
+use duckdb::types::Value;
+
+pub use output::{Format, Output};
 
 use crate::store::{Manifest, Store, StoreError};
 
@@ -23,6 +26,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("DuckDB: {0}")]
     Sql(String),
+    #[error("parameter: {0}")]
+    Param(String),
     #[error("read-only: only queries run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE); refused: {0}")]
     NotAQuery(String),
     #[error("{path}: {source}")]
@@ -75,13 +80,81 @@ fn empty_view_columns(view: &str) -> Option<String> {
                 arrow::datatypes::DataType::Int64 => "BIGINT",
                 arrow::datatypes::DataType::Float64 => "DOUBLE",
                 arrow::datatypes::DataType::Boolean => "BOOLEAN",
-                arrow::datatypes::DataType::Timestamp(..) => "TIMESTAMP",
+                arrow::datatypes::DataType::Timestamp(_, None) => "TIMESTAMP",
+                arrow::datatypes::DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+                arrow::datatypes::DataType::Date32 => "DATE",
                 _ => "VARCHAR",
             };
             format!("NULL::{ty} AS \"{}\"", f.name())
         })
         .collect();
     Some(columns.join(", "))
+}
+
+/// The `runs` table: one row per committed generation, from its manifest.
+const RUNS_TABLE: &str = "CREATE TABLE runs (
+    snapshot_id VARCHAR, date DATE, generation INTEGER, current BOOLEAN, run_id VARCHAR,
+    created_at TIMESTAMPTZ, status VARCHAR, previous_snapshot VARCHAR, carried_from VARCHAR,
+    rebuilt_from INTEGER, pipeline VARCHAR, pipeline_version INTEGER, pipeline_sha256 VARCHAR,
+    scoring_model VARCHAR, scoring_model_version INTEGER, providers VARCHAR, book BIGINT,
+    targets BIGINT, excluded_customers BIGINT, excluded_algolia BIGINT, rejected_rows BIGINT,
+    carried_forward BIGINT, calls BIGINT, spend_usd DOUBLE, failures JSON, tiers JSON,
+    changes JSON, alerts BIGINT, files INTEGER, bytes BIGINT
+);
+";
+
+/// One `runs` row per manifest, every value bound as a parameter.
+fn insert_runs(
+    conn: &Connection,
+    manifests: &[Manifest],
+    current: &dyn Fn(&Manifest) -> bool,
+) -> Result<(), ServeError> {
+    let json = |value: serde_json::Value| value.to_string();
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO runs VALUES (?, ?::DATE, ?, ?, ?, ?::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?::JSON, ?::JSON, ?::JSON, ?, ?, ?)",
+        )
+        .map_err(sql_error)?;
+    for m in manifests {
+        let c = &m.counts;
+        let tiers = serde_json::to_value(&c.tiers).unwrap_or_default();
+        insert
+            .execute(duckdb::params![
+                m.snapshot_id,
+                m.date,
+                m.generation,
+                current(m),
+                m.run_id,
+                m.created_at,
+                m.status.as_str(),
+                m.previous_snapshot,
+                m.carried_from,
+                m.rebuilt_from,
+                m.pipeline.name,
+                m.pipeline.version,
+                m.pipeline.sha256,
+                m.scoring_model.name,
+                m.scoring_model.version,
+                m.providers.as_str(),
+                c.book,
+                c.targets,
+                c.excluded_customers,
+                c.excluded_algolia,
+                c.rejected_rows,
+                c.carried_forward,
+                c.calls,
+                c.spend_usd,
+                json(serde_json::json!(c.failures)),
+                json(tiers),
+                json(serde_json::json!(c.changes)),
+                c.alerts,
+                m.files.len(),
+                m.files.iter().map(|f| f.bytes).sum::<u64>(),
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
 }
 
 /// An in-memory DuckDB with views over a store's committed snapshots.
@@ -100,33 +173,66 @@ fn path_list(paths: &[PathBuf]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// The tables read across snapshots: `targets_history`, `changes`, `alerts` over each
+/// date's current generation, `api_calls` over every generation that made calls.
+const HISTORY_TABLES: [&str; 4] = ["targets", "api_calls", "changes", "alerts"];
+
 impl Warehouse {
-    /// Opens views over the latest snapshot (`targets`, module tables) and every
-    /// snapshot (`targets_history`, `api_calls`).
+    /// An in-memory DuckDB with the views (see [`Warehouse::define`]).
     pub async fn open(store: &Store, cache_dir: &Path) -> Result<Self, ServeError> {
+        let conn = Connection::open_in_memory().map_err(sql_error)?;
+        Self::define(conn, store, cache_dir).await
+    }
+
+    /// Creates, over `conn`, the views of a store's committed snapshots: `targets` and
+    /// the module tables of the latest snapshot; `targets_history`, `changes` and `alerts`
+    /// of every date's current generation; `api_calls` of every generation that made calls
+    /// (a replaced generation's calls were paid; a rebuilt one's ledger is a copy, left out);
+    /// and the `runs` table, one row per committed generation from its manifest.
+    pub async fn define(conn: Connection, store: &Store, cache_dir: &Path) -> Result<Self, ServeError> {
+        let generations = store.all_generations().await?;
         let snapshots = store.snapshots().await?;
         let Some(latest) = snapshots.last().cloned() else {
             return Err(ServeError::NoSnapshot(store.url().to_string()));
         };
-        let mut history: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        let current = |m: &Manifest| snapshots.iter().any(|s| s.date == m.date && s.generation == m.generation);
+        let mut history: Vec<(String, PathBuf)> = Vec::new();
         let mut latest_files = Vec::new();
-        for manifest in &snapshots {
-            let files = store.local_files(manifest, cache_dir).await?;
-            let paths = |table: &str| -> Vec<PathBuf> {
-                files.iter().filter(|(e, _)| e.table == table).map(|(_, p)| p.clone()).collect()
+        for manifest in &generations {
+            let tables: Vec<&str> = if current(manifest) {
+                HISTORY_TABLES.to_vec()
+            } else if manifest.rebuilt_from.is_none() {
+                vec!["api_calls"]
+            } else {
+                continue;
             };
-            history.push(("targets".into(), paths("targets")));
-            history.push(("api_calls".into(), paths("api_calls")));
-            history.push(("changes".into(), paths("changes")));
-            history.push(("alerts".into(), paths("alerts")));
-            if manifest.snapshot_id == latest.snapshot_id {
+            let tables: Vec<&str> =
+                tables.into_iter().filter(|t| *t != "api_calls" || manifest.rebuilt_from.is_none()).collect();
+            let is_latest = manifest.date == latest.date && manifest.generation == latest.generation;
+            let wanted = if is_latest { None } else { Some(tables.as_slice()) };
+            // Absolute paths: a warehouse file's views must resolve from wherever it is opened.
+            let files: Vec<(crate::store::FileEntry, PathBuf)> = store
+                .local_files(manifest, cache_dir, wanted)
+                .await?
+                .into_iter()
+                .map(|(entry, path)| {
+                    let absolute = std::fs::canonicalize(&path).map_err(|source| ServeError::Io { path, source })?;
+                    Ok((entry, absolute))
+                })
+                .collect::<Result<_, ServeError>>()?;
+            for (entry, path) in &files {
+                if tables.contains(&entry.table.as_str()) {
+                    history.push((entry.table.clone(), path.clone()));
+                }
+            }
+            if is_latest {
                 latest_files = files;
             }
         }
-        let conn = Connection::open_in_memory().map_err(sql_error)?;
-        let mut sql = String::new();
-        for view in ["targets", "api_calls", "changes", "alerts"] {
-            let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).flat_map(|(_, p)| p.clone()).collect();
+        // Every time in the store is UTC; so is every time a query shows.
+        let mut sql = String::from("SET TimeZone = 'UTC';\n");
+        for view in HISTORY_TABLES {
+            let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).map(|(_, p)| p.clone()).collect();
             if all.is_empty() {
                 // Snapshots from before change tracking (or without alert rules): an empty view
                 // with the table's columns, so queries and exports over it still run.
@@ -150,8 +256,34 @@ impl Warehouse {
                 ));
             }
         }
+        sql.push_str(RUNS_TABLE);
         conn.execute_batch(&sql).map_err(sql_error)?;
+        insert_runs(&conn, &generations, &current)?;
         Ok(Self { conn, latest, snapshots: snapshots.len() })
+    }
+
+    /// Writes a DuckDB database file at `out` with the views of [`Warehouse::define`]
+    /// over the store's Parquet files (in place for a local store; copies in
+    /// `cache_dir` for S3, which must stay there). Written beside `out`, then moved
+    /// into place: an analyst's open copy is never half-written.
+    pub async fn write_file(store: &Store, cache_dir: &Path, out: &Path) -> Result<Self, ServeError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ServeError::Io { path, source }
+        };
+        let partial = out.with_extension("duckdb.partial");
+        for stale in [partial.clone(), partial.with_extension("partial.wal")] {
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(io(&stale))?;
+            }
+        }
+        let conn = Connection::open(&partial).map_err(sql_error)?;
+        let warehouse = Self::define(conn, store, cache_dir).await?;
+        warehouse.conn.execute_batch("CHECKPOINT;").map_err(sql_error)?;
+        let Self { conn, latest, snapshots } = warehouse;
+        conn.close().map_err(|(_, e)| sql_error(e))?;
+        std::fs::rename(&partial, out).map_err(io(out))?;
+        Ok(Self { conn: Connection::open_in_memory().map_err(sql_error)?, latest, snapshots })
     }
 
     /// Refuses anything but a query, using DuckDB's own parser: only SELECT-like
@@ -164,22 +296,35 @@ impl Warehouse {
         judge(sql, &verdict)
     }
 
-    /// Runs one read-only statement; returns column names and rows as JSON values.
-    pub fn query(&self, sql: &str) -> Result<QueryResult, ServeError> {
+    /// Runs one read-only statement with its named parameters (`$name`) bound as
+    /// prepared-statement values, never spliced into the text. Every `$name` the
+    /// statement uses must be given, and every value given must be used.
+    pub fn run(&self, sql: &str, params: &[(String, Value)]) -> Result<Output, ServeError> {
         self.check_read_only(sql)?;
         let mut stmt = self.conn.prepare(sql).map_err(sql_error)?;
-        let mut rows = stmt.query([]).map_err(sql_error)?;
-        let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sql_error)? {
-            let mut values = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
-                let value: Value = row.get(i).map_err(sql_error)?;
-                values.push(to_json(value));
-            }
-            out.push(values);
+        let mut used = vec![false; params.len()];
+        for index in 1..=stmt.parameter_count() {
+            let name = stmt.parameter_name(index).map_err(sql_error)?;
+            let Some(at) = params.iter().position(|(n, _)| *n == name) else {
+                let given: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(ServeError::Param(format!(
+                    "the SQL uses ${name}, which has no value (given: {})",
+                    if given.is_empty() { "none".to_string() } else { given.join(", ") }
+                )));
+            };
+            used[at] = true;
+            stmt.raw_bind_parameter(index, &params[at].1).map_err(sql_error)?;
         }
-        Ok(QueryResult { columns, rows: out })
+        if let Some(unused) = used.iter().position(|u| !u) {
+            return Err(ServeError::Param(format!("the SQL never uses ${}", params[unused].0)));
+        }
+        stmt.raw_execute().map_err(sql_error)?;
+        let mut batches = Vec::new();
+        while let Some(chunk) = stmt.step().map_err(sql_error)? {
+            batches.push(arrow::record_batch::RecordBatch::from(&chunk));
+        }
+        let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| stmt.schema());
+        Ok(Output { schema, batches })
     }
 }
 
@@ -199,54 +344,6 @@ fn judge(sql: &str, verdict: &str) -> Result<(), ServeError> {
         None => Err(ServeError::NotAQuery(format!(
             "{first_word} statement (DuckDB's verdict on it said neither yes nor no)"
         ))),
-    }
-}
-
-pub struct QueryResult {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<serde_json::Value>>,
-}
-
-/// DuckDB values as JSON: numbers stay numbers, timestamps become ISO 8601 UTC text.
-pub fn to_json(value: Value) -> serde_json::Value {
-    use Value as V;
-    match value {
-        V::Null => serde_json::Value::Null,
-        V::Boolean(b) => json!(b),
-        V::TinyInt(i) => json!(i),
-        V::SmallInt(i) => json!(i),
-        V::Int(i) => json!(i),
-        V::BigInt(i) => json!(i),
-        V::HugeInt(i) => i64::try_from(i).map(|i| json!(i)).unwrap_or_else(|_| json!(i.to_string())),
-        V::UHugeInt(i) => u64::try_from(i).map(|i| json!(i)).unwrap_or_else(|_| json!(i.to_string())),
-        V::UTinyInt(i) => json!(i),
-        V::USmallInt(i) => json!(i),
-        V::UInt(i) => json!(i),
-        V::UBigInt(i) => json!(i),
-        V::Float(f) => json!(f),
-        V::Double(f) => json!(f),
-        V::Decimal(d) => d.to_string().parse::<f64>().map(|f| json!(f)).unwrap_or_else(|_| json!(d.to_string())),
-        V::Timestamp(unit, t) => {
-            let micros = match unit {
-                TimeUnit::Second => t.saturating_mul(1_000_000),
-                TimeUnit::Millisecond => t.saturating_mul(1_000),
-                TimeUnit::Microsecond => t,
-                TimeUnit::Nanosecond => t / 1_000,
-            };
-            chrono::DateTime::from_timestamp_micros(micros)
-                .map(|d| json!(d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()))
-                .unwrap_or(serde_json::Value::Null)
-        }
-        V::Date32(days) => chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
-            .map(|d| json!(d.format("%Y-%m-%d").to_string()))
-            .unwrap_or(serde_json::Value::Null),
-        V::Text(s) | V::Enum(s) => json!(s),
-        V::List(items) | V::Array(items) => serde_json::Value::Array(items.into_iter().map(to_json).collect()),
-        V::Struct(fields) => {
-            serde_json::Value::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v.clone()))).collect())
-        }
-        V::Union(inner) => to_json(*inner),
-        other => json!(format!("{other:?}")),
     }
 }
 

@@ -357,20 +357,27 @@ impl Store {
         Ok(manifests)
     }
 
+    /// The folder of a local store; `None` for S3.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
     pub async fn latest(&self) -> Result<Option<Manifest>, StoreError> {
         Ok(self.snapshots().await?.pop())
     }
 
     /// The snapshot's files as paths on this machine: the files themselves for a
     /// local store, else copies in `cache_dir/<snapshot>/<generation>/` (reused
-    /// when already complete). Every listed file is checked to exist.
+    /// when already complete). Every listed file is checked to exist. With `tables`,
+    /// only those tables' files (an S3 store copies nothing else).
     pub async fn local_files(
         &self,
         manifest: &Manifest,
         cache_dir: &Path,
+        tables: Option<&[&str]>,
     ) -> Result<Vec<(FileEntry, PathBuf)>, StoreError> {
         let mut out = Vec::new();
-        for entry in &manifest.files {
+        for entry in manifest.files.iter().filter(|e| tables.is_none_or(|t| t.contains(&e.table.as_str()))) {
             // A listed file must sit in the snapshot's own folder: never `..`, never absolute.
             let inside = entry.path.starts_with(&format!("{}/", manifest.folder()))
                 && !entry.path.split('/').any(|part| part == ".." || part.is_empty())

@@ -37,7 +37,12 @@ pub struct Alert {
 }
 
 fn in_territory(people: &People, person: &Person, account: &Account) -> bool {
-    person.territories.iter().filter_map(|id| people.territories.iter().find(|t| &t.id == id)).any(|t| {
+    covered(people, &person.territories, account)
+}
+
+/// Whether any of the named territories covers the account.
+pub fn covered(people: &People, territories: &[String], account: &Account) -> bool {
+    territories.iter().filter_map(|id| people.territories.iter().find(|t| &t.id == id)).any(|t| {
         let countries = people.countries(t);
         let country_ok = countries.is_empty()
             || account.country.as_ref().is_some_and(|c| countries.contains(&c.to_ascii_uppercase()));

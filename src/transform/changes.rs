@@ -219,7 +219,8 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &Doma
             .ok_or_else(|| PolarsError::NoData(format!("the snapshot has no {table} table").into()))
     };
     let fetches = read(&get("fetches")?, &["module", "domain", "outcome", "fetched_on", "fetched_at"])?
-        .filter(col("fetched_on").eq(lit(date.to_string())).and(col("outcome").eq(lit("ok"))))
+        // Typed dates, or `YYYY-MM-DD` text in snapshots written before dates were typed.
+        .filter(col("fetched_on").cast(DataType::String).eq(lit(date.to_string())).and(col("outcome").eq(lit("ok"))))
         .select([
             col("domain"),
             // The SimilarWeb fallback observes the tech stack as m02 does.
@@ -430,7 +431,18 @@ pub fn empty_state() -> PolarsResult<LazyFrame> {
 
 /// Reads a stored `change_state` table.
 pub fn read_state(bytes: &Bytes, range: &DomainRange) -> PolarsResult<LazyFrame> {
-    read_range(bytes, &STATE_COLUMNS, range)
+    // Times are stored as UTC timestamps (milliseconds as numbers before) and tracked as ms.
+    Ok(read_range(bytes, &STATE_COLUMNS, range)?.with_columns([ms("since"), ms("fetched_at")]))
+}
+
+/// The state as stored: `since` and `fetched_at` as UTC timestamps.
+pub fn state_for_storage(state: &DataFrame) -> PolarsResult<DataFrame> {
+    let mut out = state.clone();
+    for name in ["since", "fetched_at"] {
+        let times = super::utc_ms(state.column(name)?.as_materialized_series())?;
+        out.replace(name, times.into_column())?;
+    }
+    Ok(out)
 }
 
 /// The state after a snapshot's observations: observed items current (absence 0);

@@ -263,12 +263,11 @@ impl SliceWriter {
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path)?;
-            let writer =
-                ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).batched(df.schema())?;
-            self.writer = Some(writer);
+            let df = storage_form(df)?;
+            self.writer = Some(parquet_writer(file, df.schema())?.batched(df.schema())?);
         }
         if let Some(writer) = self.writer.as_mut() {
-            writer.write_batch(df)?;
+            writer.write_batch(&storage_form(df)?)?;
         }
         self.rows += df.height();
         Ok(())
@@ -286,6 +285,89 @@ impl SliceWriter {
 /// Encodes a frame as Parquet (zstd).
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Bytes> {
     let mut buffer = Vec::new();
-    ParquetWriter::new(&mut buffer).with_compression(ParquetCompression::Zstd(None)).finish(df)?;
+    let mut df = storage_form(df)?;
+    parquet_writer(&mut buffer, df.schema())?.finish(&mut df)?;
     Ok(Bytes::from(buffer))
+}
+
+/// How Polars writes a stored table: zstd, with the Arrow schema that readers take
+/// their types from spelled in plain Arrow types. Polars would embed its own, which
+/// declares `string_view` and `list<string_view>` (its in-memory string layout) and
+/// which pandas cannot convert; this one says `utf8` and `list<utf8>`, as the tables
+/// arrow-rs writes do, so pandas, pyarrow, DuckDB, Spark and Trino read every table as it is.
+fn parquet_writer<W: std::io::Write>(writer: W, schema: &Schema) -> PolarsResult<ParquetWriter<W>> {
+    let fields = schema
+        .iter()
+        .map(|(name, dtype)| Ok(arrow::datatypes::Field::new(name.as_str(), plain_arrow_type(dtype)?, true)))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let hint = parquet::arrow::encode_arrow_schema(&arrow::datatypes::Schema::new(fields));
+    let metadata = vec![("ARROW:schema".to_string(), hint)];
+    Ok(ParquetWriter::new(writer)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(polars::io::parquet::write::KeyValueMetadata::from_static(metadata))))
+}
+
+/// The plain Arrow type a Polars column is stored as.
+fn plain_arrow_type(dtype: &DataType) -> PolarsResult<arrow::datatypes::DataType> {
+    use arrow::datatypes::{DataType as A, Field, TimeUnit as U};
+    Ok(match dtype {
+        DataType::Boolean => A::Boolean,
+        DataType::Int8 => A::Int8,
+        DataType::Int16 => A::Int16,
+        DataType::Int32 => A::Int32,
+        DataType::Int64 => A::Int64,
+        DataType::UInt8 => A::UInt8,
+        DataType::UInt16 => A::UInt16,
+        DataType::UInt32 => A::UInt32,
+        DataType::UInt64 => A::UInt64,
+        DataType::Float32 => A::Float32,
+        DataType::Float64 => A::Float64,
+        DataType::String => A::Utf8,
+        DataType::Binary => A::Binary,
+        DataType::Date => A::Date32,
+        DataType::Datetime(unit, zone) => A::Timestamp(
+            match unit {
+                TimeUnit::Milliseconds => U::Millisecond,
+                TimeUnit::Microseconds => U::Microsecond,
+                TimeUnit::Nanoseconds => U::Nanosecond,
+            },
+            zone.as_ref().map(|z| z.as_str().into()),
+        ),
+        DataType::List(inner) => A::List(std::sync::Arc::new(Field::new("item", plain_arrow_type(inner)?, true))),
+        DataType::Struct(fields) => A::Struct(
+            fields
+                .iter()
+                .map(|f| Ok(Field::new(f.name().as_str(), plain_arrow_type(f.dtype())?, true)))
+                .collect::<PolarsResult<Vec<_>>>()?
+                .into(),
+        ),
+        other => {
+            return Err(PolarsError::ComputeError(format!("no plain Arrow type for a stored {other} column").into()));
+        }
+    })
+}
+
+/// Every timestamp as a UTC instant in milliseconds (a zone-less one is UTC already:
+/// the store keeps no local times).
+fn storage_form(df: &DataFrame) -> PolarsResult<DataFrame> {
+    let mut out = df.clone();
+    for (name, dtype) in df.schema().iter() {
+        if matches!(dtype, DataType::Datetime(unit, zone) if *unit != TimeUnit::Milliseconds || zone.is_none()) {
+            let column = df.column(name)?.as_materialized_series().clone();
+            out.replace(name, utc_ms(&column)?.into_column())?;
+        }
+    }
+    Ok(out)
+}
+
+/// A timestamp (or milliseconds) column as UTC milliseconds. Built from the numbers:
+/// a cast that names a zone keeps it only with Polars' `timezones` feature.
+pub fn utc_ms(series: &Series) -> PolarsResult<Series> {
+    let ms = match series.dtype() {
+        DataType::Datetime(..) => {
+            series.cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?.cast(&DataType::Int64)?
+        }
+        _ => series.cast(&DataType::Int64)?,
+    };
+    Ok(ms.into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
 }
