@@ -149,7 +149,12 @@ fn snapshot(n: usize, day: usize, date: &str) -> HashMap<String, Bytes> {
             });
         }
         for module in ["m02", "m03", "m04", "m07", "m08", "m10", "m12"] {
-            t.fetches.push(FetchRow { module, domain: domain.clone(), fetched_on: date.parse().expect("a date"), outcome: "ok" });
+            t.fetches.push(FetchRow {
+                module,
+                domain: domain.clone(),
+                fetched_on: date.parse().expect("a date"),
+                outcome: "ok",
+            });
         }
     }
     let mut files: HashMap<String, Bytes> = HashMap::new();

@@ -83,6 +83,10 @@ enum Command {
         /// List what would go; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also prune the exported sites under this folder (a site, or a folder of sites):
+        /// every version but the current one and the one before it, once an hour old.
+        #[arg(long, value_name = "DIR")]
+        sites: Option<PathBuf>,
     },
     /// Serve the simulated providers over HTTP until interrupted.
     Simulate {
@@ -192,13 +196,23 @@ enum Command {
         #[arg(long, default_value = "partnerforge.duckdb")]
         out: PathBuf,
     },
-    /// Write the dashboard's JSON files from the latest snapshot.
+    /// Write the static dashboard sites from the latest snapshot: one for every account and
+    /// field, or one per audience of the people file holding only what it may see.
     Export {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
         store: String,
-        /// The folder to write into.
+        /// The folder to write into (with --all-audiences, one folder per audience in it).
         #[arg(long)]
         out: PathBuf,
+        /// One audience's site: a person, a team or an [[audiences]] id of the people file.
+        #[arg(long, conflicts_with = "all_audiences")]
+        audience: Option<String>,
+        /// A site for every person, team and [[audiences]] group, each in OUT/<id>/.
+        #[arg(long)]
+        all_audiences: bool,
+        /// The pipeline file whose alert rules name the people file.
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
         /// The export queries.
         #[arg(long, default_value = "queries/export")]
         queries: PathBuf,
@@ -367,7 +381,19 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 println!("  alerts          {} raised, {}", m.counts.alerts, d.line());
             }
         }
-        Command::Gc { store, keep_daily, keep_monthly, stale_hours, dry_run } => {
+        Command::Gc { store, keep_daily, keep_monthly, stale_hours, dry_run, sites } => {
+            if let Some(sites) = &sites {
+                let stale = export::stale_versions(sites, 1, std::time::Duration::from_secs(3600));
+                for version in &stale {
+                    if dry_run {
+                        println!("would remove site version {}", version.display());
+                    } else {
+                        std::fs::remove_dir_all(version)
+                            .with_context(|| format!("cannot remove {}", version.display()))?;
+                        println!("removed site version {}", version.display());
+                    }
+                }
+            }
             let store = Store::open(&store)?;
             let retention =
                 Retention { keep_daily, keep_monthly, stale_after: std::time::Duration::from_secs(stale_hours * 3600) };
@@ -548,19 +574,50 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 println!("its views read the copies in {}: keep them there", cache_dir().display());
             }
         }
-        Command::Export { store, out, queries } => {
+        Command::Export { store, out, audience, all_audiences, pipeline, queries } => {
             let store = Store::open(&store)?;
             let warehouse = Warehouse::open(&store, &cache_dir()).await?;
-            let summary = export::export(&warehouse, &queries, &out)?;
-            for key in &summary.skipped_keys {
-                tracing::warn!("skipped a row whose key {key:?} is not a safe file name");
+            let people = if audience.is_some() || all_audiences {
+                let loaded = LoadedPipeline::load(&pipeline)?;
+                Some(alert_rules(&loaded)?.people.clone())
+            } else {
+                None
+            };
+            let sites: Vec<(Option<serve::audience::Audience>, PathBuf)> = match (&people, audience, all_audiences) {
+                (Some(people), Some(name), _) => {
+                    vec![(Some(serve::audience::find(people, &name).map_err(anyhow::Error::msg)?), out.clone())]
+                }
+                (Some(people), None, true) => {
+                    serve::audience::all(people).into_iter().map(|a| (Some(a.clone()), out.join(&a.id))).collect()
+                }
+                _ => vec![(None, out.clone())],
+            };
+            for (audience, dir) in &sites {
+                let scope = audience.as_ref().zip(people.as_ref());
+                let summary = export::export_site(&warehouse, &queries, dir, scope)?;
+                for key in &summary.skipped_keys {
+                    tracing::warn!("skipped a row whose key {key:?} is not a safe file name");
+                }
+                let who = match audience {
+                    Some(a) => format!(
+                        "{} ({} {}, {})",
+                        a.id,
+                        a.kind,
+                        a.role.name(),
+                        if a.sees_financials() { "financials" } else { "no financials" }
+                    ),
+                    None => "every account and field".to_string(),
+                };
+                println!(
+                    "exported {who}: {} accounts, {} files ({:.1} MB) from snapshot {} to {} (version {})",
+                    summary.accounts,
+                    summary.files,
+                    summary.bytes as f64 / 1e6,
+                    warehouse.latest.snapshot_id,
+                    dir.display(),
+                    summary.version
+                );
             }
-            println!(
-                "exported {} files from snapshot {} to {}",
-                summary.files,
-                warehouse.latest.snapshot_id,
-                out.display()
-            );
         }
     }
     Ok(Exit::Completed)

@@ -161,8 +161,18 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
     let site = store.path().join("site");
     let out = store.ok(&["export", "--out", site.to_str().unwrap()]);
     assert!(out.contains("snapshot 2026-12-01"), "{out}");
-    let list: Vec<Value> = serde_json::from_slice(&std::fs::read(site.join("targets.json")).unwrap()).unwrap();
+    // The published version: current.json points at it.
+    let pointer: Value = serde_json::from_slice(&std::fs::read(site.join("current.json")).unwrap()).unwrap();
+    let site = site.join("versions").join(pointer["version"].as_str().unwrap());
+    let index: Value = serde_json::from_slice(&std::fs::read(site.join("targets-index.json")).unwrap()).unwrap();
+    let mut list: Vec<Value> = Vec::new();
+    for shard in index["shards"].as_array().unwrap() {
+        let part: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(site.join(shard["file"].as_str().unwrap())).unwrap()).unwrap();
+        list.extend(part);
+    }
     assert_eq!(list.len(), rows.len());
+    assert_eq!(index["rows"].as_u64(), Some(rows.len() as u64));
     let stats: Value = serde_json::from_slice(&std::fs::read(site.join("stats.json")).unwrap()).unwrap();
     let by_tier: f64 = stats["by_tier"].as_array().unwrap().iter().map(|t| num(&t["count"])).sum();
     assert_eq!(by_tier as usize, rows.len());
@@ -173,8 +183,8 @@ fn two_nights_commit_snapshots_that_query_and_export_read() {
         let detail: Value =
             serde_json::from_slice(&std::fs::read(site.join("targets").join(format!("{domain}.json"))).unwrap())
                 .unwrap();
-        assert_eq!(detail["domain"], domain);
-        assert_eq!(detail["icp_score"], row["icp_score"]);
+        assert_eq!(detail["target"]["domain"], domain);
+        assert_eq!(detail["target"]["icp_score"], row["icp_score"]);
     }
 
     // The same date again is refused; --replace commits a new generation beside it.

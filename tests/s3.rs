@@ -119,8 +119,11 @@ fn the_nightly_path_runs_on_s3() {
     assert!(rows[0]["n"].as_u64().unwrap() >= 20, "{rows}");
     let site = store.path().join("site");
     store.ok(&["export", "--store", url, "--out", site.to_str().unwrap()]);
+    let pointer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.join("current.json")).unwrap()).unwrap();
+    let version = site.join("versions").join(pointer["version"].as_str().unwrap());
     let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(site.join("targets.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(version.join("targets-0001.json")).unwrap()).unwrap();
     assert!(!list.is_empty());
     assert!(store.path().join("cache").exists(), "the S3 snapshot was cached locally");
 

@@ -5,6 +5,7 @@
 //! from a local cache keyed by snapshot for S3. Analysts' SQL is read-only:
 //! a statement that is not a query is refused before it runs.
 
+pub mod audience;
 pub mod export;
 pub mod output;
 pub mod params;
@@ -284,6 +285,89 @@ impl Warehouse {
         conn.close().map_err(|(_, e)| sql_error(e))?;
         std::fs::rename(&partial, out).map_err(io(out))?;
         Ok(Self { conn: Connection::open_in_memory().map_err(sql_error)?, latest, snapshots })
+    }
+
+    /// Narrows every view to what an audience may see, for the export queries that run
+    /// next: schema `scoped` holds views of the same names over its accounts, without the
+    /// columns its role may not see (removed, not blanked), and the search path reads it
+    /// first. `None` goes back to every account and every field. Returns the number of
+    /// accounts the audience sees.
+    pub fn scope(
+        &self,
+        audience: Option<(&audience::Audience, &crate::config::alerts::People)>,
+    ) -> Result<usize, ServeError> {
+        self.conn
+            .execute_batch("SET search_path = 'main'; DROP SCHEMA IF EXISTS scoped CASCADE;")
+            .map_err(sql_error)?;
+        let Some((audience, people)) = audience else {
+            let n: i64 =
+                self.conn.query_row("SELECT count(*) FROM main.targets", [], |r| r.get(0)).map_err(sql_error)?;
+            return Ok(usize::try_from(n).unwrap_or(0));
+        };
+        // Every domain the store has scored, with its latest country, vertical and score.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT domain, arg_max(country, snapshot_id), arg_max(vertical, snapshot_id), \
+                 arg_max(icp_score, snapshot_id)::BIGINT FROM main.targets_history GROUP BY domain",
+            )
+            .map_err(sql_error)?;
+        let accounts: Vec<(String, crate::transform::alerts::Account)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::transform::alerts::Account { country: r.get(1)?, vertical: r.get(2)?, icp_score: r.get(3)? },
+                ))
+            })
+            .map_err(sql_error)?
+            .collect::<Result<_, _>>()
+            .map_err(sql_error)?;
+        let seen: Vec<&str> =
+            accounts.iter().filter(|(d, a)| audience.sees(people, d, a)).map(|(d, _)| d.as_str()).collect();
+        self.conn
+            .execute_batch(
+                "CREATE SCHEMA scoped; CREATE TABLE scoped.audience_domains (domain VARCHAR PRIMARY KEY); \
+                 CREATE TABLE scoped.audience_people (person VARCHAR PRIMARY KEY);",
+            )
+            .map_err(sql_error)?;
+        {
+            let mut domains = self.conn.appender_to_db("audience_domains", "scoped").map_err(sql_error)?;
+            for domain in &seen {
+                domains.append_row([domain]).map_err(sql_error)?;
+            }
+            let mut feeds = self.conn.appender_to_db("audience_people", "scoped").map_err(sql_error)?;
+            for person in &audience.feeds {
+                feeds.append_row([person]).map_err(sql_error)?;
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns \
+                 WHERE table_schema = 'main' GROUP BY table_name ORDER BY table_name",
+            )
+            .map_err(sql_error)?;
+        let views: Vec<(String, Vec<String>)> = stmt
+            .query_map([], |r| {
+                let columns: duckdb::types::Value = r.get(1)?;
+                let columns = match columns {
+                    Value::List(items) => {
+                        items.into_iter().filter_map(|v| if let Value::Text(t) = v { Some(t) } else { None }).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                Ok((r.get::<_, String>(0)?, columns))
+            })
+            .map_err(sql_error)?
+            .collect::<Result<_, _>>()
+            .map_err(sql_error)?;
+        let mut sql = String::new();
+        for (view, columns) in &views {
+            sql.push_str(&audience::scoped_view(audience, view, columns));
+        }
+        sql.push_str("SET search_path = 'scoped,main';");
+        self.conn.execute_batch(&sql).map_err(sql_error)?;
+        Ok(seen.len())
     }
 
     /// Refuses anything but a query, using DuckDB's own parser: only SELECT-like

@@ -1,11 +1,12 @@
--- output: feeds/{key}.json
--- One feed per person (key = person id): their alerts on the feed channel, newest
--- first, from the last 30 days of snapshots.
+-- output: alerts/{key}.json
+-- One alert feed per person (key = person id): their alerts on the feed channel, newest
+-- first, from the last 30 days of snapshots. An audience's site holds its own people's.
 SELECT person AS key,
        to_json(list({
            'alert_id': alert_id, 'snapshot': to_snapshot, 'domain': domain,
            'significance': significance, 'category': category, 'summary': summary,
-           'algolia_relevance': algolia_relevance, 'frequency': frequency, 'rule': alert_rule
+           'algolia_relevance': algolia_relevance, 'frequency': frequency, 'rule': alert_rule,
+           'source': new_source, 'fetched_at': new_fetched_at
        } ORDER BY to_snapshot DESC,
            CASE significance WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, domain))::VARCHAR AS json
 FROM (

@@ -1,0 +1,34 @@
+-- output: targets-{key}.json
+-- The targets list in shards of 1,000 rows, best first (key = shard number), so a browser
+-- never parses more than a few MB at once. Every column of the audience's targets view
+-- (what a role may not see is not in the view) plus `signals`: why-now tags from the last
+-- 30 days (search vendor change, trigger event, search hiring, traffic growth, no search).
+WITH
+    latest AS (SELECT max(to_snapshot)::DATE AS day FROM changes),
+    recent_changes AS (
+        SELECT domain, list(DISTINCT CASE category
+                   WHEN 'search_vendor_change' THEN 'vendor_change'
+                   WHEN 'trigger_event' THEN 'trigger_event'
+                   WHEN 'executive_change' THEN 'executive_change'
+                   ELSE NULL END) AS tags
+        FROM changes
+        WHERE to_snapshot::DATE > (SELECT day FROM latest) - INTERVAL 30 DAY
+        GROUP BY domain
+    ),
+    ranked AS (
+        SELECT t.* EXCLUDE (snapshot_id),
+               list_sort(list_distinct(list_filter(
+                   coalesce(c.tags, []) || [
+                       CASE WHEN t.search_roles > 0 THEN 'search_hiring' END,
+                       CASE WHEN t.sw_visits_growth_mom >= 0.2 THEN 'traffic_growth' END,
+                       CASE WHEN t.current_search IS NULL THEN 'no_search' END
+                   ], x -> x IS NOT NULL))) AS signals,
+               row_number() OVER (ORDER BY t.icp_score DESC, t.domain) AS rank
+        FROM targets AS t
+        LEFT JOIN recent_changes AS c USING (domain)
+    )
+SELECT lpad(((rank - 1) // 1000 + 1)::VARCHAR, 4, '0') AS key,
+       to_json(list(r ORDER BY rank))::VARCHAR AS json
+FROM ranked AS r
+GROUP BY ALL
+ORDER BY key;
