@@ -3,35 +3,61 @@
 -- breakdown, company, tech stack (live and dead, with dates), traffic trend, financials,
 -- executives and quotes, hiring, trigger events, competitors and its change history. Each
 -- module row keeps its `source` and `fetched_at`. Built from the audience's views: what a
--- role may not see is not there.
+-- role may not see is not there. (The struct is written as JSON by the exporter.)
+-- Lists are ordered with list_sort over (sort keys, row) structs: an ORDER BY inside the
+-- aggregate costs several times more.
 WITH
-    tech AS (SELECT domain, list(s ORDER BY s.live DESC, s.is_search_vendor DESC, s.technology) AS items FROM tech_stack AS s GROUP BY domain),
+    tech AS (
+        SELECT domain, list_transform(list_sort(list({'a': NOT s.live, 'b': NOT s.is_search_vendor, 'c': s.technology, 'row': s})), x -> x.row) AS items
+        FROM tech_stack AS s GROUP BY domain
+    ),
     trend AS (
-        SELECT domain, list({
+        SELECT domain, list_transform(list_sort(list({'a': snapshot_id, 'row': {
             'snapshot': snapshot_id, 'monthly_visits': sw_monthly_visits, 'growth_mom': sw_visits_growth_mom,
             'bounce_rate': sw_bounce_rate, 'search_traffic_pct': sw_search_traffic_pct,
             'icp_score': icp_score, 'tier': icp_tier_name, 'fetched_at': last_enriched
-        } ORDER BY snapshot_id) AS items
+        }})), x -> x.row) AS items
         FROM targets_history GROUP BY domain
     ),
-    history AS (SELECT domain, list(h ORDER BY h.fiscal_year_end DESC) AS items FROM financial_history AS h GROUP BY domain),
-    execs AS (SELECT domain, list(e ORDER BY e.role NULLS LAST, e.name) AS items FROM executives AS e GROUP BY domain),
-    quotes AS (SELECT domain, list(q ORDER BY q.published DESC NULLS LAST, q.name) AS items FROM executive_quotes AS q GROUP BY domain),
-    boards AS (SELECT domain, list(h ORDER BY h.platform) AS items FROM hiring AS h GROUP BY domain),
-    postings AS (SELECT domain, list(p ORDER BY p.posted_at DESC NULLS LAST, p.title) AS items FROM job_postings AS p GROUP BY domain),
-    triggers AS (SELECT domain, list(x ORDER BY x.published DESC NULLS LAST, x.headline) AS items FROM trigger_events AS x GROUP BY domain),
-    rivals AS (SELECT domain, list(c ORDER BY c.score DESC, c.competitor) AS items FROM competitors AS c GROUP BY domain),
+    history AS (
+        SELECT domain, list_reverse(list_transform(list_sort(list({'a': h.fiscal_year_end, 'row': h})), x -> x.row)) AS items
+        FROM financial_history AS h GROUP BY domain
+    ),
+    execs AS (
+        SELECT domain, list_transform(list_sort(list({'a': e.role IS NULL, 'b': e.role, 'c': e.name, 'row': e})), x -> x.row) AS items
+        FROM executives AS e GROUP BY domain
+    ),
+    quotes AS (
+        SELECT domain, list_transform(list_sort(list({'a': q.published IS NULL, 'b': DATE '2999-12-31' - q.published, 'c': q.name, 'row': q})), x -> x.row) AS items
+        FROM executive_quotes AS q GROUP BY domain
+    ),
+    boards AS (
+        SELECT domain, list_transform(list_sort(list({'a': h.platform, 'b': h.board, 'row': h})), x -> x.row) AS items
+        FROM hiring AS h GROUP BY domain
+    ),
+    postings AS (
+        SELECT domain, list_transform(list_sort(list({'a': p.posted_at IS NULL, 'b': DATE '2999-12-31' - p.posted_at, 'c': p.title, 'row': p})), x -> x.row) AS items
+        FROM job_postings AS p GROUP BY domain
+    ),
+    triggers AS (
+        SELECT domain, list_transform(list_sort(list({'a': x.published IS NULL, 'b': DATE '2999-12-31' - x.published, 'c': x.headline, 'row': x})), y -> y.row) AS items
+        FROM trigger_events AS x GROUP BY domain
+    ),
+    rivals AS (
+        SELECT domain, list_transform(list_sort(list({'a': -c.score, 'b': c.competitor, 'row': c})), x -> x.row) AS items
+        FROM competitors AS c GROUP BY domain
+    ),
     timeline AS (
-        SELECT domain, list({
+        SELECT domain, list_transform(list_sort(list({'a': DATE '2999-12-31' - to_snapshot::DATE, 'b': field, 'c': item, 'row': {
             'snapshot': to_snapshot, 'field': field, 'item': item, 'change': change,
             'old_value': old_value, 'new_value': new_value, 'category': category,
             'significance': significance, 'summary': summary, 'source': new_source,
             'fetched_at': new_fetched_at, 'evidence': evidence
-        } ORDER BY to_snapshot DESC, field, item) AS items
+        }})), x -> x.row) AS items
         FROM changes GROUP BY domain
     )
 SELECT t.domain AS key,
-       to_json({
+       {
            'target': t,
            'company': c,
            'tech_spend': ts,
@@ -50,7 +76,7 @@ SELECT t.domain AS key,
            'trigger_events': coalesce(triggers.items, []),
            'competitors': coalesce(rivals.items, []),
            'changes': coalesce(timeline.items, [])
-       })::VARCHAR AS json
+       } AS json
 FROM targets AS t
 LEFT JOIN company AS c USING (domain)
 LEFT JOIN tech_spend AS ts USING (domain)
@@ -69,4 +95,4 @@ LEFT JOIN postings USING (domain)
 LEFT JOIN triggers USING (domain)
 LEFT JOIN rivals USING (domain)
 LEFT JOIN timeline USING (domain)
-ORDER BY t.domain;
+;

@@ -28,7 +28,7 @@ WITH
         LEFT JOIN recent_changes AS c USING (domain)
     )
 SELECT lpad(((rank - 1) // 1000 + 1)::VARCHAR, 4, '0') AS key,
-       to_json(list(r ORDER BY rank))::VARCHAR AS json
+       list(r ORDER BY rank) AS json
 FROM ranked AS r
 GROUP BY ALL
 ORDER BY key;
