@@ -16,6 +16,7 @@ pub mod plan;
 pub mod providers;
 pub mod rebuild;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod simulate;
 pub mod store;

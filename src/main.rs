@@ -187,6 +187,17 @@ enum Command {
         #[arg(long)]
         date: Option<NaiveDate>,
     },
+    /// Run the jobs of schedules.toml until SIGTERM/SIGINT: the nightly refresh, the exports
+    /// after it, the digest, gc (see the README's "Scheduled operation").
+    Schedule {
+        #[arg(long, default_value = "schedules.toml")]
+        schedules: PathBuf,
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// Check the file and print the next 5 fire times of every job; run nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write a DuckDB database file with the query views over the committed snapshots, for
     /// the DuckDB CLI, Python or DBeaver (the Parquet files stay where they are).
     Warehouse {
@@ -559,6 +570,44 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             if !report.failed.is_empty() {
                 return Ok(Exit::Partial);
             }
+        }
+        Command::Schedule { schedules, store, check } => {
+            let loaded = partnerforge::config::schedules::Schedules::load(&schedules)?;
+            if check {
+                print!("{}", partnerforge::schedule::check_report(&loaded, 5));
+                return Ok(Exit::Completed);
+            }
+            let opened = Store::open(&store)?;
+            let settings = partnerforge::schedule::Settings {
+                store: store.clone(),
+                exe: std::env::current_exe().context("finding the partnerforge binary")?,
+                workdir: std::env::current_dir().context("the working directory")?,
+            };
+            let stop = tokio_util::sync::CancellationToken::new();
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+                let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+                let stop = stop.clone();
+                let grace = loaded.daemon.stop_grace_secs;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    eprintln!("schedule: stopping (no new job starts; running jobs get {grace} s)");
+                    stop.cancel();
+                });
+            }
+            eprintln!("schedule: {} jobs from {} over store {}", loaded.jobs.len(), schedules.display(), opened.url());
+            partnerforge::schedule::run_daemon(
+                std::sync::Arc::new(loaded),
+                std::sync::Arc::new(settings),
+                opened,
+                stop,
+            )
+            .await?;
+            eprintln!("schedule: stopped");
         }
         Command::Warehouse { store, out } => {
             let store = Store::open(&store)?;

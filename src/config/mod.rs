@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod schedules;
 mod scoring;
 
 pub use scoring::{Band, Component, ComponentKind, ScoringModel, Tier};

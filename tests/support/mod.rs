@@ -203,7 +203,7 @@ pub fn without_rate_limits(text: String) -> String {
 }
 
 /// Waits (polling) until `ready`, failing the test after `deadline`.
-pub fn wait_for(what: &str, deadline: std::time::Duration, ready: impl Fn() -> bool) {
+pub fn wait_for(what: &str, deadline: std::time::Duration, mut ready: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + deadline;
     while !ready() {
         assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
