@@ -43,6 +43,9 @@ enum Command {
         /// Continue a run that died (its id, or `last`), reusing every call it finished.
         #[arg(long, value_name = "RUN_ID|last")]
         resume: Option<String>,
+        /// Who or what started this run, for its history record (default: the daemon's job, or the OS user).
+        #[arg(long, value_name = "WHO")]
+        triggered_by: Option<String>,
         /// A fault for the simulated providers, PROVIDER.KEY=VALUE (repeatable), e.g.
         /// similarweb.error_rate=0.1, builtwith.rate_429=0.05, yahoo_finance.malformed_rate=0.02.
         #[arg(long = "fault", value_name = "PROVIDER.KEY=VALUE")]
@@ -50,6 +53,10 @@ enum Command {
         /// How the end-of-run summary is printed on stdout.
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         format: SummaryFormat,
+        /// Write this run's metrics (the daemon's run and provider metrics) to PATH in the
+        /// node-exporter textfile format, however the run ends.
+        #[arg(long, value_name = "PATH")]
+        metrics_file: Option<PathBuf>,
     },
     /// Dry run: the calls the next run would make per provider and endpoint, and their cost. Makes no call.
     Plan {
@@ -197,6 +204,22 @@ enum Command {
         /// Check the file and print the next 5 fire times of every job; run nothing.
         #[arg(long)]
         check: bool,
+        /// Serve /health, /ready and /metrics here instead of `[daemon] listen` (port 0: any free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// The run history: every run, its trigger, outcome, calls and spend (`runs show RUN_ID`: one run).
+    Runs {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// Only the newest N runs.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// table (the default on a terminal), csv, json or jsonl.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
     },
     /// Write a DuckDB database file with the query views over the committed snapshots, for
     /// the DuckDB CLI, Python or DBeaver (the Parquet files stay where they are).
@@ -228,6 +251,12 @@ enum Command {
         #[arg(long, default_value = "queries/export")]
         queries: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// One run: its trigger, times, outcome, snapshot, and calls, spend and failures by provider and module.
+    Show { run_id: String },
 }
 
 /// What a refresh covers (shared by `run` and `plan`).
@@ -320,9 +349,20 @@ async fn main() -> ExitCode {
 /// Runs a command; `run` exits with its own code (see `run::Exit`), every other command 0 or 1.
 async fn dispatch(command: Command) -> anyhow::Result<Exit> {
     match command {
-        Command::Run { selection, replace, break_lock, resume, faults, format } => {
-            let options = RunOptions { selection: selection.into_selection(), replace, break_lock, faults, resume };
-            let report = run::run(options).await?;
+        Command::Run { selection, replace, break_lock, resume, faults, format, triggered_by, metrics_file } => {
+            let selection = selection.into_selection();
+            let (store_url, pipeline_name) = (
+                selection.store.clone(),
+                selection.pipeline.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+            );
+            let options = RunOptions { selection, replace, break_lock, faults, resume, triggered_by };
+            let result = run::run(options).await;
+            if let Some(path) = &metrics_file
+                && let Err(e) = write_run_metrics(&store_url, &pipeline_name, path).await
+            {
+                eprintln!("warning: could not write the run's metrics to {}: {e:#}", path.display());
+            }
+            let report = result?;
             match format {
                 SummaryFormat::Text => println!("{}", run::summary(&report)),
                 SummaryFormat::Json => println!("{}", run::summary_json(&report)),
@@ -571,7 +611,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 return Ok(Exit::Partial);
             }
         }
-        Command::Schedule { schedules, store, check } => {
+        Command::Schedule { schedules, store, check, listen } => {
             let loaded = partnerforge::config::schedules::Schedules::load(&schedules)?;
             if check {
                 print!("{}", partnerforge::schedule::check_report(&loaded, 5));
@@ -599,15 +639,55 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                     stop.cancel();
                 });
             }
-            eprintln!("schedule: {} jobs from {} over store {}", loaded.jobs.len(), schedules.display(), opened.url());
+            let address = listen.unwrap_or(loaded.daemon.listen);
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for /health, /ready and /metrics"))?;
+            let metrics = std::sync::Arc::new(partnerforge::schedule::Metrics::new());
+            eprintln!(
+                "schedule: {} jobs from {} over store {}; /health, /ready, /metrics on http://{}",
+                loaded.jobs.len(),
+                schedules.display(),
+                opened.url(),
+                listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| address.to_string())
+            );
+            let server =
+                tokio::spawn(partnerforge::schedule::serve(listener, metrics.clone(), opened.clone(), stop.clone()));
             partnerforge::schedule::run_daemon(
                 std::sync::Arc::new(loaded),
                 std::sync::Arc::new(settings),
                 opened,
-                stop,
+                stop.clone(),
+                metrics,
             )
             .await?;
+            stop.cancel();
+            let _ = server.await;
             eprintln!("schedule: stopped");
+        }
+        Command::Runs { store, last, format, show } => {
+            let store = Store::open(&store)?;
+            let runs = run::history::all(&store).await?;
+            let format = format.unwrap_or_else(default_format);
+            match show {
+                Some(RunsCommand::Show { run_id }) => {
+                    let found = runs
+                        .iter()
+                        .find(|r| r.run_id() == run_id || r.end.as_ref().is_some_and(|e| e.run_id == run_id))
+                        .with_context(|| format!("store {} has no run {run_id} in its history", store.url()))?;
+                    if matches!(format, Format::Json | Format::Jsonl) {
+                        println!("{}", serde_json::to_string_pretty(found)?);
+                    } else {
+                        print!("{}", run_detail(found));
+                    }
+                }
+                None => {
+                    let shown: Vec<&run::history::RunHistory> = runs.iter().rev().take(last).collect();
+                    let batch = runs_batch(&shown)?;
+                    let result = serve::Output { schema: batch.schema(), batches: vec![batch] };
+                    write_output(&result, format, None)?;
+                }
+            }
         }
         Command::Warehouse { store, out } => {
             let store = Store::open(&store)?;
@@ -675,6 +755,137 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
 /// The pipeline's alert rules, or an error saying it has none.
 fn alert_rules(pipeline: &LoadedPipeline) -> anyhow::Result<&partnerforge::config::alerts::AlertRules> {
     pipeline.alerts.as_ref().with_context(|| format!("{} names no alert rules (`alerts = …`)", pipeline.path.display()))
+}
+
+/// This process's run, from the run history: its metrics into a node-exporter textfile
+/// (written beside, then renamed, so the collector never reads half a file).
+async fn write_run_metrics(store: &str, pipeline: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let store = Store::open(store)?;
+    let pid = std::process::id();
+    let runs = run::history::all(&store).await?;
+    let mine = runs
+        .iter()
+        .rev()
+        .find(|r| r.start.as_ref().is_some_and(|s| s.pid == pid))
+        .context("this run left no history record")?;
+    let end = mine.end.as_ref().context("this run has no end record")?;
+    let metrics = partnerforge::schedule::Metrics::new();
+    metrics.record_run(pipeline, end);
+    if let (Some(date), Some(generation)) = (&end.snapshot_id, end.generation) {
+        let ledger = format!("{}/api_calls.parquet", partnerforge::store::manifest::folder(date, generation));
+        metrics.record_ledger(store.get(&ledger).await?)?;
+    }
+    let text = classic_text(&metrics.encode());
+    let partial = path.with_extension("prom.partial");
+    std::fs::write(&partial, text).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// OpenMetrics text as the classic Prometheus text format node-exporter's textfile
+/// collector reads: a counter's family is named with its `_total` suffix, no `# EOF`.
+fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> =
+        open_metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::new();
+    for line in open_metrics.lines().filter(|l| *l != "# EOF") {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The run history as a table, newest first.
+fn runs_batch(runs: &[&run::history::RunHistory]) -> anyhow::Result<arrow::record_batch::RecordBatch> {
+    use partnerforge::store::table::TableBuilder;
+    let start = |r: &&run::history::RunHistory| r.start.clone();
+    let end = |r: &&run::history::RunHistory| r.end.clone();
+    let failed = |r: &&run::history::RunHistory| {
+        r.end.as_ref().map(|e| e.providers.values().map(|p| p.failed as i64).sum::<i64>())
+    };
+    Ok(TableBuilder::new()
+        .text("run_id", runs.iter().map(|r| Some(r.run_id().to_string())))
+        .text("trigger", runs.iter().map(|r| start(r).map(|s| s.trigger)))
+        .text("started_at", runs.iter().map(|r| start(r).map(|s| s.started_at)))
+        .float("wall_secs", runs.iter().map(|r| end(r).map(|e| (e.wall_secs * 10.0).round() / 10.0)))
+        .text("status", runs.iter().map(|r| Some(r.status().to_string())))
+        .text(
+            "snapshot",
+            runs.iter()
+                .map(|r| end(r).and_then(|e| e.snapshot_id.map(|s| format!("{s}/{}", e.generation.unwrap_or(1))))),
+        )
+        .int("calls", runs.iter().map(|r| end(r).map(|e| e.calls as i64)))
+        .int("failed_calls", runs.iter().map(failed))
+        .float("spend_usd", runs.iter().map(|r| end(r).map(|e| (e.spend_usd * 100.0).round() / 100.0)))
+        .text(
+            "error",
+            runs.iter().map(|r| {
+                end(r)
+                    .and_then(|e| e.error)
+                    .map(|e| e.lines().next().unwrap_or_default().chars().take(120).collect::<String>())
+            }),
+        )
+        .finish()?)
+}
+
+/// One run, as an operator reads it.
+fn run_detail(r: &run::history::RunHistory) -> String {
+    let mut out = format!("run {}\n", r.run_id());
+    if let Some(s) = &r.start {
+        out.push_str(&format!(
+            "  trigger         {}\n  started         {} (pid {} on {})\n  pipeline        {} for {}{}\n",
+            s.trigger,
+            s.started_at,
+            s.pid,
+            s.host,
+            s.pipeline,
+            s.date,
+            if s.resumed { ", resuming an earlier run" } else { "" }
+        ));
+    }
+    match &r.end {
+        None => out
+            .push_str("  status          unfinished: no end record (it died, or it is still running: see its lock)\n"),
+        Some(e) => {
+            out.push_str(&format!(
+                "  ended           {} after {:.1} s\n  status          {} (exit code {})\n",
+                e.ended_at, e.wall_secs, e.status, e.exit_code
+            ));
+            if let Some(snapshot) = &e.snapshot_id {
+                out.push_str(&format!(
+                    "  snapshot        {snapshot} generation {}: {} targets, {} module results carried forward\n",
+                    e.generation.unwrap_or(1),
+                    e.targets,
+                    e.carried_forward
+                ));
+            }
+            out.push_str(&format!("  calls           {} made, ${:.2} spent\n", e.calls, e.spend_usd));
+            for (provider, p) in &e.providers {
+                out.push_str(&format!(
+                    "    {provider:<14} {:>6} calls  {:>4} failed  ${:.2}\n",
+                    p.calls, p.failed, p.spend_usd
+                ));
+            }
+            if !e.failed_modules.is_empty() {
+                out.push_str("  failed calls by module\n");
+                for (module, n) in &e.failed_modules {
+                    out.push_str(&format!("    {module:<14} {n}\n"));
+                }
+            }
+            if !e.modules_completed.is_empty() {
+                out.push_str(&format!("  modules fetched {}\n", e.modules_completed.join(", ")));
+            }
+            if let Some(error) = &e.error {
+                out.push_str(&format!("  error           {error}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// The aligned table on a terminal, CSV into a pipe or a file.

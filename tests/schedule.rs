@@ -55,7 +55,15 @@ fn schedules(dir: &Path, text: &str) -> PathBuf {
 
 fn daemon(store: &TestStore, schedules: &Path, log: &Path) -> Child {
     store
-        .command(&["schedule", "--schedules", &schedules.display().to_string(), "--store", &store.store()])
+        .command(&[
+            "schedule",
+            "--schedules",
+            &schedules.display().to_string(),
+            "--store",
+            &store.store(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -74,6 +82,47 @@ fn exits(child: &mut Child, what: &str) -> std::process::ExitStatus {
         status.is_some()
     });
     status.unwrap()
+}
+
+/// The daemon's /metrics, parsed by `prometheus_client`'s OpenMetrics parser (from PyPI):
+/// one JSON line per sample.
+fn metrics(port: &str) -> String {
+    let script = r#"
+import sys, json, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://127.0.0.1:" + sys.argv[1] + "/metrics").read().decode()
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        print(json.dumps({"name": s.name, "labels": s.labels, "value": s.value}))
+"#;
+    let out = Command::new("python3").arg("-c").arg(script).arg(port).output().expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "install the parser: python3 -m pip install 'prometheus-client==0.21.1'\n{stderr}"
+    );
+    assert!(out.status.success(), "/metrics did not parse: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The value of one sample (0 when absent).
+fn sample(parsed: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    parsed
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// The HTTP status of a GET on the daemon.
+fn http_status(port: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 fn log_of(path: &Path) -> String {
@@ -143,6 +192,38 @@ after = "nightly"
     // A run's end record carries its summary: snapshot, calls, spend.
     assert!(runs[0]["summary"]["counts"]["targets"].as_u64().is_some(), "{:?}", runs[0]);
 
+    // /metrics: parsed as OpenMetrics text by the Prometheus client's own parser, and
+    // counting what the records say.
+    let port = log_of(&log)
+        .lines()
+        .find_map(|l| l.split("on http://").nth(1).map(|a| a.trim().rsplit(':').next().unwrap_or("").to_string()))
+        .expect("the daemon names its metrics address");
+    let parsed = metrics(&port);
+    let finished = ends(&store, "nightly").iter().filter(|e| e["outcome"] == "succeeded").count() as f64;
+    let executions =
+        sample(&parsed, "partnerforge_job_executions_total", &[("job", "nightly"), ("outcome", "succeeded")]);
+    assert!(executions >= finished - 1.0 && executions <= finished + 1.0, "{executions} vs {finished}: {parsed}");
+    assert!(
+        sample(&parsed, "partnerforge_runs_total", &[("pipeline", "nightly"), ("status", "completed")]) >= 1.0,
+        "{parsed}"
+    );
+    assert!(sample(&parsed, "partnerforge_provider_calls_total", &[("provider", "builtwith")]) >= 24.0, "{parsed}");
+    assert!(
+        sample(
+            &parsed,
+            "partnerforge_call_latency_seconds_count",
+            &[("provider", "builtwith"), ("endpoint", "domain")]
+        ) >= 24.0,
+        "{parsed}"
+    );
+    assert!(
+        sample(&parsed, "partnerforge_job_last_success_timestamp_seconds", &[("job", "exports")]) > 1.7e9,
+        "{parsed}"
+    );
+    assert!(sample(&parsed, "partnerforge_job_next_fire_timestamp_seconds", &[("job", "nightly")]) > 1.7e9, "{parsed}");
+    assert_eq!(http_status(&port, "/health"), 200);
+    assert_eq!(http_status(&port, "/ready"), 200);
+
     // SIGTERM while a refresh runs: the run stops as an interactive one does, gives the
     // lock back, and the daemon exits.
     wait_for("a refresh under way", Duration::from_secs(120), || {
@@ -154,6 +235,19 @@ after = "nightly"
     let last = ends(&store, "nightly").pop().unwrap();
     assert_eq!(last["outcome"], "interrupted", "{last:?}");
     assert!(store.lock_holder("nightly").is_none(), "the lock was given back");
+
+    // The run history says what happened, run by run, and who started it.
+    let listed: Vec<Value> =
+        serde_json::from_str(&store.ok(&["runs", "--store", &store.store(), "--last", "100", "--format", "json"]))
+            .unwrap();
+    assert!(listed.iter().all(|r| r["trigger"] == "schedule:nightly"), "{listed:?}");
+    assert!(listed.iter().any(|r| r["status"] == "interrupted"), "{listed:?}");
+    let done = listed.iter().find(|r| r["status"] == "completed").expect("a completed run");
+    assert!(done["calls"].as_u64().unwrap() > 0 && done["snapshot"].as_str().is_some(), "{done:?}");
+    let shown = store.ok(&["runs", "--store", &store.store(), "show", done["run_id"].as_str().unwrap()]);
+    assert!(shown.contains("trigger         schedule:nightly") && shown.contains("builtwith"), "{shown}");
+    let interrupted = listed.iter().find(|r| r["status"] == "interrupted").unwrap();
+    assert!(interrupted["error"].as_str().unwrap().contains("interrupted by SIGTERM"), "{interrupted:?}");
 
     // The next start resumes it (reusing its journal), and runs nothing else twice.
     let log2 = store.path().join("daemon2.log");
@@ -210,4 +304,36 @@ catch_up = "none"
     assert_eq!(starts(&store, "hourly").len(), 1, "caught up twice: {}", log_of(&log2));
     // catch_up = "none" waits for its time.
     assert!(starts(&store, "quiet").is_empty());
+}
+
+#[test]
+fn a_one_off_run_writes_its_metrics_as_a_node_exporter_textfile() {
+    let store = TestStore::new();
+    let file = store.path().join("partnerforge.prom");
+    store.ok(&["run", "--date", "2026-11-23", "--limit", "10", "--metrics-file", &file.display().to_string()]);
+    // The classic text format's own parser (what node-exporter's textfile collector reads).
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in family.samples:
+        print(json.dumps({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type}))
+"#;
+    let out = Command::new("python3").arg("-c").arg(script).arg(&file).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parsed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        sample(&parsed, "partnerforge_runs_total", &[("pipeline", "nightly"), ("status", "completed")]),
+        1.0,
+        "{parsed}"
+    );
+    assert!(sample(&parsed, "partnerforge_provider_calls_total", &[("provider", "similarweb")]) > 0.0, "{parsed}");
+    assert!(
+        parsed.lines().any(|l| l.contains("\"partnerforge_runs_total\"") && l.contains("\"type\": \"counter\"")),
+        "{parsed}"
+    );
+    // A refused run writes its metrics too.
+    store.exits(4, &["run", "--date", "2026-11-23", "--limit", "10", "--metrics-file", &file.display().to_string()]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("status=\"refused\""), "{text}");
 }

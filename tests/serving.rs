@@ -234,7 +234,12 @@ fn spend_counts_every_paid_call_once_and_the_warehouse_file_counts_the_same_in_s
     .sum();
     assert!((by_month - made).abs() < 0.05, "{by_month} vs {made}");
     // runs: one row per committed generation, the current ones flagged.
-    let runs = store.query("SELECT count(*) AS n, count(*) FILTER (WHERE current) AS current FROM runs");
+    let runs = store.query(
+        "SELECT count(*) FILTER (WHERE snapshot_id IS NOT NULL) AS n, count(*) FILTER (WHERE current) AS current, \
+         count(*) FILTER (WHERE trigger IS NOT NULL AND snapshot_id IS NOT NULL) AS recorded FROM runs",
+    );
+    // Every run (not the rebuild, which is no run) has its history on its row.
+    assert_eq!(runs[0]["recorded"].as_u64(), Some(manifests.len() as u64 - 1), "{runs:?}");
     assert_eq!((runs[0]["n"].as_u64(), runs[0]["current"].as_u64()), (Some(manifests.len() as u64), Some(2)));
 
     // The warehouse file: stock DuckDB from PyPI opens it, from another folder, and counts the same.

@@ -11,6 +11,7 @@
 
 pub mod changes;
 mod commit;
+pub mod history;
 pub mod journal;
 mod prepare;
 mod stage;
@@ -65,6 +66,8 @@ pub struct RunOptions {
     pub faults: Vec<String>,
     /// Continue a run that died: its id, or `last`. Its own parameters are used.
     pub resume: Option<String>,
+    /// Who or what started it, for its history record (else the daemon's job, or the OS user).
+    pub triggered_by: Option<String>,
 }
 
 /// What a run did, for the summary and the tests.
@@ -180,8 +183,66 @@ fn listen_for_signals(token: CancellationToken) -> anyhow::Result<Arc<Mutex<Opti
 }
 
 /// One refresh under the pipeline's lock: the lock is taken before anything is
-/// read from the store and given back however the refresh ends.
-pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
+/// read from the store and given back however the refresh ends. Its start and end
+/// are recorded in the store's run history, whatever the outcome.
+pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let recorded: Mutex<Option<(Store, String)>> = Mutex::new(None);
+    let result = run_recorded(options, &recorded).await;
+    let Some((store, run_id)) = recorded.into_inner().unwrap_or_else(|e| e.into_inner()) else { return result };
+    let mut end = history::End {
+        run_id: run_id.clone(),
+        ended_at: history::now_text(),
+        status: String::new(),
+        exit_code: 0,
+        wall_secs: started.elapsed().as_secs_f64(),
+        snapshot_id: None,
+        generation: None,
+        calls: 0,
+        spend_usd: 0.0,
+        providers: Default::default(),
+        failed_modules: Default::default(),
+        modules_completed: Vec::new(),
+        targets: 0,
+        carried_forward: 0,
+        error: None,
+    };
+    match &result {
+        Ok(report) => {
+            let exit = Exit::of_report(report);
+            let m = &report.manifest;
+            end.status = if exit == Exit::Completed { "completed".into() } else { "partial".into() };
+            end.exit_code = exit as u8;
+            end.snapshot_id = Some(m.snapshot_id.clone());
+            end.generation = Some(m.generation);
+            end.calls = m.counts.calls;
+            end.spend_usd = m.counts.spend_usd;
+            end.targets = m.counts.targets;
+            end.carried_forward = m.counts.carried_forward;
+            match history::ledger_use(&store, m).await {
+                Ok((providers, failed, completed)) => {
+                    (end.providers, end.failed_modules, end.modules_completed) = (providers, failed, completed)
+                }
+                Err(e) => tracing::warn!("could not read the ledger for the run's history: {e}"),
+            }
+        }
+        Err(e) => {
+            let exit = Exit::of_error(e);
+            end.status = match exit {
+                Exit::Interrupted => "interrupted",
+                Exit::Refused => "refused",
+                _ => "failed",
+            }
+            .into();
+            end.exit_code = exit as u8;
+            end.error = Some(format!("{e:#}"));
+        }
+    }
+    history::write_end(&store, &end).await;
+    result
+}
+
+async fn run_recorded(mut options: RunOptions, recorded: &Mutex<Option<(Store, String)>>) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let now = Utc::now();
     let stop = CancellationToken::new();
@@ -217,6 +278,29 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<RunReport> {
         None => None,
     };
     let run_id = resumed.as_ref().map(|(id, _)| id.clone()).unwrap_or_else(|| run_id(now));
+    if let Ok(store) = Store::open(&options.selection.store) {
+        let start = history::Start {
+            run_id: run_id.clone(),
+            trigger: history::trigger(options.triggered_by.as_deref()),
+            started_at: history::now_text(),
+            pipeline: options.selection.pipeline.display().to_string(),
+            date: options.selection.date.to_string(),
+            resumed: resumed.is_some(),
+            host: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+            pid: std::process::id(),
+        };
+        // A resumed run's start was recorded by the run it continues; this is its second start.
+        let start = history::Start {
+            run_id: if resumed.is_some() {
+                format!("{run_id}-resumed-{}", now.format("%Y%m%dT%H%M%SZ"))
+            } else {
+                run_id.clone()
+            },
+            ..start
+        };
+        history::write_start(&store, &start).await;
+        *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some((store, start.run_id.clone()));
+    }
     let prepared = prepare(&options.selection).await?;
     // Refused before the lock and before anything is written: nothing for `--resume` to find.
     prepared.refuse_existing_date(options.replace)?;

@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::schedules::{CatchUp, Job, Schedules, Task, When};
 use crate::store::Store;
 
+pub mod metrics;
+pub use metrics::Metrics;
+
 /// Why a job started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
@@ -240,6 +243,7 @@ struct Finished {
 struct State {
     running: BTreeMap<String, (String, tokio::process::Child)>,
     histories: BTreeMap<String, History>,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs the jobs until `stop` is cancelled; then stops the running ones (SIGTERM, and
@@ -249,9 +253,15 @@ pub async fn run_daemon(
     settings: Arc<Settings>,
     store: Store,
     stop: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let histories = histories(&store, &schedules).await?;
-    let state = Arc::new(Mutex::new(State { running: BTreeMap::new(), histories }));
+    for (job, history) in &histories {
+        if let Some(t) = history.last_success {
+            metrics.last_success(job, t.timestamp_millis() as f64 / 1e3);
+        }
+    }
+    let state = Arc::new(Mutex::new(State { running: BTreeMap::new(), histories, metrics: metrics.clone() }));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let start = |job: &Job, trigger: Trigger| {
         let (schedules, settings, store, state, done_tx) =
@@ -285,6 +295,7 @@ pub async fn run_daemon(
     for job in &schedules.jobs {
         if let Some(t) = job.next_times(Utc::now(), 1).first() {
             tracing::info!(job = %job.name, at = %t, "next fire time");
+            metrics.next_fire(&job.name, t.timestamp() as f64);
             next.insert(job.name.clone(), t.with_timezone(&Utc));
         }
     }
@@ -309,6 +320,7 @@ pub async fn run_daemon(
                     match job.next_times(now, 1).first() {
                         Some(t) => {
                             tracing::debug!(job = %name, at = %t, "next fire time");
+                            metrics.next_fire(&name, t.timestamp() as f64);
                             next.insert(name, t.with_timezone(&Utc));
                         }
                         None => { next.remove(&name); }
@@ -399,9 +411,14 @@ async fn start_job(
         .spawn()
         .with_context(|| format!("starting {}", settings.exe.display()))?;
     guard.running.insert(job.name.clone(), (execution.clone(), child));
+    guard.metrics.job_started(&job.name);
     guard.histories.entry(job.name.clone()).or_default().last_start = Some(record.clone());
     drop(guard);
     let (state, store, name) = (state.clone(), store.clone(), job.name.clone());
+    let pipeline_name = match &job.task {
+        Task::Run { pipeline } => pipeline.file_stem().map(|s| s.to_string_lossy().to_string()),
+        _ => None,
+    };
     tokio::spawn(async move {
         let ended = wait_for(&state, &name).await;
         let (code, stdout, stderr) = ended.unwrap_or_default();
@@ -432,6 +449,17 @@ async fn start_job(
             Err(e) => tracing::error!(job = %name, "could not encode the end record: {e}"),
         }
         tracing::info!(job = %name, execution = %record.execution, outcome = ?outcome, seconds = end.seconds, "ended");
+        let metrics = state.lock().await.metrics.clone();
+        metrics.job_ended(
+            &name,
+            &format!("{outcome:?}").to_lowercase(),
+            end.seconds,
+            started.timestamp_millis() as f64 / 1e3,
+            outcome.lets_dependents_run(),
+        );
+        if let Some(pipeline) = &pipeline_name {
+            record_run_metrics(&metrics, &store, pipeline, end.summary.as_ref(), &stderr).await;
+        }
         {
             let mut state = state.lock().await;
             state.running.remove(&name);
@@ -444,6 +472,89 @@ async fn start_job(
         let _ = done.send(Finished { job: name, outcome });
     });
     Ok(())
+}
+
+/// A run job's metrics: its end record (status, calls, spend, failures by provider and
+/// module) and, when it committed, its ledger's latencies and waits.
+async fn record_run_metrics(
+    metrics: &Metrics,
+    store: &Store,
+    pipeline: &str,
+    summary: Option<&serde_json::Value>,
+    stderr: &str,
+) {
+    // The run id: from the JSON summary, else from the log ("run <id>" / "resuming run <id>").
+    let run_id = summary.and_then(|s| s["run_id"].as_str().map(str::to_string)).or_else(|| {
+        stderr
+            .split_whitespace()
+            .find(|w| w.starts_with("run-") && w.len() > 20)
+            .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-').to_string())
+    });
+    let Some(run_id) = run_id else { return };
+    let ends = match store.list("history/runs").await {
+        Ok(paths) => paths,
+        Err(e) => {
+            tracing::warn!("metrics: cannot list the run history: {e}");
+            return;
+        }
+    };
+    // A resumed run's end is recorded under its continuation's id, which starts with the run's.
+    let Some(path) = ends.iter().filter(|p| p.contains(&run_id) && p.ends_with("-end.json")).max() else { return };
+    let end: Option<crate::run::history::End> = match store.get(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+        Err(_) => None,
+    };
+    let Some(end) = end else { return };
+    metrics.record_run(pipeline, &end);
+    if let (Some(date), Some(generation)) = (&end.snapshot_id, end.generation) {
+        let ledger = format!("{}/api_calls.parquet", crate::store::manifest::folder(date, generation));
+        match store.get(&ledger).await {
+            Ok(bytes) => {
+                if let Err(e) = metrics.record_ledger(bytes) {
+                    tracing::warn!("metrics: cannot read {ledger}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("metrics: cannot read {ledger}: {e}"),
+        }
+    }
+}
+
+/// Serves `/health` (the daemon is up), `/ready` (the store answers, the schedules are
+/// loaded) and `/metrics` until `stop`.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, store: Store, stop: CancellationToken) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let ready_store = store.clone();
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let store = ready_store.clone();
+                async move {
+                    match store.list("history").await {
+                        Ok(_) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the store does not answer: {e}\n")),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        );
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+    if let Err(e) = served {
+        tracing::error!("the metrics endpoint stopped: {e}");
+    }
 }
 
 /// Waits for a running job's process to end; its exit code, stdout and stderr.

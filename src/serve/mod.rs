@@ -100,9 +100,65 @@ const RUNS_TABLE: &str = "CREATE TABLE runs (
     scoring_model VARCHAR, scoring_model_version INTEGER, providers VARCHAR, book BIGINT,
     targets BIGINT, excluded_customers BIGINT, excluded_algolia BIGINT, rejected_rows BIGINT,
     carried_forward BIGINT, calls BIGINT, spend_usd DOUBLE, failures JSON, tiers JSON,
-    changes JSON, alerts BIGINT, files INTEGER, bytes BIGINT
+    changes JSON, alerts BIGINT, files INTEGER, bytes BIGINT,
+    trigger VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, exit_code INTEGER,
+    spend_by_provider JSON, failed_modules JSON, error VARCHAR
 );
 ";
+
+/// The run history's records on the `runs` rows: a committed run's row gets its trigger,
+/// times and exit code; a run that committed nothing (refused, failed, interrupted, or
+/// unfinished) gets a row of its own.
+fn add_run_history(conn: &Connection, runs: &[crate::run::history::RunHistory]) -> Result<(), ServeError> {
+    let mut update = conn
+        .prepare(
+            "UPDATE runs SET trigger = ?, started_at = ?::TIMESTAMPTZ, ended_at = ?::TIMESTAMPTZ, exit_code = ?, \
+             spend_by_provider = ?::JSON, failed_modules = ?::JSON, error = ? WHERE run_id = ? AND generation = ?",
+        )
+        .map_err(sql_error)?;
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO runs (run_id, status, current, trigger, started_at, ended_at, exit_code, spend_by_provider, \
+             failed_modules, error, calls, spend_usd, date) VALUES (?, ?, false, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ, ?, \
+             ?::JSON, ?::JSON, ?, ?, ?, ?::DATE)",
+        )
+        .map_err(sql_error)?;
+    for run in runs {
+        let (start, end) = (run.start.as_ref(), run.end.as_ref());
+        let trigger = start.map(|s| s.trigger.clone());
+        let started = start.map(|s| s.started_at.clone());
+        let ended = end.map(|e| e.ended_at.clone());
+        let code = end.map(|e| i64::from(e.exit_code));
+        let providers = end.map(|e| serde_json::json!(e.providers).to_string());
+        let modules = end.map(|e| serde_json::json!(e.failed_modules).to_string());
+        let error = end.and_then(|e| e.error.clone());
+        let committed = end.and_then(|e| e.snapshot_id.as_ref().zip(e.generation));
+        if let Some((_, generation)) = committed {
+            let run_id = end.map(|e| e.run_id.clone()).unwrap_or_default();
+            update
+                .execute(duckdb::params![trigger, started, ended, code, providers, modules, error, run_id, generation])
+                .map_err(sql_error)?;
+        } else {
+            insert
+                .execute(duckdb::params![
+                    run.run_id(),
+                    run.status(),
+                    trigger,
+                    started,
+                    ended,
+                    code,
+                    providers,
+                    modules,
+                    error,
+                    end.map(|e| e.calls),
+                    end.map(|e| e.spend_usd),
+                    start.map(|s| s.date.clone()),
+                ])
+                .map_err(sql_error)?;
+        }
+    }
+    Ok(())
+}
 
 /// One `runs` row per manifest, every value bound as a parameter.
 fn insert_runs(
@@ -113,7 +169,11 @@ fn insert_runs(
     let json = |value: serde_json::Value| value.to_string();
     let mut insert = conn
         .prepare(
-            "INSERT INTO runs VALUES (?, ?::DATE, ?, ?, ?, ?::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+            "INSERT INTO runs (snapshot_id, date, generation, current, run_id, created_at, status, previous_snapshot, \
+             carried_from, rebuilt_from, pipeline, pipeline_version, pipeline_sha256, scoring_model, \
+             scoring_model_version, providers, book, targets, excluded_customers, excluded_algolia, rejected_rows, \
+             carried_forward, calls, spend_usd, failures, tiers, changes, alerts, files, bytes) \
+             VALUES (?, ?::DATE, ?, ?, ?, ?::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
              ?, ?, ?, ?::JSON, ?::JSON, ?::JSON, ?, ?, ?)",
         )
         .map_err(sql_error)?;
@@ -260,6 +320,10 @@ impl Warehouse {
         sql.push_str(RUNS_TABLE);
         conn.execute_batch(&sql).map_err(sql_error)?;
         insert_runs(&conn, &generations, &current)?;
+        let history = crate::run::history::all(store)
+            .await
+            .map_err(|e| ServeError::Sql(format!("reading the run history: {e:#}")))?;
+        add_run_history(&conn, &history)?;
         Ok(Self { conn, latest, snapshots: snapshots.len() })
     }
 

@@ -1,0 +1,201 @@
+//! Run history: every `partnerforge run` leaves a start record when it starts and
+//! an end record when it ends (`history/runs/<run_id>-start.json`, `-end.json`,
+//! create-only), whether it committed, was refused, failed or was interrupted —
+//! beyond the manifest, which only a commit writes. A start without an end is a
+//! run that died (or is running: its lock says which).
+
+use std::collections::BTreeMap;
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Manifest, Store};
+
+/// Who or what started a run: `schedule:<job>` (the daemon), `--triggered-by`, or the OS user.
+pub fn trigger(given: Option<&str>) -> String {
+    if let Some(t) = given.filter(|t| !t.trim().is_empty()) {
+        return t.trim().to_string();
+    }
+    if let Ok(t) = std::env::var("PARTNERFORGE_TRIGGERED_BY")
+        && !t.trim().is_empty()
+    {
+        return t.trim().to_string();
+    }
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("user:{user}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Start {
+    pub run_id: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub pipeline: String,
+    pub date: String,
+    pub resumed: bool,
+    pub host: String,
+    pub pid: u32,
+}
+
+/// Per provider: calls made, failed, and their cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProviderUse {
+    pub calls: u64,
+    pub failed: u64,
+    pub spend_usd: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct End {
+    pub run_id: String,
+    pub ended_at: String,
+    /// completed, partial, refused, interrupted or failed.
+    pub status: String,
+    pub exit_code: u8,
+    pub wall_secs: f64,
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    #[serde(default)]
+    pub generation: Option<u32>,
+    pub calls: u64,
+    pub spend_usd: f64,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderUse>,
+    /// Failed calls per module they fed.
+    #[serde(default)]
+    pub failed_modules: BTreeMap<String, u64>,
+    /// Modules that ran (had a call answered) and were carried forward (fresh, not fetched).
+    #[serde(default)]
+    pub modules_completed: Vec<String>,
+    #[serde(default)]
+    pub targets: u64,
+    #[serde(default)]
+    pub carried_forward: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn path(run_id: &str, which: &str) -> String {
+    format!("history/runs/{run_id}-{which}.json")
+}
+
+pub async fn write_start(store: &Store, start: &Start) {
+    match serde_json::to_vec_pretty(start) {
+        Ok(bytes) => {
+            if let Err(e) = store.put_new(&path(&start.run_id, "start"), bytes.into()).await {
+                tracing::warn!("could not record the start of run {}: {e}", start.run_id);
+            }
+        }
+        Err(e) => tracing::warn!("could not encode the start record: {e}"),
+    }
+}
+
+pub async fn write_end(store: &Store, end: &End) {
+    match serde_json::to_vec_pretty(end) {
+        Ok(bytes) => {
+            if let Err(e) = store.put_new(&path(&end.run_id, "end"), bytes.into()).await {
+                tracing::warn!("could not record the end of run {}: {e}", end.run_id);
+            }
+        }
+        Err(e) => tracing::warn!("could not encode the end record: {e}"),
+    }
+}
+
+pub fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// What the committed snapshot's ledger says: use per provider, failures per module.
+pub async fn ledger_use(
+    store: &Store,
+    manifest: &Manifest,
+) -> anyhow::Result<(BTreeMap<String, ProviderUse>, BTreeMap<String, u64>, Vec<String>)> {
+    use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+    let mut providers: BTreeMap<String, ProviderUse> = BTreeMap::new();
+    let mut failed_modules: BTreeMap<String, u64> = BTreeMap::new();
+    let mut completed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    // A rebuild's ledger is its original's: no call was made.
+    if manifest.rebuilt_from.is_none()
+        && let Some(file) = manifest.file("api_calls")
+    {
+        let bytes = store.get(&file.path).await?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        for batch in reader {
+            let batch = batch?;
+            let text =
+                |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let (Some(provider), Some(outcome), Some(modules)) = (text("provider"), text("outcome"), text("modules"))
+            else {
+                continue;
+            };
+            let cost =
+                batch.column_by_name("cost_usd").and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned());
+            let status =
+                batch.column_by_name("http_status").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            for i in 0..batch.num_rows() {
+                let entry = providers.entry(provider.value(i).to_string()).or_default();
+                if status.as_ref().is_some_and(|s| !s.is_null(i)) {
+                    entry.calls += 1;
+                }
+                entry.spend_usd += cost.as_ref().map_or(0.0, |c| if c.is_null(i) { 0.0 } else { c.value(i) });
+                let failed = matches!(outcome.value(i), "failed" | "invalid");
+                for module in modules.value(i).split(',').filter(|m| !m.is_empty()) {
+                    if failed {
+                        *failed_modules.entry(module.to_string()).or_default() += 1;
+                    } else {
+                        completed.insert(module.to_string());
+                    }
+                }
+                if failed {
+                    entry.failed += 1;
+                }
+            }
+        }
+    }
+    for p in providers.values_mut() {
+        p.spend_usd = (p.spend_usd * 1e6).round() / 1e6;
+    }
+    Ok((providers, failed_modules, completed.into_iter().collect()))
+}
+
+/// A run as its records tell it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunHistory {
+    pub start: Option<Start>,
+    pub end: Option<End>,
+}
+
+impl RunHistory {
+    pub fn run_id(&self) -> &str {
+        self.start.as_ref().map(|s| s.run_id.as_str()).or(self.end.as_ref().map(|e| e.run_id.as_str())).unwrap_or("")
+    }
+
+    /// completed, partial, refused, interrupted, failed — or `unfinished` (no end record).
+    pub fn status(&self) -> &str {
+        self.end.as_ref().map_or("unfinished", |e| e.status.as_str())
+    }
+}
+
+/// Every run's records, oldest first.
+pub async fn all(store: &Store) -> anyhow::Result<Vec<RunHistory>> {
+    let mut paths = store.list("history/runs").await?;
+    paths.sort();
+    let mut runs: BTreeMap<String, RunHistory> = BTreeMap::new();
+    for p in paths {
+        let Some(name) = p.rsplit('/').next() else { continue };
+        let bytes = store.get(&p).await?;
+        if let Some(id) = name.strip_suffix("-start.json") {
+            let start: Start = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+            runs.entry(id.to_string()).or_insert(RunHistory { start: None, end: None }).start = Some(start);
+        } else if let Some(id) = name.strip_suffix("-end.json") {
+            let end: End = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+            runs.entry(id.to_string()).or_insert(RunHistory { start: None, end: None }).end = Some(end);
+        }
+    }
+    let mut out: Vec<RunHistory> = runs.into_values().collect();
+    out.sort_by(|a, b| {
+        let at = |r: &RunHistory| r.start.as_ref().map(|s| s.started_at.clone()).unwrap_or_default();
+        at(a).cmp(&at(b)).then(a.run_id().cmp(b.run_id()))
+    });
+    Ok(out)
+}
