@@ -208,6 +208,18 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// The audit log: runs started and ended, sites published, alerts delivered, gc deletions,
+    /// locks broken — who, what, when.
+    Audit {
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// Only events from this date on (UTC).
+        #[arg(long)]
+        since: Option<NaiveDate>,
+        /// table (the default on a terminal), csv, json or jsonl.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
     /// The run history: every run, its trigger, outcome, calls and spend (`runs show RUN_ID`: one run).
     Runs {
         #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
@@ -442,6 +454,11 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                         std::fs::remove_dir_all(version)
                             .with_context(|| format!("cannot remove {}", version.display()))?;
                         println!("removed site version {}", version.display());
+                        if let Ok(audit_store) = Store::open(&store) {
+                            let subject = version.display().to_string();
+                            let detail = serde_json::json!({"site_version": subject});
+                            partnerforge::store::audit::record(&audit_store, "gc.deleted", &subject, detail).await;
+                        }
                     }
                 }
             }
@@ -465,6 +482,14 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             } else {
                 let removed = store.gc_apply(&plan).await?;
                 println!("removed {removed} files; {} snapshots kept", plan.kept.len());
+                if removed > 0 {
+                    let detail = serde_json::json!({
+                        "files": removed,
+                        "snapshots": plan.snapshots.iter().map(|(date, folders)| serde_json::json!({"date": date, "generations": folders.len()})).collect::<Vec<_>>(),
+                        "never_committed": plan.abandoned,
+                    });
+                    partnerforge::store::audit::record(&store, "gc.deleted", store.url(), detail).await;
+                }
             }
         }
         Command::Query { store, format, out, file, params, sql } => {
@@ -665,6 +690,19 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             let _ = server.await;
             eprintln!("schedule: stopped");
         }
+        Command::Audit { store, since, format } => {
+            let store = Store::open(&store)?;
+            let events = partnerforge::store::audit::events(&store, since).await?;
+            let batch = partnerforge::store::table::TableBuilder::new()
+                .text("at", events.iter().map(|e| Some(&e.at)))
+                .text("actor", events.iter().map(|e| Some(&e.actor)))
+                .text("action", events.iter().map(|e| Some(&e.action)))
+                .text("subject", events.iter().map(|e| Some(&e.subject)))
+                .text("detail", events.iter().map(|e| Some(e.detail.to_string())))
+                .finish()?;
+            let result = serve::Output { schema: batch.schema(), batches: vec![batch] };
+            write_output(&result, format.unwrap_or_else(default_format), None)?;
+        }
         Command::Runs { store, last, format, show } => {
             let store = Store::open(&store)?;
             let runs = run::history::all(&store).await?;
@@ -737,6 +775,12 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                     ),
                     None => "every account and field".to_string(),
                 };
+                let detail = serde_json::json!({
+                    "audience": audience.as_ref().map(|a| a.id.clone()), "version": summary.version,
+                    "snapshot": warehouse.latest.snapshot_id, "accounts": summary.accounts, "files": summary.files,
+                });
+                partnerforge::store::audit::record(&store, "export.published", &dir.display().to_string(), detail)
+                    .await;
                 println!(
                     "exported {who}: {} accounts, {} files ({:.1} MB) from snapshot {} to {} (version {})",
                     summary.accounts,

@@ -67,6 +67,15 @@ fn gc_keeps_recent_days_and_month_ends_and_removes_the_rest() {
 
     let out = store.ok(&args);
     assert!(out.contains("3 snapshots kept"), "{out}");
+    // The deletion is in the audit log, with what went (the dry run is not).
+    let audit: Vec<serde_json::Value> =
+        serde_json::from_str(&store.ok(&["audit", "--store", &store.store(), "--format", "json"])).unwrap();
+    let gc: Vec<&serde_json::Value> = audit.iter().filter(|e| e["action"] == "gc.deleted").collect();
+    assert_eq!(gc.len(), 1, "{audit:?}");
+    let detail: serde_json::Value = serde_json::from_str(gc[0]["detail"].as_str().unwrap()).unwrap();
+    let dates: Vec<&str> = detail["snapshots"].as_array().unwrap().iter().filter_map(|s| s["date"].as_str()).collect();
+    assert_eq!(dates, ["2026-09-29", "2026-09-30", "2026-10-30"], "{detail}");
+    assert!(audit.iter().filter(|e| e["action"] == "run.started").count() >= 6, "{audit:?}");
     let kept: Vec<String> = store.manifests().iter().map(|(_, m)| m["date"].as_str().unwrap().to_string()).collect();
     assert_eq!(kept, ["2026-10-31", "2026-11-01", "2026-11-02"]);
     let files = listing(&store.path().join("store/snapshots"));

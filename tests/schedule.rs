@@ -249,6 +249,13 @@ after = "nightly"
     let interrupted = listed.iter().find(|r| r["status"] == "interrupted").unwrap();
     assert!(interrupted["error"].as_str().unwrap().contains("interrupted by SIGTERM"), "{interrupted:?}");
 
+    // The audit log: who started what, and what was published.
+    let audit: Vec<Value> =
+        serde_json::from_str(&store.ok(&["audit", "--store", &store.store(), "--format", "json"])).unwrap();
+    let by = |action: &str, actor: &str| audit.iter().filter(|e| e["action"] == action && e["actor"] == actor).count();
+    assert!(by("run.started", "schedule:nightly") >= 3 && by("run.ended", "schedule:nightly") >= 3, "{audit:?}");
+    assert!(by("export.published", "schedule:exports") >= 2, "{audit:?}");
+
     // The next start resumes it (reusing its journal), and runs nothing else twice.
     let log2 = store.path().join("daemon2.log");
     let mut child = daemon(&store, &file, &log2);

@@ -358,6 +358,14 @@ pub async fn deliver(
     let (lock, _) = store.acquire_lock("alerts", run_id, ttl, true).await.context("taking the alerts lease")?;
     let result = deliver_locked(store, rules, messages, run_id, resend_in_doubt).await;
     store.release_lock(lock).await?;
+    if let Ok(report) = &result
+        && (!report.delivered.is_empty() || !report.failed.is_empty())
+    {
+        let detail = serde_json::json!({
+            "delivered": report.delivered, "failed": report.failed.len(), "in_doubt": report.in_doubt.len(),
+        });
+        crate::store::audit::record(store, "alerts.delivered", run_id, detail).await;
+    }
     result
 }
 

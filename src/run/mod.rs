@@ -239,6 +239,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     history::write_end(&store, &end).await;
+    let detail = serde_json::json!({
+        "status": end.status, "exit_code": end.exit_code, "snapshot": end.snapshot_id, "generation": end.generation,
+        "calls": end.calls, "spend_usd": end.spend_usd, "error": end.error,
+    });
+    crate::store::audit::record(&store, "run.ended", &run_id, detail).await;
     result
 }
 
@@ -278,74 +283,86 @@ async fn run_recorded(mut options: RunOptions, recorded: &Mutex<Option<(Store, S
         None => None,
     };
     let run_id = resumed.as_ref().map(|(id, _)| id.clone()).unwrap_or_else(|| run_id(now));
-    if let Ok(store) = Store::open(&options.selection.store) {
-        let start = history::Start {
-            run_id: run_id.clone(),
-            trigger: history::trigger(options.triggered_by.as_deref()),
-            started_at: history::now_text(),
-            pipeline: options.selection.pipeline.display().to_string(),
-            date: options.selection.date.to_string(),
-            resumed: resumed.is_some(),
-            host: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
-            pid: std::process::id(),
-        };
-        // A resumed run's start was recorded by the run it continues; this is its second start.
-        let start = history::Start {
-            run_id: if resumed.is_some() {
-                format!("{run_id}-resumed-{}", now.format("%Y%m%dT%H%M%SZ"))
-            } else {
-                run_id.clone()
-            },
-            ..start
-        };
-        history::write_start(&store, &start).await;
-        *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some((store, start.run_id.clone()));
-    }
-    let prepared = prepare(&options.selection).await?;
-    // Refused before the lock and before anything is written: nothing for `--resume` to find.
-    prepared.refuse_existing_date(options.replace)?;
-    let pipeline = &prepared.pipeline.pipeline;
-    prepared.store.check_conditional_writes().await?;
-    let ttl = pipeline.run.lock_ttl();
-    // Resuming a run that died means breaking the lock it left (never a live one).
-    let break_lock = options.break_lock || resumed.is_some();
-    let interrupted = |signal: Option<&'static str>, resumable: bool| Interrupted {
-        signal: signal.unwrap_or("a signal"),
-        run_id: run_id.clone(),
-        date: options.selection.date.to_string(),
-        resumable,
-    };
-    // Stopped before the lock: nothing was taken or written.
-    if stop.is_cancelled() {
-        return Err(interrupted(*received.lock().unwrap_or_else(|e| e.into_inner()), resumed.is_some()).into());
-    }
-    let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, break_lock).await?;
-    if let Some(holder) = broken {
-        status(&format!("broke the lock held by {holder}"));
-    }
-    let store = prepared.store.clone();
-    let alert_rules = prepared.pipeline.alerts.clone();
-    let heartbeat = tokio::spawn(renew(store.clone(), lock.clone(), ttl, stop.clone()));
-    // Everything under the lock runs in `locked`; the lock is given back whatever it returns.
-    let result = locked(&options, prepared, resumed, &run_id, now, started, &lock, stop).await;
-    heartbeat.abort();
-    let released = store.release_lock(lock).await;
-    let signal = *received.lock().unwrap_or_else(|e| e.into_inner());
-    let report = match (result, signal) {
-        (Err(_), Some(signal)) => {
-            let resumable = journal::has_run(&store, &run_id).await;
-            return Err(interrupted(Some(signal), resumable).into());
-        }
-        (result, _) => result?,
-    };
-    released?;
-    // Alerts go out once the snapshot is committed and the pipeline's lock is given back
-    // (delivery has a lease of its own: a crash here leaves the next run nothing to break).
-    let delivery = match &alert_rules {
-        Some(rules) => Some(deliver_after_commit(&store, rules, &run_id).await),
-        None => None,
-    };
-    Ok(RunReport { delivery, ..report })
+    // Every log line of the run carries its id.
+    let span = tracing::info_span!("run", run_id = %run_id);
+    tracing::Instrument::instrument(
+        async move {
+            if let Ok(store) = Store::open(&options.selection.store) {
+                let start = history::Start {
+                    run_id: run_id.clone(),
+                    trigger: history::trigger(options.triggered_by.as_deref()),
+                    started_at: history::now_text(),
+                    pipeline: options.selection.pipeline.display().to_string(),
+                    date: options.selection.date.to_string(),
+                    resumed: resumed.is_some(),
+                    host: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+                    pid: std::process::id(),
+                };
+                // A resumed run's start was recorded by the run it continues; this is its second start.
+                let start = history::Start {
+                    run_id: if resumed.is_some() {
+                        format!("{run_id}-resumed-{}", now.format("%Y%m%dT%H%M%SZ"))
+                    } else {
+                        run_id.clone()
+                    },
+                    ..start
+                };
+                history::write_start(&store, &start).await;
+                let detail = serde_json::json!({"pipeline": start.pipeline, "date": start.date, "resumed": start.resumed, "pid": start.pid});
+                crate::store::audit::record(&store, "run.started", &start.run_id, detail).await;
+                *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some((store, start.run_id.clone()));
+            }
+            let prepared = prepare(&options.selection).await?;
+            // Refused before the lock and before anything is written: nothing for `--resume` to find.
+            prepared.refuse_existing_date(options.replace)?;
+            let pipeline = &prepared.pipeline.pipeline;
+            prepared.store.check_conditional_writes().await?;
+            let ttl = pipeline.run.lock_ttl();
+            // Resuming a run that died means breaking the lock it left (never a live one).
+            let break_lock = options.break_lock || resumed.is_some();
+            let interrupted = |signal: Option<&'static str>, resumable: bool| Interrupted {
+                signal: signal.unwrap_or("a signal"),
+                run_id: run_id.clone(),
+                date: options.selection.date.to_string(),
+                resumable,
+            };
+            // Stopped before the lock: nothing was taken or written.
+            if stop.is_cancelled() {
+                return Err(interrupted(*received.lock().unwrap_or_else(|e| e.into_inner()), resumed.is_some()).into());
+            }
+            let (lock, broken) = prepared.store.acquire_lock(&pipeline.name, &run_id, ttl, break_lock).await?;
+            if let Some(holder) = broken {
+                status(&format!("broke the lock held by {holder}"));
+                let detail = serde_json::json!({"lock": pipeline.name, "held_by": holder.to_string(), "broken_by": run_id});
+                crate::store::audit::record(&prepared.store, "lock.broken", &format!("locks/{}", pipeline.name), detail).await;
+            }
+            let store = prepared.store.clone();
+            let alert_rules = prepared.pipeline.alerts.clone();
+            let heartbeat = tokio::spawn(renew(store.clone(), lock.clone(), ttl, stop.clone()));
+            // Everything under the lock runs in `locked`; the lock is given back whatever it returns.
+            let result = locked(&options, prepared, resumed, &run_id, now, started, &lock, stop).await;
+            heartbeat.abort();
+            let released = store.release_lock(lock).await;
+            let signal = *received.lock().unwrap_or_else(|e| e.into_inner());
+            let report = match (result, signal) {
+                (Err(_), Some(signal)) => {
+                    let resumable = journal::has_run(&store, &run_id).await;
+                    return Err(interrupted(Some(signal), resumable).into());
+                }
+                (result, _) => result?,
+            };
+            released?;
+            // Alerts go out once the snapshot is committed and the pipeline's lock is given back
+            // (delivery has a lease of its own: a crash here leaves the next run nothing to break).
+            let delivery = match &alert_rules {
+                Some(rules) => Some(deliver_after_commit(&store, rules, &run_id).await),
+                None => None,
+            };
+            Ok(RunReport { delivery, ..report })
+        },
+        span,
+    )
+    .await
 }
 
 /// Renews the lease while the work goes on. A lease broken by another run stops

@@ -7,6 +7,7 @@
 //! snapshot for the same date is a new generation beside the first, never an
 //! overwrite.
 
+pub mod audit;
 pub mod gc;
 pub mod lock;
 pub mod manifest;
