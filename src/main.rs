@@ -349,6 +349,10 @@ fn today() -> NaiveDate {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    {
+        use std::io::IsTerminal;
+        run::show_progress(!cli.log_json && std::io::stderr().is_terminal());
+    }
     match dispatch(cli.command).await {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {

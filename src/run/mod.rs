@@ -149,6 +149,15 @@ fn run_id(now: chrono::DateTime<Utc>) -> String {
     format!("run-{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), std::process::id() & 0xffff)
 }
 
+/// Whether runs draw a progress bar (an interactive terminal, logs not in JSON).
+static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the per-wave progress bar on or off (`main`: on when stderr is a terminal and
+/// logs are not JSON lines).
+pub fn show_progress(on: bool) {
+    PROGRESS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A human status line: stderr, so stdout carries only the summary.
 fn status(line: &str) {
     eprintln!("{line}");
@@ -522,6 +531,19 @@ async fn refresh(
         let wave_started = Instant::now();
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
         tracing::info!(wave = w + 1, modules = %ids.join(","), "fetching");
+        if PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
+            let bar = indicatif::ProgressBar::new(work.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "wave {prefix} [{bar:30}] {pos}/{len} domains · {msg} · {elapsed} elapsed, ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{} ({})", w + 1, waves.len(), ids.join(",")));
+            if let Some(done) = refresh.progress.replace(bar) {
+                done.finish_and_clear();
+            }
+        }
         refresh.run_wave(wave, &work, journal, &writer).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }

@@ -38,6 +38,8 @@ pub(crate) struct Refresh<'a> {
     pub(crate) planner: Planner<'a>,
     fetcher: Fetcher,
     buffer: Buffer,
+    /// The wave's progress on a terminal: domains done of the wave's, calls and spend so far.
+    pub(crate) progress: Option<indicatif::ProgressBar>,
 }
 
 /// Rows not yet staged, and what the ledger adds up to.
@@ -201,7 +203,7 @@ impl<'a> Refresh<'a> {
             totals: LedgerTotals::default(),
             stage,
         };
-        Self { planner, fetcher, buffer }
+        Self { planner, fetcher, buffer, progress: None }
     }
 
     /// Makes a wave's calls target by target as request slots free up, each answer
@@ -220,7 +222,13 @@ impl<'a> Refresh<'a> {
         let ready: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         let mut result = WaveResult::default();
         let planner = &self.planner;
-        let mut sink = Sink { planner, fetcher: &self.fetcher, buffer: &mut self.buffer };
+        if let Some(bar) = &self.progress {
+            bar.set_length(work.len() as u64);
+            bar.set_position(0);
+            bar.reset_eta();
+        }
+        let mut sink =
+            Sink { planner, fetcher: &self.fetcher, buffer: &mut self.buffer, progress: self.progress.as_ref() };
         // First the targets that need no call — every answer is in the journal (a resume),
         // or every module was skipped — finished one at a time, so they never pile up.
         let mut settled = vec![false; work.len()];
@@ -294,7 +302,10 @@ impl<'a> Refresh<'a> {
 
     /// Writes what is still buffered to the stage; the stage, to commit.
     pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage)> {
-        Sink { planner: &self.planner, fetcher: &self.fetcher, buffer: &mut self.buffer }.flush()?;
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+        Sink { planner: &self.planner, fetcher: &self.fetcher, buffer: &mut self.buffer, progress: None }.flush()?;
         Ok((self.planner, self.buffer.totals, self.buffer.stage))
     }
 }
@@ -308,6 +319,7 @@ struct Sink<'r> {
     planner: &'r Planner<'r>,
     fetcher: &'r Fetcher,
     buffer: &'r mut Buffer,
+    progress: Option<&'r indicatif::ProgressBar>,
 }
 
 impl Sink<'_> {
@@ -335,6 +347,11 @@ impl Sink<'_> {
     /// Records a target's calls and lets its modules read the replies; a module
     /// with a failed call is empty for the target.
     fn finish_target(&mut self, done: Pending, result: &mut WaveResult) -> anyhow::Result<()> {
+        if let Some(bar) = self.progress {
+            bar.inc(1);
+            let totals = &self.buffer.totals;
+            bar.set_message(format!("{} calls · ${:.2}", totals.calls, totals.spend_usd));
+        }
         let Pending { plan, answers, .. } = done;
         let domain = &plan.target.domain;
         for row in plan.skipped {
