@@ -73,12 +73,15 @@ impl Job {
     /// The next `n` fire times after `from` (none for a job that runs after another).
     pub fn next_times(&self, from: DateTime<Utc>, n: usize) -> Vec<DateTime<chrono_tz::Tz>> {
         let When::Cron { cron, zone, .. } = &self.when else { return Vec::new() };
+        // Whole seconds: croner carries the sub-second part of its start into every time.
+        let from = chrono::SubsecRound::trunc_subsecs(from, 0);
         cron.iter_after(from.with_timezone(zone)).take(n).collect()
     }
 
     /// The fire time at or before `at` (the period a catch-up looks back over).
     pub fn previous_time(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let When::Cron { cron, zone, .. } = &self.when else { return None };
+        let at = chrono::SubsecRound::trunc_subsecs(at, 0);
         cron.find_previous_occurrence(&at.with_timezone(zone), true).ok().map(|t| t.with_timezone(&Utc))
     }
 }
