@@ -79,26 +79,23 @@ fn path(run_id: &str, which: &str) -> String {
     format!("history/runs/{run_id}-{which}.json")
 }
 
-pub async fn write_start(store: &Store, start: &Start) {
-    match serde_json::to_vec_pretty(start) {
-        Ok(bytes) => {
-            if let Err(e) = store.put_new(&path(&start.run_id, "start"), bytes.into()).await {
-                tracing::warn!("could not record the start of run {}: {e}", start.run_id);
-            }
-        }
-        Err(e) => tracing::warn!("could not encode the start record: {e}"),
+/// Writes one record create-only; a record that cannot be written is logged, never fatal.
+async fn write(store: &Store, run_id: &str, which: &str, record: &impl Serialize) {
+    let written = match serde_json::to_vec_pretty(record) {
+        Ok(bytes) => store.put_new(&path(run_id, which), bytes.into()).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        tracing::warn!("could not record the {which} of run {run_id}: {e}");
     }
 }
 
+pub async fn write_start(store: &Store, start: &Start) {
+    write(store, &start.run_id, "start", start).await;
+}
+
 pub async fn write_end(store: &Store, end: &End) {
-    match serde_json::to_vec_pretty(end) {
-        Ok(bytes) => {
-            if let Err(e) = store.put_new(&path(&end.run_id, "end"), bytes.into()).await {
-                tracing::warn!("could not record the end of run {}: {e}", end.run_id);
-            }
-        }
-        Err(e) => tracing::warn!("could not encode the end record: {e}"),
-    }
+    write(store, &end.run_id, "end", end).await;
 }
 
 pub fn now_text() -> String {
