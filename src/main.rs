@@ -925,6 +925,23 @@ fn run_detail(r: &run::history::RunHistory) -> String {
                     out.push_str(&format!("    {module:<14} {n}\n"));
                 }
             }
+            if !e.skipped_modules.is_empty() {
+                out.push_str(
+                    "  skipped calls by module (budget, quota, open circuit, refused key, failed dependency)\n",
+                );
+                for (module, n) in &e.skipped_modules {
+                    out.push_str(&format!("    {module:<14} {n}\n"));
+                }
+            }
+            let tripped: Vec<String> = e
+                .circuits
+                .iter()
+                .filter(|(_, c)| c.opened > 0 || c.state != "closed")
+                .map(|(p, c)| format!("{p} {} (opened {}×)", c.state, c.opened))
+                .collect();
+            if !tripped.is_empty() {
+                out.push_str(&format!("  circuits        {}\n", tripped.join(", ")));
+            }
             if !e.modules_completed.is_empty() {
                 out.push_str(&format!("  modules fetched {}\n", e.modules_completed.join(", ")));
             }

@@ -10,6 +10,14 @@ mod support;
 
 use support::crash::{CONCURRENCY, DATE, Provider, assert_same_snapshot, kill_when, run_args, snapshot_folder};
 
+/// Paid answers (BuiltWith and SimilarWeb) on the store's spend record.
+fn recorded_paid(store: &support::TestStore) -> usize {
+    let rows = store.query(
+        "SELECT coalesce(sum(billed), 0)::BIGINT AS n FROM spend_record WHERE provider IN ('builtwith', 'similarweb')",
+    );
+    rows[0]["n"].as_u64().unwrap() as usize
+}
+
 #[test]
 fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_most_the_calls_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
@@ -18,6 +26,7 @@ fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_mo
     let url = straight.store();
     let summary = straight.ok(&run_args(&pipeline, &url));
     assert_eq!(provider.paid_twice(), 0, "an uninterrupted run pays once");
+    assert_eq!(recorded_paid(&straight), provider.paid(), "the spend record holds every paid answer");
     let calls = straight.manifests()[0].1["counts"]["calls"].as_u64().unwrap() as usize;
     assert!(calls > 300, "{summary}");
     let reference = snapshot_folder(&straight);
@@ -44,6 +53,9 @@ fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_mo
         let twice = provider.paid_twice();
         eprintln!("{context}: {twice} answers paid twice");
         assert!(twice <= CONCURRENCY, "{context}: {twice} answers paid twice, more than the {CONCURRENCY} on the wire");
+        // The spend record misses at most the answers billed while the kill came (on the wire).
+        let (recorded, paid) = (recorded_paid(&killed), provider.paid());
+        assert!(recorded <= paid && paid - recorded <= CONCURRENCY, "{context}: {recorded} on record, {paid} billed");
         let ledger = killed.query(
             "SELECT count(*) AS n FROM (SELECT provider, endpoint, domain FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1)",
         );

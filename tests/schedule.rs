@@ -339,8 +339,59 @@ for family in text_string_to_metric_families(open(sys.argv[1]).read()):
         parsed.lines().any(|l| l.contains("\"partnerforge_runs_total\"") && l.contains("\"type\": \"counter\"")),
         "{parsed}"
     );
+    assert_eq!(
+        sample(&parsed, "partnerforge_circuit_state", &[("provider", "similarweb"), ("state", "closed")]),
+        1.0,
+        "{parsed}"
+    );
+    assert_eq!(
+        sample(&parsed, "partnerforge_module_executions_total", &[("module", "m03"), ("status", "completed")]),
+        1.0,
+        "{parsed}"
+    );
     // A refused run writes its metrics too.
     store.exits(4, &["run", "--date", "2026-11-23", "--limit", "10", "--metrics-file", &file.display().to_string()]);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("status=\"refused\""), "{text}");
+
+    // SimilarWeb failing every call: its circuit opens, its modules fail and the calls past it are skipped.
+    let failing = [
+        "run",
+        "--date",
+        "2026-11-24",
+        "--limit",
+        "40",
+        "--fault",
+        "similarweb.error_rate=1",
+        "--metrics-file",
+        &file.display().to_string(),
+    ];
+    store.exits(3, &failing);
+    let out = Command::new("python3").arg("-c").arg(script).arg(&file).output().expect("python3");
+    let parsed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(sample(&parsed, "partnerforge_runs_total", &[("status", "partial")]), 1.0, "{parsed}");
+    assert_eq!(
+        sample(&parsed, "partnerforge_circuit_state", &[("provider", "similarweb"), ("state", "closed")]),
+        0.0,
+        "{parsed}"
+    );
+    assert!(sample(&parsed, "partnerforge_circuit_opened_total", &[("provider", "similarweb")]) >= 1.0, "{parsed}");
+    assert_eq!(
+        sample(&parsed, "partnerforge_module_executions_total", &[("module", "m03"), ("status", "failed")]),
+        1.0,
+        "{parsed}"
+    );
+    assert_eq!(
+        sample(&parsed, "partnerforge_module_executions_total", &[("module", "m02"), ("status", "completed")]),
+        1.0,
+        "{parsed}"
+    );
+    // And `runs show` says so.
+    let url = store.store();
+    let runs: Value =
+        serde_json::from_str(&store.ok(&["runs", "--store", &url, "--last", "1", "--format", "json"])).unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+    let shown = store.ok(&["runs", "--store", &url, "show", &run_id]);
+    assert!(shown.contains("circuits        similarweb open") || shown.contains("similarweb half-open"), "{shown}");
+    assert!(shown.contains("skipped calls by module") && shown.contains("m03"), "{shown}");
 }

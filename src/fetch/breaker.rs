@@ -29,11 +29,13 @@ impl State {
 pub struct CircuitBreaker {
     settings: BreakerSettings,
     state: Mutex<State>,
+    /// How many times it opened.
+    opened: std::sync::atomic::AtomicU64,
 }
 
 impl CircuitBreaker {
     pub fn new(settings: BreakerSettings) -> Self {
-        Self { settings, state: Mutex::new(State::Closed { failures: 0 }) }
+        Self { settings, state: Mutex::new(State::Closed { failures: 0 }), opened: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -42,6 +44,11 @@ impl CircuitBreaker {
 
     pub fn state(&self) -> State {
         *self.lock()
+    }
+
+    /// How many times the circuit opened (after a failure in closed or half-open).
+    pub fn times_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a call may go out now. In half-open, one probe at a time.
@@ -89,7 +96,10 @@ impl CircuitBreaker {
                 State::Closed { failures: failures + 1 }
             }
             State::Open { until } => State::Open { until },
-            _ => open,
+            _ => {
+                self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                open
+            }
         };
     }
 }
@@ -126,6 +136,7 @@ mod tests {
         assert!(breaker.admit(&clock));
         breaker.on_success();
         assert_eq!(breaker.state(), State::Closed { failures: 0 });
+        assert_eq!(breaker.times_opened(), 1);
     }
 
     /// A breaker that opened on one failure and, 10 s later, has let one probe through.

@@ -117,12 +117,11 @@ impl Budget {
         accounts.entry(reservation.provider).or_default().reserved -= reservation.cost;
     }
 
-    /// Counts spending this run did before (a resumed run's reused calls).
+    /// Counts spending this run did before (a resumed run's reused calls) toward its
+    /// per-run cap; the month already counts it (`month_to_date` is the spend record's).
     pub fn spent_earlier(&self, provider: ProviderId, usd: f64) {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        let account = accounts.entry(provider).or_default();
-        account.run_spent += usd;
-        account.month_spent += usd;
+        accounts.entry(provider).or_default().run_spent += usd;
     }
 
     pub fn run_spent(&self, provider: ProviderId) -> f64 {

@@ -345,6 +345,11 @@ impl Fetcher {
         self.lanes.iter().find(|l| l.endpoint.provider == provider).ok_or(FetchError::NoEndpoint(provider.name()))
     }
 
+    /// Each provider's circuit: its state now and how many times it opened this run.
+    pub fn circuits(&self) -> std::collections::BTreeMap<ProviderId, (&'static str, u64)> {
+        self.lanes.iter().map(|l| (l.endpoint.provider, (l.breaker.state().name(), l.breaker.times_opened()))).collect()
+    }
+
     pub fn endpoint(&self, provider: ProviderId) -> Result<&Endpoint, FetchError> {
         Ok(&self.lane(provider)?.endpoint)
     }

@@ -235,6 +235,7 @@ pub(crate) async fn commit(
         pipeline: PipelineRef { name: p.name.clone(), version: p.version, sha256: pipeline.sha256.clone() },
         scoring_model: ModelRef { name: model.name.clone(), version: model.version },
         providers: draft.providers,
+        spend_recorded: true,
         files,
         counts: Counts {
             targets: written as u64,

@@ -37,6 +37,24 @@ pub struct Start {
     pub pid: u32,
 }
 
+/// A provider's circuit breaker as a run left it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Circuit {
+    /// closed, open or half-open.
+    pub state: String,
+    /// How many times it opened during the run.
+    pub opened: u64,
+}
+
+/// What a committed snapshot's ledger says a run did.
+#[derive(Debug, Default)]
+pub struct LedgerUse {
+    pub providers: BTreeMap<String, ProviderUse>,
+    pub failed_modules: BTreeMap<String, u64>,
+    pub skipped_modules: BTreeMap<String, u64>,
+    pub completed: Vec<String>,
+}
+
 /// Per provider: calls made, failed, and their cost.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProviderUse {
@@ -67,6 +85,13 @@ pub struct End {
     /// Modules that ran (had a call answered) and were carried forward (fresh, not fetched).
     #[serde(default)]
     pub modules_completed: Vec<String>,
+    /// Calls not made per module they would have fed (budget, quota, open circuit, refused key,
+    /// a failed dependency).
+    #[serde(default)]
+    pub skipped_modules: BTreeMap<String, u64>,
+    /// Each provider's circuit breaker at the end of the run.
+    #[serde(default)]
+    pub circuits: BTreeMap<String, Circuit>,
     #[serde(default)]
     pub targets: u64,
     #[serde(default)]
@@ -102,14 +127,12 @@ pub fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// What the committed snapshot's ledger says: use per provider, failures per module.
-pub async fn ledger_use(
-    store: &Store,
-    manifest: &Manifest,
-) -> anyhow::Result<(BTreeMap<String, ProviderUse>, BTreeMap<String, u64>, Vec<String>)> {
+/// What the committed snapshot's ledger says: use per provider, failed and skipped calls per module.
+pub async fn ledger_use(store: &Store, manifest: &Manifest) -> anyhow::Result<LedgerUse> {
     use arrow::array::{Array, Float64Array, Int64Array, StringArray};
     let mut providers: BTreeMap<String, ProviderUse> = BTreeMap::new();
     let mut failed_modules: BTreeMap<String, u64> = BTreeMap::new();
+    let mut skipped_modules: BTreeMap<String, u64> = BTreeMap::new();
     let mut completed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     // A rebuild's ledger is its original's: no call was made.
     if manifest.rebuilt_from.is_none()
@@ -129,17 +152,32 @@ pub async fn ledger_use(
                 batch.column_by_name("cost_usd").and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned());
             let status =
                 batch.column_by_name("http_status").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            let (endpoint, domain) = (text("endpoint"), text("domain"));
+            let same_call = |i: usize| {
+                i > 0
+                    && provider.value(i) == provider.value(i - 1)
+                    && endpoint.as_ref().is_some_and(|e| e.value(i) == e.value(i - 1))
+                    && domain.as_ref().is_some_and(|d| d.value(i) == d.value(i - 1))
+            };
             for i in 0..batch.num_rows() {
                 let entry = providers.entry(provider.value(i).to_string()).or_default();
                 if status.as_ref().is_some_and(|s| !s.is_null(i)) {
                     entry.calls += 1;
                 }
                 entry.spend_usd += cost.as_ref().map_or(0.0, |c| if c.is_null(i) { 0.0 } else { c.value(i) });
-                let failed = matches!(outcome.value(i), "failed" | "invalid");
+                // A call's attempts are consecutive rows: one whose attempts failed and that was then
+                // skipped (its circuit opened, its budget ran out) failed, it was not merely skipped.
+                let o = outcome.value(i);
+                let skipped_after_errors =
+                    o.starts_with("skipped") && same_call(i) && outcome.value(i - 1) == "retried";
+                let failed = matches!(o, "failed" | "invalid") || skipped_after_errors;
+                let skipped = o.starts_with("skipped") && !skipped_after_errors;
                 for module in modules.value(i).split(',').filter(|m| !m.is_empty()) {
                     if failed {
                         *failed_modules.entry(module.to_string()).or_default() += 1;
-                    } else {
+                    } else if skipped {
+                        *skipped_modules.entry(module.to_string()).or_default() += 1;
+                    } else if matches!(o, "ok" | "no_data") {
                         completed.insert(module.to_string());
                     }
                 }
@@ -152,7 +190,7 @@ pub async fn ledger_use(
     for p in providers.values_mut() {
         p.spend_usd = (p.spend_usd * 1e6).round() / 1e6;
     }
-    Ok((providers, failed_modules, completed.into_iter().collect()))
+    Ok(LedgerUse { providers, failed_modules, skipped_modules, completed: completed.into_iter().collect() })
 }
 
 /// A run as its records tell it.

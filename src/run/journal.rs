@@ -25,9 +25,10 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::ProviderId;
+use crate::config::{ProviderAccount, ProviderId, ProvidersMode};
 use crate::fetch::{Attempt, Call, Ending, Exchange, Keep, Reply};
 use crate::run::Selection;
+use crate::run::spend::{self, Days, Recorder};
 use crate::store::{Store, StoreError};
 
 /// What a run was asked to do, kept so `--resume` can do it again: its selection
@@ -39,6 +40,14 @@ pub struct RunSpec {
     pub replace: bool,
     pub faults: Vec<String>,
     pub started_at: String,
+}
+
+/// The account a run's calls go to, as its spec decided it.
+fn account_of(spec: &RunSpec) -> ProviderAccount {
+    match spec.selection.providers {
+        ProvidersMode::Real => ProviderAccount::Real,
+        ProvidersMode::Simulated | ProvidersMode::Auto => ProviderAccount::Simulated,
+    }
 }
 
 fn folder(run_id: &str) -> String {
@@ -161,6 +170,10 @@ impl Unreadable {
 pub struct Journal {
     store: Store,
     run_id: String,
+    /// The providers' account the run's spend is recorded against.
+    account: ProviderAccount,
+    /// When the run first started (RFC 3339).
+    started_at: String,
     /// Where each replayed answer is: read back when the call comes up, never all held at once.
     index: HashMap<CallKey, Located>,
     /// The files the index points into: the local segments, or copies of S3's group objects.
@@ -253,6 +266,8 @@ impl Journal {
         Ok(Self {
             store: store.clone(),
             run_id: spec.run_id.clone(),
+            account: account_of(spec),
+            started_at: spec.started_at.clone(),
             index: HashMap::new(),
             files: Vec::new(),
             replay_dir: None,
@@ -351,6 +366,8 @@ impl Journal {
         let journal = Self {
             store: store.clone(),
             run_id: run_id.to_string(),
+            account: account_of(&spec),
+            started_at: spec.started_at.clone(),
             index,
             files,
             replay_dir,
@@ -387,6 +404,11 @@ impl Journal {
         }
     }
 
+    /// The UTC day the run first started.
+    pub fn started_on(&self) -> Option<chrono::NaiveDate> {
+        chrono::DateTime::parse_from_rfc3339(&self.started_at).ok().map(|t| t.with_timezone(&chrono::Utc).date_naive())
+    }
+
     pub fn resumed_calls(&self) -> usize {
         self.index.len()
     }
@@ -399,26 +421,30 @@ impl Journal {
     /// Starts this process's writer: a new segment, group-committed.
     pub fn writer(&self) -> Result<JournalWriter, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+        let recorder = Recorder::new(&self.store, &self.run_id, self.account, self.segment);
         match self.store.local_path(&format!("{}/journal-{:04}.jsonl", folder(&self.run_id), self.segment)) {
             Some(path) => {
-                let file = open_segment(&path).map_err(|e| StoreError::Cache { path: path.clone(), source: e })?;
+                let file = crate::store::create_durable(&path)
+                    .map_err(|e| StoreError::Cache { path: path.clone(), source: e })?;
                 std::thread::Builder::new()
                     .name("journal".into())
-                    .spawn(move || write_local(file, path, rx))
+                    .spawn(move || write_local(file, path, recorder, rx))
                     .map_err(|e| StoreError::Encode(format!("cannot start the journal writer: {e}")))?;
             }
             None => {
                 let prefix = format!("{}/journal/{:04}", folder(&self.run_id), self.segment);
-                tokio::spawn(write_objects(self.store.clone(), prefix, rx));
+                tokio::spawn(write_objects(self.store.clone(), prefix, recorder, rx));
             }
         }
         Ok(JournalWriter { tx })
     }
 }
 
-/// An entry waiting to be written, and who to tell once it is durable.
+/// An entry waiting to be written, and who to tell once it is durable: the journal
+/// line of an answer a resume reuses, and what the call cost and sent.
 struct Pending {
-    line: Vec<u8>,
+    line: Option<Vec<u8>>,
+    spend: Days,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -429,11 +455,11 @@ const GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Takes what is queued: the first entry (waiting for it), then whatever else is there.
 fn take_group(first: Pending, rx: &mut mpsc::UnboundedReceiver<Pending>) -> Vec<Pending> {
     let mut group = vec![first];
-    let mut bytes = group[0].line.len();
+    let mut bytes = group[0].line.as_ref().map_or(0, Vec::len);
     while group.len() < GROUP_ENTRIES && bytes < GROUP_BYTES {
         match rx.try_recv() {
             Ok(next) => {
-                bytes += next.line.len();
+                bytes += next.line.as_ref().map_or(0, Vec::len);
                 group.push(next);
             }
             Err(_) => break,
@@ -442,25 +468,30 @@ fn take_group(first: Pending, rx: &mut mpsc::UnboundedReceiver<Pending>) -> Vec<
     group
 }
 
+/// A group's journal lines, and its use (recorded first: an answer on record is paid for).
+fn contents(group: &[Pending]) -> (Vec<u8>, Days) {
+    let mut days = Days::new();
+    for pending in group {
+        spend::merge(&mut days, &pending.spend);
+    }
+    (group.iter().flat_map(|p| p.line.iter().flatten().copied()).collect(), days)
+}
+
 fn finish(group: Vec<Pending>, result: Result<(), String>) {
     for pending in group {
         let _ = pending.done.send(result.clone());
     }
 }
 
-fn open_segment(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let parent = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let file = std::fs::OpenOptions::new().create_new(true).append(true).open(path)?;
-    // The new file's name must survive a machine crash too.
-    std::fs::File::open(parent)?.sync_all()?;
-    Ok(file)
-}
-
-/// The local writer: append the group, `fsync`, acknowledge. After a failed write
-/// it writes nothing more (a later line after a partial one would be unreadable):
-/// every entry from then on is refused, and the run stops.
-fn write_local(mut file: std::fs::File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pending>) {
+/// The local writer: record the group's use, append its lines, `fsync`, acknowledge.
+/// After a failed write it writes nothing more (a later line after a partial one
+/// would be unreadable): every entry from then on is refused, and the run stops.
+fn write_local(
+    mut file: std::fs::File,
+    path: PathBuf,
+    mut recorder: Recorder,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut broken: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let group = take_group(first, &mut rx);
@@ -468,11 +499,15 @@ fn write_local(mut file: std::fs::File, path: PathBuf, mut rx: mpsc::UnboundedRe
             finish(group, Err(error.clone()));
             continue;
         }
-        let bytes: Vec<u8> = group.iter().flat_map(|p| p.line.iter().copied()).collect();
-        let result = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| format!("journal {}: {e}", path.display()));
+        let (bytes, days) = contents(&group);
+        let result = (if days.is_empty() { Ok(()) } else { recorder.write_local(days) }).and_then(|()| {
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| format!("journal {}: {e}", path.display()))
+        });
         if let Err(error) = &result {
             broken = Some(error.clone());
         }
@@ -480,19 +515,22 @@ fn write_local(mut file: std::fs::File, path: PathBuf, mut rx: mpsc::UnboundedRe
     }
 }
 
-/// The object-storage writer: one create-only object per group.
-async fn write_objects(store: Store, prefix: String, mut rx: mpsc::UnboundedReceiver<Pending>) {
+/// The object-storage writer: the group's use, then its lines, each a create-only object.
+async fn write_objects(store: Store, prefix: String, mut recorder: Recorder, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut next = 1u64;
     while let Some(first) = rx.recv().await {
         let group = take_group(first, &mut rx);
-        let bytes: Vec<u8> = group.iter().flat_map(|p| p.line.iter().copied()).collect();
-        let path = format!("{prefix}-{next:08}.jsonl");
-        next += 1;
-        let result = match store.put_new(&path, Bytes::from(bytes)).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("journal object {path} already exists: another process writes this segment")),
-            Err(e) => Err(e.to_string()),
-        };
+        let (bytes, days) = contents(&group);
+        let mut result = if days.is_empty() { Ok(()) } else { recorder.write_objects(days).await };
+        if result.is_ok() && !bytes.is_empty() {
+            let path = format!("{prefix}-{next:08}.jsonl");
+            next += 1;
+            result = match store.put_new(&path, Bytes::from(bytes)).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("journal object {path} already exists: another process writes this segment")),
+                Err(e) => Err(e.to_string()),
+            };
+        }
         finish(group, result);
     }
 }
@@ -506,14 +544,18 @@ impl Keep for JournalWriter {
     fn keep<'a>(&'a self, call: &'a Call, exchange: &'a Exchange) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             // Only a paid answer (2xx) is reused by a resume. A call that failed, was not made,
-            // or was refused (a 403 for a quota since reset, a 404) cost nothing and is asked again.
-            if exchange.answer().is_none_or(|reply| !reply.is_success()) {
+            // or was refused (a 403 for a quota since reset, a 404) cost nothing and is asked
+            // again; the requests it sent still count toward the provider's daily quota.
+            let line = match exchange.answer() {
+                Some(reply) if reply.is_success() => Some(entry_line(call, exchange)?),
+                _ => None,
+            };
+            let spend = spend::of_exchange(call.provider, exchange);
+            if line.is_none() && spend.is_empty() {
                 return Ok(());
             }
             let (done, durable) = oneshot::channel();
-            self.tx
-                .send(Pending { line: entry_line(call, exchange)?, done })
-                .map_err(|_| "the journal writer stopped".to_string())?;
+            self.tx.send(Pending { line, spend, done }).map_err(|_| "the journal writer stopped".to_string())?;
             durable.await.map_err(|_| "the journal writer stopped".to_string())?
         })
     }

@@ -14,6 +14,7 @@ mod commit;
 pub mod history;
 pub mod journal;
 mod prepare;
+pub mod spend;
 mod stage;
 mod waves;
 
@@ -78,6 +79,8 @@ pub struct RunReport {
     pub wall_secs: f64,
     /// What the alert delivery after the commit did (`None`: the pipeline raises no alerts).
     pub delivery: Option<crate::alerts::DeliveryReport>,
+    /// Each provider's circuit breaker as the run left it.
+    pub circuits: std::collections::BTreeMap<String, history::Circuit>,
 }
 
 /// A run that did not start because the store said no: its date is taken. (A held
@@ -212,6 +215,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         providers: Default::default(),
         failed_modules: Default::default(),
         modules_completed: Vec::new(),
+        skipped_modules: Default::default(),
+        circuits: Default::default(),
         targets: 0,
         carried_forward: 0,
         error: None,
@@ -228,9 +233,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             end.spend_usd = m.counts.spend_usd;
             end.targets = m.counts.targets;
             end.carried_forward = m.counts.carried_forward;
+            end.circuits = report.circuits.clone();
             match history::ledger_use(&store, m).await {
-                Ok((providers, failed, completed)) => {
-                    (end.providers, end.failed_modules, end.modules_completed) = (providers, failed, completed)
+                Ok(used) => {
+                    end.providers = used.providers;
+                    end.failed_modules = used.failed_modules;
+                    end.skipped_modules = used.skipped_modules;
+                    end.modules_completed = used.completed;
                 }
                 Err(e) => tracing::warn!("could not read the ledger for the run's history: {e}"),
             }
@@ -432,6 +441,11 @@ async fn locked(
         }
     };
     let report = refresh(options, &prepared, run_id, now, started, &journal, lock, stop).await?;
+    // Its spend becomes one sum per month (a failure leaves the parts, which count the same).
+    let began = journal.started_on().unwrap_or_else(|| now.date_naive());
+    if let Err(e) = spend::seal(&prepared.store, run_id, began, Utc::now().date_naive()).await {
+        tracing::warn!("could not seal the spend record of {run_id}: {e}");
+    }
     // The snapshot is committed: its journal is no longer needed (a failure here loses nothing).
     if let Err(e) = journal::discard(&prepared.store, run_id).await {
         tracing::warn!("could not remove the journal of {run_id}: {e}");
@@ -493,13 +507,13 @@ async fn refresh(
         status("providers: real (keys from the environment)");
         None
     };
-    // Spend and quota are the account's: only earlier runs against the same providers count.
-    let (month_to_date, mut used_today) = prepared.account_usage().await?;
-    // A resumed run already spent what its reused calls cost.
+    // Spend and quota are the account's: only earlier runs against the same providers count
+    // (a resumed run's own earlier calls included: they are on the spend record).
+    let (month_to_date, used_today) = prepared.account_usage().await?;
+    // A resumed run already spent what its reused calls cost, toward its per-run cap.
     let budget = prepared.budget(&month_to_date);
-    for (provider, (usd, sent)) in journal.usage() {
+    for (provider, (usd, _)) in journal.usage() {
         budget.spent_earlier(provider, usd);
-        *used_today.entry(provider).or_default() += sent;
     }
     let fetcher = Fetcher::new(
         prepare::endpoints(pipeline, simulator.as_ref())?,
@@ -547,6 +561,11 @@ async fn refresh(
         refresh.run_wave(wave, &work, journal, &writer).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }
+    let circuits = refresh
+        .circuits()
+        .into_iter()
+        .map(|(id, (state, opened))| (id.name().to_string(), history::Circuit { state: state.to_string(), opened }))
+        .collect();
     drop(writer);
     if let Some(sim) = simulator {
         sim.shutdown().await;
@@ -584,6 +603,7 @@ async fn refresh(
         manifest,
         wall_secs: started.elapsed().as_secs_f64(),
         delivery: None,
+        circuits,
     })
 }
 

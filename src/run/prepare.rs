@@ -16,7 +16,6 @@ use crate::providers::{self, builtwith, similarweb};
 use crate::simulate::{Keys, Simulator};
 use crate::store::{Manifest, Store};
 use crate::targets::{Book, Target};
-use crate::transform;
 
 use super::{Refused, Selection};
 
@@ -147,12 +146,11 @@ impl Prepared {
         }
     }
 
-    /// Month-to-date spend and today's calls of the account this run talks to, from
-    /// every committed generation's ledger (a replaced snapshot's calls were paid too).
+    /// Month-to-date spend and today's requests of the account this run talks to, by
+    /// the UTC day of each call, from the spend record (every call paid, committed or not).
     pub(crate) async fn account_usage(&self) -> anyhow::Result<(BTreeMap<ProviderId, f64>, UsedToday)> {
         let all = self.store.all_generations().await?;
-        let same_account: Vec<Manifest> = all.into_iter().filter(|m| m.providers == self.account).collect();
-        spent_before(&self.store, &same_account, &self.date).await
+        crate::run::spend::account_use(&self.store, self.account, chrono::Utc::now().date_naive(), &all).await
     }
 
     /// What the latest snapshot up to `date` still covers, by the pipeline's freshness.
@@ -252,46 +250,4 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
         excluded_customers,
         account,
     })
-}
-
-/// Month-to-date spend and today's call count per provider, from the ledgers of
-/// the given snapshots.
-pub(crate) async fn spent_before(
-    store: &Store,
-    snapshots: &[Manifest],
-    date: &str,
-) -> anyhow::Result<(BTreeMap<ProviderId, f64>, UsedToday)> {
-    let month = date.get(..7).unwrap_or(date);
-    let mut spent: BTreeMap<ProviderId, f64> = BTreeMap::new();
-    let mut today: UsedToday = BTreeMap::new();
-    // A rebuilt generation carries a copy of its original's ledger: counted once.
-    for manifest in snapshots.iter().filter(|m| m.date.starts_with(month) && m.rebuilt_from.is_none()) {
-        let Some(file) = manifest.file("api_calls") else { continue };
-        let bytes = store.get(&file.path).await?;
-        let calls = transform::read_parquet(bytes, &["provider", "cost_usd", "http_status"])?
-            .group_by([polars::prelude::col("provider")])
-            .agg([
-                polars::prelude::col("cost_usd").sum().alias("spent"),
-                polars::prelude::col("http_status")
-                    .is_not_null()
-                    .sum()
-                    .cast(polars::prelude::DataType::Float64)
-                    .alias("made"),
-            ])
-            .collect()?;
-        let providers = calls.column("provider")?.str()?.clone();
-        let costs = calls.column("spent")?.f64()?.clone();
-        let made = calls.column("made")?.f64()?.clone();
-        for i in 0..calls.height() {
-            let Some(id) = providers.get(i).and_then(|name| ProviderId::ALL.into_iter().find(|p| p.name() == name))
-            else {
-                continue;
-            };
-            *spent.entry(id).or_default() += costs.get(i).unwrap_or(0.0);
-            if manifest.date == date {
-                *today.entry(id).or_default() += made.get(i).unwrap_or(0.0) as u64;
-            }
-        }
-    }
-    Ok((spent, today))
 }

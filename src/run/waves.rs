@@ -301,6 +301,11 @@ impl<'a> Refresh<'a> {
     }
 
     /// Writes what is still buffered to the stage; the stage, to commit.
+    /// Each provider's circuit now, and how many times it opened.
+    pub(crate) fn circuits(&self) -> std::collections::BTreeMap<crate::config::ProviderId, (&'static str, u64)> {
+        self.fetcher.circuits()
+    }
+
     pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage)> {
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();

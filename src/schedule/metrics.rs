@@ -44,6 +44,9 @@ pub struct Metrics {
     failed_calls: Family<Labels, Counter>,
     spend: Family<Labels, Counter<f64, AtomicU64>>,
     module_failures: Family<Labels, Counter>,
+    module_runs: Family<Labels, Counter>,
+    circuit_state: Family<Labels, Gauge>,
+    circuit_opened: Family<Labels, Counter>,
     call_latency: Seconds,
     limiter_wait: Seconds,
     last_run_success: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -69,6 +72,9 @@ impl Metrics {
             failed_calls: Family::default(),
             spend: Family::default(),
             module_failures: Family::default(),
+            module_runs: Family::default(),
+            circuit_state: Family::default(),
+            circuit_opened: Family::default(),
             call_latency: Family::new_with_constructor(latency_buckets),
             limiter_wait: Family::new_with_constructor(latency_buckets),
             last_run_success: Family::default(),
@@ -92,6 +98,18 @@ impl Metrics {
         registry.register("provider_failed_calls", "Provider calls that failed, by provider", m.failed_calls.clone());
         registry.register("provider_spend_usd", "Spend on provider calls, by provider", m.spend.clone());
         registry.register("module_failed_calls", "Failed calls by the module they fed", m.module_failures.clone());
+        registry.register(
+            "module_executions",
+            "Module executions of runs by module and status (completed; partial: some calls failed or were \
+             skipped; failed: every call failed; skipped: no call was made)",
+            m.module_runs.clone(),
+        );
+        registry.register(
+            "circuit_state",
+            "Each provider's circuit breaker as the last run left it (1 for its state)",
+            m.circuit_state.clone(),
+        );
+        registry.register("circuit_opened", "Times a provider's circuit breaker opened", m.circuit_opened.clone());
         registry.register(
             "call_latency_seconds",
             "Provider call latency by provider and endpoint",
@@ -150,6 +168,26 @@ impl Metrics {
         }
         for (module, n) in &end.failed_modules {
             self.module_failures.get_or_create(&labels(&[("module", module)])).inc_by(*n);
+        }
+        let modules: std::collections::BTreeSet<&String> =
+            end.modules_completed.iter().chain(end.failed_modules.keys()).chain(end.skipped_modules.keys()).collect();
+        for module in modules {
+            let answered = end.modules_completed.contains(module);
+            let status =
+                match (answered, end.failed_modules.contains_key(module), end.skipped_modules.contains_key(module)) {
+                    (true, false, false) => "completed",
+                    (true, _, _) => "partial",
+                    (false, true, _) => "failed",
+                    (false, false, _) => "skipped",
+                };
+            self.module_runs.get_or_create(&labels(&[("module", module), ("status", status)])).inc();
+        }
+        for (provider, circuit) in &end.circuits {
+            for state in ["closed", "open", "half-open"] {
+                let on = i64::from(circuit.state == state);
+                self.circuit_state.get_or_create(&labels(&[("provider", provider), ("state", state)])).set(on);
+            }
+            self.circuit_opened.get_or_create(&labels(&[("provider", provider)])).inc_by(circuit.opened);
         }
         if matches!(end.status.as_str(), "completed" | "partial")
             && let Ok(t) = chrono::DateTime::parse_from_rfc3339(&end.ended_at)

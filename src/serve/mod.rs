@@ -160,6 +160,32 @@ fn add_run_history(conn: &Connection, runs: &[crate::run::history::RunHistory]) 
     Ok(())
 }
 
+/// The `spend_record` table: what each run spent and sent per provider and UTC call
+/// day, committed or not (what budgets and daily quotas count).
+async fn add_spend_record(conn: &Connection, store: &Store) -> Result<(), ServeError> {
+    conn.execute_batch(
+        "CREATE TABLE spend_record (run_id VARCHAR, providers VARCHAR, day DATE, provider VARCHAR, \
+         usd DOUBLE, requests BIGINT, billed BIGINT);",
+    )
+    .map_err(sql_error)?;
+    let rows = crate::run::spend::rows(store).await?;
+    let mut insert = conn.prepare("INSERT INTO spend_record VALUES (?, ?, ?::DATE, ?, ?, ?, ?)").map_err(sql_error)?;
+    for r in rows {
+        insert
+            .execute(duckdb::params![
+                r.run_id,
+                r.account.as_str(),
+                r.day,
+                r.provider,
+                r.used.usd,
+                r.used.requests,
+                r.used.billed
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
 /// One `runs` row per manifest, every value bound as a parameter.
 fn insert_runs(
     conn: &Connection,
@@ -324,6 +350,7 @@ impl Warehouse {
             .await
             .map_err(|e| ServeError::Sql(format!("reading the run history: {e:#}")))?;
         add_run_history(&conn, &history)?;
+        add_spend_record(&conn, store).await?;
         Ok(Self { conn, latest, snapshots: snapshots.len() })
     }
 

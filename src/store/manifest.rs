@@ -57,6 +57,9 @@ pub struct Manifest {
     pub scoring_model: ModelRef,
     /// The providers' account the calls went to: `simulated` or `real`.
     pub providers: ProviderAccount,
+    /// Its calls are on the spend record (`spend/`); older generations' spend is read from their ledgers.
+    #[serde(default)]
+    pub spend_recorded: bool,
     pub files: Vec<FileEntry>,
     pub counts: Counts,
 }

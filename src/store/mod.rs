@@ -23,6 +23,16 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 pub use manifest::{FileEntry, Manifest};
 
+/// Creates a new file for appending (refused if it exists) whose name survives a
+/// machine crash: the folder is made durable too.
+pub fn create_durable(path: &Path) -> std::io::Result<std::fs::File> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let file = std::fs::OpenOptions::new().create_new(true).append(true).open(path)?;
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(file)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {url}: {message}")]

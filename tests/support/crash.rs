@@ -55,6 +55,17 @@ impl Provider {
         (store, pipeline)
     }
 
+    /// Paid answers (BuiltWith and SimilarWeb, HTTP 200) the bill holds.
+    pub fn paid(&self) -> usize {
+        let text = std::fs::read_to_string(&self.bill).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a bill line is JSON"))
+            .filter(|e| {
+                ["builtwith", "similarweb"].contains(&e["provider"].as_str().unwrap_or("")) && e["status"] == 200
+            })
+            .count()
+    }
+
     /// Paid answers (BuiltWith and SimilarWeb, HTTP 200) the bill holds more than once.
     pub fn paid_twice(&self) -> usize {
         let text = std::fs::read_to_string(&self.bill).unwrap_or_default();
