@@ -242,6 +242,27 @@ enum Command {
         #[arg(long, default_value = "partnerforge.duckdb")]
         out: PathBuf,
     },
+    /// Everything known about one target on one page, each fact with its source and age:
+    /// score, signals, priority and angle, tech stack, traffic, financials, people, hiring,
+    /// triggers, case studies, recent changes.
+    Brief {
+        /// The target's domain.
+        domain: String,
+        #[arg(long, default_value = "data/store", env = "PARTNERFORGE_STORE")]
+        store: String,
+        /// md (Markdown, to read or paste) or json (the dashboard's target detail).
+        #[arg(long, default_value = "md", value_parser = ["md", "json"])]
+        format: String,
+        /// What this audience (a person, a team or an [[audiences]] id) may see, and nothing more.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The pipeline file whose alert rules name the people file.
+        #[arg(long, default_value = "pipelines/nightly.toml")]
+        pipeline: PathBuf,
+        /// The target detail query it reads (the dashboard's).
+        #[arg(long, default_value = "queries/export/target_detail.sql")]
+        query: PathBuf,
+    },
     /// Write the static dashboard sites from the latest snapshot: one for every account and
     /// field, or one per audience of the people file holding only what it may see.
     Export {
@@ -743,6 +764,30 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             );
             if store.local_root().is_none() {
                 println!("its views read the copies in {}: keep them there", cache_dir().display());
+            }
+        }
+        Command::Brief { domain, store, format, audience, pipeline, query } => {
+            let store = Store::open(&store)?;
+            let warehouse = Warehouse::open(&store, &cache_dir()).await?;
+            let domain = partnerforge::targets::normalize_domain(&domain)
+                .map_err(|e| anyhow::anyhow!("{domain:?} is not a domain: {e}"))?;
+            let who = match &audience {
+                Some(name) => {
+                    let loaded = LoadedPipeline::load(&pipeline)?;
+                    let people = alert_rules(&loaded)?.people.clone();
+                    let found = serve::audience::find(&people, name).map_err(anyhow::Error::msg)?;
+                    warehouse.scope(Some((&found, &people)))?;
+                    format!(" for audience {name}")
+                }
+                None => String::new(),
+            };
+            let Some(detail) = serve::brief::detail(&warehouse, &query, &domain)? else {
+                anyhow::bail!("{domain} is not among the targets of snapshot {}{who}", warehouse.latest.snapshot_id);
+            };
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", serve::brief::markdown(&detail, chrono::Utc::now()));
             }
         }
         Command::Export { store, out, audience, all_audiences, pipeline, queries } => {

@@ -2,8 +2,11 @@
 """Generates the seed book deterministically: targets.csv (2,687 rows),
 customers.csv (400 existing customers, some of them also in targets.csv),
 tickers.csv (domain -> ticker for the public companies among the targets),
-job_boards.csv (domain -> the job board platform and board name it posts on) and
-news_feeds.csv (domain -> the company's RSS or Atom news feed).
+job_boards.csv (domain -> the job board platform and board name it posts on),
+news_feeds.csv (domain -> the company's RSS or Atom news feed) and
+case_studies.csv (160 published customer stories: who, vertical, partner tech,
+country and region, size, use case, headline metric, link). Every company here
+is made up; so are the case studies' metrics.
 
 Run from anywhere: python3 data/seed/generate.py. The same seed always writes
 the same files, so the committed CSVs can be checked by regenerating them.
@@ -149,8 +152,63 @@ def main():
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["domain", "feed_url"])
         w.writerows(news_feeds)
+    case_studies = make_case_studies(seen)
+    with open(os.path.join(HERE, "case_studies.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "customer", "domain", "vertical", "partner_tech", "country", "region", "size_band",
+                    "use_case", "headline_metric", "url"])
+        w.writerows(case_studies)
     print(f"targets.csv {len(targets)} rows, customers.csv {len(customers)} rows, tickers.csv {len(tickers)} rows, "
-          f"job_boards.csv {len(job_boards)} rows, news_feeds.csv {len(news_feeds)} rows")
+          f"job_boards.csv {len(job_boards)} rows, news_feeds.csv {len(news_feeds)} rows, "
+          f"case_studies.csv {len(case_studies)} rows")
+
+
+REGIONS = {"US": "NA", "CA": "NA", "GB": "EMEA", "DE": "EMEA", "FR": "EMEA", "NL": "EMEA", "SE": "EMEA",
+           "ES": "EMEA", "AU": "APAC", "JP": "APAC"}
+USE_CASES = {
+    "Commerce": ["site search", "product discovery", "search merchandising", "recommendations", "mobile app search"],
+    "Media": ["article search", "content discovery", "archive search"],
+    "Content": ["content discovery", "article search", "recommendations"],
+    "Travel": ["destination search", "hotel and trip discovery", "site search"],
+    "Technology": ["documentation search", "in-app search", "support center search"],
+    "Financial Services": ["help center search", "product finder", "site search"],
+    "Healthcare": ["provider finder", "site search", "help center search"],
+    "Automotive": ["parts finder", "inventory search"],
+    "Education": ["course search", "catalog search"],
+    "Manufacturing": ["parts catalog search", "distributor portal search"],
+}
+METRICS = [
+    "+{a}% search conversion rate", "+{a}% revenue from search", "{a}% fewer searches with no results",
+    "+{a}% click-through on search results", "search answers in {ms} ms at peak", "+{a}% average order value from search",
+    "{b}x faster to launch than the in-house engine", "+{a}% engagement with recommended content",
+    "{a}% fewer support tickets", "+{a}% add-to-cart rate from search",
+]
+CASE_PARTNERS = PARTNERS + [("Magento", 6), ("commercetools", 4)]
+
+
+def make_case_studies(seen):
+    # Its own generator: adding case studies leaves every other file unchanged.
+    rng = random.Random(SEED + 160)
+    rows = []
+    names = set()
+    while len(rows) < 160:
+        vertical = weighted(rng, VERTICALS)[0]
+        country, _, tld = weighted(rng, COUNTRIES)
+        words = [rng.choice(FIRST), rng.choice(SECOND[vertical])]
+        name = company(words)
+        domain = "".join(words) + (tld if rng.random() < 0.6 else ".com")
+        if name in names or domain in seen:
+            continue
+        names.add(name)
+        seen.add(domain)
+        partner = weighted(rng, CASE_PARTNERS)[0]
+        size = rng.choices(["enterprise", "mid-market", "smb"], weights=[45, 40, 15])[0]
+        metric = rng.choice(METRICS).format(a=rng.randint(8, 60), ms=rng.choice([12, 18, 25, 40]),
+                                            b=rng.choice([2, 3, 4, 5]))
+        slug = "-".join(w.lower() for w in words)
+        rows.append([f"cs{len(rows) + 1:03d}", name, domain, vertical, partner, country, REGIONS[country], size,
+                     rng.choice(USE_CASES[vertical]), metric, f"https://www.algolia.com/customers/{slug}/"])
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod changes;
 pub mod schedules;
 mod scoring;
+pub mod signals;
 
 pub use scoring::{Band, Component, ComponentKind, ScoringModel, Tier};
 
@@ -57,6 +58,10 @@ pub struct Pipeline {
     /// The alert rules (`pipelines/alerts.toml`); they need change rules.
     #[serde(default)]
     pub alerts: Option<PathBuf>,
+    /// The signal rules and case studies (`pipelines/signals.toml`); without them the
+    /// targets have no signals, priority, angle or case studies.
+    #[serde(default)]
+    pub signals: Option<PathBuf>,
     #[serde(default)]
     pub fetch: FetchSettings,
     #[serde(default)]
@@ -537,6 +542,8 @@ pub struct LoadedPipeline {
     pub changes: Option<changes::ChangeRules>,
     /// The alert rules and people, when the pipeline names a file.
     pub alerts: Option<alerts::AlertRules>,
+    /// The signal rules and the case studies they match, when the pipeline names a file.
+    pub signals: Option<(signals::SignalRules, Vec<crate::transform::case_studies::CaseStudy>)>,
     /// Folder that relative paths in the pipeline are resolved against.
     pub root: PathBuf,
 }
@@ -642,6 +649,21 @@ impl LoadedPipeline {
             }
             (None, _) => None,
         };
+        let signals = match &pipeline.signals {
+            Some(file) => {
+                let file = if file.is_absolute() { file.clone() } else { root.join(file) };
+                let rules = signals::SignalRules::load(&file)?;
+                let studies_path = repository_root(&file).join(&rules.case_studies.file);
+                let studies =
+                    crate::transform::case_studies::load(&studies_path).map_err(|e| ConfigError::Invalid {
+                        path: file.clone(),
+                        key: "case_studies.file".into(),
+                        message: format!("{e:#}"),
+                    })?;
+                Some((rules, studies))
+            }
+            None => None,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             sha256: sha256_hex(text.as_bytes()),
@@ -649,6 +671,7 @@ impl LoadedPipeline {
             model,
             changes,
             alerts,
+            signals,
             root,
         })
     }

@@ -47,6 +47,10 @@ pub(crate) fn module_files(bytes: &HashMap<&str, Bytes>) -> ModuleFiles {
         traffic_sources: take("traffic_sources"),
         financials: take("financials"),
         hiring: take("hiring"),
+        tech_stack: take("tech_stack"),
+        trigger_events: take("trigger_events"),
+        financial_history: take("financial_history"),
+        fetches: take("fetches"),
     }
 }
 
@@ -92,8 +96,9 @@ pub(crate) enum TableFile<'a> {
 }
 
 /// The tables the targets table is assembled from, and the ones changes are observed in.
-const READ_BACK: [&str; 12] = [
+const READ_BACK: [&str; 13] = [
     "company",
+    "financial_history",
     "tech_spend",
     "traffic",
     "traffic_sources",
@@ -178,12 +183,21 @@ pub(crate) async fn commit(
         let mut writer = transform::SliceWriter::new(&local);
         let mut counted: anyhow::Result<()> = Ok(());
         let slice_rows = pipeline.pipeline.run.score_slice_rows;
-        transform::assemble_in_slices(book_rows, &module_files(&module_bytes), model, date, slice_rows, |df| {
-            if counted.is_ok() {
-                counted = count_tiers(&mut tiers, &df);
-            }
-            writer.write(&df)
-        })
+        let signals = pipeline.signals.as_ref();
+        transform::assemble_in_slices(
+            book_rows,
+            &module_files(&module_bytes),
+            model,
+            signals,
+            date,
+            slice_rows,
+            |df| {
+                if counted.is_ok() {
+                    counted = count_tiers(&mut tiers, &df);
+                }
+                writer.write(&df)
+            },
+        )
         .context("assembling and scoring the targets table")?;
         counted?;
         let rows = writer.rows;

@@ -269,7 +269,11 @@ async fn ledger_days(store: &Store, manifest: &Manifest) -> anyhow::Result<Days>
     let Some(file) = manifest.file("api_calls") else { return Ok(Days::new()) };
     let bytes = store.get(&file.path).await?;
     let calls = crate::transform::read_parquet(bytes, &["provider", "cost_usd", "http_status", "called_at"])?
-        .with_column(col("called_at").cast(DataType::Int64).floor_div(lit(86_400_000i64)).alias("day"))
+        .with_column(col("called_at").cast(DataType::Int64).alias("ms"))
+        // Whole days (exact: the remainder is taken off first).
+        .with_column(
+            ((col("ms") - col("ms") % lit(86_400_000i64)) / lit(86_400_000i64)).cast(DataType::Int64).alias("day"),
+        )
         .group_by([col("day"), col("provider")])
         .agg([
             col("cost_usd").sum().alias("usd"),

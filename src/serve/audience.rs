@@ -83,6 +83,11 @@ pub const FINANCIAL_COLUMNS: [&str; 12] = [
     "mean",
 ];
 
+/// Columns of `targets` built from financial values: the budget signal's points,
+/// reasons and evidence (revenue, margins, growth), and the provenance of every field
+/// (it names the financial ones). The budget level itself stays.
+pub const FINANCIAL_DERIVED: [&str; 4] = ["budget_points", "budget_reasons", "budget_evidence_on", "provenance"];
+
 /// Tables that hold nothing but financial values besides their keys.
 const FINANCIAL_TABLES: [&str; 2] = ["financial_history", "analyst_recommendations"];
 
@@ -93,7 +98,11 @@ pub fn scoped_view(audience: &Audience, view: &str, columns: &[String]) -> Strin
     let hidden: Vec<String> = if audience.sees_financials() {
         Vec::new()
     } else {
-        columns.iter().filter(|c| FINANCIAL_COLUMNS.contains(&c.as_str())).map(|c| quote(c)).collect()
+        columns
+            .iter()
+            .filter(|c| FINANCIAL_COLUMNS.contains(&c.as_str()) || FINANCIAL_DERIVED.contains(&c.as_str()))
+            .map(|c| quote(c))
+            .collect()
     };
     let mut hidden = hidden;
     if view == "runs" && !audience.sees_spend() {

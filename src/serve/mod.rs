@@ -6,6 +6,7 @@
 //! a statement that is not a query is refused before it runs.
 
 pub mod audience;
+pub mod brief;
 pub mod export;
 pub mod output;
 pub mod params;

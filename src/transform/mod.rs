@@ -6,8 +6,10 @@
 //! lazy and collected once.
 
 pub mod alerts;
+pub mod case_studies;
 pub mod changes;
 pub mod scoring;
+pub mod signals;
 
 use std::io::Cursor;
 
@@ -15,9 +17,11 @@ use bytes::Bytes;
 use polars::prelude::*;
 
 use crate::config::ScoringModel;
+use crate::config::signals::SignalRules;
 use crate::targets::Target;
 
-/// The columns of `targets`, in order (they follow the system this replaces).
+/// The columns of `targets` every pipeline has, in order (they follow the system this
+/// replaces); [`target_columns`] adds the signal layer's.
 pub const TARGET_COLUMNS: [&str; 33] = [
     "domain",
     "company_name",
@@ -54,6 +58,33 @@ pub const TARGET_COLUMNS: [&str; 33] = [
     "modules_failed",
 ];
 
+/// What the signal rules read beyond the base columns, kept in the targets table as evidence.
+pub const SIGNAL_INPUT_COLUMNS: [&str; 11] = [
+    "revenue_growth",
+    "dead_search_vendor",
+    "dead_search_last_seen",
+    "trigger_events_recent",
+    "trigger_latest_kind",
+    "trigger_latest_on",
+    "trigger_latest_headline",
+    "exec_change_on",
+    "exec_change_headline",
+    "region",
+    "size_band",
+];
+
+/// The columns of `targets` for a pipeline with (or without) signal rules, in order.
+pub fn target_columns(signals: Option<&SignalRules>) -> Vec<String> {
+    let mut out: Vec<String> = TARGET_COLUMNS.iter().map(|c| c.to_string()).collect();
+    if let Some(rules) = signals {
+        out.extend(SIGNAL_INPUT_COLUMNS.iter().map(|c| c.to_string()));
+        out.extend(signals::output_columns(rules));
+        out.push("case_studies".into());
+    }
+    out.push("provenance".into());
+    out
+}
+
 /// Reads the named columns of one Parquet file into a lazy frame (only those are
 /// decoded: a wide table such as `company`, with its e-mails and phones, costs
 /// what the columns asked for cost).
@@ -78,6 +109,159 @@ pub struct ModuleFiles {
     pub traffic_sources: Bytes,
     pub financials: Bytes,
     pub hiring: Bytes,
+    pub tech_stack: Bytes,
+    pub trigger_events: Bytes,
+    pub financial_history: Bytes,
+    pub fetches: Bytes,
+}
+
+/// The signal rules and the case studies they match.
+pub type SignalSetup = (SignalRules, Vec<case_studies::CaseStudy>);
+
+/// The fields of the targets table that come from a provider (or the seed), with the
+/// group of columns (`<group>_source`, `<group>_fetched_at`) their origin is read from,
+/// and the seed column that wins over the provider when it has a value.
+const PROVENANCE: [(&str, &str, Option<&str>); 24] = [
+    ("company_name", "company", Some("seed_company_name")),
+    ("vertical", "company", Some("seed_vertical")),
+    ("country", "company", Some("seed_country")),
+    ("city", "company", None),
+    ("state", "company", None),
+    ("partner_tech", "tech", Some("seed_partner_tech")),
+    ("tech_spend", "tech", None),
+    ("current_search", "tech", None),
+    ("dead_search_vendor", "stack", None),
+    ("sw_monthly_visits", "traffic", None),
+    ("sw_visits_growth_mom", "traffic", None),
+    ("sw_bounce_rate", "traffic", None),
+    ("sw_pages_per_visit", "traffic", None),
+    ("sw_avg_duration", "traffic", None),
+    ("sw_search_traffic_pct", "sources", None),
+    ("revenue", "financials", None),
+    ("gross_margin", "financials", None),
+    ("market_cap", "financials", None),
+    ("exec_name", "financials", None),
+    ("exec_title", "financials", None),
+    ("revenue_growth", "history", None),
+    ("open_roles", "hiring", None),
+    ("search_roles", "hiring", None),
+    ("trigger_latest_kind", "news", None),
+];
+
+/// `provenance`: per field, `{source, fetched_at}` of the value the row holds (`seed`
+/// with no time for a value from the book; null for a field without a value).
+fn provenance(signals: bool) -> Expr {
+    let fields: Vec<Expr> = PROVENANCE
+        .iter()
+        .filter(|(field, _, _)| signals || !SIGNAL_INPUT_COLUMNS.contains(field))
+        .map(|(field, group, seed)| {
+            let has = col(*field).is_not_null();
+            let from_seed = seed.map_or(lit(false), |s| col(s).is_not_null());
+            let source = when(has.clone().not())
+                .then(lit(NULL).cast(DataType::String))
+                .when(from_seed.clone())
+                .then(lit("seed"))
+                .otherwise(col(format!("{group}_source")));
+            let at = when(has.not().or(from_seed))
+                .then(lit(NULL).cast(DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))))
+                .otherwise(col(format!("{group}_fetched_at")));
+            as_struct(vec![source.alias("source"), at.alias("fetched_at")]).alias(*field)
+        })
+        .collect();
+    as_struct(fields).alias("provenance")
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` snapshot id (the signals' "today").
+fn epoch_day(snapshot_id: &str) -> PolarsResult<i32> {
+    let date = chrono::NaiveDate::parse_from_str(snapshot_id, "%Y-%m-%d")
+        .map_err(|e| PolarsError::ComputeError(format!("snapshot id {snapshot_id:?} is not a date: {e}").into()))?;
+    Ok(crate::store::table::days_since_epoch(date))
+}
+
+/// The per-domain inputs of the signals that are not in one module row: revenue
+/// growth, the latest dead search vendor, the trigger events of the window and the
+/// latest executive change; and when the news was read.
+fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) -> PolarsResult<[DataFrame; 5]> {
+    let desc = |by: &str| (col(by), SortMultipleOptions::default().with_order_descending(true).with_nulls_last(true));
+    let latest = |value: &str, by: &str| {
+        let (key, order) = desc(by);
+        col(value).sort_by([key], order).first()
+    };
+    let history = read_parquet(
+        files.financial_history.clone(),
+        &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"],
+    )?
+    .filter(col("revenue").is_not_null())
+    .group_by([col("domain")])
+    .agg([
+        latest("revenue", "fiscal_year_end").alias("r0"),
+        {
+            let (key, order) = desc("fiscal_year_end");
+            col("revenue").sort_by([key], order).slice(lit(1), lit(1)).first().alias("r1")
+        },
+        col("source").first().alias("history_source"),
+        col("fetched_at").max().alias("history_fetched_at"),
+    ])
+    .select([
+        col("domain"),
+        when(col("r1").gt(lit(0.0)))
+            .then(col("r0") / col("r1") - lit(1.0))
+            .otherwise(lit(NULL).cast(DataType::Float64))
+            .alias("revenue_growth"),
+        col("history_source"),
+        col("history_fetched_at"),
+    ])
+    .collect()?;
+    let dead = read_parquet(
+        files.tech_stack.clone(),
+        &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"],
+    )?
+    .filter(col("is_search_vendor").and(col("live").not()))
+    .group_by([col("domain")])
+    .agg([
+        latest("technology", "last_detected").alias("dead_search_vendor"),
+        col("last_detected").max().cast(DataType::Date).alias("dead_search_last_seen"),
+        col("source").first().alias("stack_source"),
+        col("fetched_at").max().alias("stack_fetched_at"),
+    ])
+    .collect()?;
+    let since = epoch_day(snapshot_id)? - rules.window_days as i32;
+    let recent = read_parquet(
+        files.trigger_events.clone(),
+        &["domain", "event_type", "headline", "published", "source", "fetched_at"],
+    )?
+    .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)));
+    let triggers = recent
+        .clone()
+        .group_by([col("domain")])
+        .agg([
+            col("event_type").count().cast(DataType::Int64).alias("trigger_events_recent"),
+            latest("event_type", "published")
+                .str()
+                .split(lit("_"))
+                .list()
+                .join(lit(" "), true)
+                .alias("trigger_latest_kind"),
+            col("published").max().alias("trigger_latest_on"),
+            latest("headline", "published").alias("trigger_latest_headline"),
+            col("source").first().alias("news_source"),
+        ])
+        .collect()?;
+    let exec = recent
+        .filter(col("event_type").eq(lit("new_executive")))
+        .group_by([col("domain")])
+        .agg([
+            col("published").max().alias("exec_change_on"),
+            latest("headline", "published").alias("exec_change_headline"),
+        ])
+        .collect()?;
+    // When the news was read (with or without events): its fetch.
+    let news_read = read_parquet(files.fetches.clone(), &["module", "domain", "outcome", "fetched_at"])?
+        .filter(col("module").eq(lit("m12")))
+        .group_by([col("domain")])
+        .agg([col("fetched_at").max().alias("news_fetched_at")])
+        .collect()?;
+    Ok([history, dead, triggers, exec, news_read])
 }
 
 /// One book target, with what the run knows about it beyond the providers.
@@ -115,6 +299,7 @@ pub fn assemble_in_slices(
     book: &[BookRow],
     files: &ModuleFiles,
     model: &ScoringModel,
+    signals: Option<&SignalSetup>,
     snapshot_id: &str,
     slice_rows: usize,
     mut emit: impl FnMut(DataFrame) -> PolarsResult<()>,
@@ -128,7 +313,8 @@ pub fn assemble_in_slices(
             ("country", "bw_country"),
             ("city", "city"),
             ("state", "state"),
-            ("fetched_at", "company_at"),
+            ("source", "company_source"),
+            ("fetched_at", "company_fetched_at"),
         ],
     )?;
     let spend = read_selected(
@@ -139,7 +325,8 @@ pub fn assemble_in_slices(
             ("current_search", "current_search"),
             ("partner_tech_detected", "partner_tech_detected"),
             ("runs_algolia", "runs_algolia"),
-            ("fetched_at", "tech_at"),
+            ("source", "tech_source"),
+            ("fetched_at", "tech_fetched_at"),
         ],
     )?;
     let traffic = read_selected(
@@ -151,12 +338,18 @@ pub fn assemble_in_slices(
             ("bounce_rate", "sw_bounce_rate"),
             ("pages_per_visit", "sw_pages_per_visit"),
             ("avg_visit_duration", "sw_avg_duration"),
-            ("fetched_at", "traffic_at"),
+            ("source", "traffic_source"),
+            ("fetched_at", "traffic_fetched_at"),
         ],
     )?;
     let sources = read_selected(
         &files.traffic_sources,
-        vec![("domain", "domain"), ("search_traffic_pct", "sw_search_traffic_pct"), ("fetched_at", "sources_at")],
+        vec![
+            ("domain", "domain"),
+            ("search_traffic_pct", "sw_search_traffic_pct"),
+            ("source", "sources_source"),
+            ("fetched_at", "sources_fetched_at"),
+        ],
     )?;
     let financials = read_selected(
         &files.financials,
@@ -167,7 +360,8 @@ pub fn assemble_in_slices(
             ("market_cap", "market_cap"),
             ("exec_name", "exec_name"),
             ("exec_title", "exec_title"),
-            ("fetched_at", "financials_at"),
+            ("source", "financials_source"),
+            ("fetched_at", "financials_fetched_at"),
         ],
     )?;
     let hiring = read_selected(
@@ -176,16 +370,17 @@ pub fn assemble_in_slices(
             ("domain", "domain"),
             ("open_roles", "open_roles"),
             ("search_roles", "search_roles"),
-            ("fetched_at", "hiring_at"),
+            ("source", "hiring_source"),
+            ("fetched_at", "hiring_fetched_at"),
         ],
     )?;
 
     let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
-    let found = present("company_at")
-        + present("tech_at")
-        + present("traffic_at")
-        + present("sources_at")
-        + present("financials_at");
+    let found = present("company_fetched_at")
+        + present("tech_fetched_at")
+        + present("traffic_fetched_at")
+        + present("sources_fetched_at")
+        + present("financials_fetched_at");
     let expected = lit(4) + col("is_public").cast(DataType::Int32);
     let enrichment = when(found.clone().gt_eq(expected))
         .then(lit("full"))
@@ -193,13 +388,22 @@ pub fn assemble_in_slices(
         .then(lit("partial"))
         .otherwise(lit("none"));
     let last_enriched = polars::lazy::dsl::max_horizontal([
-        col("company_at"),
-        col("tech_at"),
-        col("traffic_at"),
-        col("sources_at"),
-        col("financials_at"),
-        col("hiring_at"),
+        col("company_fetched_at"),
+        col("tech_fetched_at"),
+        col("traffic_fetched_at"),
+        col("sources_fetched_at"),
+        col("financials_fetched_at"),
+        col("hiring_fetched_at"),
     ])?;
+    let inputs = match signals {
+        Some((rules, _)) => Some(signal_inputs(files, rules, snapshot_id)?),
+        None => None,
+    };
+    let columns = target_columns(signals.map(|(rules, _)| rules));
+    let signal_exprs = match signals {
+        Some((rules, _)) => Some((size_band(rules), region(rules), signals::signal_columns(rules)?)),
+        None => None,
+    };
 
     // Decoded once; each slice filters them to its range of domains.
     let (company, spend, traffic, sources, financials, hiring) = (
@@ -222,7 +426,7 @@ pub fn assemble_in_slices(
             }
             None => df.clone().lazy(),
         };
-        let frame = book_frame(slice)?
+        let mut frame = book_frame(slice)?
             .left_join(within(&company), col("domain"), col("domain"))
             .left_join(within(&spend), col("domain"), col("domain"))
             .left_join(within(&traffic), col("domain"), col("domain"))
@@ -240,12 +444,64 @@ pub fn assemble_in_slices(
             ])
             .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")])
             .with_columns(scoring::score_columns(model)?)
-            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
-            .select(TARGET_COLUMNS.map(col))
+            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
+        if let (Some(inputs), Some((size, region, exprs))) = (&inputs, &signal_exprs) {
+            for input in inputs {
+                frame = frame.left_join(within(input), col("domain"), col("domain"));
+            }
+            frame = frame.with_columns([size.clone(), region.clone()]).with_columns(exprs.clone());
+        }
+        let frame = frame.with_column(provenance(signals.is_some()));
+        let mut frame = frame.collect()?;
+        if let Some((rules, studies)) = signals {
+            let s = &rules.case_studies;
+            frame = case_studies::add_matches(frame, studies, &s.weights, s.per_target)?;
+        }
+        let frame = frame
+            .lazy()
+            .select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
             .sort(["domain"], SortMultipleOptions::default());
         emit(frame.collect()?)?;
     }
     Ok(())
+}
+
+/// `size_band`: the first band whose revenue or monthly visits the row reaches (null
+/// when neither is known).
+fn size_band(rules: &SignalRules) -> Expr {
+    let revenue = col("revenue").cast(DataType::Float64);
+    let visits = col("sw_monthly_visits").cast(DataType::Float64);
+    let known = revenue.clone().is_not_null().or(visits.clone().is_not_null());
+    let cases = rules
+        .size_bands
+        .iter()
+        .map(|b| {
+            let reached = revenue
+                .clone()
+                .gt_eq(lit(b.min_revenue))
+                .fill_null(lit(false))
+                .or(visits.clone().gt_eq(lit(b.min_visits)).fill_null(lit(false)));
+            (reached, lit(b.name.clone()))
+        })
+        .collect();
+    when(known)
+        .then(scoring::first_match(cases, lit(NULL).cast(DataType::String)))
+        .otherwise(lit(NULL).cast(DataType::String))
+        .alias("size_band")
+}
+
+/// `region`: the region whose countries hold the row's country.
+fn region(rules: &SignalRules) -> Expr {
+    let country = col("country").str().to_uppercase();
+    let cases = rules
+        .regions
+        .iter()
+        .map(|(region, countries)| {
+            let list = Series::new("countries".into(), countries.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>());
+            (country.clone().is_in(lit(list).implode(false), false).fill_null(lit(false)), lit(region.clone()))
+        })
+        .collect();
+    scoring::first_match(cases, lit(NULL).cast(DataType::String)).alias("region")
 }
 
 /// Writes frames one after another into one Parquet file (zstd), a row group each.

@@ -47,7 +47,8 @@ impl TestStore {
             .replace("\"data/seed/", &format!("\"{root}/data/seed/"))
             .replace("\"pipelines/scoring/", &format!("\"{root}/pipelines/scoring/"))
             .replace("\"pipelines/changes.toml", &format!("\"{root}/pipelines/changes.toml"))
-            .replace("\"pipelines/alerts.toml", &format!("\"{root}/pipelines/alerts.toml"));
+            .replace("\"pipelines/alerts.toml", &format!("\"{root}/pipelines/alerts.toml"))
+            .replace("\"pipelines/signals.toml", &format!("\"{root}/pipelines/signals.toml"));
         let path = self.path().join("pipelines").join("nightly.toml");
         std::fs::create_dir_all(path.parent().expect("parent")).expect("create pipelines/");
         std::fs::write(&path, edit(text)).expect("write pipeline");
