@@ -1,8 +1,9 @@
 -- output: targets-{key}.json
 -- The targets list in shards of 1,000 rows, best first (key = shard number), so a browser
 -- never parses more than a few MB at once. Every column of the audience's targets view
--- (what a role may not see is not in the view) plus `signals`: why-now tags from the last
--- 30 days (search vendor change, trigger event, search hiring, traffic growth, no search).
+-- (what a role may not see is not in the view) but the nested ones a row's page has (case
+-- studies, provenance, the signals' reasons and evidence), plus `signals`: why-now tags from
+-- the last 30 days (search vendor change, trigger event, search hiring, traffic growth, no search).
 WITH
     latest AS (SELECT max(to_snapshot)::DATE AS day FROM changes),
     recent_changes AS (
@@ -16,7 +17,7 @@ WITH
         GROUP BY domain
     ),
     ranked AS (
-        SELECT t.* EXCLUDE (snapshot_id),
+        SELECT t.*,
                list_sort(list_distinct(list_filter(
                    coalesce(c.tags, []) || [
                        CASE WHEN t.search_roles > 0 THEN 'search_hiring' END,
@@ -24,7 +25,10 @@ WITH
                        CASE WHEN t.current_search IS NULL THEN 'no_search' END
                    ], x -> x IS NOT NULL))) AS signals,
                row_number() OVER (ORDER BY t.icp_score DESC, t.domain) AS rank
-        FROM targets AS t
+        FROM (SELECT COLUMNS(c -> c NOT IN ('snapshot_id', 'case_studies', 'provenance')
+                                 AND (c = 'score_reasons' OR NOT ends_with(c, '_reasons'))
+                                 AND NOT ends_with(c, '_evidence_on'))
+              FROM targets) AS t
         LEFT JOIN recent_changes AS c USING (domain)
     )
 SELECT lpad(((rank - 1) // 1000 + 1)::VARCHAR, 4, '0') AS key,

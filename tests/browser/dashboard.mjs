@@ -123,6 +123,16 @@ try {
     await page.waitForSelector(`#tab-${tab}[aria-selected="true"]`);
   }
   check(true, 'every tab opens');
+  await page.click('#tab-why');
+  await page.waitForSelector('#tab-why[aria-selected="true"]');
+  check((await text(page, '[data-fact="displacement_angle"]')) === detail.target.displacement_angle, 'the why-now tab shows the displacement angle');
+  check((await text(page, '[data-fact="priority"]')).startsWith(detail.target.priority), `and the priority ${detail.target.priority}`);
+  for (const name of ['budget', 'pain', 'timing']) {
+    check((await text(page, `[data-fact="${name}_signal"]`)).startsWith(detail.target[`${name}_signal`]), `and the ${name} signal`);
+  }
+  const studies = await page.$$eval('#case-studies tbody tr', (r) => r.length);
+  check(studies === detail.target.case_studies.length && studies === 3, 'and its three case studies');
+  await page.screenshot({ path: `${SHOTS}/why-now.png`, fullPage: true });
 
   // The feeds and the spend.
   await page.goto(`${BASE}/${FULL}/#/changes`);
@@ -177,11 +187,11 @@ try {
   await page.goto(`${BASE}/${SDR}/#/target/${sdrFirst}`);
   await page.waitForSelector('#target-title');
   check(!(await page.$('#tab-financials')), 'the SDR target page has no Financials tab');
-  for (const tab of ['overview', 'tech', 'traffic', 'people', 'hiring', 'changes']) {
+  for (const tab of ['overview', 'why', 'tech', 'traffic', 'people', 'hiring', 'changes']) {
     await page.click(`#tab-${tab}`);
     await page.waitForSelector(`#tab-${tab}[aria-selected="true"]`);
     const html = await page.content();
-    for (const word of ['Revenue', 'Gross margin', 'Market cap', 'data-fact="revenue"', 'Share price']) {
+    for (const word of ['Revenue', 'revenue $', 'Gross margin', 'gross margin', 'Market cap', 'data-fact="revenue"', 'Share price']) {
       check(!html.includes(word), `the SDR's ${tab} tab has no "${word}"`);
     }
   }

@@ -14,6 +14,7 @@ const COLUMNS = [
   { key: 'company_name', label: 'Company', width: '1.6fr' },
   { key: 'icp_tier_name', label: 'Tier', width: '70px', sortKey: 'icp_tier' },
   { key: 'icp_score', label: 'Score', width: '64px', num: true },
+  { key: 'priority', label: 'Priority', width: '70px' },
   { key: 'vertical', label: 'Vertical', width: '1fr' },
   { key: 'country', label: 'Country', width: '70px', narrow: true },
   { key: 'partner_tech', label: 'Partner tech', width: '1.3fr' },
@@ -377,7 +378,7 @@ function downloadCsv() {
 
 // ---------- target page ----------
 const TABS = [
-  ['overview', 'Overview & score'], ['tech', 'Tech stack'], ['traffic', 'Traffic'], ['financials', 'Financials'],
+  ['overview', 'Overview & score'], ['why', 'Why now'], ['tech', 'Tech stack'], ['traffic', 'Traffic'], ['financials', 'Financials'],
   ['people', 'Executives & quotes'], ['hiring', 'Hiring'], ['changes', 'Changes'],
 ];
 
@@ -449,6 +450,28 @@ const TAB_VIEWS = {
         `<tr><td>${esc(c.competitor)}</td><td class="num">${esc(Number(c.score).toFixed(2))}</td><td>${c.uses_algolia ? 'yes' : ''}</td><td>${prov(c.source, c.fetched_at)}</td></tr>`);
     }
     return html;
+  },
+  why(d) {
+    const t = d.target;
+    if (!t.priority) return '<div class="empty">No signals: the pipeline has no signal rules.</div>';
+    const rules = 'partnerforge (signal rules)';
+    let html = `<p class="angle" data-fact="displacement_angle">${esc(t.displacement_angle)}</p><table class="facts">
+      ${fact('Priority', `<b>${esc(t.priority)}</b> <span class="prov">(${esc(t.priority_points)} points: tier and signals)</span>`, rules, t.last_enriched, 'priority')}`;
+    for (const name of ['budget', 'pain', 'timing']) {
+      const level = t[`${name}_signal`];
+      if (level == null) continue;
+      const reasons = t[`${name}_reasons`];
+      const dates = (t[`${name}_evidence_on`] || []).map((x) => fmt(x, 'date'));
+      const body = `<span class="sig ${esc(level)}">${esc(level)}</span>` +
+        (reasons ? `<ul>${reasons.map((r) => `<li>${esc(r)}</li>`).join('')}</ul>` : '') +
+        (dates.length ? `<span class="prov">evidence dated ${esc(dates.join(', '))}</span>` : '');
+      html += fact(name[0].toUpperCase() + name.slice(1), body, rules, t.last_enriched, `${name}_signal`);
+    }
+    html += '</table><h2 style="margin-top:14px">Case studies to mention</h2><div id="case-studies">';
+    html += rowsOf(t.case_studies, ['Customer', 'Use case', 'Result', 'Why it matches'], (c) =>
+      `<tr><td>${c.url ? `<a href="${esc(c.url)}" rel="noopener">${esc(c.customer)}</a>` : esc(c.customer)}<br><span class="prov">${esc([c.vertical, c.partner_tech, c.region, c.size_band].filter(Boolean).join(' · '))}</span></td>
+        <td>${esc(c.use_case)}</td><td>${esc(c.headline_metric)}</td><td>${esc(c.reason)}</td></tr>`);
+    return html + '</div>';
   },
   tech(d) {
     return rowsOf(d.tech_stack, ['Technology', 'Tag', 'Status', 'First detected', 'Last detected', 'Source'], (x) =>
