@@ -151,3 +151,34 @@ fn the_brief_reads_like_a_call_sheet_and_holds_nothing_the_audience_may_not_see(
         assert!(!text.contains(key), "{key} in the SDR's brief");
     }
 }
+
+#[test]
+fn an_injected_conflict_is_resolved_by_trust_and_listed_with_both_values() {
+    let store = TestStore::new();
+    store.ok(&["run", "--limit", "200", "--date", "2026-11-23", "--fault", "builtwith.conflict_rate=0.2"]);
+    let conflicts = store.query(
+        "SELECT c.domain, c.field, c.value, c.source, c.weight, c.other_value, c.other_source, c.other_fetched_at,
+                c.other_weight, t.company_name, t.country, t.provenance.company_name.source AS held_source
+         FROM conflicts AS c JOIN targets AS t USING (domain) ORDER BY c.domain, c.field",
+    );
+    let names: Vec<_> = conflicts.iter().filter(|c| c["field"] == "company_name").collect();
+    let countries: Vec<_> = conflicts.iter().filter(|c| c["field"] == "country").collect();
+    assert!(names.len() >= 10 && countries.len() >= 10, "{conflicts:?}");
+    for c in &names {
+        // The book (first-party, 1.0) outweighs BuiltWith (0.9): the row holds the book's name.
+        assert_eq!((c["source"].as_str(), c["other_source"].as_str()), (Some("seed"), Some("builtwith")), "{c:?}");
+        assert_eq!(c["value"], c["company_name"], "{c:?}");
+        assert_eq!(c["held_source"], "seed", "{c:?}");
+        assert!(c["other_value"].as_str().unwrap().ends_with("Brands International"), "{c:?}");
+        assert!(c["weight"].as_f64().unwrap() > c["other_weight"].as_f64().unwrap(), "{c:?}");
+        assert!(!c["other_fetched_at"].is_null(), "{c:?}");
+    }
+    for c in &countries {
+        assert_eq!(c["value"], c["country"], "{c:?}");
+        assert_ne!(c["value"], c["other_value"], "{c:?}");
+    }
+    // Without the fault the simulated BuiltWith agrees with the book: nothing to list.
+    let quiet = TestStore::new();
+    quiet.ok(&["run", "--limit", "100", "--date", "2026-11-23"]);
+    assert_eq!(quiet.query("SELECT count(*) AS n FROM conflicts")[0]["n"], 0);
+}

@@ -361,6 +361,8 @@ pub struct FaultSettings {
     pub quota_after: Option<u64>,
     /// Seconds after the simulator starts when it answers 503 to everything: [start, end).
     pub outage: Option<[u64; 2]>,
+    /// BuiltWith only: share of domains whose company name and country disagree with the book.
+    pub conflict_rate: f64,
 }
 
 /// Applies `provider.key=value` settings (from the command line) over `faults`.
@@ -399,6 +401,7 @@ impl FaultSettings {
             "latency_ms" => self.latency_ms = count(value)?,
             "malformed_rate" => self.malformed_rate = rate(value)?,
             "truncated_rate" => self.truncated_rate = rate(value)?,
+            "conflict_rate" => self.conflict_rate = rate(value)?,
             "quota_after" => self.quota_after = Some(count(value)?),
             "outage" => {
                 let (a, b) =
@@ -407,7 +410,7 @@ impl FaultSettings {
             }
             other => {
                 return Err(format!(
-                    "unknown fault {other:?} (error_rate, rate_429, retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage)"
+                    "unknown fault {other:?} (error_rate, rate_429, retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage, conflict_rate)"
                 ));
             }
         }
@@ -618,6 +621,7 @@ impl LoadedPipeline {
                 ("rate_429", faults.rate_429),
                 ("malformed_rate", faults.malformed_rate),
                 ("truncated_rate", faults.truncated_rate),
+                ("conflict_rate", faults.conflict_rate),
             ] {
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(invalid(

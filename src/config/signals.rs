@@ -28,6 +28,19 @@ pub struct SignalRules {
     /// Countries of each region (a target's `region`).
     pub regions: BTreeMap<String, Vec<String>>,
     pub case_studies: CaseStudySettings,
+    pub trust: Trust,
+}
+
+/// How much each source is believed when sources disagree, and how fast belief fades.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Trust per source (`seed` is the book sales curates).
+    pub sources: BTreeMap<String, f64>,
+    /// Trust of a source not listed.
+    pub unknown_source: f64,
+    /// A value's weight halves every this many days since it was fetched.
+    pub half_life_days: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +285,12 @@ impl SignalRules {
         if self.size_bands.windows(2).any(|w| w[0].min_revenue < w[1].min_revenue || w[0].min_visits < w[1].min_visits)
         {
             return Err(invalid("size_bands".into(), "size bands go from the largest down".into()));
+        }
+        if self.trust.half_life_days <= 0.0 {
+            return Err(invalid("trust.half_life_days".into(), "must be a positive number of days".into()));
+        }
+        if let Some((source, t)) = self.trust.sources.iter().find(|(_, t)| !(0.0..=1.0).contains(*t)) {
+            return Err(invalid(format!("trust.sources.{source}"), format!("{t} is not a trust between 0 and 1")));
         }
         if self.case_studies.per_target == 0 {
             return Err(invalid("case_studies.per_target".into(), "at least one case study per target".into()));

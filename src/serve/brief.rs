@@ -311,6 +311,24 @@ pub fn markdown(d: &Value, now: DateTime<Utc>) -> String {
         }
     }
 
+    let conflicts = list(&t["conflicts"]);
+    if !conflicts.is_empty() {
+        let _ = writeln!(out, "\n## Where sources disagree");
+        for c in conflicts {
+            let _ = writeln!(
+                out,
+                "- {}: {} ({}, weight {}) over {} ({}, weight {})",
+                text(&c["field"]).unwrap_or_default().replace('_', " "),
+                text(&c["value"]).unwrap_or_default(),
+                text(&c["source"]).unwrap_or_default(),
+                text(&c["weight"]).unwrap_or_default(),
+                text(&c["other_value"]).unwrap_or_default(),
+                text(&c["other_source"]).unwrap_or_default(),
+                text(&c["other_weight"]).unwrap_or_default()
+            );
+        }
+    }
+
     let changes = list(&d["changes"]);
     if !changes.is_empty() {
         let _ = writeln!(out, "\n## Recent changes");

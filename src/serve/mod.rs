@@ -93,6 +93,13 @@ fn empty_view_columns(view: &str) -> Option<String> {
     Some(columns.join(", "))
 }
 
+const CONFLICTS_VIEW: &str = "CREATE VIEW conflicts AS SELECT domain, snapshot_id, \
+    unnest(conflicts, recursive := true) FROM targets WHERE conflicts IS NOT NULL;";
+const CONFLICTS_EMPTY: &str = "CREATE VIEW conflicts AS SELECT NULL::VARCHAR AS domain, NULL::VARCHAR AS snapshot_id, \
+    NULL::VARCHAR AS field, NULL::VARCHAR AS value, NULL::VARCHAR AS source, NULL::TIMESTAMPTZ AS fetched_at, \
+    NULL::DOUBLE AS weight, NULL::VARCHAR AS other_value, NULL::VARCHAR AS other_source, \
+    NULL::TIMESTAMPTZ AS other_fetched_at, NULL::DOUBLE AS other_weight WHERE false;";
+
 /// The `runs` table: one row per committed generation, from its manifest.
 const RUNS_TABLE: &str = "CREATE TABLE runs (
     snapshot_id VARCHAR, date DATE, generation INTEGER, current BOOLEAN, run_id VARCHAR,
@@ -346,6 +353,11 @@ impl Warehouse {
         }
         sql.push_str(RUNS_TABLE);
         conn.execute_batch(&sql).map_err(sql_error)?;
+        // Where sources disagree, one row per field of a target of the latest snapshot (a
+        // snapshot from before the signal layer, or without it, has none).
+        if conn.execute_batch(CONFLICTS_VIEW).is_err() {
+            conn.execute_batch(CONFLICTS_EMPTY).map_err(sql_error)?;
+        }
         insert_runs(&conn, &generations, &current)?;
         let history = crate::run::history::all(store)
             .await

@@ -74,7 +74,9 @@ async fn log_request(
 
 /// Builds the router for a world as of a date.
 pub fn router(config: SimulatorConfig) -> std::io::Result<Router> {
-    let state = AppState { world: Arc::new(World::new(config.seed, config.as_of)), keys: Arc::new(config.keys) };
+    let mut world = World::new(config.seed, config.as_of);
+    world.conflict_rate = config.faults.get("builtwith").map_or(0.0, |f| f.conflict_rate);
+    let state = AppState { world: Arc::new(world), keys: Arc::new(config.keys) };
     let faults = Arc::new(faults::Faults::new(config.seed, config.faults));
     let router = Router::new()
         .route("/{version}/api.json", get(builtwith_domain))

@@ -150,11 +150,14 @@ const LAST_NAMES: [&str; 16] = [
 pub struct World {
     pub seed: u64,
     pub as_of: NaiveDate,
+    /// Share of domains whose BuiltWith company name and country disagree with the book
+    /// (`--fault builtwith.conflict_rate=0.1`).
+    pub conflict_rate: f64,
 }
 
 impl World {
     pub fn new(seed: u64, as_of: NaiveDate) -> Self {
-        Self { seed, as_of }
+        Self { seed, as_of, conflict_rate: 0.0 }
     }
 
     fn today(&self) -> i64 {
@@ -258,10 +261,21 @@ impl World {
             json!({"Domain": d, "Url": url, "SubDomain": sub, "FirstIndexed": epoch_ms(site_start),
                    "LastIndexed": indexed, "Technologies": technologies})
         };
-        let (country, city, state) = place(s, d);
+        let (mut country, city, state) = place(s, d);
+        let conflicting = unit(s, &[d, "conflict"]) < self.conflict_rate;
+        if conflicting {
+            country = if country == "DE" { "FR" } else { "DE" };
+        }
         let vertical = weighted(s, &[d, "vertical"], &VERTICALS);
         let meta_sparse = unit(s, &[d, "meta-sparse"]) < 0.1;
-        let company = if meta_sparse { Value::Null } else { json!(company_name(d)) };
+        let company = if conflicting {
+            // Another company's name: the parent BuiltWith files the site under.
+            json!(format!("{} Brands International", company_name(d).split(' ').next().unwrap_or("Acme")))
+        } else if meta_sparse {
+            Value::Null
+        } else {
+            json!(company_name(d))
+        };
         let email_user = self.person(d, "contact", today).0.to_ascii_lowercase().replace(' ', ".");
         let body = json!({
             "Results": [{
@@ -274,8 +288,8 @@ impl World {
                 "Meta": {
                     "CompanyName": company,
                     "Vertical": if meta_sparse { "" } else { vertical },
-                    "Country": country, "City": if meta_sparse { Value::Null } else { json!(city) },
-                    "State": state, "Postcode": null,
+                    "Country": country, "City": if meta_sparse || city.is_empty() { Value::Null } else { json!(city) },
+                    "State": if state.is_empty() { Value::Null } else { json!(state) }, "Postcode": null,
                     "Telephones": if meta_sparse { Value::Null } else { json!(["+1 555 0100"]) },
                     "Emails": if meta_sparse { json!([]) } else { json!([format!("{email_user}@{d}")]) },
                     "Social": if meta_sparse { Value::Null } else {
@@ -801,7 +815,8 @@ impl World {
     }
 }
 
-/// Where a company sits: by its country-code domain where it has one, else anywhere.
+/// Where a company sits: by its country-code domain where it has one. BuiltWith knows
+/// no more than that of a generic domain (`.com`): country, city and state are empty.
 fn place(seed: u64, domain: &str) -> (&'static str, &'static str, &'static str) {
     let country = match domain.rsplit('.').next() {
         Some("uk") => Some("GB"),
@@ -813,7 +828,7 @@ fn place(seed: u64, domain: &str) -> (&'static str, &'static str, &'static str) 
         None => Vec::new(),
     };
     if local.is_empty() {
-        return *pick(seed, &[domain, "place"], &PLACES);
+        return ("", "", "");
     }
     *local[(hash(seed, &[domain, "place"]) % local.len() as u64) as usize]
 }

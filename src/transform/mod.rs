@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod case_studies;
 pub mod changes;
+pub mod conflicts;
 pub mod scoring;
 pub mod signals;
 
@@ -80,6 +81,7 @@ pub fn target_columns(signals: Option<&SignalRules>) -> Vec<String> {
         out.extend(SIGNAL_INPUT_COLUMNS.iter().map(|c| c.to_string()));
         out.extend(signals::output_columns(rules));
         out.push("case_studies".into());
+        out.push("conflicts".into());
     }
     out.push("provenance".into());
     out
@@ -156,7 +158,7 @@ fn provenance(signals: bool) -> Expr {
         .filter(|(field, _, _)| signals || !SIGNAL_INPUT_COLUMNS.contains(field))
         .map(|(field, group, seed)| {
             let has = col(*field).is_not_null();
-            let from_seed = seed.map_or(lit(false), |s| col(s).is_not_null());
+            let from_seed = seed.map_or(lit(false), |s| col(s).is_not_null().and(col(s).eq(col(*field))));
             let source = when(has.clone().not())
                 .then(lit(NULL).cast(DataType::String))
                 .when(from_seed.clone())
@@ -400,6 +402,8 @@ pub fn assemble_in_slices(
         None => None,
     };
     let columns = target_columns(signals.map(|(rules, _)| rules));
+    // Freshness is weighed as of the snapshot's day (its end, so today's fetches are fresh).
+    let now_ms = (i64::from(epoch_day(snapshot_id)?) + 1) * 86_400_000;
     let signal_exprs = match signals {
         Some((rules, _)) => Some((size_band(rules), region(rules), signals::signal_columns(rules)?)),
         None => None,
@@ -442,17 +446,24 @@ pub fn assemble_in_slices(
                 coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
                 col("ticker").is_not_null().alias("is_public"),
             ])
-            .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")])
-            .with_columns(scoring::score_columns(model)?)
-            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
-        if let (Some(inputs), Some((size, region, exprs))) = (&inputs, &signal_exprs) {
+            .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")]);
+        if let Some(inputs) = &inputs {
             for input in inputs {
                 frame = frame.left_join(within(input), col("domain"), col("domain"));
             }
+        }
+        // Where the book and BuiltWith disagree, the trust order decides what the row holds
+        // (before anything reads those fields).
+        if let Some((rules, _)) = signals {
+            frame = conflicts::add_conflicts(frame.collect()?, &rules.trust, now_ms)?.lazy();
+        }
+        frame = frame
+            .with_columns(scoring::score_columns(model)?)
+            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
+        if let Some((size, region, exprs)) = &signal_exprs {
             frame = frame.with_columns([size.clone(), region.clone()]).with_columns(exprs.clone());
         }
-        let frame = frame.with_column(provenance(signals.is_some()));
-        let mut frame = frame.collect()?;
+        let mut frame = frame.with_column(provenance(signals.is_some())).collect()?;
         if let Some((rules, studies)) = signals {
             let s = &rules.case_studies;
             frame = case_studies::add_matches(frame, studies, &s.weights, s.per_target)?;
