@@ -471,7 +471,14 @@ const TAB_VIEWS = {
     html += rowsOf(t.case_studies, ['Customer', 'Use case', 'Result', 'Why it matches'], (c) =>
       `<tr><td>${c.url ? `<a href="${esc(c.url)}" rel="noopener">${esc(c.customer)}</a>` : esc(c.customer)}<br><span class="prov">${esc([c.vertical, c.partner_tech, c.region, c.size_band].filter(Boolean).join(' · '))}</span></td>
         <td>${esc(c.use_case)}</td><td>${esc(c.headline_metric)}</td><td>${esc(c.reason)}</td></tr>`);
-    return html + '</div>';
+    html += '</div>';
+    if ((t.conflicts || []).length) {
+      html += '<h2 style="margin-top:14px">Where sources disagree</h2><div id="conflicts">' +
+        rowsOf(t.conflicts, ['Field', 'Shown', 'Outweighed'], (c) =>
+          `<tr><td>${esc(c.field.replace('_', ' '))}</td><td>${esc(c.value)} <span class="prov">${esc(c.source)}, weight ${esc(c.weight)}</span></td>
+            <td>${esc(c.other_value)} <span class="prov">${prov(c.other_source, c.other_fetched_at)}, weight ${esc(c.other_weight)}</span></td></tr>`) + '</div>';
+    }
+    return html;
   },
   tech(d) {
     return rowsOf(d.tech_stack, ['Technology', 'Tag', 'Status', 'First detected', 'Last detected', 'Source'], (x) =>
