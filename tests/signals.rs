@@ -155,7 +155,17 @@ fn the_brief_reads_like_a_call_sheet_and_holds_nothing_the_audience_may_not_see(
 #[test]
 fn an_injected_conflict_is_resolved_by_trust_and_listed_with_both_values() {
     let store = TestStore::new();
-    store.ok(&["run", "--limit", "200", "--date", "2026-11-23", "--fault", "builtwith.conflict_rate=0.2"]);
+    store.ok(&[
+        "run",
+        "--limit",
+        "300",
+        "--date",
+        "2026-11-23",
+        "--fault",
+        "builtwith.conflict_rate=0.2",
+        "--fault",
+        "yahoo_finance.conflict_rate=0.5",
+    ]);
     let conflicts = store.query(
         "SELECT c.domain, c.field, c.value, c.source, c.weight, c.other_value, c.other_source, c.other_fetched_at,
                 c.other_weight, t.company_name, t.country, t.provenance.company_name.source AS held_source
@@ -176,6 +186,12 @@ fn an_injected_conflict_is_resolved_by_trust_and_listed_with_both_values() {
     for c in &countries {
         assert_eq!(c["value"], c["country"], "{c:?}");
         assert_ne!(c["value"], c["other_value"], "{c:?}");
+    }
+    // Yahoo's profile country (a name, compared as its code) is a third claim on the country.
+    let yahoo: Vec<_> = countries.iter().filter(|c| c["other_source"] == "yahoo_finance").collect();
+    assert!(yahoo.len() >= 5, "{countries:?}");
+    for c in &yahoo {
+        assert_eq!((c["other_value"].as_str(), c["other_weight"].as_f64()), (Some("DE"), Some(0.8)), "{c:?}");
     }
     // Without the fault the simulated BuiltWith agrees with the book: nothing to list.
     let quiet = TestStore::new();

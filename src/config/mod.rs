@@ -361,7 +361,8 @@ pub struct FaultSettings {
     pub quota_after: Option<u64>,
     /// Seconds after the simulator starts when it answers 503 to everything: [start, end).
     pub outage: Option<[u64; 2]>,
-    /// BuiltWith only: share of domains whose company name and country disagree with the book.
+    /// BuiltWith: share of domains whose company name and country disagree with the book;
+    /// Yahoo Finance: share of tickers whose profile names a country that does.
     pub conflict_rate: f64,
 }
 

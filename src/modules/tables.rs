@@ -320,6 +320,7 @@ impl Tables {
                 .text("sector", f.iter().map(|r| r.figures.sector.as_ref()))
                 .text("industry", f.iter().map(|r| r.figures.industry.as_ref()))
                 .int("employees", f.iter().map(|r| r.figures.employees))
+                .text("country", f.iter().map(|r| r.figures.country.as_ref()))
                 .text("exec_name", f.iter().map(|r| r.exec_name.as_ref()))
                 .text("exec_title", f.iter().map(|r| r.exec_title.as_ref())),
             f.len(),

@@ -94,6 +94,8 @@ pub struct Figures {
     pub sector: Option<String>,
     pub industry: Option<String>,
     pub employees: Option<i64>,
+    /// Where the company is based, as Yahoo names it ("United States").
+    pub country: Option<String>,
 }
 
 /// `{"raw": x, …}`, a bare number, `{}` or absent → `Some(x)` / `None`.
@@ -180,6 +182,7 @@ pub fn parse_quote_summary(body: &[u8]) -> Result<Answer<Financials>, ProviderEr
         out.figures.sector = text(profile.get("sector"));
         out.figures.industry = text(profile.get("industry"));
         out.figures.employees = profile.get("fullTimeEmployees").and_then(Value::as_i64).filter(|n| *n > 0);
+        out.figures.country = text(profile.get("country"));
         if let Some(officers) = profile.get("companyOfficers").and_then(Value::as_array) {
             out.officers = officers
                 .iter()

@@ -76,6 +76,7 @@ async fn log_request(
 pub fn router(config: SimulatorConfig) -> std::io::Result<Router> {
     let mut world = World::new(config.seed, config.as_of);
     world.conflict_rate = config.faults.get("builtwith").map_or(0.0, |f| f.conflict_rate);
+    world.yahoo_conflict_rate = config.faults.get("yahoo_finance").map_or(0.0, |f| f.conflict_rate);
     let state = AppState { world: Arc::new(world), keys: Arc::new(config.keys) };
     let faults = Arc::new(faults::Faults::new(config.seed, config.faults));
     let router = Router::new()

@@ -153,11 +153,15 @@ pub struct World {
     /// Share of domains whose BuiltWith company name and country disagree with the book
     /// (`--fault builtwith.conflict_rate=0.1`).
     pub conflict_rate: f64,
+    /// Share of tickers whose Yahoo profile names a country that disagrees with the book
+    /// (`--fault yahoo_finance.conflict_rate=0.2`). Otherwise the profile names none: the
+    /// simulated Yahoo knows a ticker, not where its company is.
+    pub yahoo_conflict_rate: f64,
 }
 
 impl World {
     pub fn new(seed: u64, as_of: NaiveDate) -> Self {
-        Self { seed, as_of, conflict_rate: 0.0 }
+        Self { seed, as_of, conflict_rate: 0.0, yahoo_conflict_rate: 0.0 }
     }
 
     fn today(&self) -> i64 {
@@ -543,7 +547,8 @@ impl World {
                       "regularMarketPrice": {"raw": (price * 100.0).round() / 100.0, "fmt": format!("{price:.2}")}},
             "summaryDetail": {"maxAge": 1, "marketCap": wrap(market_cap)},
             "assetProfile": {"maxAge": 86400, "sector": "Consumer Cyclical", "industry": "Internet Retail",
-                             "fullTimeEmployees": 1000 + (hash(s, &[&t, "staff"]) % 200_000), "country": "United States",
+                             "fullTimeEmployees": 1000 + (hash(s, &[&t, "staff"]) % 200_000),
+                             "country": if unit(s, &[&t, "conflict"]) < self.yahoo_conflict_rate { json!("Germany") } else { Value::Null },
                              "companyOfficers": officers},
             "incomeStatementHistory": {"maxAge": 86400, "incomeStatementHistory": statements},
             "recommendationTrend": {"maxAge": 86400, "trend": [analysts("0m"), analysts("-1m"), analysts("-2m")]},

@@ -1,4 +1,5 @@
-//! Where sources disagree: the book's company name or country against BuiltWith's.
+//! Where sources disagree: the book's company name against BuiltWith's, and its country
+//! against BuiltWith's and Yahoo Finance's.
 //! Each pair is weighed by the trust order of `pipelines/signals.toml` (`[trust]`:
 //! first-party book 1.0 > BuiltWith 0.9 > … ) times its freshness (halved every
 //! `half_life_days`); the heavier value is the one the targets row holds, and both
@@ -37,6 +38,60 @@ pub fn comparable_name(name: &str) -> String {
         .collect()
 }
 
+/// ISO 3166 codes of the country names Yahoo Finance's profiles use.
+const COUNTRY_NAMES: [(&str, &str); 40] = [
+    ("united states", "US"),
+    ("united kingdom", "GB"),
+    ("germany", "DE"),
+    ("france", "FR"),
+    ("canada", "CA"),
+    ("australia", "AU"),
+    ("netherlands", "NL"),
+    ("japan", "JP"),
+    ("sweden", "SE"),
+    ("spain", "ES"),
+    ("ireland", "IE"),
+    ("italy", "IT"),
+    ("switzerland", "CH"),
+    ("belgium", "BE"),
+    ("denmark", "DK"),
+    ("norway", "NO"),
+    ("finland", "FI"),
+    ("austria", "AT"),
+    ("poland", "PL"),
+    ("portugal", "PT"),
+    ("new zealand", "NZ"),
+    ("singapore", "SG"),
+    ("india", "IN"),
+    ("south korea", "KR"),
+    ("hong kong", "HK"),
+    ("china", "CN"),
+    ("taiwan", "TW"),
+    ("brazil", "BR"),
+    ("mexico", "MX"),
+    ("argentina", "AR"),
+    ("chile", "CL"),
+    ("colombia", "CO"),
+    ("israel", "IL"),
+    ("south africa", "ZA"),
+    ("luxembourg", "LU"),
+    ("bermuda", "BM"),
+    ("cayman islands", "KY"),
+    ("jersey", "JE"),
+    ("united arab emirates", "AE"),
+    ("greece", "GR"),
+];
+
+/// A country as compared: its ISO code, from a code or a name Yahoo uses (`None`: unknown name).
+pub fn country_code(text: &str) -> Option<String> {
+    let t = text.trim();
+    if t.len() == 2 && t.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Some(t.to_ascii_uppercase());
+    }
+    let lower = t.to_lowercase();
+    COUNTRY_NAMES.iter().find(|(name, _)| *name == lower).map(|(_, code)| code.to_string())
+}
+
 /// One value of a field, from one source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
@@ -71,16 +126,44 @@ pub fn resolve(
     trust: &Trust,
     now_ms: i64,
 ) -> Option<Conflict> {
-    if same(&a.value, &b.value) {
-        return None;
+    resolve_all(field, vec![a, b], same, trust, now_ms).pop()
+}
+
+/// The claims of several sources on one field: the heaviest wins (ties: the first, the
+/// one the row already holds), and each claim that disagrees with it is a conflict.
+pub fn resolve_all(
+    field: &'static str,
+    claims: Vec<Claim>,
+    same: impl Fn(&str, &str) -> bool,
+    trust: &Trust,
+    now_ms: i64,
+) -> Vec<Conflict> {
+    let weighed: Vec<(Claim, f64)> = claims
+        .into_iter()
+        .map(|c| {
+            let w = weight(trust, &c, now_ms);
+            (c, w)
+        })
+        .collect();
+    let mut best = 0;
+    for (i, (_, w)) in weighed.iter().enumerate() {
+        if *w > weighed[best].1 {
+            best = i;
+        }
     }
-    let (wa, wb) = (weight(trust, &a, now_ms), weight(trust, &b, now_ms));
-    // Ties go to the first claim (the one the row already holds).
-    Some(if wa >= wb {
-        Conflict { field, chosen: a, chosen_weight: wa, other: b, other_weight: wb }
-    } else {
-        Conflict { field, chosen: b, chosen_weight: wb, other: a, other_weight: wa }
-    })
+    let Some((chosen, chosen_weight)) = weighed.get(best).cloned() else { return Vec::new() };
+    weighed
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (c, _))| *i != best && !same(&chosen.value, &c.value))
+        .map(|(_, (other, other_weight))| Conflict {
+            field,
+            chosen: chosen.clone(),
+            chosen_weight,
+            other,
+            other_weight,
+        })
+        .collect()
 }
 
 /// Adds `conflicts` (a list of {field, value, source, weight, other_value,
@@ -95,6 +178,9 @@ pub fn add_conflicts(frame: DataFrame, trust: &Trust, now_ms: i64) -> PolarsResu
     let source = text("company_source")?;
     let at = frame.column("company_fetched_at")?.cast(&DataType::Int64)?;
     let at = at.i64()?;
+    let (yahoo_country, yahoo_source) = (text("yahoo_country")?, text("financials_source")?);
+    let yahoo_at = frame.column("financials_fetched_at")?.cast(&DataType::Int64)?;
+    let yahoo_at = yahoo_at.i64()?;
     let mut rows: Vec<(String, Conflict)> = Vec::new();
     // The row holds the book's value; where the provider's weighs more, it holds that.
     let mut held: [Vec<Option<String>>; 2] = [text("company_name")?, text("country")?]
@@ -111,16 +197,25 @@ pub fn add_conflicts(frame: DataFrame, trust: &Trust, now_ms: i64) -> PolarsResu
         let seed = |value: Option<&str>| {
             value.map(|v| Claim { value: v.to_string(), source: "seed".into(), fetched_at_ms: None })
         };
-        let pairs = [
-            ("company_name", seed(seed_name.get(i)), provider(bw_name.get(i)), true),
-            ("country", seed(seed_country.get(i)), provider(bw_country.get(i)), false),
+        // Yahoo names the country; compared (and held) as its code. A name it does not know is no claim.
+        let yahoo = yahoo_country.get(i).and_then(country_code).map(|code| Claim {
+            value: code,
+            source: yahoo_source.get(i).unwrap_or("yahoo_finance").to_string(),
+            fetched_at_ms: yahoo_at.get(i),
+        });
+        let fields: [(&'static str, Vec<Option<Claim>>, bool); 2] = [
+            ("company_name", vec![seed(seed_name.get(i)), provider(bw_name.get(i))], true),
+            ("country", vec![seed(seed_country.get(i)), provider(bw_country.get(i)), yahoo], false),
         ];
-        for (k, (field, a, b, is_name)) in pairs.into_iter().enumerate() {
-            let (Some(a), Some(b)) = (a, b) else { continue };
+        for (k, (field, claims, is_name)) in fields.into_iter().enumerate() {
+            let claims: Vec<Claim> = claims.into_iter().flatten().filter(|c| !c.value.trim().is_empty()).collect();
+            if claims.len() < 2 {
+                continue;
+            }
             let same = |x: &str, y: &str| {
                 if is_name { comparable_name(x) == comparable_name(y) } else { x.trim().eq_ignore_ascii_case(y.trim()) }
             };
-            if let Some(c) = resolve(field, a, b, same, trust, now_ms) {
+            for c in resolve_all(field, claims, same, trust, now_ms) {
                 if let Some(slot) = held[k].get_mut(i) {
                     *slot = Some(c.chosen.value.clone());
                 }
@@ -199,5 +294,22 @@ mod tests {
             .unwrap();
         assert_eq!((c.chosen.source.as_str(), c.other.source.as_str()), ("similarweb", "builtwith"));
         assert!(resolve("x", claim("seed", None), claim("seed", None), |a, b| a == b, &trust(), now).is_none());
+        // Three sources: the heaviest is held, each one that disagrees with it is listed.
+        let all = resolve_all(
+            "x",
+            vec![claim("builtwith", Some(0)), claim("seed", None), claim("similarweb", Some(0))],
+            |a, b| a == b,
+            &trust(),
+            now,
+        );
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|c| c.chosen.source == "seed"));
+    }
+
+    #[test]
+    fn countries_compare_by_code() {
+        assert_eq!(country_code("United States").as_deref(), Some("US"));
+        assert_eq!(country_code("gb").as_deref(), Some("GB"));
+        assert_eq!(country_code("Atlantis"), None);
     }
 }

@@ -362,6 +362,7 @@ pub fn assemble_in_slices(
             ("market_cap", "market_cap"),
             ("exec_name", "exec_name"),
             ("exec_title", "exec_title"),
+            ("country", "yahoo_country"),
             ("source", "financials_source"),
             ("fetched_at", "financials_fetched_at"),
         ],
