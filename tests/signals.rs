@@ -116,6 +116,15 @@ fn the_brief_reads_like_a_call_sheet_and_holds_nothing_the_audience_may_not_see(
         serde_json::from_str(&store.ok(&["brief", &domain, "--store", &url, "--format", "json"])).unwrap();
     assert_eq!(json["target"]["domain"], domain.as_str());
     assert_eq!(json["target"]["case_studies"].as_array().unwrap().len(), 3);
+    // The same detail, value for value, as the dashboard's target file.
+    let site = store.path().join("site");
+    store.ok(&["export", "--out", site.to_str().unwrap()]);
+    let current: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(site.join("current.json")).unwrap()).unwrap();
+    let version = current["version"].as_str().unwrap();
+    let file = site.join("versions").join(version).join(format!("targets/{domain}.json"));
+    let exported: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(json, exported, "the brief's detail and the exported target file differ");
     // A domain that is not a target is named.
     let err = store.fails(&["brief", "not-a-target.example", "--store", &url]);
     assert!(err.contains("not-a-target.example") && err.contains("not among the targets"), "{err}");

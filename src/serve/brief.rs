@@ -18,6 +18,8 @@ use super::{ServeError, Warehouse};
 pub fn detail(warehouse: &Warehouse, sql_file: &Path, domain: &str) -> Result<Option<Value>, ServeError> {
     let sql =
         std::fs::read_to_string(sql_file).map_err(|source| ServeError::Io { path: sql_file.to_path_buf(), source })?;
+    // Every view narrowed to the one domain first: the detail query then reads one target's rows.
+    warehouse.narrow_to_domain(domain)?;
     let body = sql.trim().trim_end_matches(';');
     let wrapped = format!("SELECT json FROM (\n{body}\n) AS detail WHERE key = $domain");
     let out = warehouse.run(&wrapped, &[("domain".into(), duckdb::types::Value::Text(domain.to_string()))])?;

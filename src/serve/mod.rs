@@ -484,6 +484,46 @@ impl Warehouse {
         judge(sql, &verdict)
     }
 
+    /// Narrows every view (and table) with a `domain` column to one domain, for a read of
+    /// one target (the brief): schema `one` holds the narrowed views, first on the search
+    /// path, over whatever the path read before (an audience's `scoped` views included).
+    pub fn narrow_to_domain(&self, domain: &str) -> Result<(), ServeError> {
+        let path: String =
+            self.conn.query_row("SELECT current_setting('search_path')", [], |r| r.get(0)).map_err(sql_error)?;
+        let mut schemas: Vec<String> =
+            path.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect();
+        if schemas.is_empty() {
+            schemas.push("main".into());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT table_name FROM information_schema.columns \
+                 WHERE table_schema = ? AND column_name = 'domain' ORDER BY table_name",
+            )
+            .map_err(sql_error)?;
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let literal = quote_literal(domain);
+        let mut sql = String::from("DROP SCHEMA IF EXISTS one CASCADE; CREATE SCHEMA one;\n");
+        let mut made = std::collections::BTreeSet::new();
+        for schema in &schemas {
+            let names: Vec<String> = stmt
+                .query_map([schema], |r| r.get::<_, String>(0))
+                .map_err(sql_error)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_error)?;
+            for name in names.into_iter().filter(|n| made.insert(n.clone())) {
+                sql.push_str(&format!(
+                    "CREATE VIEW one.{v} AS SELECT * FROM {s}.{v} WHERE domain = {literal};\n",
+                    v = quote(&name),
+                    s = quote(schema)
+                ));
+            }
+        }
+        sql.push_str(&format!("SET search_path = 'one,{}';", schemas.join(",")));
+        self.conn.execute_batch(&sql).map_err(sql_error)
+    }
+
     /// Runs one read-only statement with its named parameters (`$name`) bound as
     /// prepared-statement values, never spliced into the text. Every `$name` the
     /// statement uses must be given, and every value given must be used.
