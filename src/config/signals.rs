@@ -135,6 +135,17 @@ pub struct Rule {
     pub financial: bool,
 }
 
+impl Rule {
+    /// Every template of the rule: its bands' and its own reasons and angle phrases.
+    fn texts(&self) -> impl Iterator<Item = &String> {
+        self.bands
+            .iter()
+            .flat_map(|b| [Some(&b.reason), b.angle.as_ref()])
+            .chain([Some(&self.reason), self.angle.as_ref()])
+            .flatten()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Band {
@@ -178,7 +189,8 @@ impl SignalRules {
         Ok(rules)
     }
 
-    /// Checks what the file refers to; `columns` are the targets table's columns the rules may read.
+    /// Checks what the file refers to within itself (the columns it reads are checked
+    /// against the targets table when it is assembled: [`SignalRules::columns`]).
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid { path: path.to_path_buf(), key, message };
         if self.signals.is_empty() {
@@ -246,13 +258,7 @@ impl SignalRules {
                 if rule.bands.is_empty() && rule.reason.is_empty() {
                     return Err(invalid(key("reason"), "a rule needs a reason line".into()));
                 }
-                let texts = rule
-                    .bands
-                    .iter()
-                    .flat_map(|b| [Some(&b.reason), b.angle.as_ref()])
-                    .chain([Some(&rule.reason), rule.angle.as_ref()])
-                    .flatten();
-                for text in texts {
+                for text in rule.texts() {
                     for (_, format) in placeholders(text) {
                         if let Some(format) = format
                             && !FORMATS.contains(&format.as_str())
@@ -304,7 +310,7 @@ impl SignalRules {
         Ok(())
     }
 
-    /// Every column the rules read (to check against the table before a run).
+    /// Every column the rules read, with the key that names it.
     pub fn columns(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (s, signal) in self.signals.iter().enumerate() {
@@ -317,13 +323,7 @@ impl SignalRules {
                 out.extend(rule.guard.iter().map(|c| (format!("{key}.guard"), c.clone())));
                 out.extend(rule.unless.iter().map(|c| (format!("{key}.unless"), c.clone())));
                 out.extend(rule.evidence_date.iter().map(|c| (format!("{key}.evidence_date"), c.clone())));
-                let texts = rule
-                    .bands
-                    .iter()
-                    .flat_map(|b| [Some(&b.reason), b.angle.as_ref()])
-                    .chain([Some(&rule.reason), rule.angle.as_ref()])
-                    .flatten();
-                for text in texts {
+                for text in rule.texts() {
                     for (name, _) in placeholders(text) {
                         if name != "value" && name != "points" {
                             out.push((format!("{key}.reason"), name));

@@ -355,9 +355,9 @@ pub struct Row {
 
 /// The whole record, a row per run, day and provider.
 pub async fn rows(store: &Store) -> Result<Vec<Row>, StoreError> {
-    let mut months: Vec<String> =
+    // A set: a listing comes in no particular order.
+    let months: std::collections::BTreeSet<String> =
         store.list("spend").await?.into_iter().filter_map(|p| p.split('/').nth(1).map(str::to_string)).collect();
-    months.dedup();
     let mut rows = Vec::new();
     for month in months {
         for (run_id, record) in month_records(store, &month).await? {

@@ -117,18 +117,6 @@ fn weight(trust: &Trust, claim: &Claim, now_ms: i64) -> f64 {
     base * 0.5f64.powf(age_days / trust.half_life_days)
 }
 
-/// The conflict of two claims on one field, if they disagree.
-pub fn resolve(
-    field: &'static str,
-    a: Claim,
-    b: Claim,
-    same: impl Fn(&str, &str) -> bool,
-    trust: &Trust,
-    now_ms: i64,
-) -> Option<Conflict> {
-    resolve_all(field, vec![a, b], same, trust, now_ms).pop()
-}
-
 /// The claims of several sources on one field: the heaviest wins (ties: the first, the
 /// one the row already holds), and each claim that disagrees with it is a conflict.
 pub fn resolve_all(
@@ -287,13 +275,24 @@ mod tests {
             source: source.to_string(),
             fetched_at_ms: days_old.map(|d| now - d * 86_400_000),
         };
-        let c = resolve("x", claim("builtwith", Some(0)), claim("seed", None), |a, b| a == b, &trust(), now).unwrap();
+        let c = resolve_all("x", vec![claim("builtwith", Some(0)), claim("seed", None)], |a, b| a == b, &trust(), now)
+            .pop()
+            .unwrap();
         assert_eq!(c.chosen.source, "seed");
         // A fresh SimilarWeb value beats a BuiltWith one a year old: 0.7 > 0.9 × 0.5^(365/180).
-        let c = resolve("x", claim("builtwith", Some(365)), claim("similarweb", Some(1)), |a, b| a == b, &trust(), now)
-            .unwrap();
+        let c = resolve_all(
+            "x",
+            vec![claim("builtwith", Some(365)), claim("similarweb", Some(1))],
+            |a, b| a == b,
+            &trust(),
+            now,
+        )
+        .pop()
+        .unwrap();
         assert_eq!((c.chosen.source.as_str(), c.other.source.as_str()), ("similarweb", "builtwith"));
-        assert!(resolve("x", claim("seed", None), claim("seed", None), |a, b| a == b, &trust(), now).is_none());
+        assert!(
+            resolve_all("x", vec![claim("seed", None), claim("seed", None)], |a, b| a == b, &trust(), now).is_empty()
+        );
         // Three sources: the heaviest is held, each one that disagrees with it is listed.
         let all = resolve_all(
             "x",

@@ -423,6 +423,7 @@ pub fn assemble_in_slices(
     order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
     // An empty book still makes one (empty) slice: the table keeps its columns.
     let slices: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(slice_rows.max(1)).collect() };
+    let mut checked = false;
     for slice in slices {
         let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
         let within = |df: &DataFrame| match &range {
@@ -461,8 +462,24 @@ pub fn assemble_in_slices(
         frame = frame
             .with_columns(scoring::score_columns(model)?)
             .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
-        if let Some((size, region, exprs)) = &signal_exprs {
-            frame = frame.with_columns([size.clone(), region.clone()]).with_columns(exprs.clone());
+        if let (Some((size, region, exprs)), Some((rules, _))) = (&signal_exprs, signals) {
+            frame = frame.with_columns([size.clone(), region.clone()]);
+            if !checked {
+                // Once: a rule that names a column the table lacks is an error naming its key.
+                let schema = frame.collect_schema()?;
+                if let Some((key, column)) = rules.columns().into_iter().find(|(_, c)| schema.get(c.as_str()).is_none())
+                {
+                    return Err(PolarsError::ColumnNotFound(
+                        format!(
+                            "signal rules {} v{}: {key} reads {column:?}, which the targets table does not have",
+                            rules.name, rules.version
+                        )
+                        .into(),
+                    ));
+                }
+                checked = true;
+            }
+            frame = frame.with_columns(exprs.clone());
         }
         let mut frame = frame.with_column(provenance(signals.is_some())).collect()?;
         if let Some((rules, studies)) = signals {
