@@ -104,6 +104,17 @@ fn the_nightly_path_runs_on_s3() {
     assert!(refused.contains("already has a snapshot"), "{refused}");
     let replaced = store.ok(&["run", "--store", url, "--limit", "15", "--date", "2026-11-21", "--replace"]);
     assert!(replaced.contains("generation 2") && replaced.contains("0 made"), "{replaced}");
+    // The Delta tables on S3, read by Python's `deltalake`, equal `query` (each date once).
+    let options = [
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let report = support::read_with_deltalake(&store, url, &options);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["tables"]["targets"]["version"], 2, "{report}");
 
     // Readers copy the snapshot's files to a local cache for DuckDB.
     let out = store.ok(&[

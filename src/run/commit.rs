@@ -268,5 +268,17 @@ pub(crate) async fn commit(
         );
     }
     store.commit(&manifest).await?;
+    // The snapshot is committed; its Delta versions follow. A failure here loses nothing
+    // (the next publish catches up), so it is reported, not fatal.
+    match crate::store::delta::publish(store).await {
+        Ok(versions) => {
+            for v in versions {
+                tracing::debug!(table = %v.table, version = v.version, added = v.added, removed = v.removed, "delta: published");
+            }
+        }
+        Err(e) => tracing::warn!(
+            "delta: the snapshot is committed, its Delta tables are not yet updated (the next publish catches up): {e}"
+        ),
+    }
     Ok(manifest)
 }

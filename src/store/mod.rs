@@ -8,6 +8,7 @@
 //! overwrite.
 
 pub mod audit;
+pub mod delta;
 pub mod gc;
 pub mod lock;
 pub mod manifest;
@@ -303,6 +304,19 @@ impl Store {
         let size = bytes.len() as u64;
         self.put(&path, bytes).await?;
         Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64, schema: None })
+    }
+
+    /// Copies an object within the store (a hard link on a local store, a server-side
+    /// copy on S3): the copy costs no transfer and no space locally.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (source, target) = (ObjectPath::from(from), ObjectPath::from(to));
+        self.inner.copy(&source, &target).await.map_err(|e| self.object_error(&source, e))
+    }
+
+    /// The bytes `range` of an object.
+    pub async fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+        let path = ObjectPath::from(path);
+        self.inner.get_range(&path, range).await.map_err(|e| self.object_error(&path, e))
     }
 
     /// Whether an object exists.

@@ -121,7 +121,8 @@ pub fn add_matches(
     let mut key_cols: Vec<Vec<Option<String>>> = vec![Vec::new(); KEY_COLUMNS.len()];
     let mut fields: Vec<Vec<String>> = vec![Vec::new(); 9];
     let mut ranks: Vec<u32> = Vec::new();
-    let mut scores: Vec<u32> = Vec::new();
+    // Signed: Delta Lake, Spark and Trino have no unsigned integers.
+    let mut scores: Vec<i64> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let rows: Vec<Vec<Option<String>>> =
         (0..keys.height()).map(|r| columns.iter().map(|c| c[r].clone()).collect()).collect();
@@ -152,7 +153,7 @@ pub fn add_matches(
                 f.push(v.clone());
             }
             ranks.push(rank as u32 + 1);
-            scores.push(m.score);
+            scores.push(i64::from(m.score));
             reasons.push(m.reason);
         }
     }

@@ -243,3 +243,19 @@ pub fn listing(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// `tests/delta_read.py` over a store: its JSON report (it exits 1 on a difference).
+pub fn read_with_deltalake(store: &TestStore, url: &str, options: &[(&str, &str)]) -> serde_json::Value {
+    let mut command = std::process::Command::new("python3");
+    command
+        .current_dir(repo())
+        .args(["tests/delta_read.py", env!("CARGO_BIN_EXE_partnerforge"), url])
+        .env("PARTNERFORGE_CACHE", store.path().join("cache"));
+    for (key, value) in options {
+        command.arg("--storage-option").arg(format!("{key}={value}")).env(key, value);
+    }
+    let out = command.output().expect("python3 tests/delta_read.py (pip install deltalake)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "delta_read.py: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
