@@ -66,8 +66,9 @@ pub enum DeltaError {
 /// Brings every table's Delta version up to the store's committed snapshots.
 pub async fn publish(store: &Store) -> Result<Vec<TableVersion>, DeltaError> {
     let generations = store.all_generations().await?;
-    let current: BTreeSet<(String, u32)> =
-        store.snapshots().await?.into_iter().map(|m| (m.date.clone(), m.generation)).collect();
+    // Each date's newest generation (the manifests come sorted by date and generation).
+    let newest: BTreeMap<&str, u32> = generations.iter().map(|m| (m.date.as_str(), m.generation)).collect();
+    let current: BTreeSet<(String, u32)> = newest.into_iter().map(|(d, g)| (d.to_string(), g)).collect();
     let mut wanted: BTreeMap<String, Vec<(&Manifest, &super::FileEntry)>> = BTreeMap::new();
     for manifest in &generations {
         let is_current = current.contains(&(manifest.date.clone(), manifest.generation));
