@@ -20,6 +20,7 @@ const LIBRARY: &str = "libduckdb.so";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    transform_source_fingerprint();
     println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
 
     let Some(dir) = env::var_os("DUCKDB_LIB_DIR").map(PathBuf::from) else {
@@ -40,6 +41,29 @@ fn main() {
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+}
+
+/// The code a targets row is computed by — the transforms, the parsing of the scoring
+/// model and the signal rules, and the locked dependency versions (Polars) — as one
+/// FNV-1a hash, `PARTNERFORGE_TRANSFORM_SOURCE`: a row carried forward from a snapshot
+/// that another revision of this code scored is computed again, never reused.
+fn transform_source_fingerprint() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let mut files: Vec<PathBuf> = fs::read_dir(root.join("src/transform"))
+        .map(|dir| dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect())
+        .unwrap_or_default();
+    files.extend(["src/config/scoring.rs", "src/config/signals.rs", "Cargo.lock"].map(|f| root.join(f)));
+    files.sort();
+    println!("cargo:rerun-if-changed={}", root.join("src/transform").display());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+        let name = file.strip_prefix(&root).unwrap_or(file).to_string_lossy().into_owned();
+        for byte in name.bytes().chain(fs::read(file).unwrap_or_default()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    println!("cargo:rustc-env=PARTNERFORGE_TRANSFORM_SOURCE={hash:016x}");
 }
 
 fn fail(message: &str) -> ! {

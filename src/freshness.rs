@@ -125,7 +125,7 @@ pub async fn plan(
 
 /// The previous snapshot's rows of `table` that the carry covers, with the new
 /// `snapshot_id`. `modules_of` says which modules write the table; for
-/// `raw_responses` a body is carried when every module it fed is.
+/// `raw_responses` a body is carried when any module it fed is.
 ///
 /// The stored file is read a batch at a time (from a local copy for S3), and each
 /// batch of kept rows goes to `emit` as it is read: a big table never sits in memory.
@@ -154,10 +154,10 @@ pub async fn carried_rows(
                 let domain = domains.value(i);
                 Some(match table {
                     "fetches" => column(&batch, "module").is_some_and(|m| carry.is_fresh(m.value(i), domain)),
-                    "raw_responses" => column(&batch, "modules").is_some_and(|m| {
-                        let fed: Vec<&str> = m.value(i).split(',').filter(|x| !x.is_empty()).collect();
-                        !fed.is_empty() && fed.iter().all(|module| carry.is_fresh(module, domain))
-                    }),
+                    // A body goes with any module carried from it: a rebuild parses that module
+                    // from it, not from a newer answer to the same call another module fetched.
+                    "raw_responses" => column(&batch, "modules")
+                        .is_some_and(|m| m.value(i).split(',').any(|module| carry.is_fresh(module, domain))),
                     _ => writers.iter().any(|m| carry.is_fresh(m.id, domain)),
                 })
             })

@@ -39,10 +39,14 @@ fn text_column(batch: &RecordBatch, name: &str) -> anyhow::Result<StringArray> {
         .with_context(|| format!("no text column {name}"))
 }
 
-/// The stored bodies of a snapshot: the last one per (provider, endpoint, domain).
-fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String), RawRow>> {
+/// The stored bodies of a snapshot, per (provider, endpoint, domain): every one kept
+/// (a module carried forward keeps the body it was parsed from beside a newer body of the
+/// same call that another module fetched).
+type Bodies = HashMap<(String, String, String), Vec<RawRow>>;
+
+fn stored_bodies(bytes: Bytes) -> anyhow::Result<Bodies> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    let mut out: HashMap<(String, String, String), RawRow> = HashMap::new();
+    let mut out: Bodies = HashMap::new();
     for batch in reader {
         let batch = batch?;
         let text = |name: &str| text_column(&batch, name);
@@ -55,25 +59,26 @@ fn final_bodies(bytes: Bytes) -> anyhow::Result<HashMap<(String, String, String)
             .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned());
         for i in 0..batch.num_rows() {
             let key = (providers.value(i).to_string(), endpoints.value(i).to_string(), domains.value(i).to_string());
-            let fetched_at_ms = times.as_ref().map(|t| t.value(i)).unwrap_or(0);
-            if out.get(&key).is_some_and(|r| r.fetched_at_ms > fetched_at_ms) {
-                continue;
-            }
-            out.insert(
-                key,
-                RawRow {
-                    provider: "",
-                    endpoint: "",
-                    domain: domains.value(i).to_string(),
-                    modules: modules.value(i).to_string(),
-                    http_status: statuses.as_ref().filter(|s| !s.is_null(i)).map(|s| s.value(i) as u16),
-                    fetched_at_ms,
-                    body: bodies.value(i).to_string(),
-                },
-            );
+            out.entry(key).or_default().push(RawRow {
+                provider: "",
+                endpoint: "",
+                domain: domains.value(i).to_string(),
+                modules: modules.value(i).to_string(),
+                http_status: statuses.as_ref().filter(|s| !s.is_null(i)).map(|s| s.value(i) as u16),
+                fetched_at_ms: times.as_ref().map(|t| t.value(i)).unwrap_or(0),
+                body: bodies.value(i).to_string(),
+            });
         }
     }
     Ok(out)
+}
+
+/// The body `module` was parsed from: the latest of those that fed it (the final answer of
+/// its fetch), else the latest of the call's (bodies stored before they named their modules).
+fn body_for<'a>(bodies: &'a Bodies, key: &(String, String, String), module: &str) -> Option<&'a RawRow> {
+    let all = bodies.get(key)?;
+    let latest = |rows: &mut dyn Iterator<Item = &'a RawRow>| rows.max_by_key(|r| r.fetched_at_ms);
+    latest(&mut all.iter().filter(|r| r.modules.split(',').any(|m| m == module))).or_else(|| latest(&mut all.iter()))
 }
 
 /// When each (module, domain) of a snapshot was fetched: `fetched_on` (the run
@@ -140,7 +145,7 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
         bail!("store {} has no snapshot for {date} to rebuild", store.url());
     };
     let raw_file = original.file("raw_responses").context("the snapshot keeps no raw bodies")?;
-    let bodies = final_bodies(store.get(&raw_file.path).await?)?;
+    let bodies = stored_bodies(store.get(&raw_file.path).await?)?;
     let times = match original.file("fetches") {
         Some(entry) => fetch_times(store.get(&entry.path).await?)?,
         None => FetchTimes::new(),
@@ -164,7 +169,7 @@ pub async fn rebuild(selection: Selection) -> anyhow::Result<RebuildReport> {
 async fn rebuild_locked(
     prepared: &crate::run::Prepared,
     original: &Manifest,
-    bodies: &HashMap<(String, String, String), RawRow>,
+    bodies: &Bodies,
     times: &FetchTimes,
     run_id: &str,
     lock: &RunLock,
@@ -190,7 +195,7 @@ async fn rebuild_locked(
             let mut replies = Vec::new();
             for call in &calls {
                 let key = (call.provider.name().to_string(), call.endpoint.to_string(), call.domain.clone());
-                let Some(raw) = bodies.get(&key) else { break };
+                let Some(raw) = body_for(bodies, &key, module.id) else { break };
                 let reply = Reply {
                     status: raw.http_status,
                     body: Bytes::from(raw.body.clone()),
@@ -247,7 +252,9 @@ async fn rebuild_locked(
         carried_from: original.carried_from.clone(),
         rebuilt_from: Some(original.generation),
         providers: original.providers,
-        counts: Counts { calls: 0, spend_usd: 0.0, ..original.counts.clone() },
+        counts: Counts { calls: 0, spend_usd: 0.0, targets_reused: 0, ..original.counts.clone() },
+        // A rebuild computes every row from the raw bodies: the full path.
+        reuse_from: None,
     };
     let manifest = commit(store, pipeline, draft, files, &book_rows(&work, book, &failed), Some(lock)).await?;
     Ok(RebuildReport { manifest, reparsed, delivery: None })

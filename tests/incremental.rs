@@ -42,3 +42,84 @@ fn force_and_only_choose_what_a_night_fetches() {
     empty.ok(&["run", "--limit", "10", "--date", "2026-11-20", "--only", "m01"]);
     assert_eq!(modules_called(&empty, "2026-11-20"), ["m01"]);
 }
+
+fn manifest_of(store: &TestStore, date: &str, generation: u64) -> serde_json::Value {
+    store
+        .manifests()
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| m["date"] == date && m["generation"] == generation)
+        .unwrap_or_else(|| panic!("no manifest for {date} generation {generation}"))
+}
+
+/// Rows of one targets file that the other lacks (as a multiset), both ways.
+fn rows_apart(store: &TestStore, a: &std::path::Path, b: &std::path::Path) -> u64 {
+    let count = |x: &std::path::Path, y: &std::path::Path| {
+        let rows = store.query(&format!(
+            "SELECT count(*) AS n FROM (SELECT * FROM read_parquet('{}') EXCEPT ALL SELECT * FROM read_parquet('{}'))",
+            x.display(),
+            y.display()
+        ));
+        rows[0]["n"].as_u64().unwrap()
+    };
+    count(a, b) + count(b, a)
+}
+
+#[test]
+fn a_night_carries_unchanged_targets_rows_and_equals_a_full_recompute() {
+    let store = TestStore::new();
+    // Conflicts in both nights: their weights age with the date, so those rows are computed
+    // again each night, never carried. The nights are dated weeks after the fetches are made,
+    // so the claims are weeks old and a day changes their weights.
+    let day = |d: u64| (chrono::Utc::now().date_naive() + chrono::Days::new(d)).to_string();
+    let (d1, d2, d3) = (day(40), day(41), day(42));
+    let night =
+        |date: &str| store.ok(&["run", "--limit", "150", "--date", date, "--fault", "builtwith.conflict_rate=0.1"]);
+    night(&d1);
+    let first = manifest_of(&store, &d1, 1);
+    assert_eq!(first["counts"]["targets_reused"], 0, "nothing to carry on a store's first night");
+    night(&d2);
+    let second = manifest_of(&store, &d2, 1);
+    let (targets, reused) =
+        (second["counts"]["targets"].as_u64().unwrap(), second["counts"]["targets_reused"].as_u64().unwrap());
+    // Hiring and news are read every night for the domains that have them: those rows are
+    // computed again, the rest carried.
+    assert!(reused > targets / 4 && reused < targets, "{reused} of {targets} rows carried");
+    let inputs = store.query(&format!(
+        "SELECT count(*) AS n, count(DISTINCT input_hash) AS hashes, count(*) FILTER (dated) AS dated
+         FROM read_parquet('{}/store/snapshots/{d2}/0001/target_inputs.parquet')",
+        store.path().display()
+    ));
+    assert_eq!(inputs[0]["n"].as_u64(), Some(targets), "one input hash per target");
+    assert!(inputs[0]["dated"].as_u64().unwrap() > 0, "the injected conflicts are dated: {inputs:?}");
+
+    // The full path: every row computed from the stored raw bodies.
+    let out = store.ok(&["rebuild", "--store", &store.store(), "--snapshot", &d2]);
+    assert!(out.contains("as generation 2"), "{out}");
+    assert_eq!(manifest_of(&store, &d2, 2)["counts"]["targets_reused"], 0);
+    let folder = store.path().join("store/snapshots").join(&d2);
+    let (incremental, full) = (folder.join("0001/targets.parquet"), folder.join("0002/targets.parquet"));
+    assert_eq!(rows_apart(&store, &incremental, &full), 0, "the incremental night equals the full recompute");
+    // The comparison can fail: the first night's rows differ from the second's.
+    let previous = store.path().join("store/snapshots").join(&d1).join("0001/targets.parquet");
+    assert!(rows_apart(&store, &previous, &full) > 0);
+
+    // A new scoring model: no row is carried, whatever its inputs.
+    let model = store.path().join("icp-v2.toml");
+    let text = std::fs::read_to_string(support::repo().join("pipelines/scoring/icp.toml"))
+        .unwrap()
+        .replace("version = 1", "version = 2")
+        .replace("\"Commerce\" = 40", "\"Commerce\" = 20");
+    std::fs::write(&model, text).unwrap();
+    let pipeline = store.pipeline(|t| {
+        let root = support::repo().display().to_string();
+        t.replace(&format!("\"{root}/pipelines/scoring/icp.toml\""), &format!("{:?}", model.display().to_string()))
+    });
+    store.ok(&["run", "--limit", "150", "--date", &d3, "--pipeline", &pipeline]);
+    assert_eq!(manifest_of(&store, &d3, 1)["counts"]["targets_reused"], 0);
+    let commerce = store.query(&format!(
+        "SELECT DISTINCT score_breakdown.vertical AS points FROM targets WHERE snapshot_id = '{d3}' AND vertical = 'Commerce'"
+    ));
+    assert_eq!(commerce.len(), 1, "{commerce:?}");
+    assert_eq!(commerce[0]["points"], 20);
+}

@@ -123,6 +123,20 @@ pub(crate) struct Draft {
     pub providers: ProviderAccount,
     /// Everything but `targets` and `tiers`, which come from the scored table.
     pub counts: Counts,
+    /// The snapshot whose unchanged targets rows this commit may carry forward (a run's
+    /// previous snapshot); `None` computes every row (`rebuild`).
+    pub reuse_from: Option<Manifest>,
+}
+
+/// The stored targets and their inputs of `from`, when it has both (a snapshot an
+/// earlier build wrote has no `target_inputs`: every row is computed then).
+async fn reuse_from(store: &Store, from: &Manifest, date: &str) -> anyhow::Result<Option<transform::Reuse>> {
+    let (Some(targets), Some(inputs)) = (from.file("targets"), from.file("target_inputs")) else { return Ok(None) };
+    Ok(Some(transform::Reuse {
+        targets: store.get(&targets.path).await?,
+        inputs: store.get(&inputs.path).await?,
+        same_day: from.date == date,
+    }))
 }
 
 /// Writes the tables into a generation folder claimed for this commit, assembles
@@ -177,33 +191,65 @@ pub(crate) async fn commit(
     let model = &pipeline.model;
     let mut tiers: Vec<TierCount> =
         model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
+    let reuse = match &draft.reuse_from {
+        Some(from) => reuse_from(store, from, date).await?,
+        None => None,
+    };
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let local = std::env::temp_dir().join(format!("partnerforge-targets-{}-{nanos:x}.parquet", std::process::id()));
-    let written = {
+    let scratch = |table: &str| {
+        std::env::temp_dir().join(format!("partnerforge-{table}-{}-{nanos:x}.parquet", std::process::id()))
+    };
+    let (local, local_inputs) = (scratch("targets"), scratch("target-inputs"));
+    let (written, reused) = {
         let mut writer = transform::SliceWriter::new(&local);
+        let mut inputs_writer = transform::SliceWriter::new(&local_inputs);
         let mut counted: anyhow::Result<()> = Ok(());
+        let mut reused = 0;
         let slice_rows = pipeline.pipeline.run.score_slice_rows;
         let signals = pipeline.signals.as_ref();
-        transform::assemble_in_slices(
+        let assembled = transform::assemble_in_slices(
             book_rows,
             &module_files(&module_bytes),
             model,
             signals,
             date,
             slice_rows,
-            |df| {
+            reuse.as_ref(),
+            |slice| {
                 if counted.is_ok() {
-                    counted = count_tiers(&mut tiers, &df);
+                    counted = count_tiers(&mut tiers, &slice.targets);
                 }
-                writer.write(&df)
+                reused += slice.reused;
+                writer.write(&slice.targets)?;
+                inputs_writer.write(&slice.inputs)
             },
         )
-        .context("assembling and scoring the targets table")?;
-        counted?;
-        let rows = writer.rows;
-        writer.finish()?;
-        rows
+        .context("assembling and scoring the targets table");
+        let finished = assembled.and_then(|()| {
+            counted?;
+            let rows = writer.rows;
+            writer.finish()?;
+            inputs_writer.finish()?;
+            Ok(rows)
+        });
+        if finished.is_err() {
+            let _ = std::fs::remove_file(&local_inputs);
+            let _ = std::fs::remove_file(&local);
+        }
+        (finished?, reused)
     };
+    if reuse.is_some() {
+        tracing::info!(
+            computed = written - reused,
+            carried = reused,
+            "targets: {} rows computed, {reused} carried forward unchanged (same inputs)",
+            written - reused
+        );
+    }
+    let inputs_path = format!("{folder}/target_inputs.parquet");
+    let stored = store.put_file(&inputs_path, &local_inputs).await;
+    let _ = std::fs::remove_file(&local_inputs);
+    let inputs_size = stored?;
     let path = format!("{folder}/targets.parquet");
     // Read before it is stored: a local store moves the file into place.
     let targets = std::fs::read(&local);
@@ -211,6 +257,13 @@ pub(crate) async fn commit(
     let _ = std::fs::remove_file(&local);
     let size = stored?;
     files.push(FileEntry { table: "targets".into(), path, bytes: size, rows: written as u64, schema: None });
+    files.push(FileEntry {
+        table: "target_inputs".into(),
+        path: inputs_path,
+        bytes: inputs_size,
+        rows: written as u64,
+        schema: None,
+    });
     let mut change_counts = BTreeMap::new();
     let mut alerts_matched = 0;
     if pipeline.changes.is_some() {
@@ -256,6 +309,7 @@ pub(crate) async fn commit(
             tiers,
             changes: change_counts,
             alerts: alerts_matched,
+            targets_reused: reused as u64,
             ..draft.counts
         },
     };

@@ -595,6 +595,7 @@ async fn refresh(
         rebuilt_from: None,
         providers: prepared.account,
         counts,
+        reuse_from: carry.from.clone(),
     };
     let book_rows = book_rows(&work, book, &failed);
     let manifest = commit(store, pipeline, draft, files, &book_rows, Some(lock)).await?;

@@ -113,6 +113,10 @@ pub struct Counts {
     /// Alerts the change events raised (one per person, event and rule).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub alerts: u64,
+    /// Targets rows carried forward from the previous snapshot because their inputs
+    /// are unchanged (the rest were computed).
+    #[serde(default)]
+    pub targets_reused: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

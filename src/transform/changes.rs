@@ -151,7 +151,7 @@ impl DomainRange {
 
 /// The named columns of a Parquet file's rows in `range`: scanned, so the filter runs
 /// as each row group is decoded (and skips row groups whose statistics are outside).
-fn read_range(bytes: &Bytes, columns: &[&str], range: &DomainRange) -> PolarsResult<LazyFrame> {
+pub(crate) fn read_range(bytes: &Bytes, columns: &[&str], range: &DomainRange) -> PolarsResult<LazyFrame> {
     let buffer = polars_buffer::Buffer::from_owner(bytes.clone());
     let sources = ScanSources::Buffers(std::sync::Arc::from([buffer]));
     let mut args = ScanArgsParquet::default();

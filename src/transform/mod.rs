@@ -291,12 +291,88 @@ fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
     Ok(df.lazy())
 }
 
+/// A scored slice of the targets table: its rows, each row's inputs (`target_inputs`:
+/// domain, `input_hash`, `dated`), and how many rows were carried forward unchanged.
+pub struct ScoredSlice {
+    pub targets: DataFrame,
+    pub inputs: DataFrame,
+    pub reused: usize,
+}
+
+/// What a commit may carry forward from an earlier snapshot instead of computing again:
+/// its `targets` and `target_inputs` files.
+pub struct Reuse {
+    pub targets: Bytes,
+    pub inputs: Bytes,
+    /// Whether it is of this snapshot's date. A row whose values depend on the date
+    /// (`dated`: a conflict weighed by the age of its claims) is reusable only then.
+    pub same_day: bool,
+}
+
+/// The seed of every row's `input_hash`: the code that computes a targets row (the
+/// transforms' sources and the locked dependencies, fingerprinted by build.rs), the
+/// scoring model, the signal rules and the case studies. Change any of them and no
+/// hash matches the stored ones: every row is computed again.
+pub fn inputs_fingerprint(model: &ScoringModel, signals: Option<&SignalSetup>) -> u64 {
+    use sha2::Digest as _;
+    let text = format!("{}|{model:?}|{signals:?}", env!("PARTNERFORGE_TRANSFORM_SOURCE"));
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// One hash per row over every column of `frame` (the row's inputs), seeded with the
+/// fingerprint; stored as `Int64` (Delta and most engines have no unsigned type).
+fn input_hashes(frame: &DataFrame, seed: u64) -> PolarsResult<Vec<i64>> {
+    let state = PlSeedableRandomStateQuality::seed_from_u64(seed);
+    let mut hashes = Vec::with_capacity(frame.height());
+    let mut columns = frame.columns().iter();
+    match columns.next() {
+        Some(first) => first.vec_hash(state.clone(), &mut hashes)?,
+        None => hashes.resize(frame.height(), seed),
+    }
+    for column in columns {
+        column.vec_hash_combine(state.clone(), &mut hashes)?;
+    }
+    Ok(hashes.into_iter().map(|h| h as i64).collect())
+}
+
+/// The named columns of a Parquet file's rows from `lo` to `hi`, both included, scanned
+/// (row groups outside the range are skipped by their statistics).
+fn read_between(bytes: &Bytes, columns: &[&str], lo: &str, hi: &str) -> PolarsResult<LazyFrame> {
+    let from = changes::DomainRange { lo: Some(lo.to_string()), hi: None };
+    Ok(changes::read_range(bytes, columns, &from)?.filter(col("domain").lt_eq(lit(hi.to_string()))))
+}
+
+/// The domains of a slice whose stored row can be carried forward: same input hash, and
+/// not dated unless the stored snapshot is of the same date.
+fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
+    let stored = read_between(&reuse.inputs, &["domain", "input_hash", "dated"], lo, hi)?;
+    let keys = [col("domain"), col("input_hash")];
+    hashes
+        .clone()
+        .lazy()
+        .join(stored, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
+        .filter(col("dated").fill_null(lit(true)).not().or(lit(reuse.same_day)))
+        .select([col("domain")])
+        .collect()
+}
+
 /// Builds and scores the targets table in slices of at most `slice_rows` book
 /// rows, in domain order, each handed to `emit` as it is scored (an empty book
 /// is one empty slice, so the table keeps its columns). Domains found running
 /// Algolia are not targets and are dropped here (customers were dropped from the
 /// book before). The module tables are decoded once (only the columns joined),
 /// and the joins work on one slice of domains at a time.
+///
+/// Work grows with change: each row's inputs (the book's fields and every module
+/// value joined for it) are hashed, and with `reuse` a row whose hash equals the one
+/// stored for it is carried forward from the stored targets table (its `snapshot_id`
+/// set to this one); only the others go through conflicts, scoring, signals and case
+/// studies. Without `reuse` every row is computed: the same rows, as `rebuild` and a
+/// test check.
+#[allow(clippy::too_many_arguments)]
 pub fn assemble_in_slices(
     book: &[BookRow],
     files: &ModuleFiles,
@@ -304,7 +380,8 @@ pub fn assemble_in_slices(
     signals: Option<&SignalSetup>,
     snapshot_id: &str,
     slice_rows: usize,
-    mut emit: impl FnMut(DataFrame) -> PolarsResult<()>,
+    reuse: Option<&Reuse>,
+    mut emit: impl FnMut(ScoredSlice) -> PolarsResult<()>,
 ) -> PolarsResult<()> {
     let company = read_selected(
         &files.company,
@@ -423,7 +500,50 @@ pub fn assemble_in_slices(
     order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
     // An empty book still makes one (empty) slice: the table keeps its columns.
     let slices: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(slice_rows.max(1)).collect() };
+    let seed = inputs_fingerprint(model, signals);
     let mut checked = false;
+    // A slice's rows from their joined inputs: conflicts, score, signals, provenance,
+    // case studies, in the table's column order.
+    let mut score = |frame: DataFrame| -> PolarsResult<DataFrame> {
+        // Where the book and BuiltWith disagree, the trust order decides what the row holds
+        // (before anything reads those fields).
+        let mut frame = match signals {
+            Some((rules, _)) => conflicts::add_conflicts(frame, &rules.trust, now_ms)?.lazy(),
+            None => frame.lazy(),
+        };
+        frame = frame
+            .with_columns(scoring::score_columns(model)?)
+            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
+        if let (Some((size, region, exprs)), Some((rules, _))) = (&signal_exprs, signals) {
+            frame = frame.with_columns([size.clone(), region.clone()]);
+            if !checked {
+                // Once: a rule that names a column the table lacks is an error naming its key.
+                let schema = frame.collect_schema()?;
+                if let Some((key, column)) = rules.columns().into_iter().find(|(_, c)| schema.get(c.as_str()).is_none())
+                {
+                    return Err(PolarsError::ColumnNotFound(
+                        format!(
+                            "signal rules {} v{}: {key} reads {column:?}, which the targets table does not have",
+                            rules.name, rules.version
+                        )
+                        .into(),
+                    ));
+                }
+                checked = true;
+            }
+            frame = frame.with_columns(exprs.clone());
+        }
+        let mut frame = frame.with_column(provenance(signals.is_some())).collect()?;
+        if let Some((rules, studies)) = signals {
+            let s = &rules.case_studies;
+            frame = case_studies::add_matches(frame, studies, &s.weights, s.per_target)?;
+        }
+        frame
+            .lazy()
+            .select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+            .sort(["domain"], SortMultipleOptions::default())
+            .collect()
+    };
     for slice in slices {
         let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
         let within = |df: &DataFrame| match &range {
@@ -454,43 +574,60 @@ pub fn assemble_in_slices(
                 frame = frame.left_join(within(input), col("domain"), col("domain"));
             }
         }
-        // Where the book and BuiltWith disagree, the trust order decides what the row holds
-        // (before anything reads those fields).
-        if let Some((rules, _)) = signals {
-            frame = conflicts::add_conflicts(frame.collect()?, &rules.trust, now_ms)?.lazy();
-        }
-        frame = frame
-            .with_columns(scoring::score_columns(model)?)
-            .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
-        if let (Some((size, region, exprs)), Some((rules, _))) = (&signal_exprs, signals) {
-            frame = frame.with_columns([size.clone(), region.clone()]);
-            if !checked {
-                // Once: a rule that names a column the table lacks is an error naming its key.
-                let schema = frame.collect_schema()?;
-                if let Some((key, column)) = rules.columns().into_iter().find(|(_, c)| schema.get(c.as_str()).is_none())
-                {
-                    return Err(PolarsError::ColumnNotFound(
-                        format!(
-                            "signal rules {} v{}: {key} reads {column:?}, which the targets table does not have",
-                            rules.name, rules.version
-                        )
-                        .into(),
-                    ));
+        // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
+        let joined = frame.collect()?;
+        let hashes = df!(
+            "domain" => joined.column("domain")?.as_materialized_series().clone(),
+            "input_hash" => input_hashes(&joined, seed)?,
+        )?;
+        let same = match (reuse, &range) {
+            (Some(reuse), Some((lo, hi))) => Some(reusable(reuse, &hashes, lo, hi)?).filter(|d| d.height() > 0),
+            _ => None,
+        };
+        let mut reused = 0;
+        let targets = match (&same, reuse, &range) {
+            (Some(same), Some(reuse), Some((lo, hi))) => {
+                let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                let carried = read_between(&reuse.targets, &names, lo, hi)?
+                    .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
+                    .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
+                    .collect()?;
+                let fresh = joined
+                    .clone()
+                    .lazy()
+                    .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
+                    .collect()?;
+                let fresh = storage_form(&score(fresh)?)?;
+                if carried.height() != same.height() || (fresh.height() > 0 && fresh.schema() != carried.schema()) {
+                    // The stored rows are not in this code's shape after all: compute them too.
+                    tracing::warn!(
+                        "targets {lo} … {hi}: the stored rows cannot be carried forward ({} of {} found, or another schema); computed again",
+                        carried.height(),
+                        same.height()
+                    );
+                    score(joined)?
+                } else {
+                    reused = carried.height();
+                    let mut both = if fresh.height() > 0 { fresh.vstack(&carried)? } else { carried };
+                    both.sort_in_place(["domain"], SortMultipleOptions::default())?;
+                    both
                 }
-                checked = true;
             }
-            frame = frame.with_columns(exprs.clone());
-        }
-        let mut frame = frame.with_column(provenance(signals.is_some())).collect()?;
-        if let Some((rules, studies)) = signals {
-            let s = &rules.case_studies;
-            frame = case_studies::add_matches(frame, studies, &s.weights, s.per_target)?;
-        }
-        let frame = frame
+            _ => score(joined)?,
+        };
+        let dated =
+            if targets.schema().get("conflicts").is_some() { col("conflicts").is_not_null() } else { lit(false) };
+        let inputs = hashes
             .lazy()
-            .select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
-            .sort(["domain"], SortMultipleOptions::default());
-        emit(frame.collect()?)?;
+            .join(
+                targets.clone().lazy().select([col("domain"), dated.alias("dated")]),
+                [col("domain")],
+                [col("domain")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .sort(["domain"], SortMultipleOptions::default())
+            .collect()?;
+        emit(ScoredSlice { targets, inputs, reused })?;
     }
     Ok(())
 }
