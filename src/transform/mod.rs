@@ -511,8 +511,7 @@ pub fn assemble_in_slices(
             Some((rules, _)) => conflicts::add_conflicts(frame, &rules.trust, now_ms)?.lazy(),
             None => frame.lazy(),
         };
-        frame = frame
-            .with_columns(scoring::score_columns(model)?)
+        frame = scoring::with_stages(frame, scoring::score_columns(model)?)
             .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
         if let (Some((size, region, exprs)), Some((rules, _))) = (&signal_exprs, signals) {
             frame = frame.with_columns([size.clone(), region.clone()]);
@@ -531,7 +530,7 @@ pub fn assemble_in_slices(
                 }
                 checked = true;
             }
-            frame = frame.with_columns(exprs.clone());
+            frame = scoring::with_stages(frame, exprs.clone());
         }
         let mut frame = frame.with_column(provenance(signals.is_some())).collect()?;
         if let Some((rules, studies)) = signals {
@@ -597,7 +596,8 @@ pub fn assemble_in_slices(
                     .lazy()
                     .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
                     .collect()?;
-                let fresh = storage_form(&score(fresh)?)?;
+                // A slice whose rows are all carried computes nothing.
+                let fresh = if fresh.height() > 0 { storage_form(&score(fresh)?)? } else { fresh };
                 if carried.height() != same.height() || (fresh.height() > 0 && fresh.schema() != carried.schema()) {
                     // The stored rows are not in this code's shape after all: compute them too.
                     tracing::warn!(

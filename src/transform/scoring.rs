@@ -45,75 +45,105 @@ pub(crate) fn first_match(cases: Vec<(Expr, Expr)>, fallback: Expr) -> Expr {
         .fold(fallback, |otherwise, (condition, value)| when(condition).then(value).otherwise(otherwise))
 }
 
-/// (points, reason) expressions of every component, in model order.
-fn components(model: &ScoringModel) -> Vec<(String, Expr, Expr)> {
-    model
-        .components
-        .iter()
-        .map(|c| {
-            let value = col(c.column.as_str());
-            let (points, reason) = match &c.kind {
-                ComponentKind::Category { points, other, missing, reason } => {
-                    let text = value.clone().cast(DataType::String);
-                    let absent = text.clone().is_null().or(text.clone().str().len_chars().eq(lit(0)));
-                    let lower = text.str().to_lowercase();
-                    let mut cases = vec![(absent, lit(*missing))];
-                    cases.extend(points.iter().map(|(name, p)| (lower.clone().eq(lit(name.to_lowercase())), lit(*p))));
-                    let points_expr = first_match(cases, lit(*other)).cast(DataType::Int32);
-                    let reason_expr = when(points_expr.clone().gt(lit(0)))
-                        .then(template(reason, &value, &points_expr))
-                        .otherwise(null_text());
-                    (points_expr, reason_expr)
-                }
-                ComponentKind::Bands { bands } => {
-                    let numeric = value.clone().cast(DataType::Float64);
-                    let reached = |min: f64| numeric.clone().gt_eq(lit(min));
-                    // A missing value compares as null, which no band reaches: 0 points.
-                    let points_expr =
-                        first_match(bands.iter().map(|b| (reached(b.min), lit(b.points))).collect(), lit(0))
-                            .cast(DataType::Int32);
-                    let reasons = bands
-                        .iter()
-                        .map(|b| {
-                            let line = if b.points > 0 {
-                                lit(b.reason.replace("{points}", &b.points.to_string()))
-                            } else {
-                                null_text()
-                            };
-                            (reached(b.min), line)
-                        })
-                        .collect();
-                    (points_expr, first_match(reasons, null_text()))
-                }
-            };
-            (c.name.clone(), points, reason)
-        })
-        .collect()
+/// Columns computed in stages, each stage reading the columns of the ones before: an
+/// expression used several times (a component's points, a rule's condition) is a column
+/// of an earlier stage, computed once, not an expression evaluated at every use.
+pub type Stages = Vec<Vec<Expr>>;
+
+/// `frame` with the stages' columns, in order.
+pub fn with_stages(frame: LazyFrame, stages: Stages) -> LazyFrame {
+    stages.into_iter().fold(frame, |frame, stage| frame.with_columns(stage))
 }
 
 /// The scoring columns (the model's validation guarantees 0 ≤ score ≤ max_score):
 /// `icp_score`, `icp_tier`, `icp_tier_name`, `score_breakdown` (a struct of points
 /// per component) and `score_reasons` (a list with one line per component that scored).
-pub fn score_columns(model: &ScoringModel) -> PolarsResult<Vec<Expr>> {
-    let parts = components(model);
-    let score = polars::lazy::dsl::sum_horizontal(parts.iter().map(|(_, p, _)| p.clone()).collect::<Vec<_>>(), true)?
-        .cast(DataType::Int32);
+/// Working columns are named `__score_…`; the targets table's select leaves them out.
+pub fn score_columns(model: &ScoringModel) -> PolarsResult<Stages> {
+    let points_of = |i: usize| format!("__score_points_{i}");
+    let lower_of = |i: usize| format!("__score_lower_{i}");
+    let (mut lowered, mut points, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, c) in model.components.iter().enumerate() {
+        let value = col(c.column.as_str());
+        let earned = col(points_of(i));
+        match &c.kind {
+            ComponentKind::Category { points: table, other, missing, reason } => {
+                let text = value.clone().cast(DataType::String);
+                lowered.push(text.clone().str().to_lowercase().alias(lower_of(i)));
+                let absent = text.clone().is_null().or(text.str().len_chars().eq(lit(0)));
+                let lower = col(lower_of(i));
+                let mut cases = vec![(absent, lit(*missing))];
+                cases.extend(table.iter().map(|(name, p)| (lower.clone().eq(lit(name.to_lowercase())), lit(*p))));
+                points.push(first_match(cases, lit(*other)).cast(DataType::Int32).alias(points_of(i)));
+                reasons.push(
+                    when(earned.clone().gt(lit(0))).then(template(reason, &value, &earned)).otherwise(null_text()),
+                );
+            }
+            ComponentKind::Bands { bands } => {
+                let numeric = value.cast(DataType::Float64);
+                let reached = |min: f64| numeric.clone().gt_eq(lit(min));
+                // A missing value compares as null, which no band reaches: 0 points.
+                let first = first_match(bands.iter().map(|b| (reached(b.min), lit(b.points))).collect(), lit(0));
+                points.push(first.cast(DataType::Int32).alias(points_of(i)));
+                let lines = bands
+                    .iter()
+                    .map(|b| {
+                        let line = if b.points > 0 {
+                            lit(b.reason.replace("{points}", &b.points.to_string()))
+                        } else {
+                            null_text()
+                        };
+                        (reached(b.min), line)
+                    })
+                    .collect();
+                reasons.push(first_match(lines, null_text()));
+            }
+        }
+    }
+    let all_points: Vec<Expr> = (0..model.components.len()).map(|i| col(points_of(i))).collect();
+    let score = polars::lazy::dsl::sum_horizontal(all_points, true)?.cast(DataType::Int32);
+    let breakdown =
+        as_struct(model.components.iter().enumerate().map(|(i, c)| col(points_of(i)).alias(c.name.as_str())).collect());
     let lowest = &model.tiers[model.tiers.len() - 1];
-    let reached = |min: i32| score.clone().gt_eq(lit(min));
+    let reached = |min: i32| col("icp_score").gt_eq(lit(min));
     let tier = first_match(model.tiers.iter().map(|t| (reached(t.min_score), lit(t.tier))).collect(), lit(lowest.tier));
     let tier_name = first_match(
         model.tiers.iter().map(|t| (reached(t.min_score), lit(t.name.clone()))).collect(),
         lit(lowest.name.clone()),
     );
-    let breakdown = as_struct(parts.iter().map(|(name, p, _)| p.clone().alias(name.as_str())).collect());
-    let reasons = concat_list(parts.iter().map(|(_, _, r)| r.clone()).collect::<Vec<_>>())?.list().drop_nulls();
     Ok(vec![
-        score.alias("icp_score"),
-        tier.cast(DataType::Int32).alias("icp_tier"),
-        tier_name.alias("icp_tier_name"),
-        breakdown.alias("score_breakdown"),
-        reasons.alias("score_reasons"),
+        lowered,
+        points,
+        vec![
+            score.alias("icp_score"),
+            breakdown.alias("score_breakdown"),
+            present_texts(reasons).alias("score_reasons"),
+        ],
+        vec![tier.cast(DataType::Int32).alias("icp_tier"), tier_name.alias("icp_tier_name")],
     ])
+}
+
+/// Separates the texts of a row while its list is built: a control character that no
+/// reason, template or headline holds.
+const UNIT: &str = "\u{1f}";
+
+/// The non-null values of `items` (text), in order, as a list per row: `[]` when none.
+/// The same list as `concat_list(items).list().drop_nulls()`, built as one string per row
+/// and split, which costs a fraction of Polars' row-wise list builder.
+pub fn present_texts(items: Vec<Expr>) -> Expr {
+    if items.is_empty() {
+        return lit("").str().split(lit(UNIT)).list().slice(lit(0), lit(0));
+    }
+    // Typed throughout: on a slice with no rows Polars may otherwise infer a null type.
+    let joined = concat_str(items, UNIT, true).cast(DataType::String).fill_null(lit(""));
+    let count = when(joined.clone().eq(lit(""))).then(lit(0i64)).otherwise(lit(i64::MAX));
+    joined.str().split(lit(UNIT)).list().slice(lit(0), count).cast(DataType::List(Box::new(DataType::String)))
+}
+
+/// The non-null dates of `items`, in order, as a list of dates per row (`[]` when none).
+pub fn present_dates(items: Vec<Expr>) -> Expr {
+    let days = items.into_iter().map(|d| d.cast(DataType::Date).cast(DataType::Int32).cast(DataType::String)).collect();
+    present_texts(days).cast(DataType::List(Box::new(DataType::Int32))).cast(DataType::List(Box::new(DataType::Date)))
 }
 
 #[cfg(test)]
@@ -136,7 +166,7 @@ mod tests {
             "partner_tech" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
         )
         .unwrap();
-        df.lazy().with_columns(score_columns(&model("pipelines/scoring/icp.toml")).unwrap()).collect().unwrap()
+        with_stages(df.lazy(), score_columns(&model("pipelines/scoring/icp.toml")).unwrap()).collect().unwrap()
     }
 
     fn breakdown(df: &DataFrame, component: &str) -> Vec<i32> {
@@ -263,7 +293,7 @@ min_score = 0
         .unwrap();
         let model = ScoringModel::load(&path).unwrap();
         let df = df!("x" => ["a", "b", "c", "d", "e", "f", "g", "z"]).unwrap();
-        let df = df.lazy().with_columns(score_columns(&model).unwrap()).collect().unwrap();
+        let df = with_stages(df.lazy(), score_columns(&model).unwrap()).collect().unwrap();
         assert_eq!(ints(&df, "icp_score"), [100, 80, 79, 60, 59, 40, 39, 0]);
         assert_eq!(ints(&df, "icp_tier"), [1, 1, 2, 2, 3, 3, 4, 4]);
     }

@@ -5,7 +5,7 @@
 use polars::prelude::*;
 
 use crate::config::signals::{Rule, SignalRules, placeholders};
-use crate::transform::scoring::first_match;
+use crate::transform::scoring::{Stages, first_match, present_dates, present_texts};
 
 fn null_text() -> Expr {
     lit(NULL).cast(DataType::String)
@@ -141,23 +141,28 @@ fn firings(rules: &SignalRules, rule: &Rule) -> Vec<Firing> {
 /// The signal columns: for each signal `<name>_signal` (a level or `unknown`),
 /// `<name>_points`, `<name>_reasons` (list) and `<name>_evidence_on` (list of dates);
 /// then `priority` and `displacement_angle`. They read the frame's columns (the
-/// score's `icp_tier_name` included), so they go after the score.
-pub fn signal_columns(rules: &SignalRules) -> PolarsResult<Vec<Expr>> {
-    let mut out = Vec::new();
+/// score's `icp_tier_name` included), so they go after the score. Each rule's condition
+/// is a working column (`__signal_…`) of the first stage, read by the later ones.
+pub fn signal_columns(rules: &SignalRules) -> PolarsResult<Stages> {
+    let (mut conditions, mut sums, mut levels, mut last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut priority_terms = Vec::new();
     // Per signal, its firings' angle phrases, for the displacement angle.
     let mut facts: std::collections::BTreeMap<&str, Vec<(i32, Expr)>> = Default::default();
     for signal in &rules.signals {
+        let name = &signal.name;
         let mut points = Vec::new();
         let mut reasons = Vec::new();
         let mut dates = Vec::new();
         for rule in &signal.rules {
             for f in firings(rules, rule) {
-                points.push(when(f.condition.clone()).then(lit(f.points)).otherwise(lit(0)));
-                reasons.push(when(f.condition.clone()).then(f.reason).otherwise(null_text()));
+                let fired = format!("__signal_fired_{}", conditions.len());
+                conditions.push(f.condition.alias(fired.as_str()));
+                let fired = col(fired);
+                points.push(when(fired.clone()).then(lit(f.points)).otherwise(lit(0)));
+                reasons.push(when(fired.clone()).then(f.reason).otherwise(null_text()));
                 if let Some(date) = &rule.evidence_date {
                     dates.push(
-                        when(f.condition.clone())
+                        when(fired.clone())
                             .then(col(date.as_str()).cast(DataType::Date))
                             .otherwise(lit(NULL).cast(DataType::Date)),
                     );
@@ -166,44 +171,39 @@ pub fn signal_columns(rules: &SignalRules) -> PolarsResult<Vec<Expr>> {
                     facts
                         .entry(signal.name.as_str())
                         .or_default()
-                        .push((f.points, when(f.condition).then(f.angle).otherwise(null_text())));
+                        .push((f.points, when(fired).then(f.angle).otherwise(null_text())));
                 }
             }
         }
         let total = polars::lazy::dsl::sum_horizontal(points, true)?.cast(DataType::Int32);
+        sums.push(total.alias(format!("{name}_points")));
+        let fired_reasons = format!("__signal_reasons_{name}");
+        sums.push(present_texts(reasons).alias(fired_reasons.as_str()));
+        sums.push(present_dates(dates).alias(format!("{name}_evidence_on")));
+        let total = col(format!("{name}_points"));
         let known = signal.known_when.iter().fold(lit(false), |acc, c| acc.or(col(c.as_str()).is_not_null()));
         let reached = signal.levels.iter().map(|l| (total.clone().gt_eq(lit(l.min_points)), lit(l.name.clone())));
         let level =
             when(known.clone().not()).then(lit("unknown")).otherwise(first_match(reached.collect(), lit("unknown")));
-        let name = &signal.name;
+        levels.push(level.alias(format!("{name}_signal")));
+        let level = col(format!("{name}_signal"));
         let level_points = rules.priority.level_points.iter().map(|(l, p)| (level.clone().eq(lit(l.clone())), lit(*p)));
         priority_terms.push(first_match(level_points.collect(), lit(0)));
-        out.push(level.alias(format!("{name}_signal")));
-        out.push(total.alias(format!("{name}_points")));
         // Never an empty list: what was looked at and not found is a reason too.
-        let fired = concat_list(reasons)?.list().drop_nulls();
+        let fired = col(fired_reasons);
         let unknown = format!("not known yet: no {} found", signal.known_when.join(", "));
-        let reasons = when(known.clone().not())
-            .then(concat_list([lit(unknown)])?)
+        let reasons = when(known.not())
+            .then(present_texts(vec![lit(unknown)]))
             .when(fired.clone().list().len().eq(lit(0)))
-            .then(concat_list([lit(signal.none_reason.clone())])?)
+            .then(present_texts(vec![lit(signal.none_reason.clone())]))
             .otherwise(fired);
-        out.push(reasons.alias(format!("{name}_reasons")));
-        let evidence = if dates.is_empty() {
-            concat_list([lit(NULL).cast(DataType::Date)])?.list().drop_nulls()
-        } else {
-            concat_list(dates)?.list().drop_nulls()
-        };
-        out.push(evidence.alias(format!("{name}_evidence_on")));
+        levels.push(reasons.alias(format!("{name}_reasons")));
     }
     let tier = col("icp_tier_name");
     let tier_points = rules.priority.tier_points.iter().map(|(t, p)| (tier.clone().eq(lit(t.clone())), lit(*p)));
     priority_terms.push(first_match(tier_points.collect(), lit(0)));
     let total = polars::lazy::dsl::sum_horizontal(priority_terms, true)?.cast(DataType::Int32);
-    let reached = rules.priority.levels.iter().map(|l| (total.clone().gt_eq(lit(l.min_points)), lit(l.name.clone())));
-    let lowest = rules.priority.levels.last().map(|l| l.name.clone()).unwrap_or_default();
-    out.push(first_match(reached.collect(), lit(lowest)).alias("priority"));
-    out.push(total.alias("priority_points"));
+    last.push(total.alias("priority_points"));
     // Each signal's strongest fact (most points, then file order), in the angle's order.
     let mut strongest = Vec::new();
     for name in &rules.angle.order {
@@ -213,15 +213,12 @@ pub fn signal_columns(rules: &SignalRules) -> PolarsResult<Vec<Expr>> {
         by_points.dedup();
         let ordered: Vec<Expr> =
             by_points.iter().flat_map(|p| fired.iter().filter(move |(q, _)| q == p).map(|(_, e)| e.clone())).collect();
-        strongest.push(concat_list(ordered)?.list().drop_nulls().list().first());
+        // The first that fired.
+        strongest.push(coalesce(&ordered));
     }
-    let sentence = concat_list(strongest)?
-        .list()
-        .drop_nulls()
-        .list()
-        .head(lit(rules.angle.max_facts as i64))
-        .list()
-        .join(lit("; "), true);
+    let sentence = present_texts(strongest).list().head(lit(rules.angle.max_facts as i64)).list().join(lit("; "), true);
+    sums.push(sentence.alias("__signal_angle"));
+    let sentence = col("__signal_angle");
     let sentence =
         when(sentence.clone().str().len_chars().gt(lit(0))).then(sentence).otherwise(lit(rules.angle.fallback.clone()));
     let capitalized = concat_str(
@@ -229,8 +226,12 @@ pub fn signal_columns(rules: &SignalRules) -> PolarsResult<Vec<Expr>> {
         "",
         false,
     );
-    out.push(capitalized.alias("displacement_angle"));
-    Ok(out)
+    levels.push(capitalized.alias("displacement_angle"));
+    let total = col("priority_points");
+    let reached = rules.priority.levels.iter().map(|l| (total.clone().gt_eq(lit(l.min_points)), lit(l.name.clone())));
+    let lowest = rules.priority.levels.last().map(|l| l.name.clone()).unwrap_or_default();
+    let priority = vec![first_match(reached.collect(), lit(lowest)).alias("priority")];
+    Ok(vec![conditions, sums, levels, last, priority])
 }
 
 /// The columns the signals add to the targets table, in order.
