@@ -1,0 +1,279 @@
+//! The targets table of N targets on synthetic nights (benches/support/synthetic.rs: the module
+//! tables a run writes, two consecutive dates, about 1 % of the domains changed):
+//!
+//! - `read`: decoding just the columns the assembly joins, from the same files — the
+//!   floor a full recompute is held to;
+//! - `full`: the whole table computed — joins, conflicts, ICP score, signals,
+//!   provenance, case studies — and written, as `rebuild` does;
+//! - `incremental`: the second night as a run commits it, carrying forward every row
+//!   whose input hash equals the first night's and computing the rest.
+//!
+//! The incremental night must equal the full one row for row (checked every time).
+//!
+//!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice 200000] [--json] [--keep DIR]
+//!
+//! `--keep DIR` leaves the nights (and `book.csv`) in DIR for benches/peers.py.
+//!
+//! Each step runs in a child process of its own, so its peak resident memory (VmHWM) is
+//! its own; the nights' Parquet files are generated once into a scratch folder.
+
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use partnerforge::config::LoadedPipeline;
+use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter};
+use polars::prelude::*;
+use synthetic::{DATES, flag, load, median, peak_rss_mib, save};
+
+/// The columns the assembly decodes, per table.
+const NEEDED: [(&str, &[&str]); 10] = [
+    ("company", &["domain", "company_name", "vertical", "country", "city", "state", "source", "fetched_at"]),
+    (
+        "tech_spend",
+        &["domain", "tech_spend", "current_search", "partner_tech_detected", "runs_algolia", "source", "fetched_at"],
+    ),
+    (
+        "traffic",
+        &[
+            "domain",
+            "monthly_visits",
+            "visits_growth_mom",
+            "bounce_rate",
+            "pages_per_visit",
+            "avg_visit_duration",
+            "source",
+            "fetched_at",
+        ],
+    ),
+    ("traffic_sources", &["domain", "search_traffic_pct", "source", "fetched_at"]),
+    (
+        "financials",
+        &[
+            "domain",
+            "revenue",
+            "gross_margin",
+            "market_cap",
+            "exec_name",
+            "exec_title",
+            "country",
+            "source",
+            "fetched_at",
+        ],
+    ),
+    ("hiring", &["domain", "open_roles", "search_roles", "source", "fetched_at"]),
+    ("financial_history", &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"]),
+    ("tech_stack", &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"]),
+    ("trigger_events", &["domain", "event_type", "headline", "published", "source", "fetched_at"]),
+    ("fetches", &["module", "domain", "outcome", "fetched_at"]),
+];
+
+fn module_files(files: &HashMap<String, Bytes>) -> ModuleFiles {
+    let take = |name: &str| files.get(name).cloned().unwrap_or_default();
+    ModuleFiles {
+        company: take("company"),
+        tech_spend: take("tech_spend"),
+        traffic: take("traffic"),
+        traffic_sources: take("traffic_sources"),
+        financials: take("financials"),
+        hiring: take("hiring"),
+        tech_stack: take("tech_stack"),
+        trigger_events: take("trigger_events"),
+        financial_history: take("financial_history"),
+        fetches: take("fetches"),
+    }
+}
+
+/// One night's targets table (and its inputs) into `out`: `(rows, carried)`.
+fn assemble(
+    n: usize,
+    day: usize,
+    files: &HashMap<String, Bytes>,
+    reuse: Option<&Reuse>,
+    slice: usize,
+    out: &Path,
+) -> (usize, usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline = LoadedPipeline::load(&root.join("pipelines/nightly.toml")).expect("the shipped pipeline");
+    let (targets, tickers) = synthetic::book(n);
+    let rows: Vec<BookRow> = targets
+        .iter()
+        .map(|t| BookRow { target: t, ticker: tickers.get(&t.domain).map(String::as_str), modules_failed: None })
+        .collect();
+    let mut writer = SliceWriter::new(&out.join("targets.parquet"));
+    let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet"));
+    let mut carried = 0;
+    transform::assemble_in_slices(
+        &rows,
+        &module_files(files),
+        &pipeline.model,
+        pipeline.signals.as_ref(),
+        DATES[day - 1],
+        slice,
+        reuse,
+        |s| {
+            carried += s.reused;
+            writer.write(&s.targets)?;
+            inputs.write(&s.inputs)
+        },
+    )
+    .expect("assembled");
+    let written = writer.rows;
+    writer.finish().expect("targets written");
+    inputs.finish().expect("inputs written");
+    (written, carried)
+}
+
+/// A step in this process: prints one JSON line.
+fn step(name: &str, n: usize, dir: &Path, slice: usize) {
+    let night2 = load(dir, "2");
+    let t = Instant::now();
+    let (rows, carried) = match name {
+        "read" => {
+            let mut rows = 0;
+            for (table, columns) in NEEDED {
+                let bytes = night2.get(table).cloned().unwrap_or_default();
+                rows += transform::read_parquet(bytes, columns).and_then(|f| f.collect()).expect("read").height();
+            }
+            (rows, 0)
+        }
+        "prepare" => assemble(n, 1, &load(dir, "1"), None, slice, &ensure(dir.join("out1"))),
+        "full" => assemble(n, 2, &night2, None, slice, &ensure(dir.join("full2"))),
+        "incremental" => {
+            let previous = dir.join("out1");
+            let read = |f: &str| Bytes::from(std::fs::read(previous.join(f)).expect("the first night's output"));
+            let reuse =
+                Reuse { targets: read("targets.parquet"), inputs: read("target_inputs.parquet"), same_day: false };
+            let t = Instant::now();
+            let done = assemble(n, 2, &night2, Some(&reuse), slice, &ensure(dir.join("incremental2")));
+            let seconds = t.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({"step": name, "seconds": seconds, "rows": done.0, "carried": done.1, "peak_mib": peak_rss_mib()})
+            );
+            return;
+        }
+        "compare" => {
+            let read = |d: &str| {
+                let file = std::fs::File::open(dir.join(d).join("targets.parquet")).expect("targets");
+                ParquetReader::new(file).finish().expect("read targets")
+            };
+            let (full, incremental) = (read("full2"), read("incremental2"));
+            assert!(full.height() > 0);
+            assert!(full.equals_missing(&incremental), "the incremental night differs from the full recompute");
+            (full.height(), 0)
+        }
+        other => panic!("no step {other}"),
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"step": name, "seconds": seconds, "rows": rows, "carried": carried, "peak_mib": peak_rss_mib()})
+    );
+}
+
+/// The book as a CSV of the seed's columns, for the peers (benches/peers.py).
+fn write_book(dir: &Path, n: usize) {
+    let (targets, _) = synthetic::book(n);
+    let mut w = csv::Writer::from_path(dir.join("book.csv")).expect("book.csv");
+    w.write_record(["domain", "company_name", "partner_tech", "vertical", "country"]).expect("header");
+    for t in &targets {
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        w.write_record([
+            t.domain.clone(),
+            field(&t.company_name),
+            field(&t.partner_tech),
+            field(&t.vertical),
+            field(&t.country),
+        ])
+        .expect("row");
+    }
+    w.flush().expect("book.csv written");
+}
+
+fn ensure(dir: PathBuf) -> PathBuf {
+    std::fs::create_dir_all(&dir).expect("output folder");
+    dir
+}
+
+fn child(args: &[String], step: &str, dir: &Path) -> serde_json::Value {
+    let mut child: Vec<String> = args.to_vec();
+    child.extend(["--step".into(), step.into(), "--from".into(), dir.display().to_string()]);
+    let out = std::process::Command::new(std::env::current_exe().expect("exe")).args(&child).output().expect("step");
+    assert!(out.status.success(), "step {step} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("a step's JSON line")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let runs: usize = flag(&args, "--runs").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let slice: usize = flag(&args, "--slice").and_then(|r| r.parse().ok()).unwrap_or(200_000);
+    if let (Some(name), Some(dir)) = (flag(&args, "--step"), flag(&args, "--from")) {
+        return step(&name, n, Path::new(&dir), slice);
+    }
+    let keep = flag(&args, "--keep").map(PathBuf::from);
+    let dir = keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("partnerforge-bench-scoring-{}", std::process::id())));
+    let started = Instant::now();
+    save(&dir, "1", &synthetic::night(n, 1));
+    save(&dir, "2", &synthetic::night(n, 2));
+    write_book(&dir, n);
+    let changed = (0..n).filter(|i| synthetic::changed(*i)).count();
+    let generated = started.elapsed().as_secs_f64();
+    child(&args, "prepare", &dir);
+    let mut results = serde_json::Map::new();
+    for name in ["read", "full", "incremental"] {
+        let measured: Vec<serde_json::Value> = (0..runs).map(|_| child(&args, name, &dir)).collect();
+        let seconds = median(measured.iter().map(|m| m["seconds"].as_f64().unwrap_or(f64::NAN)).collect());
+        let peak = measured.iter().map(|m| m["peak_mib"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        let last = measured.last().cloned().unwrap_or_default();
+        results.insert(
+            name.into(),
+            serde_json::json!({"seconds": seconds, "rows": last["rows"], "carried": last["carried"], "peak_mib": peak}),
+        );
+    }
+    child(&args, "compare", &dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let get = |step: &str, key: &str| results[step][key].as_f64().unwrap_or(f64::NAN);
+    if args.iter().any(|a| a == "--json") {
+        let summary =
+            serde_json::json!({"targets": n, "changed": changed, "runs": runs, "slice": slice, "steps": results});
+        println!("{summary}");
+        return;
+    }
+    println!(
+        "{n} targets, {changed} changed on the second night ({:.2} %); nights generated in {generated:.1} s",
+        changed as f64 * 100.0 / n as f64
+    );
+    for (step, what) in [
+        ("read", "read the needed columns     "),
+        ("full", "full recompute (+ write)    "),
+        ("incremental", "incremental night (+ write) "),
+    ] {
+        println!(
+            "{what} {:>7.3} s  {:>10.0} rows/s  peak {:>6.0} MiB{}",
+            get(step, "seconds"),
+            get(step, "rows") / get(step, "seconds"),
+            get(step, "peak_mib"),
+            if step == "incremental" {
+                format!("  ({} rows carried)", results[step]["carried"])
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!(
+        "full ÷ read: {:.2}   incremental ÷ full: {:.3}   the incremental night equals the full recompute",
+        get("full", "seconds") / get("read", "seconds"),
+        get("incremental", "seconds") / get("full", "seconds")
+    );
+}
