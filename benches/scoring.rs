@@ -72,22 +72,6 @@ const NEEDED: [(&str, &[&str]); 10] = [
     ("fetches", &["module", "domain", "outcome", "fetched_at"]),
 ];
 
-fn module_files(files: &HashMap<String, Bytes>) -> ModuleFiles {
-    let take = |name: &str| files.get(name).cloned().unwrap_or_default();
-    ModuleFiles {
-        company: take("company"),
-        tech_spend: take("tech_spend"),
-        traffic: take("traffic"),
-        traffic_sources: take("traffic_sources"),
-        financials: take("financials"),
-        hiring: take("hiring"),
-        tech_stack: take("tech_stack"),
-        trigger_events: take("trigger_events"),
-        financial_history: take("financial_history"),
-        fetches: take("fetches"),
-    }
-}
-
 /// One night's targets table (and its inputs) into `out`: `(rows, carried)`.
 fn assemble(
     n: usize,
@@ -109,7 +93,7 @@ fn assemble(
     let mut carried = 0;
     transform::assemble_in_slices(
         &rows,
-        &module_files(files),
+        &ModuleFiles::from_tables(|t| files.get(t).cloned()),
         &pipeline.model,
         pipeline.signals.as_ref(),
         DATES[day - 1],

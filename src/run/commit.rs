@@ -37,23 +37,6 @@ pub(crate) fn book_rows<'a>(
         .collect()
 }
 
-/// The module tables the targets table is assembled from.
-pub(crate) fn module_files(bytes: &HashMap<&str, Bytes>) -> ModuleFiles {
-    let take = |name: &str| bytes.get(name).cloned().unwrap_or_default();
-    ModuleFiles {
-        company: take("company"),
-        tech_spend: take("tech_spend"),
-        traffic: take("traffic"),
-        traffic_sources: take("traffic_sources"),
-        financials: take("financials"),
-        hiring: take("hiring"),
-        tech_stack: take("tech_stack"),
-        trigger_events: take("trigger_events"),
-        financial_history: take("financial_history"),
-        fetches: take("fetches"),
-    }
-}
-
 /// Adds a scored slice's targets to the counts per tier of the model (best tier first).
 fn count_tiers(tiers: &mut [TierCount], scored: &polars::prelude::DataFrame) -> anyhow::Result<()> {
     let tier_column = scored.column("icp_tier")?.i32()?;
@@ -209,7 +192,7 @@ pub(crate) async fn commit(
         let signals = pipeline.signals.as_ref();
         let assembled = transform::assemble_in_slices(
             book_rows,
-            &module_files(&module_bytes),
+            &ModuleFiles::from_tables(|t| module_bytes.get(t).cloned()),
             model,
             signals,
             date,

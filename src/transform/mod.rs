@@ -117,6 +117,25 @@ pub struct ModuleFiles {
     pub fetches: Bytes,
 }
 
+impl ModuleFiles {
+    /// The tables by name (`company`, `tech_spend`, …); a table `bytes` lacks is empty.
+    pub fn from_tables(bytes: impl Fn(&str) -> Option<Bytes>) -> Self {
+        let take = |name: &str| bytes(name).unwrap_or_default();
+        Self {
+            company: take("company"),
+            tech_spend: take("tech_spend"),
+            traffic: take("traffic"),
+            traffic_sources: take("traffic_sources"),
+            financials: take("financials"),
+            hiring: take("hiring"),
+            tech_stack: take("tech_stack"),
+            trigger_events: take("trigger_events"),
+            financial_history: take("financial_history"),
+            fetches: take("fetches"),
+        }
+    }
+}
+
 /// The signal rules and the case studies they match.
 pub type SignalSetup = (SignalRules, Vec<case_studies::CaseStudy>);
 
