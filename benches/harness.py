@@ -5,7 +5,9 @@
     python3 benches/harness.py --sizes 100000,1000000,10000000 --whole-runs 100000,1000000
     python3 benches/harness.py --quick               # 100k only, one run per step (a smoke test)
 
-Every number in BENCHMARKS.md comes from a command this script ran; each section
+The peers need pandas, Polars and DuckDB from PyPI (`pip install pandas polars duckdb`); an
+engine that is not installed is reported as missing. Every number in BENCHMARKS.md comes from
+a command this script ran; each section
 names the command, so any one of them can be run again by hand. The text after the
 `<!-- notes -->` line of an existing BENCHMARKS.md (profiles, explanations) is kept.
 
