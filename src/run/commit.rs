@@ -221,7 +221,10 @@ pub(crate) async fn commit(
         }
         (finished?, reused)
     };
-    if reuse.is_some() {
+    // The previous targets are not needed past the scoring: change tracking runs without them.
+    let reusing = reuse.is_some();
+    drop(reuse);
+    if reusing {
         tracing::info!(
             computed = written - reused,
             carried = reused,
@@ -232,6 +235,9 @@ pub(crate) async fn commit(
     let inputs_path = format!("{folder}/target_inputs.parquet");
     let stored = store.put_file(&inputs_path, &local_inputs).await;
     let _ = std::fs::remove_file(&local_inputs);
+    if stored.is_err() {
+        let _ = std::fs::remove_file(&local);
+    }
     let inputs_size = stored?;
     let path = format!("{folder}/targets.parquet");
     // Read before it is stored: a local store moves the file into place.
