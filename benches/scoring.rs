@@ -8,9 +8,12 @@
 //! - `incremental`: the second night as a run commits it, carrying forward every row
 //!   whose input hash equals the first night's and computing the rest.
 //!
+//! - `query`: the shipped top-targets named query through DuckDB over the full
+//!   recompute's targets table.
+//!
 //! The incremental night must equal the full one row for row (checked every time).
 //!
-//!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice 200000] [--json] [--keep DIR]
+//!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice ROWS] [--json] [--keep DIR]
 //!
 //! `--keep DIR` leaves the nights (and `book.csv`) in DIR for benches/peers.py.
 //!
@@ -26,6 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use partnerforge::config::LoadedPipeline;
+use partnerforge::serve::{self, params};
 use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter};
 use polars::prelude::*;
 use synthetic::{DATES, flag, load, median, peak_rss_mib, save};
@@ -141,15 +145,29 @@ fn step(name: &str, n: usize, dir: &Path, slice: usize) {
             );
             return;
         }
+        "query" => return top_targets(&dir.join("full2").join("targets.parquet")),
         "compare" => {
-            let read = |d: &str| {
-                let file = std::fs::File::open(dir.join(d).join("targets.parquet")).expect("targets");
-                ParquetReader::new(file).finish().expect("read targets")
+            // A million rows at a time, so that comparing 10M-row tables fits in memory.
+            let scan = |d: &str| {
+                let path = dir.join(d).join("targets.parquet");
+                LazyFrame::scan_parquet(
+                    PlRefPath::from(path.to_str().expect("a UTF-8 path")),
+                    ScanArgsParquet::default(),
+                )
+                .expect("scan targets")
             };
-            let (full, incremental) = (read("full2"), read("incremental2"));
-            assert!(full.height() > 0);
-            assert!(full.equals_missing(&incremental), "the incremental night differs from the full recompute");
-            (full.height(), 0)
+            let (mut rows, step) = (0usize, 1_000_000usize);
+            loop {
+                let part = |d: &str| scan(d).slice(rows as i64, step as IdxSize).collect().expect("read targets");
+                let (full, incremental) = (part("full2"), part("incremental2"));
+                assert!(full.equals_missing(&incremental), "the incremental night differs from the full recompute");
+                rows += full.height();
+                if full.height() < step {
+                    break;
+                }
+            }
+            assert!(rows > 0);
+            (rows, 0)
         }
         other => panic!("no step {other}"),
     };
@@ -157,6 +175,38 @@ fn step(name: &str, n: usize, dir: &Path, slice: usize) {
     println!(
         "{}",
         serde_json::json!({"step": name, "seconds": seconds, "rows": rows, "carried": carried, "peak_mib": peak_rss_mib()})
+    );
+}
+
+/// The shipped top-targets query (`queries/top_targets.sql`) through DuckDB over the full
+/// recompute's targets table, as `partnerforge query` runs it: with its default
+/// parameters and narrowed (`tier=hot vertical=Commerce`); the median of 5 runs each.
+fn top_targets(targets: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sql = std::fs::read_to_string(root.join("queries/top_targets.sql")).expect("the shipped query");
+    let declared = params::declared("top_targets.sql", &sql).expect("its parameters");
+    let conn = duckdb::Connection::open_in_memory().expect("DuckDB");
+    let view = format!("CREATE VIEW targets AS SELECT * FROM read_parquet('{}')", targets.display());
+    conn.execute_batch(&view).expect("the targets view");
+    let mut out = serde_json::Map::new();
+    for (label, given) in [("default", vec![]), ("narrowed", vec!["tier=hot".to_string(), "vertical=Commerce".into()])]
+    {
+        let values = params::bind("top_targets.sql", &declared, &given).expect("bound");
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            rows = serve::execute(&conn, &sql, &values).expect("the query").rows();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        assert!(rows > 0, "the top-targets query found no targets");
+        out.insert(label.into(), serde_json::json!({"seconds": median(times), "rows": rows}));
+    }
+    let seconds = out["default"]["seconds"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({"step": "query", "seconds": seconds, "rows": out["default"]["rows"], "carried": 0,
+            "queries": out, "peak_mib": peak_rss_mib()})
     );
 }
 
@@ -197,7 +247,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let runs: usize = flag(&args, "--runs").and_then(|r| r.parse().ok()).unwrap_or(3);
-    let slice: usize = flag(&args, "--slice").and_then(|r| r.parse().ok()).unwrap_or(200_000);
+    let slice: usize = flag(&args, "--slice")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(partnerforge::config::RunSettings::default().score_slice_rows);
     if let (Some(name), Some(dir)) = (flag(&args, "--step"), flag(&args, "--from")) {
         return step(&name, n, Path::new(&dir), slice);
     }
@@ -224,6 +276,8 @@ fn main() {
         );
     }
     child(&args, "compare", &dir);
+    let query = child(&args, "query", &dir);
+    results.insert("query".into(), query.clone());
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -254,6 +308,10 @@ fn main() {
                 String::new()
             }
         );
+    }
+    for (label, what) in [("default", "top_targets.sql"), ("narrowed", "top_targets.sql tier=hot vertical=Commerce")] {
+        let q = &query["queries"][label];
+        println!("query {what:<43} {:>7.1} ms  ({} rows)", q["seconds"].as_f64().unwrap_or(f64::NAN) * 1e3, q["rows"]);
     }
     println!(
         "full ÷ read: {:.2}   incremental ÷ full: {:.3}   the incremental night equals the full recompute",

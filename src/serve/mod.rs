@@ -529,31 +529,37 @@ impl Warehouse {
     /// statement uses must be given, and every value given must be used.
     pub fn run(&self, sql: &str, params: &[(String, Value)]) -> Result<Output, ServeError> {
         self.check_read_only(sql)?;
-        let mut stmt = self.conn.prepare(sql).map_err(sql_error)?;
-        let mut used = vec![false; params.len()];
-        for index in 1..=stmt.parameter_count() {
-            let name = stmt.parameter_name(index).map_err(sql_error)?;
-            let Some(at) = params.iter().position(|(n, _)| *n == name) else {
-                let given: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-                return Err(ServeError::Param(format!(
-                    "the SQL uses ${name}, which has no value (given: {})",
-                    if given.is_empty() { "none".to_string() } else { given.join(", ") }
-                )));
-            };
-            used[at] = true;
-            stmt.raw_bind_parameter(index, &params[at].1).map_err(sql_error)?;
-        }
-        if let Some(unused) = used.iter().position(|u| !u) {
-            return Err(ServeError::Param(format!("the SQL never uses ${}", params[unused].0)));
-        }
-        stmt.raw_execute().map_err(sql_error)?;
-        let mut batches = Vec::new();
-        while let Some(chunk) = stmt.step().map_err(sql_error)? {
-            batches.push(arrow::record_batch::RecordBatch::from(&chunk));
-        }
-        let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| stmt.schema());
-        Ok(Output { schema, batches })
+        execute(&self.conn, sql, params)
     }
+}
+
+/// Executes one statement over `conn` with its named parameters bound (see
+/// [`Warehouse::run`], which checks first that the statement only reads).
+pub fn execute(conn: &Connection, sql: &str, params: &[(String, Value)]) -> Result<Output, ServeError> {
+    let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    let mut used = vec![false; params.len()];
+    for index in 1..=stmt.parameter_count() {
+        let name = stmt.parameter_name(index).map_err(sql_error)?;
+        let Some(at) = params.iter().position(|(n, _)| *n == name) else {
+            let given: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(ServeError::Param(format!(
+                "the SQL uses ${name}, which has no value (given: {})",
+                if given.is_empty() { "none".to_string() } else { given.join(", ") }
+            )));
+        };
+        used[at] = true;
+        stmt.raw_bind_parameter(index, &params[at].1).map_err(sql_error)?;
+    }
+    if let Some(unused) = used.iter().position(|u| !u) {
+        return Err(ServeError::Param(format!("the SQL never uses ${}", params[unused].0)));
+    }
+    stmt.raw_execute().map_err(sql_error)?;
+    let mut batches = Vec::new();
+    while let Some(chunk) = stmt.step().map_err(sql_error)? {
+        batches.push(arrow::record_batch::RecordBatch::from(&chunk));
+    }
+    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| stmt.schema());
+    Ok(Output { schema, batches })
 }
 
 /// Reads DuckDB's verdict on a statement. Fails closed: only a verdict that says
