@@ -366,8 +366,35 @@ fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The working directory's `.env` (or `$PARTNERFORGE_ENV_FILE`) fills in what the
+    // environment does not set. Read here, before the runtime starts any thread, as
+    // setting variables needs.
+    let file = std::env::var_os("PARTNERFORGE_ENV_FILE").map_or_else(|| PathBuf::from(".env"), PathBuf::from);
+    match partnerforge::config::dotenv::read(&file) {
+        Ok(settings) => {
+            for (key, value) in settings {
+                if std::env::var_os(&key).is_none() {
+                    // SAFETY: no other thread exists yet (the runtime is built below).
+                    unsafe { std::env::set_var(&key, value) };
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli_main()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(Exit::Failed as u8)
+        }
+    }
+}
+
+async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     {
@@ -434,6 +461,12 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
             println!("simulated providers on {} (world as of {as_of}, seed {seed}); Ctrl-C stops", sim.base_url());
+            println!(
+                "  Yahoo Finance's session cookie: {}={}{}",
+                partnerforge::providers::yahoo::COOKIE_URL_ENV,
+                sim.base_url(),
+                partnerforge::simulate::YAHOO_COOKIE_PATH
+            );
             for (provider, f) in &faults {
                 println!("  faults for {provider}: {f:?}");
             }

@@ -89,6 +89,16 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
             expected.not_targets.extend(known.iter().cloned());
         }
     }
+    // Yahoo's session is made once for the run, and again only when a call is refused for
+    // it (each call renews at most once); its requests are never billed.
+    let yahoo: Vec<(u64, u64)> =
+        counts.iter().filter(|((p, _), _)| *p == ProviderId::YahooFinance).map(|(_, n)| *n).collect();
+    let (expected_calls, at_most_calls) = yahoo.iter().fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    if at_most_calls > 0 {
+        for endpoint in [crate::fetch::session::COOKIE_ENDPOINT, crate::fetch::session::CRUMB_ENDPOINT] {
+            counts.insert((ProviderId::YahooFinance, endpoint), (u64::from(expected_calls > 0), 1 + at_most_calls));
+        }
+    }
     let providers = &prepared.pipeline.pipeline.providers;
     let rows: Vec<PlanRow> = counts
         .into_iter()

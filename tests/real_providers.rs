@@ -196,3 +196,58 @@ fn parquet_values(path: &str) -> String {
     }
     out
 }
+
+/// The keys and URLs in a `.env` file are used; a variable the environment sets wins
+/// over the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dotenv_file_is_read_and_the_environment_wins() {
+    let keys = Keys { builtwith: BW_KEY.into(), similarweb: SW_KEY.into() };
+    let config = SimulatorConfig {
+        seed: 42,
+        as_of: "2026-11-20".parse().unwrap(),
+        keys,
+        faults: Default::default(),
+        request_log: None,
+    };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let base = sim.base_url();
+    let store = TestStore::new().env("SIMILARWEB_API_KEY", WRONG_KEY);
+    let mut file = format!(
+        "# written by hand\nexport BUILTWITH_API_KEY={BW_KEY}\nSIMILARWEB_API_KEY=\"{SW_KEY}\"\nYAHOO_COOKIE_URL='{base}/fc'\n"
+    );
+    for provider in partnerforge::config::ProviderId::ALL {
+        file.push_str(&format!("{}={base}  # the simulator\n", provider.base_url_env()));
+    }
+    std::fs::write(store.path().join(".env"), file).unwrap();
+    let pipeline = store.pipeline(without_rate_limits);
+    let (store, out) = tokio::task::spawn_blocking(move || {
+        let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "20", "--date", "2026-11-20"]);
+        (store, out)
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "SimilarWeb's key from the environment is wrong\n{stderr}");
+    assert!(stderr.contains("providers: real"), "the keys in .env make the run real: {stderr}");
+    let by = |provider: &str, outcome: &str| -> i64 {
+        store.query(&format!(
+            "SELECT count(DISTINCT domain) AS n FROM api_calls WHERE provider = '{provider}' AND outcome = '{outcome}'"
+        ))[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(by("builtwith", "ok"), 20, "BuiltWith's key and URL came from .env");
+    assert_eq!(by("similarweb", "ok"), 0, "the environment's (wrong) SimilarWeb key won over .env's");
+    assert!(by("similarweb", "skipped_auth") > 0);
+    assert!(by("yahoo_finance", "ok") > 0, "Yahoo's session cookie URL came from .env");
+    sim.shutdown().await;
+}
+
+#[test]
+fn a_bad_dotenv_line_is_named_and_nothing_runs() {
+    let store = TestStore::new();
+    std::fs::write(store.path().join(".env"), "BUILTWITH_API_KEY=abc\nSIMILARWEB_API_KEY xyz\n").unwrap();
+    let err = store.fails(&["run", "--limit", "3"]);
+    assert!(err.contains(".env, line 2: expected KEY=VALUE"), "{err}");
+    assert!(store.manifests().is_empty());
+}

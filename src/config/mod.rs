@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod dotenv;
 pub mod schedules;
 mod scoring;
 pub mod signals;
@@ -135,7 +136,7 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15, score_slice_rows: 200_000, change_slice_rows: 25_000 }
+        Self { lock_ttl_minutes: 15, score_slice_rows: 50_000, change_slice_rows: 25_000 }
     }
 }
 
@@ -364,6 +365,11 @@ pub struct FaultSettings {
     /// BuiltWith: share of domains whose company name and country disagree with the book;
     /// Yahoo Finance: share of tickers whose profile names a country that does.
     pub conflict_rate: f64,
+    /// Yahoo Finance: a crumb goes stale after this many quoteSummary answers (then 401
+    /// "Invalid Crumb" until a new session is made).
+    pub stale_crumb_after: Option<u64>,
+    /// Yahoo Finance: every quoteSummary is refused (401 "Invalid Crumb") whatever the session.
+    pub refuse_session: bool,
 }
 
 /// Applies `provider.key=value` settings (from the command line) over `faults`.
@@ -404,6 +410,11 @@ impl FaultSettings {
             "truncated_rate" => self.truncated_rate = rate(value)?,
             "conflict_rate" => self.conflict_rate = rate(value)?,
             "quota_after" => self.quota_after = Some(count(value)?),
+            "stale_crumb_after" => self.stale_crumb_after = Some(count(value)?),
+            "refuse_session" => {
+                self.refuse_session =
+                    value.parse::<bool>().map_err(|_| format!("{key}: {value:?} is not true or false"))?
+            }
             "outage" => {
                 let (a, b) =
                     value.split_once('-').ok_or_else(|| format!("outage: {value:?} is not START-END seconds"))?;
@@ -411,7 +422,7 @@ impl FaultSettings {
             }
             other => {
                 return Err(format!(
-                    "unknown fault {other:?} (error_rate, rate_429, retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage, conflict_rate)"
+                    "unknown fault {other:?} (error_rate, rate_429, retry_after_secs, latency_ms, malformed_rate, truncated_rate, quota_after, outage, conflict_rate, stale_crumb_after, refuse_session)"
                 ));
             }
         }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod ledger;
 pub mod limiter;
 pub mod retry;
+pub mod session;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,6 +139,8 @@ pub struct Endpoint {
     key: Option<(&'static str, String)>,
     pub settings: ProviderSettings,
     pub stop_signal: StopSignal,
+    /// The session every call needs first (Yahoo Finance's cookie and crumb).
+    pub session: Option<session::SessionSpec>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -158,7 +161,13 @@ impl Endpoint {
         settings: ProviderSettings,
         stop_signal: StopSignal,
     ) -> Self {
-        Self { provider, base_url, key, settings, stop_signal }
+        Self { provider, base_url, key, settings, stop_signal, session: None }
+    }
+
+    /// Calls of this provider first get a session from `spec`, and send it.
+    pub fn with_session(mut self, spec: session::SessionSpec) -> Self {
+        self.session = Some(spec);
+        self
     }
 
     /// Removes the key from any text (errors may echo URLs or bodies), as written
@@ -192,6 +201,9 @@ pub struct Attempt {
     /// Waited before this attempt (backoff or `Retry-After`; rate-limit waits not included).
     pub waited: Duration,
     pub cost_usd: f64,
+    /// A request of the provider's session handshake, made for this call (its endpoint
+    /// name, e.g. `session_crumb`), not the call itself; never billed.
+    pub session: Option<&'static str>,
 }
 
 /// How a call ended.
@@ -237,6 +249,7 @@ struct Lane {
     limiter: RateLimiter,
     breaker: CircuitBreaker,
     stopped: Mutex<Option<(Outcome, String)>>,
+    session: Option<session::Session>,
 }
 
 impl Lane {
@@ -321,9 +334,13 @@ impl Fetcher {
     ) -> Result<Self, FetchError> {
         let mut lanes = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
+            let agent = match &endpoint.session {
+                Some(spec) => spec.user_agent,
+                None => concat!("partnerforge/", env!("CARGO_PKG_VERSION")),
+            };
             let http = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(endpoint.settings.connect_timeout_secs))
-                .user_agent(concat!("partnerforge/", env!("CARGO_PKG_VERSION")))
+                .user_agent(agent)
                 .pool_max_idle_per_host(concurrency.max(1))
                 .build()
                 .map_err(|e| FetchError::Client(e.without_url().to_string()))?;
@@ -332,6 +349,7 @@ impl Fetcher {
                 limiter: RateLimiter::new(&endpoint.settings.rate, used),
                 breaker: CircuitBreaker::new(endpoint.settings.breaker.clone()),
                 stopped: Mutex::new(None),
+                session: endpoint.session.clone().map(session::Session::new),
                 http,
                 endpoint,
             });
@@ -435,6 +453,8 @@ impl Fetcher {
         let mut waited = Duration::ZERO;
         let mut wait_before = Duration::ZERO;
         let mut request = std::borrow::Cow::Borrowed(call);
+        // A call refused for its session renews it once.
+        let mut renewed = false;
         loop {
             let skipped = |outcome, reason: String, attempts| {
                 (Exchange { attempts, ending: Ending::Skipped(outcome, reason) }, None)
@@ -477,20 +497,91 @@ impl Fetcher {
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
-            let reply = Self::send(lane, &request).await;
+            let held = match &lane.session {
+                None => None,
+                Some(session) => {
+                    let pace = || async {
+                        match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
+                            None => Err(session::Failure::Transient("the run was stopped".into())),
+                            Some(Err(quota)) => Err(session::Failure::Refused(format!(
+                                "daily quota of {} calls used up",
+                                quota.per_day
+                            ))),
+                            Some(Ok(())) => Ok(()),
+                        }
+                    };
+                    let timeout = Duration::from_secs(settings.timeout_secs);
+                    let round = attempts.iter().filter(|a| a.session.is_none()).count() as u32 + 1;
+                    match session.get(&lane.http, timeout, pace, round, &mut attempts).await {
+                        Ok(held) => Some(held),
+                        Err(failure) => {
+                            self.budget.release(reservation);
+                            lane.limiter.give_back();
+                            drop(slot);
+                            let reason = match failure {
+                                session::Failure::Refused(reason) => {
+                                    let reason = format!("the session was refused: {reason}");
+                                    lane.stop(Outcome::SkippedAuth, reason.clone());
+                                    return skipped(Outcome::SkippedAuth, reason, attempts);
+                                }
+                                session::Failure::Transient(reason) => reason,
+                            };
+                            lane.breaker.on_failure(self.clock.as_ref());
+                            let number = round;
+                            let jitter = retry::jitter(&jitter_key, number);
+                            match retry::decide(&settings.retry, number, waited, None, jitter) {
+                                retry::Decision::Retry(wait) => {
+                                    if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
+                                        return stopped(attempts);
+                                    }
+                                    waited += wait;
+                                    wait_before = wait;
+                                    continue;
+                                }
+                                retry::Decision::GiveUp(why) => {
+                                    let ending = Ending::GaveUp(format!("no session: {reason}; {why}"));
+                                    return (Exchange { attempts, ending }, None);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let reply = Self::send(lane, &request, held.as_ref()).await;
             let charged = reply.is_success();
             if charged {
                 self.budget.charge(reservation);
             } else {
                 self.budget.release(reservation);
             }
-            let number = attempts.len() as u32 + 1;
+            let number = attempts.iter().filter(|a| a.session.is_none()).count() as u32 + 1;
             let kind = retry::kind(reply.status);
             let retry_after =
                 reply.retry_after.as_deref().and_then(|v| retry::parse_retry_after(v, chrono::Utc::now().timestamp()));
             let status = reply.status;
             let stop = status.and_then(|s| (lane.endpoint.stop_signal)(s, &reply.body));
-            attempts.push(Attempt { number, reply, waited: wait_before, cost_usd: if charged { cost } else { 0.0 } });
+            let refused = (status == Some(401)).then(|| session_refusal(&reply.body));
+            attempts.push(Attempt {
+                number,
+                reply,
+                waited: wait_before,
+                cost_usd: if charged { cost } else { 0.0 },
+                session: None,
+            });
+            if let (Some(refusal), Some(session), Some(held)) = (refused, &lane.session, &held) {
+                // Refused for its session: a new one, once, and the call again at once.
+                lane.breaker.on_success();
+                if !renewed {
+                    renewed = true;
+                    session.invalidate(held.generation).await;
+                    drop(slot);
+                    wait_before = Duration::ZERO;
+                    continue;
+                }
+                let reason = format!("the session was refused: HTTP 401 {refusal} again after a new cookie and crumb");
+                lane.stop(Outcome::SkippedAuth, reason);
+                return (Exchange { attempts, ending: Ending::Answered }, slot.ok());
+            }
             if kind == retry::Kind::Final {
                 // Any answer, even a 404, shows the provider is up.
                 lane.breaker.on_success();
@@ -538,7 +629,7 @@ impl Fetcher {
         }
     }
 
-    async fn send(lane: &Lane, call: &Call) -> Reply {
+    async fn send(lane: &Lane, call: &Call, held: Option<&session::Held>) -> Reply {
         let endpoint = &lane.endpoint;
         let called_at = chrono::Utc::now();
         let started = Instant::now();
@@ -579,12 +670,18 @@ impl Fetcher {
             if let Some((param, key)) = &endpoint.key {
                 pairs.append_pair(param, key);
             }
+            if let (Some(held), Some(spec)) = (held, &endpoint.session) {
+                pairs.append_pair(spec.crumb_param, &held.crumb);
+            }
         }
-        let request = lane
+        let mut request = lane
             .http
             .get(url)
             .timeout(Duration::from_secs(endpoint.settings.timeout_secs))
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(held) = held {
+            request = request.header(reqwest::header::COOKIE, &held.cookie);
+        }
         let mut status = None;
         let mut retry_after = None;
         let result = async {
@@ -624,4 +721,24 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// What a 401 said, for the message that stops a provider: the error's description
+/// when the body is JSON that has one, else its first line, short.
+fn session_refusal(body: &[u8]) -> String {
+    fn find(value: &serde_json::Value) -> Option<String> {
+        match value {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .find(|(k, v)| matches!(k.as_str(), "description" | "message") && v.is_string())
+                .and_then(|(_, v)| v.as_str().map(str::to_string))
+                .or_else(|| map.values().find_map(find)),
+            serde_json::Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    let said = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| find(&v)).unwrap_or_else(|| {
+        String::from_utf8_lossy(body).lines().next().unwrap_or("").trim().chars().take(160).collect()
+    });
+    if said.is_empty() { String::new() } else { format!("({said:?})") }
 }

@@ -19,6 +19,25 @@ pub fn quote_summary_request(ticker: &str) -> (String, Vec<(&'static str, String
     (format!("/v10/finance/quoteSummary/{ticker}"), vec![("modules", MODULES.to_string())])
 }
 
+/// Where the session's crumb is asked, below the API's base URL.
+pub const CRUMB_PATH: &str = "/v1/test/getcrumb";
+/// Where the session's cookie comes from (its answer is a 404; its `Set-Cookie` is the point).
+pub const COOKIE_URL: &str = "https://fc.yahoo.com";
+/// The environment variable naming another cookie URL.
+pub const COOKIE_URL_ENV: &str = "YAHOO_COOKIE_URL";
+/// Yahoo answers 429 to some libraries' default agents: a desktop browser's.
+pub const BROWSER_USER_AGENT: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// The session every quoteSummary call needs: the cookie from `cookie_url`, the crumb
+/// from `{base}/v1/test/getcrumb` with it, sent as `&crumb=`.
+pub fn session(base: &url::Url, cookie_url: url::Url) -> crate::fetch::session::SessionSpec {
+    let mut crumb_url = base.clone();
+    let base_path = crumb_url.path().trim_end_matches('/').to_string();
+    crumb_url.set_path(&format!("{base_path}{CRUMB_PATH}"));
+    crate::fetch::session::SessionSpec { cookie_url, crumb_url, crumb_param: "crumb", user_agent: BROWSER_USER_AGENT }
+}
+
 /// Yahoo answers a refused session (bad cookie or crumb) with 401: every further
 /// call would get the same.
 pub fn stop_signal(status: u16, _body: &[u8]) -> Option<crate::fetch::Stop> {

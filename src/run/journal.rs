@@ -82,6 +82,9 @@ struct StoredAttempt {
     called_at_ms: i64,
     waited_ms: f64,
     cost_usd: f64,
+    /// A request of the provider's session (its endpoint), not of the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
 }
 
 /// One journal line: a call and everything that happened to it.
@@ -114,6 +117,7 @@ fn entry_line(call: &Call, exchange: &Exchange) -> Result<Vec<u8>, String> {
             called_at_ms: a.reply.called_at.timestamp_millis(),
             waited_ms: a.waited.as_secs_f64() * 1000.0,
             cost_usd: a.cost_usd,
+            session: a.session.map(str::to_string),
         })
         .collect();
     let mut line = serde_json::to_vec(&Entry { key: CallKey::of(call), attempts })
@@ -140,6 +144,7 @@ fn exchange_of(attempts: Vec<StoredAttempt>) -> Exchange {
             },
             waited: millis(a.waited_ms),
             cost_usd: a.cost_usd,
+            session: a.session.as_deref().and_then(crate::fetch::session::endpoint_named),
         })
         .collect();
     Exchange { attempts, ending: Ending::Answered }
@@ -628,7 +633,7 @@ mod tests {
             retry_after: None,
             called_at: chrono::DateTime::from_timestamp_millis(1_763_600_000_000).unwrap(),
         };
-        let attempt = Attempt { number: 1, reply, waited: std::time::Duration::ZERO, cost_usd: 0.1 };
+        let attempt = Attempt { number: 1, reply, waited: std::time::Duration::ZERO, cost_usd: 0.1, session: None };
         Exchange { attempts: vec![attempt], ending: Ending::Answered }
     }
 

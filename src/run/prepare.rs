@@ -12,7 +12,7 @@ use crate::fetch::budget::Budget;
 use crate::fetch::{Endpoint, UsedToday};
 use crate::freshness::{self, Carry};
 use crate::modules::{self, Context, Tables};
-use crate::providers::{self, builtwith, similarweb};
+use crate::providers::{self, builtwith, similarweb, yahoo};
 use crate::simulate::{Keys, Simulator};
 use crate::store::{Manifest, Store};
 use crate::targets::{Book, Target};
@@ -85,7 +85,18 @@ pub(crate) fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>
             // Public posting APIs take no key and have no quota to exhaust.
             ProviderId::Greenhouse | ProviderId::Lever | ProviderId::Ashby | ProviderId::News => |_, _| None,
         };
-        out.push(Endpoint::new(id, url, key, settings, stop_signal));
+        let mut endpoint = Endpoint::new(id, url.clone(), key, settings, stop_signal);
+        if let (ProviderId::YahooFinance, Some(base)) = (id, &url) {
+            // Against the simulator its stand-in for fc.yahoo.com; else the environment's or Yahoo's.
+            let cookie = match simulator {
+                Some(sim) => format!("{}{}", sim.base_url(), crate::simulate::YAHOO_COOKIE_PATH),
+                None => env_nonempty(yahoo::COOKIE_URL_ENV).unwrap_or_else(|| yahoo::COOKIE_URL.to_string()),
+            };
+            let cookie = url::Url::parse(&cookie)
+                .with_context(|| format!("{} {cookie:?} is not a URL", yahoo::COOKIE_URL_ENV))?;
+            endpoint = endpoint.with_session(yahoo::session(base, cookie));
+        }
+        out.push(endpoint);
     }
     Ok(out)
 }

@@ -435,6 +435,14 @@ impl Sink<'_> {
             let reply = &attempt.reply;
             let final_attempt = i + 1 == last && !matches!(exchange.ending, Ending::Skipped(..));
             let (outcome, error) = match (&result, final_attempt) {
+                // The session's requests, made for this call: answered or not, nothing to parse.
+                // (a failed one the call went on from was tried again; one that ended the
+                // call without an answer is the call's failure, below).
+                _ if attempt.session.is_some() && !final_attempt => match (&reply.error, i + 1 < last) {
+                    (None, _) => (Outcome::Ok, None),
+                    (Some(why), true) => (Outcome::Retried, Some(why.clone())),
+                    (Some(why), false) => (Outcome::Failed, Some(why.clone())),
+                },
                 (_, false) => (Outcome::Retried, Some(attempt_error(reply))),
                 (Ok(p), true) if modules::is_no_data(p) => (Outcome::NoData, None),
                 (Ok(_), true) => (Outcome::Ok, None),
@@ -443,7 +451,7 @@ impl Sink<'_> {
             self.push_ledger(LedgerRow {
                 run_id: self.planner.run_id.clone(),
                 provider: call.provider,
-                endpoint: call.endpoint,
+                endpoint: attempt.session.unwrap_or(call.endpoint),
                 domain: call.domain.clone(),
                 modules: call.modules.to_string(),
                 attempt: attempt.number,
@@ -456,7 +464,7 @@ impl Sink<'_> {
                 bytes: reply.body.len() as u64,
                 called_at: reply.called_at,
             });
-            if reply.status.is_some() {
+            if reply.status.is_some() && attempt.session.is_none() {
                 self.buffer.bytes += reply.body.len();
                 self.buffer.tables.raw.push(RawRow {
                     provider: call.provider.name(),
@@ -471,7 +479,9 @@ impl Sink<'_> {
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
             let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules.to_string(), *outcome, reason);
-            row.attempt = last as u32 + 1;
+            // The attempt that was not made: the one after the last made (session requests
+            // carry the number of the attempt they came before).
+            row.attempt = exchange.attempts.last().map_or(1, |a| a.number + 1);
             self.push_ledger(row);
         }
         Ok(result)

@@ -39,7 +39,7 @@ impl Faults {
 pub(crate) fn provider_of(path: &str) -> &'static str {
     if path.starts_with("/v1/website/") {
         "similarweb"
-    } else if path.starts_with("/v10/finance/") {
+    } else if path.starts_with("/v10/finance/") || path == super::YAHOO_COOKIE_PATH || path == super::YAHOO_CRUMB_PATH {
         "yahoo_finance"
     } else if path.starts_with("/v1/boards/") {
         "greenhouse"

@@ -36,6 +36,87 @@ pub struct Keys {
 struct AppState {
     world: Arc<World>,
     keys: Arc<Keys>,
+    yahoo: Arc<YahooSessions>,
+}
+
+/// The simulator's stand-in for `https://fc.yahoo.com`, which sets Yahoo's session cookie.
+pub const YAHOO_COOKIE_PATH: &str = "/fc";
+/// Where Yahoo hands out the crumb for a session cookie.
+pub const YAHOO_CRUMB_PATH: &str = "/v1/test/getcrumb";
+
+/// Yahoo's sessions, as strict as the live service: a quoteSummary needs a cookie this
+/// server set and the crumb it gave for that cookie; every Yahoo request needs a
+/// browser's `User-Agent` (library agents get 429).
+struct YahooSessions {
+    seed: u64,
+    /// Cookie token → (crumb, quoteSummary answers with it).
+    issued: std::sync::Mutex<HashMap<String, (String, u64)>>,
+    stale_after: Option<u64>,
+    refuse: bool,
+}
+
+impl YahooSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new cookie token, unique for the server's life.
+    fn new_cookie(&self) -> String {
+        let mut issued = self.lock();
+        let token = format!("d=AQABBK{:016x}&S=AQAAA", world::hash(self.seed, &["cookie", &issued.len().to_string()]));
+        issued.insert(token.clone(), (String::new(), 0));
+        token
+    }
+
+    /// The cookie's crumb: a new one each time it is asked (the old one stops working).
+    fn crumb_for(&self, token: &str) -> Option<String> {
+        let mut issued = self.lock();
+        let n = issued.len().to_string();
+        let entry = issued.get_mut(token)?;
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789./";
+        let mut h = world::hash(self.seed, &["crumb", token, &n, &entry.1.to_string(), &entry.0]);
+        let crumb: String = (0..11)
+            .map(|_| {
+                let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+                h /= ALPHABET.len() as u64;
+                c
+            })
+            .collect();
+        *entry = (crumb.clone(), 0);
+        Some(crumb)
+    }
+
+    /// Whether a quoteSummary with this cookie header and crumb is let through.
+    fn admit(&self, cookie_header: Option<&str>, crumb: Option<&str>) -> bool {
+        if self.refuse {
+            return false;
+        }
+        let Some(token) = cookie_header.and_then(a3_cookie) else { return false };
+        let mut issued = self.lock();
+        let Some((expected, uses)) = issued.get_mut(&token) else { return false };
+        if expected.is_empty() || crumb != Some(expected.as_str()) || self.stale_after.is_some_and(|n| *uses >= n) {
+            return false;
+        }
+        *uses += 1;
+        true
+    }
+}
+
+/// The `A3` cookie's value in a `Cookie` header.
+fn a3_cookie(header: &str) -> Option<String> {
+    header.split(';').map(str::trim).find_map(|pair| pair.strip_prefix("A3=")).map(str::to_string)
+}
+
+fn browser(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("Mozilla/"))
+}
+
+fn too_many_requests() -> Response {
+    (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "text/html")], "Too Many Requests").into_response()
+}
+
+fn invalid_crumb(description: &str) -> Response {
+    respond(401, &json!({"finance": {"result": null, "error": {"code": "Unauthorized", "description": description}}}))
 }
 
 /// What a simulator serves: a world at a date, the keys it accepts, the faults it injects.
@@ -77,12 +158,21 @@ pub fn router(config: SimulatorConfig) -> std::io::Result<Router> {
     let mut world = World::new(config.seed, config.as_of);
     world.conflict_rate = config.faults.get("builtwith").map_or(0.0, |f| f.conflict_rate);
     world.yahoo_conflict_rate = config.faults.get("yahoo_finance").map_or(0.0, |f| f.conflict_rate);
-    let state = AppState { world: Arc::new(world), keys: Arc::new(config.keys) };
+    let yahoo_faults = config.faults.get("yahoo_finance");
+    let yahoo = YahooSessions {
+        seed: config.seed,
+        issued: Default::default(),
+        stale_after: yahoo_faults.and_then(|f| f.stale_crumb_after),
+        refuse: yahoo_faults.is_some_and(|f| f.refuse_session),
+    };
+    let state = AppState { world: Arc::new(world), keys: Arc::new(config.keys), yahoo: Arc::new(yahoo) };
     let faults = Arc::new(faults::Faults::new(config.seed, config.faults));
     let router = Router::new()
         .route("/{version}/api.json", get(builtwith_domain))
         .route("/v1/website/{domain}/{group}/{metric}", get(similarweb))
         .route("/v10/finance/quoteSummary/{ticker}", get(quote_summary))
+        .route(YAHOO_COOKIE_PATH, get(yahoo_cookie))
+        .route(YAHOO_CRUMB_PATH, get(yahoo_crumb))
         .route("/v1/boards/{board}/jobs", get(greenhouse))
         .route("/v0/postings/{company}", get(lever))
         .route("/posting-api/job-board/{board}", get(ashby))
@@ -187,11 +277,41 @@ async fn similarweb(
     respond(status, &body)
 }
 
+/// fc.yahoo.com: a 404 whose point is its `Set-Cookie`.
+async fn yahoo_cookie(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !browser(&headers) {
+        return too_many_requests();
+    }
+    let token = state.yahoo.new_cookie();
+    let cookie = format!("A3={token}; Max-Age=31557600; Domain=.yahoo.com; Path=/; SameSite=None; Secure; HttpOnly");
+    (StatusCode::NOT_FOUND, [(header::SET_COOKIE, cookie)], "<html><body>404 Not Found</body></html>").into_response()
+}
+
+/// The crumb of the session cookie, as plain text.
+async fn yahoo_crumb(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !browser(&headers) {
+        return too_many_requests();
+    }
+    let token = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).and_then(a3_cookie);
+    match token.and_then(|t| state.yahoo.crumb_for(&t)) {
+        Some(crumb) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain;charset=utf-8")], crumb).into_response(),
+        None => invalid_crumb("Invalid Cookie"),
+    }
+}
+
 async fn quote_summary(
     State(state): State<AppState>,
     Path(ticker): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if !browser(&headers) {
+        return too_many_requests();
+    }
+    let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
+    if !state.yahoo.admit(cookie, query.get("crumb").map(String::as_str)) {
+        return invalid_crumb("Invalid Crumb");
+    }
     let modules = query.get("modules").map(String::as_str).unwrap_or("");
     let (status, body) = state.world.quote_summary(&ticker, modules);
     respond(status, &body)

@@ -74,6 +74,7 @@ impl TestStore {
             "BUILTWITH_BASE_URL",
             "SIMILARWEB_BASE_URL",
             "YAHOO_FINANCE_BASE_URL",
+            "YAHOO_COOKIE_URL",
             "PARTNERFORGE_STORE",
             "AWS_ENDPOINT_URL",
             "AWS_ACCESS_KEY_ID",
@@ -85,6 +86,8 @@ impl TestStore {
             command.env_remove(var);
         }
         command.env("PARTNERFORGE_CACHE", self.path().join("cache"));
+        // A `.env` of the test's own (none unless a test writes it), never the checkout's.
+        command.env("PARTNERFORGE_ENV_FILE", self.path().join(".env"));
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -195,7 +198,11 @@ pub fn against(base: &str, builtwith_key: &str, similarweb_key: &str) -> TestSto
     for provider in partnerforge::config::ProviderId::ALL {
         store = store.env(provider.base_url_env(), base);
     }
-    store
+    // Yahoo's session cookie comes from its own host (fc.yahoo.com): here, the simulator's stand-in.
+    store.env(
+        partnerforge::providers::yahoo::COOKIE_URL_ENV,
+        &format!("{base}{}", partnerforge::simulate::YAHOO_COOKIE_PATH),
+    )
 }
 
 /// A pipeline text without rate limits (`rate = {…}` lines): for tests that are not about pacing.
