@@ -254,26 +254,40 @@ fn rows(t: &mut Tables, i: usize, day: usize) {
     }
 }
 
-/// The module tables of night `day` (1 or 2) as Parquet bytes, by table.
+/// The module tables of night `day` (1 or 2) as Parquet bytes, by table: generated and
+/// encoded `CHUNK` domains at a time (a row group each), so that 10M domains fit in memory.
 pub fn night(n: usize, day: usize) -> HashMap<String, Bytes> {
-    // Rows stamped with the first night's fetch time, and (night 2) the changed domains' with the second's.
-    let (mut kept, mut fresh) = (Tables::default(), Tables::default());
-    for i in 0..n {
-        if day == 2 && changed(i) { rows(&mut fresh, i, 2) } else { rows(&mut kept, i, 1) }
+    const CHUNK: usize = 250_000;
+    let props = partnerforge::store::table::writer_properties().expect("writer properties");
+    let mut writers: Vec<(&'static str, parquet::arrow::ArrowWriter<Vec<u8>>)> = Vec::new();
+    for start in (0..n.max(1)).step_by(CHUNK) {
+        // Rows stamped with the first night's fetch time, and (night 2) the changed domains' with the second's.
+        let (mut kept, mut fresh) = (Tables::default(), Tables::default());
+        for i in start..(start + CHUNK).min(n) {
+            if day == 2 && changed(i) { rows(&mut fresh, i, 2) } else { rows(&mut kept, i, 1) }
+        }
+        let mut parts: Vec<Vec<(&'static str, RecordBatch)>> =
+            vec![kept.batches(epoch_ms(DATES[0]), DATES[day - 1]).expect("batches")];
+        if day == 2 {
+            parts.push(fresh.batches(epoch_ms(DATES[1]), DATES[1]).expect("batches"));
+        }
+        for (k, (table, first)) in parts[0].iter().enumerate() {
+            let mut batches = vec![first.clone()];
+            batches.extend(parts.iter().skip(1).map(|p| p[k].1.clone()));
+            let batch = arrow::compute::concat_batches(&first.schema(), &batches).expect("one schema");
+            if writers.len() <= k {
+                let writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props.clone()))
+                    .expect("a Parquet writer");
+                writers.push((table, writer));
+            }
+            writers[k].1.write(&batch).expect("a row group");
+            writers[k].1.flush().expect("a row group");
+        }
     }
-    let mut parts: Vec<Vec<(&'static str, RecordBatch)>> =
-        vec![kept.batches(epoch_ms(DATES[0]), DATES[day - 1]).expect("batches")];
-    if day == 2 {
-        parts.push(fresh.batches(epoch_ms(DATES[1]), DATES[1]).expect("batches"));
-    }
-    let mut files = HashMap::new();
-    for (k, (table, first)) in parts[0].iter().enumerate() {
-        let mut batches = vec![first.clone()];
-        batches.extend(parts.iter().skip(1).map(|p| p[k].1.clone()));
-        let batch = arrow::compute::concat_batches(&first.schema(), &batches).expect("one schema");
-        files.insert(table.to_string(), partnerforge::store::table::to_parquet(&batch).expect("parquet"));
-    }
-    files
+    writers
+        .into_iter()
+        .map(|(table, writer)| (table.to_string(), Bytes::from(writer.into_inner().expect("the file's bytes"))))
+        .collect()
 }
 
 pub fn save(dir: &std::path::Path, name: &str, files: &HashMap<String, Bytes>) {

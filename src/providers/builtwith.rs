@@ -1,4 +1,4 @@
-//! BuiltWith Domain API (`/v21/api.json?KEY=…&LOOKUP=domain`).
+//! BuiltWith Domain API (`/v22/api.json?KEY=…&LOOKUP=domain`; the v20–v21 shapes read the same).
 //!
 //! A response has many paths (root, `dd`, `m`, subdomains) repeating the same
 //! technologies with different dates; they are combined and de-duplicated by
@@ -14,6 +14,9 @@ use serde_json::Value;
 use super::{Answer, ProviderError, parse_json, text};
 
 pub const ENDPOINT_DOMAIN: &str = "domain";
+/// The Domain API version BuiltWith documents today, unless the pipeline names another
+/// (`[providers.builtwith] options = { api_version = "v21" }`).
+pub const DOMAIN_API_VERSION: &str = "v22";
 
 /// Path and query (without the key) of a domain lookup.
 pub fn domain_request(api_version: &str, domain: &str) -> (String, Vec<(&'static str, String)>) {

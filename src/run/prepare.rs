@@ -142,7 +142,7 @@ impl Prepared {
                 .options
                 .get("api_version")
                 .cloned()
-                .unwrap_or_else(|| "v21".into()),
+                .unwrap_or_else(|| builtwith::DOMAIN_API_VERSION.into()),
             similarweb_country: p
                 .providers
                 .similarweb

@@ -495,7 +495,9 @@ pub fn assemble_in_slices(
         col("hiring_fetched_at"),
     ])?;
     let inputs = match signals {
-        Some((rules, _)) => Some(signal_inputs(files, rules, snapshot_id)?),
+        Some((rules, _)) => Some(
+            signal_inputs(files, rules, snapshot_id)?.map(by_domain).into_iter().collect::<PolarsResult<Vec<_>>>()?,
+        ),
         None => None,
     };
     let columns = target_columns(signals.map(|(rules, _)| rules));
@@ -506,14 +508,14 @@ pub fn assemble_in_slices(
         None => None,
     };
 
-    // Decoded once; each slice filters them to its range of domains.
+    // Decoded once and sorted by domain; each slice takes its range of rows by binary search.
     let (company, spend, traffic, sources, financials, hiring) = (
-        company.collect()?,
-        spend.collect()?,
-        traffic.collect()?,
-        sources.collect()?,
-        financials.collect()?,
-        hiring.collect()?,
+        by_domain(company.collect()?)?,
+        by_domain(spend.collect()?)?,
+        by_domain(traffic.collect()?)?,
+        by_domain(sources.collect()?)?,
+        by_domain(financials.collect()?)?,
+        by_domain(hiring.collect()?)?,
     );
     let mut order: Vec<&BookRow> = book.iter().collect();
     order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
@@ -565,18 +567,16 @@ pub fn assemble_in_slices(
     for slice in slices {
         let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
         let within = |df: &DataFrame| match &range {
-            Some((lo, hi)) => {
-                df.clone().lazy().filter(col("domain").gt_eq(lit(lo.clone())).and(col("domain").lt_eq(lit(hi.clone()))))
-            }
-            None => df.clone().lazy(),
+            Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
+            None => Ok(df.clone().lazy()),
         };
         let mut frame = book_frame(slice)?
-            .left_join(within(&company), col("domain"), col("domain"))
-            .left_join(within(&spend), col("domain"), col("domain"))
-            .left_join(within(&traffic), col("domain"), col("domain"))
-            .left_join(within(&sources), col("domain"), col("domain"))
-            .left_join(within(&financials), col("domain"), col("domain"))
-            .left_join(within(&hiring), col("domain"), col("domain"))
+            .left_join(within(&company)?, col("domain"), col("domain"))
+            .left_join(within(&spend)?, col("domain"), col("domain"))
+            .left_join(within(&traffic)?, col("domain"), col("domain"))
+            .left_join(within(&sources)?, col("domain"), col("domain"))
+            .left_join(within(&financials)?, col("domain"), col("domain"))
+            .left_join(within(&hiring)?, col("domain"), col("domain"))
             .filter(col("runs_algolia").fill_null(lit(false)).not())
             .with_columns([
                 // The book is curated by sales: its values win; the providers fill gaps.
@@ -589,7 +589,7 @@ pub fn assemble_in_slices(
             .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")]);
         if let Some(inputs) = &inputs {
             for input in inputs {
-                frame = frame.left_join(within(input), col("domain"), col("domain"));
+                frame = frame.left_join(within(input)?, col("domain"), col("domain"));
             }
         }
         // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
@@ -687,6 +687,32 @@ fn region(rules: &SignalRules) -> Expr {
         })
         .collect();
     scoring::first_match(cases, lit(NULL).cast(DataType::String)).alias("region")
+}
+
+/// A frame sorted by `domain`, in one chunk (for [`domain_range`]).
+fn by_domain(df: DataFrame) -> PolarsResult<DataFrame> {
+    let mut df = df.sort(["domain"], SortMultipleOptions::default().with_maintain_order(true))?;
+    df.rechunk_mut();
+    Ok(df)
+}
+
+/// The rows of a frame sorted by `domain` (nulls first) whose domain is in `lo..=hi`,
+/// found by binary search: a slice of the frame, not a copy. (Filtering instead would
+/// compare every row once per slice of the book: quadratic in its size.)
+fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
+    let domains = df.column("domain")?.str()?;
+    // The first row for which `before` is false (it holds for a prefix of the rows).
+    let first_not = |before: &dyn Fn(&str) -> bool| {
+        let (mut a, mut b) = (0, domains.len());
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if domains.get(mid).is_none_or(before) { a = mid + 1 } else { b = mid }
+        }
+        a
+    };
+    let start = first_not(&|d| d < lo);
+    let end = first_not(&|d| d <= hi);
+    Ok(df.slice(start as i64, end.saturating_sub(start)))
 }
 
 /// Writes frames one after another into one Parquet file (zstd), a row group each.
@@ -811,4 +837,26 @@ pub fn utc_ms(series: &Series) -> PolarsResult<Series> {
         _ => series.cast(&DataType::Int64)?,
     };
     Ok(ms.into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_of_a_sorted_frame_is_found_by_binary_search() {
+        let df = by_domain(
+            df!("domain" => [Some("d.com"), None, Some("a.com"), Some("c.com"), Some("b.com"), Some("c.com")],
+                "n" => [4, 0, 1, 3, 2, 5])
+            .unwrap(),
+        )
+        .unwrap();
+        let range = |lo: &str, hi: &str| -> Vec<i32> {
+            domain_range(&df, lo, hi).unwrap().column("n").unwrap().i32().unwrap().into_no_null_iter().collect()
+        };
+        assert_eq!(range("b.com", "c.com"), [2, 3, 5], "both ends included, duplicates in their order");
+        assert_eq!(range("a", "b"), [1], "bounds need not be present");
+        assert_eq!(range("a.com", "z"), [1, 2, 3, 5, 4]);
+        assert!(range("e", "f").is_empty() && range("0", "1").is_empty());
+    }
 }
