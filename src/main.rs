@@ -370,8 +370,9 @@ fn main() -> ExitCode {
     // The working directory's `.env` (or `$PARTNERFORGE_ENV_FILE`) fills in what the
     // environment does not set. Read here, before the runtime starts any thread, as
     // setting variables needs.
-    let file = std::env::var_os("PARTNERFORGE_ENV_FILE").map_or_else(|| PathBuf::from(".env"), PathBuf::from);
-    match partnerforge::config::dotenv::read(&file) {
+    let named = std::env::var_os("PARTNERFORGE_ENV_FILE");
+    let file = named.clone().map_or_else(|| PathBuf::from(".env"), PathBuf::from);
+    match partnerforge::config::dotenv::read(&file, named.is_some()) {
         Ok(settings) => {
             for (key, value) in settings {
                 if std::env::var_os(&key).is_none() {

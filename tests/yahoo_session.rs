@@ -94,13 +94,15 @@ fn yahoo_ledger(store: &TestStore) -> std::collections::BTreeMap<String, i64> {
 #[test]
 fn a_stale_crumb_is_renewed_once_and_the_call_goes_again() {
     let store = TestStore::new();
+    // A crumb goes stale after 20 answers: more than the calls under way at once (16), as
+    // a live crumb goes stale with time, long after the calls made with it were answered.
     let out =
-        store.ok(&["run", "--limit", "150", "--date", "2026-11-20", "--fault", "yahoo_finance.stale_crumb_after=4"]);
+        store.ok(&["run", "--limit", "400", "--date", "2026-11-20", "--fault", "yahoo_finance.stale_crumb_after=20"]);
     assert!(out.contains("completed"), "{out}");
     let ledger = yahoo_ledger(&store);
     let get = |k: &str| ledger.get(k).copied().unwrap_or(0);
     let answered = get("quote_summary ok 200") + get("quote_summary no_data 404");
-    assert!(answered >= 12, "enough tickers for several stale crumbs: {ledger:?}");
+    assert!(answered >= 40, "enough tickers for several stale crumbs: {ledger:?}");
     let refused = get("quote_summary retried 401");
     let sessions = get("session_crumb ok 200");
     assert!(refused >= 1 && sessions >= 2, "stale crumbs were refused and renewed: {ledger:?}");

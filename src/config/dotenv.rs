@@ -17,11 +17,12 @@ pub struct DotenvError {
     pub message: String,
 }
 
-/// The settings of `path`, in file order; none when the file does not exist.
-pub fn read(path: &Path) -> Result<Vec<(String, String)>, DotenvError> {
+/// The settings of `path`, in file order; none when the file does not exist and
+/// `required` is false (the default `.env`; a file named on purpose must be there).
+pub fn read(path: &Path, required: bool) -> Result<Vec<(String, String)>, DotenvError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
         Err(e) => {
             return Err(DotenvError {
                 path: path.display().to_string(),
@@ -36,6 +37,7 @@ pub fn read(path: &Path) -> Result<Vec<(String, String)>, DotenvError> {
 /// Parses a `.env` text: the settings, or the first bad line and why.
 pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut out = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
         let line = raw.trim();
@@ -52,7 +54,11 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
         if !valid_key {
             return Err((number, format!("{key:?} is not a variable name (letters, digits, _)")));
         }
-        out.push((key.to_string(), value_of(value.trim()).map_err(|m| (number, format!("{key}: {m}")))?));
+        let value = value_of(value.trim()).map_err(|m| (number, format!("{key}: {m}")))?;
+        if value.contains('\0') {
+            return Err((number, format!("{key}: the value holds a NUL character")));
+        }
+        out.push((key.to_string(), value));
     }
     Ok(out)
 }
@@ -83,8 +89,9 @@ fn value_of(value: &str) -> Result<String, String> {
         }
         return Err("the double quote is never closed".into());
     }
-    // Bare: up to a comment.
-    let bare = match value.find(" #") {
+    // Bare: up to a comment (a `#` at its start, or after a space or tab).
+    let comment = if value.starts_with('#') { Some(0) } else { value.find(" #").or_else(|| value.find("\t#")) };
+    let bare = match comment {
         Some(at) => &value[..at],
         None => value,
     };
@@ -108,7 +115,7 @@ mod tests {
     #[test]
     fn reads_the_forms_people_write() {
         let text = "# keys\n\nBUILTWITH_API_KEY=abc+/=  \nexport SIMILARWEB_API_KEY = \"s w\\\"x\" # comment\n\
-                    YAHOO_COOKIE_URL='http://127.0.0.1:8080/fc'\nEMPTY=\nBARE=value # note\n";
+                    YAHOO_COOKIE_URL='http://127.0.0.1:8080/fc'\nEMPTY=\nBARE=value # note\nNOTE= # only a note\n";
         let got = parse(text).unwrap();
         let want = [
             ("BUILTWITH_API_KEY", "abc+/="),
@@ -116,6 +123,7 @@ mod tests {
             ("YAHOO_COOKIE_URL", "http://127.0.0.1:8080/fc"),
             ("EMPTY", ""),
             ("BARE", "value"),
+            ("NOTE", ""),
         ];
         assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
     }
@@ -126,5 +134,7 @@ mod tests {
         assert_eq!(parse("1KEY=x").unwrap_err().0, 1);
         assert!(parse("K=\"open").unwrap_err().1.contains("never closed"));
         assert!(parse("K='a' b").unwrap_err().1.contains("after the closing quote"));
+        assert!(parse("K=\"a\\0\"").is_ok() && parse("K=a\0b").unwrap_err().1.contains("NUL"));
+        assert_eq!(parse("\u{feff}K=v").unwrap(), [("K".to_string(), "v".to_string())]);
     }
 }

@@ -324,6 +324,9 @@ pub struct KeepError {
 /// Calls under way at once (most of them waiting) per request slot.
 const CALLS_PER_SLOT: usize = 8;
 
+/// Sessions one call may renew after refusals (each of a session that had worked).
+const MAX_RENEWALS: u32 = 3;
+
 impl Fetcher {
     pub fn new(
         endpoints: Vec<Endpoint>,
@@ -453,8 +456,10 @@ impl Fetcher {
         let mut waited = Duration::ZERO;
         let mut wait_before = Duration::ZERO;
         let mut request = std::borrow::Cow::Borrowed(call);
-        // A call refused for its session renews it once.
-        let mut renewed = false;
+        // Rounds made: attempts of the call, and handshakes that failed on its behalf.
+        let mut rounds: u32 = 0;
+        // Sessions this call renewed after a refusal.
+        let mut renewals: u32 = 0;
         loop {
             let skipped = |outcome, reason: String, attempts| {
                 (Exchange { attempts, ending: Ending::Skipped(outcome, reason) }, None)
@@ -463,6 +468,66 @@ impl Fetcher {
             if let Some((outcome, reason)) = lane.stopped() {
                 return skipped(outcome, reason, attempts);
             }
+            // A provider with a session: the session first — made (or renewed) by one call
+            // at a time, its requests paced by the provider's rate limit — and only then
+            // this call's own place in the limiter and a request slot, so that calls waiting
+            // for the session hold neither. (The handshake itself takes no slot: one request
+            // at a time per provider, beside the calls on the wire.)
+            let held = match &lane.session {
+                None => None,
+                Some(session) => {
+                    let pace = || async {
+                        match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
+                            None => Err(session::Failure::Stopped),
+                            Some(Err(quota)) => {
+                                Err(session::Failure::Quota(format!("daily quota of {} calls used up", quota.per_day)))
+                            }
+                            Some(Ok(())) => Ok(()),
+                        }
+                    };
+                    let timeout = Duration::from_secs(settings.timeout_secs);
+                    match session.get(&lane.http, timeout, pace, rounds + 1, &mut attempts).await {
+                        Ok(held) => Some(held),
+                        Err(session::Failure::Stopped) => return stopped(attempts),
+                        Err(session::Failure::Quota(reason)) => {
+                            return skipped(Outcome::SkippedQuota, reason, attempts);
+                        }
+                        Err(session::Failure::Refused(reason)) => {
+                            let reason = format!("the session was refused: {reason}");
+                            lane.stop(Outcome::SkippedAuth, reason.clone());
+                            return skipped(Outcome::SkippedAuth, reason, attempts);
+                        }
+                        Err(session::Failure::Transient(reason)) => {
+                            // A round of this call that failed: retried as a failed attempt is.
+                            rounds += 1;
+                            let last = attempts.last().map(|a| &a.reply);
+                            if last.and_then(|r| r.status) == Some(429) {
+                                lane.breaker.on_neutral();
+                            } else {
+                                lane.breaker.on_failure(self.clock.as_ref());
+                            }
+                            let retry_after = last
+                                .and_then(|r| r.retry_after.as_deref())
+                                .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now().timestamp()));
+                            let jitter = retry::jitter(&jitter_key, rounds);
+                            match retry::decide(&settings.retry, rounds, waited, retry_after, jitter) {
+                                retry::Decision::Retry(wait) => {
+                                    if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
+                                        return stopped(attempts);
+                                    }
+                                    waited += wait;
+                                    wait_before = wait;
+                                    continue;
+                                }
+                                retry::Decision::GiveUp(why) => {
+                                    let ending = Ending::GaveUp(format!("no session: {reason}; {why}"));
+                                    return (Exchange { attempts, ending }, None);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
             // The quota refuses every call past it; calls that already hold a place still go.
             match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
                 None => return stopped(attempts),
@@ -497,56 +562,6 @@ impl Fetcher {
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }
-            let held = match &lane.session {
-                None => None,
-                Some(session) => {
-                    let pace = || async {
-                        match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
-                            None => Err(session::Failure::Transient("the run was stopped".into())),
-                            Some(Err(quota)) => Err(session::Failure::Refused(format!(
-                                "daily quota of {} calls used up",
-                                quota.per_day
-                            ))),
-                            Some(Ok(())) => Ok(()),
-                        }
-                    };
-                    let timeout = Duration::from_secs(settings.timeout_secs);
-                    let round = attempts.iter().filter(|a| a.session.is_none()).count() as u32 + 1;
-                    match session.get(&lane.http, timeout, pace, round, &mut attempts).await {
-                        Ok(held) => Some(held),
-                        Err(failure) => {
-                            self.budget.release(reservation);
-                            lane.limiter.give_back();
-                            drop(slot);
-                            let reason = match failure {
-                                session::Failure::Refused(reason) => {
-                                    let reason = format!("the session was refused: {reason}");
-                                    lane.stop(Outcome::SkippedAuth, reason.clone());
-                                    return skipped(Outcome::SkippedAuth, reason, attempts);
-                                }
-                                session::Failure::Transient(reason) => reason,
-                            };
-                            lane.breaker.on_failure(self.clock.as_ref());
-                            let number = round;
-                            let jitter = retry::jitter(&jitter_key, number);
-                            match retry::decide(&settings.retry, number, waited, None, jitter) {
-                                retry::Decision::Retry(wait) => {
-                                    if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
-                                        return stopped(attempts);
-                                    }
-                                    waited += wait;
-                                    wait_before = wait;
-                                    continue;
-                                }
-                                retry::Decision::GiveUp(why) => {
-                                    let ending = Ending::GaveUp(format!("no session: {reason}; {why}"));
-                                    return (Exchange { attempts, ending }, None);
-                                }
-                            }
-                        }
-                    }
-                }
-            };
             let reply = Self::send(lane, &request, held.as_ref()).await;
             let charged = reply.is_success();
             if charged {
@@ -554,13 +569,20 @@ impl Fetcher {
             } else {
                 self.budget.release(reservation);
             }
-            let number = attempts.iter().filter(|a| a.session.is_none()).count() as u32 + 1;
+            rounds += 1;
+            let number = rounds;
             let kind = retry::kind(reply.status);
             let retry_after =
                 reply.retry_after.as_deref().and_then(|v| retry::parse_retry_after(v, chrono::Utc::now().timestamp()));
             let status = reply.status;
             let stop = status.and_then(|s| (lane.endpoint.stop_signal)(s, &reply.body));
             let refused = (status == Some(401)).then(|| session_refusal(&reply.body));
+            if let (Some(session), Some(held), Some(s)) = (&lane.session, &held, status)
+                && s != 401
+                && kind == retry::Kind::Final
+            {
+                session.proved(held.generation); // answered: the provider took the session
+            }
             attempts.push(Attempt {
                 number,
                 reply,
@@ -569,10 +591,13 @@ impl Fetcher {
                 session: None,
             });
             if let (Some(refusal), Some(session), Some(held)) = (refused, &lane.session, &held) {
-                // Refused for its session: a new one, once, and the call again at once.
+                // Refused for its session: a new one and the call again at once — unless
+                // this call already renewed and the session refused was never taken (a new
+                // session refused: the provider refuses sessions). A session that went stale
+                // after it worked is renewed again, up to a bound.
                 lane.breaker.on_success();
-                if !renewed {
-                    renewed = true;
+                if (renewals == 0 || session.was_proved(held.generation)) && renewals < MAX_RENEWALS {
+                    renewals += 1;
                     session.invalidate(held.generation).await;
                     drop(slot);
                     wait_before = Duration::ZERO;

@@ -53,6 +53,10 @@ pub enum Failure {
     Transient(String),
     /// The provider answered, and not with a session: every further call would fail alike.
     Refused(String),
+    /// The provider's daily quota is used up (no request was made).
+    Quota(String),
+    /// The run was stopped while the handshake waited for the rate limit.
+    Stopped,
 }
 
 /// The session of one provider for the run.
@@ -60,11 +64,23 @@ pub struct Session {
     pub spec: SessionSpec,
     current: tokio::sync::Mutex<Option<Held>>,
     made: std::sync::atomic::AtomicU64,
+    /// The newest session generation a call was answered with.
+    proved: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
     pub fn new(spec: SessionSpec) -> Self {
-        Self { spec, current: tokio::sync::Mutex::new(None), made: Default::default() }
+        Self { spec, current: tokio::sync::Mutex::new(None), made: Default::default(), proved: Default::default() }
+    }
+
+    /// A call was answered with session `generation`: the provider took it.
+    pub fn proved(&self, generation: u64) {
+        self.proved.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a call was answered with session `generation` (or a newer one).
+    pub fn was_proved(&self, generation: u64) -> bool {
+        self.proved.load(std::sync::atomic::Ordering::SeqCst) >= generation
     }
 
     /// The session, made first if there is none (one handshake at a time: calls that
@@ -138,7 +154,8 @@ fn attempt(round: u32, endpoint: &'static str, mut reply: Reply, failed: Option<
     // A session's bodies are not kept: the crumb is a credential, the cookie page says nothing.
     reply.body = Bytes::new();
     reply.error = match failed {
-        Some(Failure::Transient(why) | Failure::Refused(why)) => Some(why.clone()),
+        Some(Failure::Transient(why) | Failure::Refused(why) | Failure::Quota(why)) => Some(why.clone()),
+        Some(Failure::Stopped) => Some("the run was stopped".into()),
         None => None,
     };
     Attempt { number: round, reply, waited: Duration::ZERO, cost_usd: 0.0, session: Some(endpoint) }
@@ -190,9 +207,12 @@ async fn get(http: &reqwest::Client, url: url::Url, cookie: Option<&str>, timeou
     }
     let mut status = None;
     let mut set = Vec::new();
+    let mut retry_after = None;
     let result = async {
         let response = request.send().await?;
         status = Some(response.status().as_u16());
+        retry_after =
+            response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
         set = response
             .headers()
             .get_all(reqwest::header::SET_COOKIE)
@@ -204,13 +224,13 @@ async fn get(http: &reqwest::Client, url: url::Url, cookie: Option<&str>, timeou
     .await;
     let latency = started.elapsed();
     let reply = match result {
-        Ok(body) => Reply { status, body, latency, error: None, retry_after: None, called_at },
+        Ok(body) => Reply { status, body, latency, error: None, retry_after, called_at },
         Err(e) => Reply {
             status: None,
             body: Bytes::new(),
             latency,
             error: Some(format!("request failed: {}", e.without_url())),
-            retry_after: None,
+            retry_after,
             called_at,
         },
     };

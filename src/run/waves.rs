@@ -481,7 +481,11 @@ impl Sink<'_> {
             let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules.to_string(), *outcome, reason);
             // The attempt that was not made: the one after the last made (session requests
             // carry the number of the attempt they came before).
-            row.attempt = exchange.attempts.last().map_or(1, |a| a.number + 1);
+            // (a session request that did its part came before an attempt not made).
+            row.attempt = exchange
+                .attempts
+                .last()
+                .map_or(1, |a| a.number + u32::from(a.session.is_none() || a.reply.error.is_some()));
             self.push_ledger(row);
         }
         Ok(result)

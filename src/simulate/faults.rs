@@ -54,14 +54,15 @@ pub(crate) fn provider_of(path: &str) -> &'static str {
     }
 }
 
-/// The request without its key, so that the same request matches across keys.
+/// The request without its key (or Yahoo's crumb), so that the same request matches
+/// across keys and sessions.
 pub(crate) fn request_key(request: &Request) -> String {
     let query: Vec<&str> = request
         .uri()
         .query()
         .unwrap_or("")
         .split('&')
-        .filter(|pair| !pair.starts_with("KEY=") && !pair.starts_with("api_key="))
+        .filter(|pair| !pair.starts_with("KEY=") && !pair.starts_with("api_key=") && !pair.starts_with("crumb="))
         .collect();
     format!("{}?{}", request.uri().path(), query.join("&"))
 }

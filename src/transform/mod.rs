@@ -690,8 +690,10 @@ fn region(rules: &SignalRules) -> Expr {
 }
 
 /// A frame sorted by `domain`, in one chunk (for [`domain_range`]).
-fn by_domain(df: DataFrame) -> PolarsResult<DataFrame> {
-    let mut df = df.sort(["domain"], SortMultipleOptions::default().with_maintain_order(true))?;
+fn by_domain(mut df: DataFrame) -> PolarsResult<DataFrame> {
+    // In place: one column at a time is gathered in its new order (a sorted copy of the
+    // whole frame beside the original would add its size to the peak).
+    df.sort_in_place(["domain"], SortMultipleOptions::default().with_maintain_order(true))?;
     df.rechunk_mut();
     Ok(df)
 }

@@ -22,7 +22,10 @@ pub struct TestStore {
 
 impl TestStore {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The `.env` the commands read (empty unless a test writes it), never the checkout's.
+        std::fs::write(dir.path().join(".env"), "").expect("an empty .env");
+        Self { dir, env: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,7 +89,6 @@ impl TestStore {
             command.env_remove(var);
         }
         command.env("PARTNERFORGE_CACHE", self.path().join("cache"));
-        // A `.env` of the test's own (none unless a test writes it), never the checkout's.
         command.env("PARTNERFORGE_ENV_FILE", self.path().join(".env"));
         for (k, v) in &self.env {
             command.env(k, v);
