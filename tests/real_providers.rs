@@ -6,7 +6,7 @@
 mod support;
 
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
-use support::{TestStore, against, listing, without_rate_limits};
+use support::{TestStore, against, listing, pf_blocking, without_rate_limits};
 
 const WRONG_KEY: &str = "WRONGKEY-7f3a9c";
 const SW_KEY: &str = "sw-right-41d2";
@@ -24,12 +24,8 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let faster = without_rate_limits;
     let store = with_env(WRONG_KEY);
     let pipeline = store.pipeline(faster);
-    let (store, out) = tokio::task::spawn_blocking(move || {
-        let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "40", "--date", "2026-11-20"]);
-        (store, out)
-    })
-    .await
-    .unwrap();
+    let (store, out) =
+        pf_blocking(store, &["run", "--pipeline", &pipeline, "--limit", "40", "--date", "2026-11-20"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(3), "a partial run exits 3\n{}", store.explain(&["run"], &out));
@@ -220,12 +216,8 @@ async fn a_dotenv_file_is_read_and_the_environment_wins() {
     }
     std::fs::write(store.path().join(".env"), file).unwrap();
     let pipeline = store.pipeline(without_rate_limits);
-    let (store, out) = tokio::task::spawn_blocking(move || {
-        let out = store.pf(&["run", "--pipeline", &pipeline, "--limit", "20", "--date", "2026-11-20"]);
-        (store, out)
-    })
-    .await
-    .unwrap();
+    let (store, out) =
+        pf_blocking(store, &["run", "--pipeline", &pipeline, "--limit", "20", "--date", "2026-11-20"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(3), "SimilarWeb's key from the environment is wrong\n{stderr}");
     assert!(stderr.contains("providers: real"), "the keys in .env make the run real: {stderr}");

@@ -6,7 +6,7 @@
 mod support;
 
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig, YAHOO_COOKIE_PATH, YAHOO_CRUMB_PATH};
-use support::{TestStore, against, without_rate_limits};
+use support::{TestStore, against, pf_blocking, without_rate_limits};
 
 const BROWSER: &str = partnerforge::providers::yahoo::BROWSER_USER_AGENT;
 
@@ -150,12 +150,9 @@ async fn real_mode_makes_the_session_at_the_cookie_url() {
     let sim = simulator(&[]).await;
     let store = against(&sim.base_url(), "bw-key", "sw-key");
     let pipeline = store.pipeline(without_rate_limits);
-    let (store, out) = tokio::task::spawn_blocking(move || {
-        let out = store.ok(&["run", "--pipeline", &pipeline, "--limit", "80", "--date", "2026-11-20"]);
-        (store, out)
-    })
-    .await
-    .unwrap();
+    let (store, out) =
+        pf_blocking(store, &["run", "--pipeline", &pipeline, "--limit", "80", "--date", "2026-11-20"]).await;
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.contains("completed"), "{out}");
     let ledger = yahoo_ledger(&store);
     assert_eq!(ledger.get("session_cookie ok 404"), Some(&1), "one session for the run: {ledger:?}");

@@ -656,8 +656,6 @@ impl Fetcher {
 
     async fn send(lane: &Lane, call: &Call, held: Option<&session::Held>) -> Reply {
         let endpoint = &lane.endpoint;
-        let called_at = chrono::Utc::now();
-        let started = Instant::now();
         let absolute = url::Url::parse(&call.path).ok().filter(|u| u.scheme() == "http" || u.scheme() == "https");
         let mut url = match (&endpoint.base_url, absolute) {
             // An absolute URL goes to its own host, or through the base as /feeds/{host}{path}.
@@ -683,7 +681,7 @@ impl Fetcher {
                     latency: Duration::ZERO,
                     error: Some(error),
                     retry_after: None,
-                    called_at,
+                    called_at: chrono::Utc::now(),
                 };
             }
         };
@@ -707,45 +705,58 @@ impl Fetcher {
         if let Some(held) = held {
             request = request.header(reqwest::header::COOKIE, &held.cookie);
         }
-        let mut status = None;
-        let mut retry_after = None;
-        let result = async {
-            let response = request.send().await?;
-            status = Some(response.status().as_u16());
-            retry_after =
-                response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-            response.bytes().await
-        }
-        .await;
-        let latency = started.elapsed();
-        match result {
-            // Nothing downstream (parsers, the journal, raw bodies) ever sees the key.
-            Ok(body) => {
-                Reply { status, body: endpoint.redact_body(body), latency, error: None, retry_after, called_at }
-            }
-            Err(e) => {
-                let kind = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else if e.is_body() || e.is_decode() {
-                    "body cut short"
-                } else {
-                    "request failed"
-                };
-                let detail = endpoint.redact(&e.without_url().to_string());
-                // A body that broke off is a transport failure, whatever the status said.
-                Reply {
-                    status: None,
-                    body: Bytes::new(),
-                    latency,
-                    error: Some(format!("{kind}: {detail}")),
-                    retry_after,
-                    called_at,
-                }
-            }
-        }
+        let (mut reply, _) = get(request, |text| endpoint.redact(text)).await;
+        // Nothing downstream (parsers, the journal, raw bodies) ever sees the key.
+        reply.body = endpoint.redact_body(reply.body);
+        reply
     }
+}
+
+/// Sends a request and reads its whole answer: the reply (a transport failure, or a body
+/// that broke off whatever the status said, in `error`, passed through `redact`) and the
+/// cookies the answer set.
+pub(crate) async fn get(request: reqwest::RequestBuilder, redact: impl Fn(&str) -> String) -> (Reply, Vec<String>) {
+    let called_at = chrono::Utc::now();
+    let started = Instant::now();
+    let (mut status, mut retry_after, mut set) = (None, None, Vec::new());
+    let result = async {
+        let response = request.send().await?;
+        status = Some(response.status().as_u16());
+        let headers = response.headers();
+        retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        set = headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        response.bytes().await
+    }
+    .await;
+    let latency = started.elapsed();
+    let reply = match result {
+        Ok(body) => Reply { status, body, latency, error: None, retry_after, called_at },
+        Err(e) => {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connection failed"
+            } else if e.is_body() || e.is_decode() {
+                "body cut short"
+            } else {
+                "request failed"
+            };
+            let detail = redact(&e.without_url().to_string());
+            Reply {
+                status: None,
+                body: Bytes::new(),
+                latency,
+                error: Some(format!("{kind}: {detail}")),
+                retry_after,
+                called_at,
+            }
+        }
+    };
+    (reply, set)
 }
 
 /// What a 401 said, for the message that stops a provider: the error's description

@@ -9,7 +9,7 @@
 //! `session_crumb`, numbered as the call's attempt they came before, never billed);
 //! their bodies are not kept (a crumb is a credential).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -199,42 +199,11 @@ pub fn valid_crumb(crumb: &str) -> Result<(), String> {
 
 /// A GET with the session's cookie: the reply and the cookies it set.
 async fn get(http: &reqwest::Client, url: url::Url, cookie: Option<&str>, timeout: Duration) -> (Reply, Vec<String>) {
-    let called_at = chrono::Utc::now();
-    let started = Instant::now();
     let mut request = http.get(url).timeout(timeout).header(reqwest::header::ACCEPT, "*/*");
     if let Some(cookie) = cookie {
         request = request.header(reqwest::header::COOKIE, cookie);
     }
-    let mut status = None;
-    let mut set = Vec::new();
-    let mut retry_after = None;
-    let result = async {
-        let response = request.send().await?;
-        status = Some(response.status().as_u16());
-        retry_after =
-            response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        set = response
-            .headers()
-            .get_all(reqwest::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        response.bytes().await
-    }
-    .await;
-    let latency = started.elapsed();
-    let reply = match result {
-        Ok(body) => Reply { status, body, latency, error: None, retry_after, called_at },
-        Err(e) => Reply {
-            status: None,
-            body: Bytes::new(),
-            latency,
-            error: Some(format!("request failed: {}", e.without_url())),
-            retry_after,
-            called_at,
-        },
-    };
-    (reply, set)
+    super::get(request, str::to_string).await
 }
 
 #[cfg(test)]

@@ -207,6 +207,19 @@ pub fn against(base: &str, builtwith_key: &str, similarweb_key: &str) -> TestSto
     )
 }
 
+/// Runs `partnerforge ARGS` off the async runtime (for tests that serve a simulator from
+/// their own runtime meanwhile); gives the store back with the output.
+pub async fn pf_blocking(store: TestStore, args: &[&str]) -> (TestStore, Output) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = store.pf(&args);
+        (store, out)
+    })
+    .await
+    .expect("the command's thread")
+}
+
 /// A pipeline text without rate limits (`rate = {…}` lines): for tests that are not about pacing.
 pub fn without_rate_limits(text: String) -> String {
     text.lines().filter(|l| !l.trim_start().starts_with("rate = {")).collect::<Vec<_>>().join("\n")
