@@ -90,13 +90,15 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
         }
     }
     // Yahoo's session is made once for the run, and again only when a call is refused for
-    // it (each call renews at most once); its requests are never billed.
-    let yahoo: Vec<(u64, u64)> =
-        counts.iter().filter(|((p, _), _)| *p == ProviderId::YahooFinance).map(|(_, n)| *n).collect();
-    let (expected_calls, at_most_calls) = yahoo.iter().fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    // it (each call renews at most MAX_RENEWALS times); its requests are never billed.
+    let (expected_calls, at_most_calls) = counts
+        .iter()
+        .filter(|((p, _), _)| *p == ProviderId::YahooFinance)
+        .fold((0, 0), |(a, b), (_, (c, d))| (a + c, b + d));
     if at_most_calls > 0 {
+        let at_most = 1 + u64::from(crate::fetch::MAX_RENEWALS) * at_most_calls;
         for endpoint in [crate::fetch::session::COOKIE_ENDPOINT, crate::fetch::session::CRUMB_ENDPOINT] {
-            counts.insert((ProviderId::YahooFinance, endpoint), (u64::from(expected_calls > 0), 1 + at_most_calls));
+            counts.insert((ProviderId::YahooFinance, endpoint), (u64::from(expected_calls > 0), at_most));
         }
     }
     let providers = &prepared.pipeline.pipeline.providers;

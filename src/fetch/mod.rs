@@ -325,7 +325,7 @@ pub struct KeepError {
 const CALLS_PER_SLOT: usize = 8;
 
 /// Sessions one call may renew after refusals (each of a session that had worked).
-const MAX_RENEWALS: u32 = 3;
+pub const MAX_RENEWALS: u32 = 3;
 
 impl Fetcher {
     pub fn new(

@@ -479,9 +479,8 @@ impl Sink<'_> {
         }
         if let Ending::Skipped(outcome, reason) = &exchange.ending {
             let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules.to_string(), *outcome, reason);
-            // The attempt that was not made: the one after the last made (session requests
-            // carry the number of the attempt they came before).
-            // (a session request that did its part came before an attempt not made).
+            // The attempt that was not made: the one after the last made — or, after a session
+            // request that did its part, the attempt it came before (it carries its number).
             row.attempt = exchange
                 .attempts
                 .last()
