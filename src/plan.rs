@@ -24,6 +24,72 @@ pub struct PlanRow {
     pub at_most: u64,
     /// If every call is billed (sites too small to measure answer unbilled).
     pub cost_usd: f64,
+    /// An endpoint that pages and bills by what its pages hold (BuiltWith's
+    /// Relationships): `calls` counts its requests, one per page, and the cost is the
+    /// credits, as the same domains took them last time; a domain never asked counts
+    /// one page and one credit.
+    pub paged: Option<PagedEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagedEstimate {
+    /// Domains asked.
+    pub domains: u64,
+    /// Of them, never answered before: estimated at one page and one credit.
+    pub unknown: u64,
+}
+
+/// Pages and cost each (provider, endpoint, domain) of a paged endpoint took in the
+/// newest of the stored runs that asked it.
+type PagesTaken = BTreeMap<(String, String, String), (u64, f64)>;
+
+/// The domains a paged endpoint is asked for: (expected, at most).
+type PagedDomains = (Vec<String>, Vec<String>);
+
+/// Snapshots read back for the pages earlier runs took.
+const PAGES_LOOKBACK: usize = 31;
+
+async fn pages_taken(
+    prepared: &crate::run::Prepared,
+    endpoints: &BTreeSet<(ProviderId, &str)>,
+) -> anyhow::Result<PagesTaken> {
+    use polars::prelude::*;
+    let mut taken = PagesTaken::new();
+    if endpoints.is_empty() {
+        return Ok(taken);
+    }
+    let newest_first = prepared.previous.iter().rev().filter(|m| m.date <= prepared.date).take(PAGES_LOOKBACK);
+    for manifest in newest_first {
+        let Some(file) = manifest.file("api_calls") else { continue };
+        let bytes = prepared.store.get(&file.path).await?;
+        if !ParquetReader::new(std::io::Cursor::new(bytes.clone())).schema()?.contains("page") {
+            continue; // a ledger from before paged answers
+        }
+        let columns = ["provider", "endpoint", "domain", "page", "cost_usd", "http_status"];
+        let frame = transform::read_parquet(bytes, &columns)?;
+        let names: Vec<String> = endpoints.iter().map(|(_, e)| e.to_string()).collect();
+        let frame = frame
+            .filter(
+                col("endpoint").is_in(lit(Series::new("e".into(), names)), false).and(col("http_status").is_not_null()),
+            )
+            .group_by([col("provider"), col("endpoint"), col("domain")])
+            .agg([col("page").max().alias("pages"), col("cost_usd").sum().alias("usd")])
+            .collect()?;
+        let text = |name: &str| -> anyhow::Result<Vec<String>> {
+            let values = frame.column(name)?.str()?;
+            Ok((0..values.len()).map(|i| values.get(i).unwrap_or_default().to_string()).collect())
+        };
+        let (providers, names, domains) = (text("provider")?, text("endpoint")?, text("domain")?);
+        let pages = frame.column("pages")?.cast(&DataType::Int64)?;
+        let usd = frame.column("usd")?.cast(&DataType::Float64)?;
+        let (pages, usd) = (pages.i64()?, usd.f64()?);
+        for i in 0..frame.height() {
+            let key = (providers[i].clone(), names[i].clone(), domains[i].clone());
+            let value = (pages.get(i).unwrap_or(1).max(1) as u64, usd.get(i).unwrap_or(0.0));
+            taken.entry(key).or_insert(value);
+        }
+    }
+    Ok(taken)
 }
 
 #[derive(Debug, Clone)]
@@ -77,12 +143,20 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
     let mut expected = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
     let mut unbounded = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
     let mut counts: BTreeMap<(ProviderId, &'static str), (u64, u64)> = BTreeMap::new();
+    // Calls of endpoints that page, by domain: (expected, at most).
+    let mut paged: BTreeMap<(ProviderId, &'static str), PagedDomains> = BTreeMap::new();
     for wave in &waves {
         for call in expected.plan_wave(wave, &work).calls {
-            counts.entry((call.provider, call.endpoint)).or_default().0 += 1;
+            match call.pager {
+                Some(_) => paged.entry((call.provider, call.endpoint)).or_default().0.push(call.domain),
+                None => counts.entry((call.provider, call.endpoint)).or_default().0 += 1,
+            }
         }
         for call in unbounded.plan_wave(wave, &work).calls {
-            counts.entry((call.provider, call.endpoint)).or_default().1 += 1;
+            match call.pager {
+                Some(_) => paged.entry((call.provider, call.endpoint)).or_default().1.push(call.domain),
+                None => counts.entry((call.provider, call.endpoint)).or_default().1 += 1,
+            }
         }
         // The run learns who runs Algolia in the wave that reads the tech stack.
         if wave.iter().any(|m| m.id == "m02") {
@@ -102,7 +176,7 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
         }
     }
     let providers = &prepared.pipeline.pipeline.providers;
-    let rows: Vec<PlanRow> = counts
+    let mut rows: Vec<PlanRow> = counts
         .into_iter()
         .map(|((provider, endpoint), (calls, at_most))| PlanRow {
             provider,
@@ -110,8 +184,27 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
             calls,
             at_most,
             cost_usd: calls as f64 * providers.get(provider).cost(endpoint),
+            paged: None,
         })
         .collect();
+    let taken = pages_taken(&prepared, &paged.keys().copied().collect()).await?;
+    for ((provider, endpoint), (expected, at_most)) in paged {
+        let per_credit = providers.get(provider).cost(endpoint);
+        let of = |domain: &String| taken.get(&(provider.name().to_string(), endpoint.to_string(), domain.clone()));
+        let pages = |domains: &[String]| domains.iter().map(|d| of(d).map_or(1, |(pages, _)| *pages)).sum::<u64>();
+        rows.push(PlanRow {
+            provider,
+            endpoint,
+            calls: pages(&expected),
+            at_most: pages(&at_most),
+            cost_usd: expected.iter().map(|d| of(d).map_or(per_credit, |(_, usd)| *usd)).sum(),
+            paged: Some(PagedEstimate {
+                domains: expected.len() as u64,
+                unknown: expected.iter().filter(|d| of(d).is_none()).count() as u64,
+            }),
+        });
+    }
+    rows.sort_by(|a, b| (a.provider, a.endpoint).cmp(&(b.provider, b.endpoint)));
     let (month_to_date, _) = prepared.account_usage().await?;
     let budgets = ProviderId::ALL
         .iter()
@@ -169,6 +262,20 @@ pub fn render(plan: &Plan) -> String {
     let at_most: u64 = plan.rows.iter().map(|r| r.at_most).sum();
     let cost: f64 = plan.rows.iter().map(|r| r.cost_usd).sum();
     out.push_str(&format!("{:<14} {:<24} {:>8} {:>8} {:>10.2}\n", "total", "", plan.calls(), at_most, cost));
+    for r in &plan.rows {
+        let Some(paged) = &r.paged else { continue };
+        out.push_str(&format!(
+            "\n{} {}: billed per {} relationships, not per call; {} domains, {} requests (one a page) \
+             and ${:.2} as the same domains took them last time; {} never asked, counted at one page and one credit\n",
+            r.provider.name(),
+            r.endpoint,
+            crate::providers::builtwith::RELATIONSHIPS_PER_CREDIT,
+            paged.domains,
+            r.calls,
+            r.cost_usd,
+            paged.unknown
+        ));
+    }
     out.push_str("\nbudgets (cost if every call is billed; sites too small to measure answer unbilled)\n");
     for b in plan.budgets.iter().filter(|b| b.cost_usd > 0.0 || b.per_run_usd.is_some() || b.per_month_usd.is_some()) {
         let cap = |c: Option<f64>| c.map(|c| format!("${c:.2}")).unwrap_or_else(|| "no cap".into());

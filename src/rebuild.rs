@@ -54,6 +54,8 @@ fn stored_bodies(bytes: Bytes) -> anyhow::Result<Bodies> {
             (text("provider")?, text("endpoint")?, text("domain")?, text("modules")?, text("body")?);
         let statuses =
             batch.column_by_name("http_status").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+        // Bodies stored before paged answers have no page: each is the whole answer.
+        let pages = batch.column_by_name("page").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
         let times = batch
             .column_by_name("fetched_at")
             .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned());
@@ -67,18 +69,44 @@ fn stored_bodies(bytes: Bytes) -> anyhow::Result<Bodies> {
                 http_status: statuses.as_ref().filter(|s| !s.is_null(i)).map(|s| s.value(i) as u16),
                 fetched_at_ms: times.as_ref().map(|t| t.value(i)).unwrap_or(0),
                 body: bodies.value(i).to_string(),
+                page: pages
+                    .as_ref()
+                    .filter(|p| !p.is_null(i))
+                    .map_or(1, |p| p.value(i).clamp(1, i64::from(u32::MAX)) as u32),
             });
         }
     }
     Ok(out)
 }
 
-/// The body `module` was parsed from: the latest of those that fed it (the final answer of
-/// its fetch), else the latest of the call's (bodies stored before they named their modules).
-fn body_for<'a>(bodies: &'a Bodies, key: &(String, String, String), module: &str) -> Option<&'a RawRow> {
+/// The reply `module` was parsed from: the latest body of those that fed it (the final
+/// answer of its fetch), else the latest of the call's (bodies stored before they named
+/// their modules). A paged answer is its pages' latest bodies, joined as the call path
+/// joins them.
+fn body_for(bodies: &Bodies, key: &(String, String, String), module: &str) -> Option<Reply> {
     let all = bodies.get(key)?;
-    let latest = |rows: &mut dyn Iterator<Item = &'a RawRow>| rows.max_by_key(|r| r.fetched_at_ms);
-    latest(&mut all.iter().filter(|r| r.modules.split(',').any(|m| m == module))).or_else(|| latest(&mut all.iter()))
+    let fed: Vec<&RawRow> = all.iter().filter(|r| r.modules.split(',').any(|m| m == module)).collect();
+    let rows: Vec<&RawRow> = if fed.is_empty() { all.iter().collect() } else { fed };
+    let latest = rows.iter().copied().max_by_key(|r| (r.fetched_at_ms, r.page))?;
+    let reply = |status, body: Bytes| Reply {
+        status,
+        body,
+        latency: std::time::Duration::ZERO,
+        error: None,
+        retry_after: None,
+        called_at: chrono::DateTime::from_timestamp_millis(latest.fetched_at_ms).unwrap_or_default(),
+    };
+    let success = |r: &RawRow| r.http_status.is_some_and(|s| (200..300).contains(&s));
+    if latest.page <= 1 || !success(latest) {
+        return Some(reply(latest.http_status, Bytes::from(latest.body.clone())));
+    }
+    // Every page up to the last, each its latest answer; a page missing is no answer.
+    let mut pages = Vec::new();
+    for page in 1..=latest.page {
+        let row = rows.iter().filter(|r| r.page == page && success(r)).max_by_key(|r| r.fetched_at_ms)?;
+        pages.push(row.body.as_bytes());
+    }
+    Some(reply(latest.http_status, crate::fetch::join_pages(pages)))
 }
 
 /// When each (module, domain) of a snapshot was fetched: `fetched_on` (the run
@@ -195,15 +223,7 @@ async fn rebuild_locked(
             let mut replies = Vec::new();
             for call in &calls {
                 let key = (call.provider.name().to_string(), call.endpoint.to_string(), call.domain.clone());
-                let Some(raw) = body_for(bodies, &key, module.id) else { break };
-                let reply = Reply {
-                    status: raw.http_status,
-                    body: Bytes::from(raw.body.clone()),
-                    latency: std::time::Duration::ZERO,
-                    error: None,
-                    retry_after: None,
-                    called_at: chrono::DateTime::from_timestamp_millis(raw.fetched_at_ms).unwrap_or_default(),
-                };
+                let Some(reply) = body_for(bodies, &key, module.id) else { break };
                 reparsed += 1;
                 match modules::parse(&context, call, &reply) {
                     Ok(parsed) => replies.push(parsed),

@@ -115,6 +115,7 @@ fn calls(n: usize) -> Vec<Call> {
             path: "/v21/api.json".into(),
             query: vec![("LOOKUP", format!("site-{i}.com"))],
             fallback_on_403: None,
+            pager: None,
         })
         .collect()
 }
@@ -377,4 +378,101 @@ async fn concurrent_tasks_share_one_rate_limit() {
     assert_eq!(server.hits.load(Ordering::SeqCst), 31);
     // 31 calls at 10 a second need at least 30 intervals of waiting, however many tasks ask at once.
     assert!(clock.now() >= Duration::from_secs(3), "31 calls in {:?}", clock.now());
+}
+
+/// A Relationships page of `n` matches, saying whether more follow and from where.
+fn relationships_page(n: usize, more: bool, next_skip: usize) -> String {
+    let matches: Vec<String> = (0..n).map(|i| format!(r#"{{"Domain":"m{next_skip}-{i}.com"}}"#)).collect();
+    format!(
+        r#"{{"Relationships":[{{"Domain":"big.com","Identifiers":[{{"Type":"gtm","Value":"GTM-1","Matches":[{}]}}]}}],"Errors":[],"results":1100,"max_per_page":500,"more_results":{more},"next_skip":{next_skip}}}"#,
+        matches.join(",")
+    )
+}
+
+/// A server that runs `script` on (request number, query string), recording the queries.
+async fn serve_queries(
+    script: impl Fn(usize, &str) -> Response<Body> + Send + Sync + 'static,
+) -> (Server, Arc<std::sync::Mutex<Vec<String>>>) {
+    let script = Arc::new(script);
+    let (hits, queries) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (h, q) = (hits.clone(), queries.clone());
+    let app = Router::new().fallback(get(move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+        let (script, h, q) = (script.clone(), h.clone(), q.clone());
+        async move {
+            let query = query.unwrap_or_default();
+            q.lock().unwrap().push(query.clone());
+            script(h.fetch_add(1, Ordering::SeqCst), &query)
+        }
+    }));
+    (listen(app, hits).await, queries)
+}
+
+fn relationships_call() -> Call {
+    use partnerforge::providers::builtwith;
+    Call::get(
+        ProviderId::BuiltWith,
+        builtwith::ENDPOINT_RELATIONSHIPS,
+        "big.com",
+        builtwith::relationships_request("big.com"),
+    )
+    .paged(builtwith::RELATIONSHIPS_PAGER)
+}
+
+fn relationships_settings(per_run_usd: Option<f64>) -> ProviderSettings {
+    let mut s = settings();
+    s.costs = [("relationships".to_string(), 0.05)].into();
+    s.budget = BudgetSettings { per_run_usd, per_month_usd: None, warn_at: 0.8 };
+    s
+}
+
+#[tokio::test]
+async fn a_paged_call_follows_next_skip_to_its_last_page_each_page_retried_and_billed_by_its_credits() {
+    // Page 1 (500 relationships), page 2 fails once then answers (500), page 3 is the last (100).
+    let (server, queries) = serve_queries(|n, _| match n {
+        0 => reply(200, &relationships_page(500, true, 500)),
+        1 => reply(503, "{}"),
+        2 => reply(200, &relationships_page(500, true, 1000)),
+        _ => reply(200, &relationships_page(100, false, 0)),
+    })
+    .await;
+    let clock = Arc::new(ManualClock::default());
+    let f = fetcher(&server, relationships_settings(None), 2, clock);
+    let (_, e) = f.execute(vec![relationships_call()]).await.unwrap().remove(0);
+    assert_eq!(e.ending, Ending::Answered);
+    let pages: Vec<(u32, u32, Option<u16>)> = e.attempts.iter().map(|a| (a.number, a.page, a.reply.status)).collect();
+    assert_eq!(pages, [(1, 1, Some(200)), (2, 2, Some(503)), (3, 2, Some(200)), (4, 3, Some(200))]);
+    let offsets: Vec<Option<String>> = queries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|q| q.split('&').find_map(|p| p.strip_prefix("OFFSET=")).map(str::to_string))
+        .collect();
+    assert_eq!(offsets, [None, Some("500".into()), Some("500".into()), Some("1000".into())]);
+    // One credit per 500 relationships a page holds; the failed request costs nothing.
+    let costs: Vec<f64> = e.attempts.iter().map(|a| a.cost_usd).collect();
+    assert_eq!(costs, [0.05, 0.0, 0.05, 0.05]);
+    // The answer is every page, in order, as one JSON array the parser reads whole.
+    let answer = e.answer().unwrap();
+    let parsed = partnerforge::providers::builtwith::parse_relationships(&answer.body).unwrap();
+    let partnerforge::providers::Answer::Data(related) = parsed else { panic!("{parsed:?}") };
+    assert_eq!(related.len(), 1100);
+}
+
+#[tokio::test]
+async fn a_paged_call_that_loops_or_crosses_the_budget_stops_without_paying_more() {
+    // An answer that points back to an offset already read never ends: the call gives up.
+    let (server, _) = serve_queries(|_, _| reply(200, &relationships_page(10, true, 500))).await;
+    let f = fetcher(&server, relationships_settings(None), 1, Arc::new(ManualClock::default()));
+    let (_, e) = f.execute(vec![relationships_call()]).await.unwrap().remove(0);
+    assert_eq!(e.attempts.len(), 2, "{:?}", e.attempts);
+    assert!(matches!(&e.ending, Ending::GaveUp(r) if r.contains("pointed back")), "{:?}", e.ending);
+    assert!(e.answer().is_none());
+
+    // A budget of two credits: the third page is not asked.
+    let (server, queries) = serve_queries(|n, _| reply(200, &relationships_page(500, true, 500 * (n + 1)))).await;
+    let f = fetcher(&server, relationships_settings(Some(0.10)), 1, Arc::new(ManualClock::default()));
+    let (_, e) = f.execute(vec![relationships_call()]).await.unwrap().remove(0);
+    assert_eq!(queries.lock().unwrap().len(), 2);
+    assert!(matches!(&e.ending, Ending::Skipped(Outcome::SkippedBudget, _)), "{:?}", e.ending);
+    assert_eq!(e.attempts.iter().map(|a| a.cost_usd).sum::<f64>(), 0.10);
 }

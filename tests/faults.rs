@@ -82,15 +82,19 @@ fn a_faulty_night_is_partial_and_fully_accounted_for() {
     assert_eq!(failed_modules, failed_calls);
 
     // Retries are recorded with their waits; nothing is paid twice.
-    // (Requests sent; Yahoo's session requests carry the number of the attempt they came before.)
+    // (Requests sent; Yahoo's session requests carry the number of the attempt they came before,
+    // and the first request of a further page of a paged answer is no retry.)
     let retried = store.query(
-        "SELECT count(*) AS n, min(waited_ms) AS w FROM api_calls
-         WHERE attempt > 1 AND outcome NOT LIKE 'skipped%' AND endpoint NOT LIKE 'session_%'",
+        "SELECT count(*) AS n, min(waited_ms) AS w FROM (
+             SELECT *, lag(page) OVER (PARTITION BY run_id, provider, endpoint, domain ORDER BY attempt) AS before
+             FROM api_calls WHERE endpoint NOT LIKE 'session_%')
+         WHERE attempt > 1 AND outcome NOT LIKE 'skipped%' AND before = page",
     );
     assert!(retried[0]["n"].as_u64().unwrap() > 0);
     assert!(retried[0]["w"].as_f64().unwrap() >= 100.0, "Retry-After: 0 still waits the floor");
-    let paid_twice = store
-        .query("SELECT provider, endpoint, domain FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1");
+    let paid_twice = store.query(
+        "SELECT provider, endpoint, domain, page FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1",
+    );
     assert!(paid_twice.is_empty(), "{paid_twice:?}");
     let spend = store.query("SELECT round(sum(cost_usd), 2) AS usd FROM api_calls");
     assert_eq!(spend[0]["usd"].as_f64(), manifest["counts"]["spend_usd"].as_f64());

@@ -57,7 +57,7 @@ fn killed_at_many_points_every_resume_commits_the_same_snapshot_and_repays_at_mo
         let (recorded, paid) = (recorded_paid(&killed), provider.paid());
         assert!(recorded <= paid && paid - recorded <= CONCURRENCY, "{context}: {recorded} on record, {paid} billed");
         let ledger = killed.query(
-            "SELECT count(*) AS n FROM (SELECT provider, endpoint, domain FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1)",
+            "SELECT count(*) AS n FROM (SELECT provider, endpoint, domain, page FROM api_calls WHERE cost_usd > 0 GROUP BY ALL HAVING count(*) > 1)",
         );
         assert_eq!(ledger[0]["n"], 0, "{context}: the ledger holds a paid call twice");
     }

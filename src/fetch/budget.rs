@@ -80,13 +80,14 @@ impl Budget {
         Ok(Reservation { provider, cost })
     }
 
-    /// The provider billed the call.
-    pub fn charge(&self, reservation: Reservation) {
+    /// The provider billed the call `usd` (what was reserved, unless the endpoint bills
+    /// by what the answer holds).
+    pub fn charge(&self, reservation: Reservation, usd: f64) {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         let account = accounts.entry(reservation.provider).or_default();
         account.reserved -= reservation.cost;
-        account.run_spent += reservation.cost;
-        account.month_spent += reservation.cost;
+        account.run_spent += usd;
+        account.month_spent += usd;
         if let Some(settings) = self.settings.get(&reservation.provider) {
             let name = reservation.provider.name();
             let caps = [
@@ -150,7 +151,7 @@ mod tests {
         b.release(r3);
         let r4 = b.reserve(ProviderId::BuiltWith, 0.10).unwrap();
         for r in [r1, r2, r4] {
-            b.charge(r);
+            b.charge(r, 0.10);
         }
         assert!((b.run_spent(ProviderId::BuiltWith) - 0.30).abs() < 1e-9);
         assert!(b.reserve(ProviderId::BuiltWith, 0.10).is_err());

@@ -78,6 +78,8 @@ pub struct LedgerRow {
     pub domain: String,
     pub modules: String,
     pub attempt: u32,
+    /// The page of a paged answer the request asked for (1 for every other call).
+    pub page: u32,
     pub http_status: Option<u16>,
     pub outcome: Outcome,
     pub error: Option<String>,
@@ -99,6 +101,7 @@ impl LedgerRow {
             domain: call.domain.clone(),
             modules: modules.to_string(),
             attempt: 0,
+            page: 1,
             http_status: None,
             outcome,
             error: Some(reason.to_string()),

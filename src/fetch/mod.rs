@@ -45,6 +45,40 @@ pub struct Call {
     /// A second query to send once, at once, if the first answers 403 (SimilarWeb
     /// sometimes refuses `country=us` for a site it serves for `country=world`).
     pub fallback_on_403: Option<Vec<(&'static str, String)>>,
+    /// How to follow the answer's further pages, for an endpoint that pages.
+    pub pager: Option<Pager>,
+}
+
+/// How one endpoint pages its answers, and bills them; the provider module reads
+/// its own bodies. A paged call is one call: every page goes through the limiter,
+/// the budget, a request slot and the retry policy like a request of its own, and
+/// the answer is every page's body (see [`Exchange::answer`]).
+#[derive(Clone, Copy)]
+pub struct Pager {
+    /// The query parameter that asks for a page after the first (BuiltWith's `OFFSET`).
+    pub param: &'static str,
+    /// From a page's body: the value of `param` for the next page, `None` on the last.
+    pub next: fn(&[u8]) -> Result<Option<String>, String>,
+    /// The credits a page's body is billed (each costing the endpoint's cost): BuiltWith
+    /// bills Relationships per 500 relationships, not per request.
+    pub credits: fn(&[u8]) -> u32,
+    /// Most pages one call follows: an answer that never ends stops there.
+    pub max_pages: u32,
+}
+
+impl std::fmt::Debug for Pager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager").field("param", &self.param).field("max_pages", &self.max_pages).finish()
+    }
+}
+
+impl PartialEq for Pager {
+    fn eq(&self, other: &Self) -> bool {
+        self.param == other.param
+            && self.max_pages == other.max_pages
+            && std::ptr::fn_addr_eq(self.next, other.next)
+            && std::ptr::fn_addr_eq(self.credits, other.credits)
+    }
 }
 
 impl Call {
@@ -63,7 +97,14 @@ impl Call {
             path,
             query,
             fallback_on_403: None,
+            pager: None,
         }
+    }
+
+    /// The call follows its answer's pages with `pager`.
+    pub fn paged(mut self, pager: Pager) -> Self {
+        self.pager = Some(pager);
+        self
     }
 }
 
@@ -204,6 +245,8 @@ pub struct Attempt {
     /// A request of the provider's session handshake, made for this call (its endpoint
     /// name, e.g. `session_crumb`), not the call itself; never billed.
     pub session: Option<&'static str>,
+    /// The page of the answer it asked for (1 unless the call pages).
+    pub page: u32,
 }
 
 /// How a call ended.
@@ -228,17 +271,43 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// The reply to parse, when the call was answered.
-    pub fn answer(&self) -> Option<&Reply> {
-        match self.ending {
-            Ending::Answered => self.attempts.last().map(|a| &a.reply),
-            _ => None,
+    /// The reply to parse, when the call was answered: the last attempt's — or, for a
+    /// call answered in several pages, every page's final answer in page order, the
+    /// bodies as received joined into one JSON array (`[page 1, page 2, …]`).
+    pub fn answer(&self) -> Option<std::borrow::Cow<'_, Reply>> {
+        if self.ending != Ending::Answered {
+            return None;
         }
+        let last = self.attempts.last()?;
+        if last.page <= 1 || !last.reply.is_success() {
+            return Some(std::borrow::Cow::Borrowed(&last.reply));
+        }
+        let pages: Vec<&Reply> = (1..=last.page)
+            .filter_map(|page| self.attempts.iter().rev().find(|a| a.page == page && a.session.is_none()))
+            .map(|a| &a.reply)
+            .collect();
+        let mut combined = last.reply.clone();
+        combined.body = join_pages(pages.iter().map(|r| r.body.as_ref()));
+        combined.latency = pages.iter().map(|r| r.latency).sum();
+        Some(std::borrow::Cow::Owned(combined))
     }
 
     pub fn waited(&self) -> Duration {
         self.attempts.iter().map(|a| a.waited).sum()
     }
+}
+
+/// The bodies of a paged answer as one JSON array, each byte for byte as received.
+pub fn join_pages<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
+    let mut out = vec![b'['];
+    for (i, body) in bodies.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(body);
+    }
+    out.push(b']');
+    Bytes::from(out)
 }
 
 /// Per-provider state shared by every task of the run.
@@ -460,6 +529,11 @@ impl Fetcher {
         let mut rounds: u32 = 0;
         // Sessions this call renewed after a refusal.
         let mut renewals: u32 = 0;
+        // A paged answer: the page asked for, the rounds and waits before it (each page has
+        // the retry policy to itself), and the offsets already asked (an answer that points
+        // back to one would never end).
+        let (mut page, mut page_from, mut waited_from) = (1u32, 0u32, Duration::ZERO);
+        let mut offsets: Vec<String> = Vec::new();
         loop {
             let skipped = |outcome, reason: String, attempts| {
                 (Exchange { attempts, ending: Ending::Skipped(outcome, reason) }, None)
@@ -486,7 +560,12 @@ impl Fetcher {
                         }
                     };
                     let timeout = Duration::from_secs(settings.timeout_secs);
-                    match session.get(&lane.http, timeout, pace, rounds + 1, &mut attempts).await {
+                    let before = attempts.len();
+                    let got = session.get(&lane.http, timeout, pace, rounds + 1, &mut attempts).await;
+                    for attempt in attempts.iter_mut().skip(before) {
+                        attempt.page = page;
+                    }
+                    match got {
                         Ok(held) => Some(held),
                         Err(session::Failure::Stopped) => return stopped(attempts),
                         Err(session::Failure::Quota(reason)) => {
@@ -510,7 +589,13 @@ impl Fetcher {
                                 .and_then(|r| r.retry_after.as_deref())
                                 .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now().timestamp()));
                             let jitter = retry::jitter(&jitter_key, rounds);
-                            match retry::decide(&settings.retry, rounds, waited, retry_after, jitter) {
+                            match retry::decide(
+                                &settings.retry,
+                                rounds - page_from,
+                                waited - waited_from,
+                                retry_after,
+                                jitter,
+                            ) {
                                 retry::Decision::Retry(wait) => {
                                     if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
                                         return stopped(attempts);
@@ -564,8 +649,13 @@ impl Fetcher {
             }
             let reply = Self::send(lane, &request, held.as_ref()).await;
             let charged = reply.is_success();
+            // A paged endpoint bills the credits its page holds (none for an empty one).
+            let billed = match &call.pager {
+                Some(pager) if charged => f64::from((pager.credits)(&reply.body)) * cost,
+                _ => cost,
+            };
             if charged {
-                self.budget.charge(reservation);
+                self.budget.charge(reservation, billed);
             } else {
                 self.budget.release(reservation);
             }
@@ -587,8 +677,9 @@ impl Fetcher {
                 number,
                 reply,
                 waited: wait_before,
-                cost_usd: if charged { cost } else { 0.0 },
+                cost_usd: if charged { billed } else { 0.0 },
                 session: None,
+                page,
             });
             if let (Some(refusal), Some(session), Some(held)) = (refused, &lane.session, &held) {
                 // Refused for its session: a new one and the call again at once — unless
@@ -629,6 +720,30 @@ impl Fetcher {
                         .stop(Outcome::SkippedAuth, format!("the API key was refused (HTTP {})", status.unwrap_or(0))),
                     None => {}
                 }
+                if let Some(pager) = call.pager.filter(|_| charged && stop.is_none()) {
+                    let body = attempts.last().map(|a| a.reply.body.clone()).unwrap_or_default();
+                    // A body the pager cannot read is the last page: the parser reports it.
+                    if let Ok(Some(next)) = (pager.next)(&body) {
+                        if page >= pager.max_pages || offsets.contains(&next) {
+                            let why = if page >= pager.max_pages {
+                                format!("the answer did not end after {page} pages")
+                            } else {
+                                format!("page {} pointed back to {}={next}", page, pager.param)
+                            };
+                            return (Exchange { attempts, ending: Ending::GaveUp(why) }, None);
+                        }
+                        drop(slot);
+                        let mut next_page = call.clone();
+                        next_page.fallback_on_403 = None;
+                        next_page.query.retain(|(name, _)| *name != pager.param);
+                        next_page.query.push((pager.param, next.clone()));
+                        offsets.push(next);
+                        request = std::borrow::Cow::Owned(next_page);
+                        (page, page_from, waited_from) = (page + 1, rounds, waited);
+                        wait_before = Duration::ZERO;
+                        continue;
+                    }
+                }
                 return (Exchange { attempts, ending: Ending::Answered }, slot.ok());
             }
             drop(slot);
@@ -639,7 +754,8 @@ impl Fetcher {
             } else {
                 lane.breaker.on_failure(self.clock.as_ref());
             }
-            match retry::decide(&settings.retry, number, waited, retry_after, retry::jitter(&jitter_key, number)) {
+            let jitter = retry::jitter(&jitter_key, number);
+            match retry::decide(&settings.retry, number - page_from, waited - waited_from, retry_after, jitter) {
                 retry::Decision::Retry(wait) => {
                     if self.wait_unless_stopped(self.clock.sleep(wait)).await.is_none() {
                         return stopped(attempts);

@@ -158,7 +158,7 @@ fn attempt(round: u32, endpoint: &'static str, mut reply: Reply, failed: Option<
         Some(Failure::Stopped) => Some("the run was stopped".into()),
         None => None,
     };
-    Attempt { number: round, reply, waited: Duration::ZERO, cost_usd: 0.0, session: Some(endpoint) }
+    Attempt { number: round, reply, waited: Duration::ZERO, cost_usd: 0.0, session: Some(endpoint), page: 1 }
 }
 
 fn transient(reply: &Reply) -> bool {

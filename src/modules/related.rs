@@ -21,7 +21,10 @@ pub const MODULE: Module = Module {
 
 fn calls(_: &Context, subject: &Subject) -> Vec<Call> {
     let request = builtwith::relationships_request(subject.domain);
-    vec![Call::get(ProviderId::BuiltWith, builtwith::ENDPOINT_RELATIONSHIPS, subject.domain, request)]
+    vec![
+        Call::get(ProviderId::BuiltWith, builtwith::ENDPOINT_RELATIONSHIPS, subject.domain, request)
+            .paged(builtwith::RELATIONSHIPS_PAGER),
+    ]
 }
 
 fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {

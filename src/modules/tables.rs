@@ -196,6 +196,8 @@ pub struct RawRow {
     pub http_status: Option<u16>,
     pub fetched_at_ms: i64,
     pub body: String,
+    /// The page of a paged answer it is (1 for every other call).
+    pub page: u32,
 }
 
 /// Rows by table, plus the module outcomes per (module, domain).
@@ -471,6 +473,7 @@ impl Tables {
             .text("domain", r.iter().map(|x| Some(&x.domain)))
             .text("modules", r.iter().map(|x| Some(&x.modules)))
             .int("http_status", r.iter().map(|x| x.http_status.map(i64::from)))
+            .int("page", r.iter().map(|x| Some(i64::from(x.page))))
             .timestamp_ms("fetched_at", r.iter().map(|x| Some(x.fetched_at_ms)))
             .text("body", r.iter().map(|x| Some(&x.body)))
             .text("snapshot_id", r.iter().map(|_| Some(snapshot_id)))

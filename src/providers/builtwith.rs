@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Answer, ProviderError, parse_json, text};
+use crate::fetch::Pager;
 
 pub const ENDPOINT_DOMAIN: &str = "domain";
 /// The Domain API version BuiltWith documents today, unless the pipeline names another
@@ -211,9 +212,67 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 pub const ENDPOINT_RELATIONSHIPS: &str = "relationships";
 pub const ENDPOINT_LISTS: &str = "lists";
 
-/// Path and query (without the key) of a Relationships API lookup.
+/// The Relationships API BuiltWith documents today (older documentation shows `rv2`).
+pub const RELATIONSHIPS_API_VERSION: &str = "rv4";
+
+/// Relationships BuiltWith bills one API credit for (a page holds at most this many).
+pub const RELATIONSHIPS_PER_CREDIT: usize = 500;
+
+/// Path and query (without the key) of a Relationships API lookup; its further pages
+/// are asked by [`RELATIONSHIPS_PAGER`].
 pub fn relationships_request(domain: &str) -> (String, Vec<(&'static str, String)>) {
-    ("/rv2/api.json".to_string(), vec![("LOOKUP", domain.to_string())])
+    (format!("/{RELATIONSHIPS_API_VERSION}/api.json"), vec![("LOOKUP", domain.to_string())])
+}
+
+/// Relationships `rv4` pages: while `more_results` is true, ask again with
+/// `OFFSET=<next_skip>`; each page is billed a credit per 500 relationships on it.
+pub const RELATIONSHIPS_PAGER: Pager =
+    Pager { param: "OFFSET", next: relationships_next_page, credits: relationships_credits, max_pages: 200 };
+
+/// A key of an `rv4` answer's paging meta (`more_results`, `next_skip`), also as
+/// `MoreResults` / `NextSkip`.
+fn meta<'a>(page: &'a Value, snake: &str, camel: &str) -> Option<&'a Value> {
+    page.get(snake).or_else(|| page.get(camel)).filter(|v| !v.is_null())
+}
+
+fn more_results(page: &Value) -> bool {
+    match meta(page, "more_results", "MoreResults") {
+        Some(Value::Bool(more)) => *more,
+        Some(Value::String(more)) => more.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// The `OFFSET` of the page after this one, `None` on the last page.
+pub fn relationships_next_page(body: &[u8]) -> Result<Option<String>, String> {
+    let page = parse_json(body).map_err(|e| e.to_string())?;
+    if !more_results(&page) {
+        return Ok(None);
+    }
+    match meta(&page, "next_skip", "NextSkip") {
+        Some(Value::Number(skip)) => Ok(Some(skip.to_string())),
+        Some(Value::String(skip)) if !skip.trim().is_empty() => Ok(Some(skip.trim().to_string())),
+        _ => Err("more_results is true but next_skip is missing".into()),
+    }
+}
+
+/// The relationships on one page: every matched domain of every identifier.
+fn relationships_on(page: &Value) -> usize {
+    fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+        value.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+    }
+    items(page, "Relationships")
+        .iter()
+        .flat_map(|r| items(r, "Identifiers"))
+        .map(|identifier| items(identifier, "Matches").len())
+        .sum()
+}
+
+/// The credits a page is billed: one per 500 relationships on it (none for a page
+/// without any: an unknown domain, or one that shares no identifier).
+pub fn relationships_credits(body: &[u8]) -> u32 {
+    let relationships = parse_json(body).map(|page| relationships_on(&page)).unwrap_or(0);
+    relationships.div_ceil(RELATIONSHIPS_PER_CREDIT) as u32
 }
 
 /// A domain that shares an identifier (analytics, ad or tag manager id) with the one looked up.
@@ -226,11 +285,43 @@ pub struct Related {
 }
 
 /// Relationships API: `{"Relationships": [{"Domain", "Identifiers": [{"Type", "Value",
-/// "Matches": [{"Domain", "First", "Last"}]}]}], "Errors": []}`. (Shape as BuiltWith
-/// documents it; PROVIDERS.md does not record it.) Related domains come back
-/// normalized and de-duplicated, the first identifier that links them kept.
+/// "Matches": [{"Domain", "First", "Last"}]}]}], "Errors": [], "results", "max_per_page",
+/// "more_results", "next_skip"}` — one page, or a paged answer's pages as a JSON array
+/// (what the call path makes of them). Related domains come back normalized and
+/// de-duplicated across pages, the first identifier that links them kept. An answer
+/// whose last page says more results follow was not read to its end: malformed.
 pub fn parse_relationships(body: &[u8]) -> Result<Answer<Vec<Related>>, ProviderError> {
     let json = parse_json(body)?;
+    let pages = match json {
+        Value::Array(pages) => pages,
+        page => vec![page],
+    };
+    let Some(last) = pages.last() else { return Err(ProviderError::Malformed("no pages".into())) };
+    if more_results(last) {
+        return Err(ProviderError::Malformed(format!(
+            "page {} of the relationships says more follow, and none was read",
+            pages.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut related = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        match relationships_page(page, &mut seen, &mut related)? {
+            Answer::NoData(message) if i == 0 => return Ok(Answer::NoData(message)),
+            Answer::NoData(message) => {
+                return Err(ProviderError::Malformed(format!("page {} of the relationships: {message}", i + 1)));
+            }
+            Answer::Data(()) => {}
+        }
+    }
+    Ok(Answer::Data(related))
+}
+
+fn relationships_page(
+    json: &Value,
+    seen: &mut std::collections::BTreeSet<String>,
+    related: &mut Vec<Related>,
+) -> Result<Answer<()>, ProviderError> {
     if let Some(first) = json.get("Errors").and_then(Value::as_array).and_then(|e| e.first()) {
         let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
         if message.to_ascii_lowercase().contains("not in our system")
@@ -244,8 +335,6 @@ pub fn parse_relationships(body: &[u8]) -> Result<Answer<Vec<Related>>, Provider
         .get("Relationships")
         .and_then(Value::as_array)
         .ok_or_else(|| ProviderError::Malformed("no Relationships array".into()))?;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut related = Vec::new();
     for relationship in relationships {
         let own = text(relationship.get("Domain")).unwrap_or_default().to_ascii_lowercase();
         let identifiers =
@@ -264,7 +353,7 @@ pub fn parse_relationships(body: &[u8]) -> Result<Answer<Vec<Related>>, Provider
             }
         }
     }
-    Ok(Answer::Data(related))
+    Ok(Answer::Data(()))
 }
 
 /// Path and query (without the key) of one page of the Lists API for a technology.
@@ -393,6 +482,37 @@ mod tests {
         assert_eq!(got, [("shop.co.uk", "ga"), ("shop.de", "gtm")]);
         let none = br#"{"Errors":[{"Message":"Domain not in our system","Code":-10}],"Relationships":null}"#;
         assert!(matches!(parse_relationships(none), Ok(Answer::NoData(_))));
+    }
+
+    #[test]
+    fn relationships_page_by_next_skip_and_bill_per_500() {
+        let page = |n: usize, more: bool, skip: &str| {
+            let matches: Vec<String> = (0..n).map(|i| format!(r#"{{"Domain":"m{i}-{skip}.com"}}"#)).collect();
+            format!(
+                r#"{{"Relationships":[{{"Domain":"big.com","Identifiers":[{{"Type":"gtm","Value":"GTM-1","Matches":[{}]}}]}}],
+                "Errors":[],"results":1200,"max_per_page":500,"more_results":{more},"next_skip":{skip}}}"#,
+                matches.join(",")
+            )
+        };
+        let (first, second, last) = (page(500, true, "500"), page(500, true, "1000"), page(200, false, "0"));
+        assert_eq!(relationships_next_page(first.as_bytes()), Ok(Some("500".into())));
+        assert_eq!(relationships_next_page(last.as_bytes()), Ok(None));
+        assert_eq!(relationships_next_page(br#"{"more_results":"true","next_skip":"1500"}"#), Ok(Some("1500".into())));
+        assert!(relationships_next_page(br#"{"more_results":true}"#).is_err(), "more, but not where");
+        assert_eq!(
+            [&first, &last].map(|p| relationships_credits(p.as_bytes())),
+            [1, 1],
+            "a credit per 500 relationships, a started 500 counting whole"
+        );
+        assert_eq!(relationships_credits(page(0, false, "0").as_bytes()), 0, "no relationships, no credit");
+        assert_eq!(relationships_credits(page(501, false, "0").as_bytes()), 2);
+        let joined = crate::fetch::join_pages([first.as_bytes(), second.as_bytes(), last.as_bytes()]);
+        let Answer::Data(related) = parse_relationships(&joined).unwrap() else { panic!() };
+        assert_eq!(related.len(), 1200);
+        // Pages that stop while the last says more follow were not read to the end.
+        let cut = crate::fetch::join_pages([first.as_bytes(), second.as_bytes()]);
+        assert!(matches!(parse_relationships(&cut), Err(ProviderError::Malformed(_))));
+        assert_eq!(relationships_request("big.com").0, "/rv4/api.json");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(crate) fn ledger_batch(rows: &[LedgerRow], snapshot_id: &str) -> anyhow::Res
         .text("domain", rows.iter().map(|r| Some(&r.domain)))
         .text("modules", rows.iter().map(|r| Some(&r.modules)))
         .int("attempt", rows.iter().map(|r| Some(i64::from(r.attempt))))
+        .int("page", rows.iter().map(|r| Some(i64::from(r.page))))
         .int("http_status", rows.iter().map(|r| r.http_status.map(i64::from)))
         .text("outcome", rows.iter().map(|r| Some(r.outcome.as_str())))
         .text("error", rows.iter().map(|r| r.error.as_ref()))

@@ -85,6 +85,13 @@ struct StoredAttempt {
     /// A request of the provider's session (its endpoint), not of the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     session: Option<String>,
+    /// The page of a paged answer it asked for (lines written before paging: page 1).
+    #[serde(default = "first_page")]
+    page: u32,
+}
+
+fn first_page() -> u32 {
+    1
 }
 
 /// One journal line: a call and everything that happened to it.
@@ -118,6 +125,7 @@ fn entry_line(call: &Call, exchange: &Exchange) -> Result<Vec<u8>, String> {
             waited_ms: a.waited.as_secs_f64() * 1000.0,
             cost_usd: a.cost_usd,
             session: a.session.map(str::to_string),
+            page: a.page,
         })
         .collect();
     let mut line = serde_json::to_vec(&Entry { key: CallKey::of(call), attempts })
@@ -145,6 +153,7 @@ fn exchange_of(attempts: Vec<StoredAttempt>) -> Exchange {
             waited: millis(a.waited_ms),
             cost_usd: a.cost_usd,
             session: a.session.as_deref().and_then(crate::fetch::session::endpoint_named),
+            page: a.page,
         })
         .collect();
     Exchange { attempts, ending: Ending::Answered }
@@ -633,7 +642,8 @@ mod tests {
             retry_after: None,
             called_at: chrono::DateTime::from_timestamp_millis(1_763_600_000_000).unwrap(),
         };
-        let attempt = Attempt { number: 1, reply, waited: std::time::Duration::ZERO, cost_usd: 0.1, session: None };
+        let attempt =
+            Attempt { number: 1, reply, waited: std::time::Duration::ZERO, cost_usd: 0.1, session: None, page: 1 };
         Exchange { attempts: vec![attempt], ending: Ending::Answered }
     }
 

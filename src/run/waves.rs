@@ -421,20 +421,30 @@ impl Sink<'_> {
     fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
         let result = match (&exchange.ending, exchange.answer()) {
-            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, reply),
-            (Ending::GaveUp(reason), _) => {
-                let last = exchange.attempts.last().map(|a| attempt_error(&a.reply)).unwrap_or_default();
-                Err((Outcome::Failed, format!("{last}; {reason}")))
-            }
+            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, &reply),
+            (Ending::GaveUp(reason), _) => match exchange.attempts.last() {
+                // Answered, but its pages did not end.
+                Some(a) if a.reply.is_success() => Err((Outcome::Failed, reason.clone())),
+                last => Err((
+                    Outcome::Failed,
+                    format!("{}; {reason}", last.map(|a| attempt_error(&a.reply)).unwrap_or_default()),
+                )),
+            },
             (Ending::Skipped(outcome, reason), _) => Err((*outcome, reason.clone())),
             (Ending::Stopped, _) => Err((Outcome::Failed, "stopped before it was sent".into())),
             (Ending::Answered, None) => Err((Outcome::Failed, "no reply".into())),
         };
         let last = exchange.attempts.len();
+        // A page of a paged answer that the next page followed: answered, and paid for.
+        let followed = |i: usize| {
+            let page = exchange.attempts[i].page;
+            exchange.attempts[i].reply.is_success() && exchange.attempts[i + 1..].iter().any(|a| a.page > page)
+        };
         for (i, attempt) in exchange.attempts.iter().enumerate() {
             let reply = &attempt.reply;
             let final_attempt = i + 1 == last && !matches!(exchange.ending, Ending::Skipped(..));
             let (outcome, error) = match (&result, final_attempt) {
+                _ if attempt.session.is_none() && !final_attempt && followed(i) => (Outcome::Ok, None),
                 // The session's requests, made for this call: answered or not, nothing to parse.
                 // (a failed one the call went on from was tried again; one that ended the
                 // call without an answer is the call's failure, below).
@@ -455,6 +465,7 @@ impl Sink<'_> {
                 domain: call.domain.clone(),
                 modules: call.modules.to_string(),
                 attempt: attempt.number,
+                page: attempt.page,
                 http_status: reply.status,
                 outcome,
                 error: error.map(|e| endpoint.redact(&e)),
@@ -474,6 +485,7 @@ impl Sink<'_> {
                     http_status: reply.status,
                     fetched_at_ms: reply.called_at.timestamp_millis(),
                     body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+                    page: attempt.page,
                 });
             }
         }
@@ -485,6 +497,11 @@ impl Sink<'_> {
                 .attempts
                 .last()
                 .map_or(1, |a| a.number + u32::from(a.session.is_none() || a.reply.error.is_some()));
+            // Of a paged call: the page after the last one answered, or the one that failed.
+            row.page = exchange
+                .attempts
+                .last()
+                .map_or(1, |a| a.page + u32::from(call.pager.is_some() && a.session.is_none() && a.reply.is_success()));
             self.push_ledger(row);
         }
         Ok(result)

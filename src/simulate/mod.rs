@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 pub use world::World;
 
 use crate::config::FaultSettings;
+use crate::providers::builtwith;
 
 /// The API keys the simulator accepts, like the real providers' accounts.
 #[derive(Debug, Clone)]
@@ -131,8 +132,12 @@ pub struct SimulatorConfig {
     pub request_log: Option<std::path::PathBuf>,
 }
 
+/// A header the simulated BuiltWith sets on answers billed by what they hold (the
+/// Relationships API's credits per 500 relationships), for the request log.
+const CREDITS_HEADER: &str = "x-simulated-credits";
+
 /// The simulated providers' bill: one JSON line per request answered, written
-/// before the answer leaves.
+/// before the answer leaves, with the credits it is billed.
 struct RequestLog {
     file: std::sync::Mutex<std::fs::File>,
 }
@@ -145,7 +150,13 @@ async fn log_request(
     let provider = faults::provider_of(request.uri().path());
     let key = faults::request_key(&request);
     let response = next.run(request).await;
-    let line = json!({"provider": provider, "request": key, "status": response.status().as_u16()});
+    // What the provider bills: the credits an answer says it costs, else one per answer.
+    let status = response.status().as_u16();
+    let credits = match response.headers().get(CREDITS_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(credits) => credits.parse::<u64>().unwrap_or(0),
+        None => u64::from((200..300).contains(&status)),
+    };
+    let line = json!({"provider": provider, "request": key, "status": status, "credits": credits});
     let mut file = log.file.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(e) = std::io::Write::write_all(&mut *file, format!("{line}\n").as_bytes()) {
         tracing::warn!("simulated providers: cannot write the request log: {e}");
@@ -240,7 +251,12 @@ async fn builtwith_domain(
     Path(version): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !["v", "rv", "lists"].iter().any(|api| version.starts_with(api)) {
+    // Relationships only at the version documented today; the Domain API at any `vNN`.
+    let relationships = version == builtwith::RELATIONSHIPS_API_VERSION;
+    if !(relationships
+        || version.starts_with("lists")
+        || (version.starts_with('v') && version[1..].parse::<u32>().is_ok()))
+    {
         return respond(404, &json!({"Errors": [{"Message": "Not found", "Code": -1}], "Results": null}));
     }
     if query.get("KEY") != Some(&state.keys.builtwith) {
@@ -250,15 +266,20 @@ async fn builtwith_domain(
         );
     }
     let lookup = query.get("LOOKUP").map(String::as_str).unwrap_or("");
-    let (status, body) = if version.starts_with("rv") {
-        state.world.builtwith_relationships(lookup)
+    let (status, body) = if relationships {
+        state.world.builtwith_relationships(lookup, query.get("OFFSET").map(String::as_str))
     } else if version.starts_with("lists") {
         let tech = query.get("TECH").map(String::as_str).unwrap_or("");
         state.world.builtwith_list(tech, query.get("OFFSET").map(String::as_str))
     } else {
         state.world.builtwith_domain(lookup)
     };
-    respond(status, &body)
+    let mut response = respond(status, &body);
+    if relationships && status == 200 {
+        let credits = builtwith::relationships_credits(body.to_string().as_bytes());
+        response.headers_mut().insert(CREDITS_HEADER, credits.into());
+    }
+    response
 }
 
 async fn similarweb(

@@ -7,6 +7,8 @@
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Value, json};
 
+use crate::providers::builtwith;
+
 /// Deterministic 64-bit hash of the seed and any parts (FNV-1a, then a
 /// splitmix64 finalizer so nearby inputs land far apart).
 pub fn hash(seed: u64, parts: &[&str]) -> u64 {
@@ -675,9 +677,12 @@ impl World {
 }
 
 impl World {
-    /// BuiltWith Relationships API: some sites share an analytics id with regional
-    /// or sister sites.
-    pub fn builtwith_relationships(&self, lookup: &str) -> (u16, Value) {
+    /// BuiltWith Relationships API (`rv4`): some sites share an analytics id with
+    /// regional or sister sites; a few (1.5 %) share a tag-manager container with
+    /// hundreds of microsites, more than one page holds. Pages of at most 500
+    /// relationships: `results` (the total), `max_per_page`, `more_results` and
+    /// `next_skip`, the `OFFSET` of the next page.
+    pub fn builtwith_relationships(&self, lookup: &str, offset: Option<&str>) -> (u16, Value) {
         let s = self.seed;
         let d = lookup.trim().trim_start_matches("www.").to_ascii_lowercase();
         if unit(s, &[&d, "known"]) < 0.02 {
@@ -686,19 +691,56 @@ impl World {
                 json!({"Errors": [{"Lookup": null, "Message": "Domain not in our system", "Code": -10}], "Relationships": null}),
             );
         }
-        let label = d.split('.').next().unwrap_or(&d).to_string();
-        let count = (hash(s, &[&d, "related"]) % 4) as usize;
-        let matches: Vec<Value> = ["co.uk", "de", "fr", "com.au"]
-            .iter()
-            .take(count)
-            .map(|tld| json!({"Domain": format!("{label}.{tld}"), "First": 1_600_000_000_000_i64, "Last": 1_760_000_000_000_i64}))
-            .collect();
-        let identifiers = if matches.is_empty() {
-            json!([])
-        } else {
-            json!([{"Type": "ga", "Value": format!("UA-{}", hash(s, &[&d, "ga"]) % 9_999_999), "Matches": matches}])
+        let skip = match offset.map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(skip)) => skip,
+            Some(Err(_)) => {
+                return (
+                    400,
+                    json!({"Errors": [{"Lookup": d, "Message": "OFFSET must be a number", "Code": -4}], "Relationships": null}),
+                );
+            }
         };
-        (200, json!({"Relationships": [{"Domain": d, "Identifiers": identifiers}], "Errors": []}))
+        let label = d.split('.').next().unwrap_or(&d).to_string();
+        let ga = format!("UA-{}", hash(s, &[&d, "ga"]) % 9_999_999);
+        let gtm = format!("GTM-{:06X}", hash(s, &[&d, "gtm"]) % 0xFF_FFFF);
+        let mut all: Vec<(&str, &str, String)> = ["co.uk", "de", "fr", "com.au"]
+            .iter()
+            .take((hash(s, &[&d, "related"]) % 4) as usize)
+            .map(|tld| ("ga", ga.as_str(), format!("{label}.{tld}")))
+            .filter(|(_, _, site)| *site != d)
+            .collect();
+        if unit(s, &[&d, "network"]) < 0.015 {
+            let microsites = 501 + (hash(s, &[&d, "microsites"]) % 1_300) as usize;
+            all.extend((1..=microsites).map(|i| ("gtm", gtm.as_str(), format!("{label}-promo-{i}.com"))));
+        }
+        let per_page = builtwith::RELATIONSHIPS_PER_CREDIT;
+        let page = all.iter().skip(skip).take(per_page);
+        // One identifier entry per (type, value) on the page, its matches in order.
+        let mut identifiers: Vec<(&str, &str, Vec<Value>)> = Vec::new();
+        for (kind, value, domain) in page {
+            let m = json!({"Domain": domain, "First": 1_600_000_000_000_i64, "Last": 1_760_000_000_000_i64});
+            match identifiers.iter_mut().find(|(k, v, _)| k == kind && v == value) {
+                Some((_, _, matches)) => matches.push(m),
+                None => identifiers.push((kind, value, vec![m])),
+            }
+        }
+        let identifiers: Vec<Value> = identifiers
+            .into_iter()
+            .map(|(kind, value, matches)| json!({"Type": kind, "Value": value, "Matches": matches}))
+            .collect();
+        let next = skip + per_page;
+        (
+            200,
+            json!({
+                "Relationships": [{"Domain": d, "Identifiers": identifiers}],
+                "Errors": [],
+                "results": all.len(),
+                "max_per_page": per_page,
+                "more_results": next < all.len(),
+                "next_skip": if next < all.len() { next } else { 0 },
+            }),
+        )
     }
 
     /// BuiltWith Lists API: domains using a technology, 100 a page, `NextOffset` until "END".
@@ -882,9 +924,43 @@ mod tests {
     }
 
     #[test]
+    fn a_few_domains_have_relationships_on_several_pages_read_by_offset() {
+        use crate::providers::Answer;
+        let world = World::new(42, date("2026-11-20"));
+        let paged: Vec<String> = (0..2000)
+            .map(|i| format!("site-{i}.com"))
+            .filter(|d| world.builtwith_relationships(d, None).1["more_results"] == true)
+            .collect();
+        assert!((10..60).contains(&paged.len()), "{} of 2000 domains page", paged.len());
+        let domain = &paged[0];
+        let mut pages = Vec::new();
+        let mut offset: Option<String> = None;
+        loop {
+            let (status, body) = world.builtwith_relationships(domain, offset.as_deref());
+            assert_eq!(status, 200);
+            let text = body.to_string();
+            offset = builtwith::relationships_next_page(text.as_bytes()).unwrap();
+            pages.push(text);
+            if offset.is_none() {
+                break;
+            }
+        }
+        let total = world.builtwith_relationships(domain, None).1["results"].as_u64().unwrap() as usize;
+        assert_eq!(pages.len(), total.div_ceil(500));
+        let credits: u32 = pages.iter().map(|p| builtwith::relationships_credits(p.as_bytes())).sum();
+        assert_eq!(credits as usize, pages.len(), "one credit per page of at most 500");
+        let joined = crate::fetch::join_pages(pages.iter().map(|p| p.as_bytes()));
+        let Ok(Answer::Data(related)) = builtwith::parse_relationships(&joined) else { panic!() };
+        assert_eq!(related.len(), total, "every relationship of every page, once");
+        // Only the first page read: not the whole answer.
+        assert!(builtwith::parse_relationships(pages[0].as_bytes()).is_err());
+        assert_eq!(world.builtwith_relationships(domain, Some("x")).0, 400);
+    }
+
+    #[test]
     fn every_answer_of_the_world_reads_cleanly() {
         use crate::config::ProviderId;
-        use crate::providers::{Answer, builtwith, jobs, news, similarweb, yahoo};
+        use crate::providers::{Answer, jobs, news, similarweb, yahoo};
         for date in ["2026-01-31", "2026-11-20"] {
             let world = World::new(42, date.parse().unwrap());
             for i in 0..400 {
@@ -907,8 +983,10 @@ mod tests {
                 );
                 let (_, body) = world.similarweb(&domain, similarweb::TECHNOLOGIES_PATH, "world");
                 assert!(similarweb::parse_technologies(body.to_string().as_bytes()).is_ok(), "{domain}");
-                let (_, body) = world.builtwith_relationships(&domain);
-                assert!(builtwith::parse_relationships(body.to_string().as_bytes()).is_ok(), "{domain}");
+                // A first page that says more follow is not an answer yet (see the paging test).
+                let (_, body) = world.builtwith_relationships(&domain, None);
+                let whole = body["more_results"] != true;
+                assert_eq!(builtwith::parse_relationships(body.to_string().as_bytes()).is_ok(), whole, "{domain}");
                 let (_, body) = world.quote_summary(&format!("T{i}"), yahoo::MODULES);
                 assert!(yahoo::parse_quote_summary(body.to_string().as_bytes()).is_ok(), "T{i}");
                 for (host, path) in [(format!("news.{domain}"), "/feed.atom"), (domain.clone(), "/newsroom/rss.xml")] {

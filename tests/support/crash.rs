@@ -55,13 +55,15 @@ impl Provider {
         (store, pipeline)
     }
 
-    /// Paid answers (BuiltWith and SimilarWeb, HTTP 200) the bill holds.
+    /// Paid answers (BuiltWith and SimilarWeb, HTTP 200 billed at least a credit) the bill holds.
     pub fn paid(&self) -> usize {
         let text = std::fs::read_to_string(&self.bill).unwrap_or_default();
         text.lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a bill line is JSON"))
             .filter(|e| {
-                ["builtwith", "similarweb"].contains(&e["provider"].as_str().unwrap_or("")) && e["status"] == 200
+                ["builtwith", "similarweb"].contains(&e["provider"].as_str().unwrap_or(""))
+                    && e["status"] == 200
+                    && e["credits"].as_u64().unwrap_or(1) > 0
             })
             .count()
     }
@@ -73,7 +75,10 @@ impl Provider {
         for line in text.lines() {
             let entry: serde_json::Value = serde_json::from_str(line).expect("a bill line is JSON");
             let provider = entry["provider"].as_str().unwrap_or("");
-            if ["builtwith", "similarweb"].contains(&provider) && entry["status"] == 200 {
+            if ["builtwith", "similarweb"].contains(&provider)
+                && entry["status"] == 200
+                && entry["credits"].as_u64().unwrap_or(1) > 0
+            {
                 *paid.entry(entry["request"].as_str().unwrap_or("").to_string()).or_default() += 1;
             }
         }
