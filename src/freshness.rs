@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::modules::{Module, REGISTRY};
-use crate::store::table::{date_values, same_table, upgrade_batch};
+use crate::store::table::{conform, date_values, same_table, upgrade_batch};
 use crate::store::{Manifest, Store, StoreError};
 
 /// What the previous snapshot still covers.
@@ -85,10 +85,11 @@ pub async fn plan(
         let same =
             previous.file(table).and_then(|e| e.schema.as_deref()).is_some_and(|stored| same_table(stored, schema));
         if !same {
-            tracing::warn!(
-                table,
-                "stored table {table} is missing or has another schema: its modules are fetched again"
-            );
+            if previous.file(table).is_none() {
+                tracing::info!(table, "the stored snapshot has no table {table} (new in this build)");
+            } else {
+                tracing::warn!(table, "stored table {table} has another schema: its modules are fetched again");
+            }
             unusable.insert(table);
         }
     }
@@ -138,6 +139,13 @@ pub async fn carried_rows(
 ) -> Result<(), StoreError> {
     let Some(entry) = carry.from.as_ref().and_then(|m| m.file(table)) else { return Ok(()) };
     let writers: Vec<&Module> = REGISTRY.iter().copied().filter(|m| m.tables.contains(&table)).collect();
+    // This build's columns of the table: a stored file written before a column was added gets it.
+    let schema = crate::modules::Tables::default()
+        .batches(0, snapshot_id)
+        .map_err(|e| StoreError::Encode(e.to_string()))?
+        .into_iter()
+        .find(|(name, _)| *name == table)
+        .map(|(_, batch)| batch.schema());
     let local = store.local_copy(&entry.path).await?;
     let file = std::fs::File::open(local.path())
         .map_err(|e| StoreError::Cache { path: local.path().to_path_buf(), source: e })?;
@@ -148,6 +156,10 @@ pub async fn carried_rows(
         let batch = batch.map_err(|e| StoreError::Encode(format!("reading {}: {e}", entry.path)))?;
         // Rows an earlier build stored keep their values in this build's types.
         let batch = upgrade_batch(batch)?;
+        let batch = match &schema {
+            Some(schema) => conform(batch, schema)?,
+            None => batch,
+        };
         let Some(domains) = column(&batch, "domain") else { continue };
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| {
@@ -180,4 +192,86 @@ pub async fn carried_rows(
         emit(kept)?;
     }
     Ok(())
+}
+
+/// Each domain's last full BuiltWith lookup before this run — m01 answered with data,
+/// as the carried-from snapshot's `fetches` dates it — and the signature the free
+/// pre-check gave that night (from the `builtwith_free` table of the snapshot of that
+/// date; none when it was not checked then).
+pub async fn last_lookups(
+    store: &Store,
+    previous: &[Manifest],
+    carry: &Carry,
+) -> Result<std::collections::HashMap<String, crate::modules::precheck::LastLookup>, StoreError> {
+    use crate::modules::precheck::LastLookup;
+    let mut lookups = std::collections::HashMap::new();
+    let Some(file) = carry.from.as_ref().and_then(|m| m.file("fetches")) else { return Ok(lookups) };
+    let checked: Vec<&str> = crate::modules::precheck::MODULE.checks().map(|m| m.id).take(1).collect();
+    for batch in read_batches(store.get(&file.path).await?)? {
+        let (Some(modules), Some(domains), Some(outcomes), Some(dates)) = (
+            column(&batch, "module"),
+            column(&batch, "domain"),
+            column(&batch, "outcome"),
+            date_values(&batch, "fetched_on"),
+        ) else {
+            return Ok(lookups);
+        };
+        for (i, on) in dates.into_iter().enumerate() {
+            if let Some(on) = on
+                && checked.contains(&modules.value(i))
+                && outcomes.value(i) == "ok"
+            {
+                lookups.insert(domains.value(i).to_string(), LastLookup { on, signature: None });
+            }
+        }
+    }
+    // The check of each lookup night, from that night's snapshot.
+    let nights: BTreeSet<chrono::NaiveDate> = lookups.values().map(|l| l.on).collect();
+    for night in nights {
+        let date = night.format("%Y-%m-%d").to_string();
+        let Some(file) = previous.iter().rev().find(|m| m.date == date).and_then(|m| m.file("builtwith_free")) else {
+            continue;
+        };
+        for batch in read_batches(store.get(&file.path).await?)? {
+            let (Some(domains), Some(signatures)) = (column(&batch, "domain"), column(&batch, "signature")) else {
+                continue;
+            };
+            for i in 0..batch.num_rows() {
+                if let Some(lookup) = lookups.get_mut(domains.value(i))
+                    && lookup.on == night
+                    && !signatures.is_null(i)
+                {
+                    lookup.signature = Some(signatures.value(i).to_string());
+                }
+            }
+        }
+    }
+    Ok(lookups)
+}
+
+/// Domains whose free pre-check (m00, carried while fresh) kept their last full lookup:
+/// the modules it checks stay carried until the check is due again. Domains whose
+/// checked modules the carry already covers are left out.
+pub async fn kept_by_precheck(store: &Store, carry: &Carry) -> Result<BTreeSet<String>, StoreError> {
+    let precheck = &crate::modules::precheck::MODULE;
+    let mut kept = BTreeSet::new();
+    let Some(file) = carry.from.as_ref().and_then(|m| m.file("builtwith_free")) else { return Ok(kept) };
+    if carry.fresh.get(precheck.id).is_none_or(BTreeSet::is_empty) {
+        return Ok(kept);
+    }
+    for batch in read_batches(store.get(&file.path).await?)? {
+        let (Some(domains), Some(verdicts)) = (column(&batch, "domain"), column(&batch, "verdict")) else {
+            return Ok(kept);
+        };
+        for i in 0..batch.num_rows() {
+            let domain = domains.value(i);
+            if verdicts.value(i) == crate::modules::precheck::UNCHANGED
+                && carry.is_fresh(precheck.id, domain)
+                && precheck.checks().all(|m| !carry.is_fresh(m.id, domain))
+            {
+                kept.insert(domain.to_string());
+            }
+        }
+    }
+    Ok(kept)
 }

@@ -111,6 +111,18 @@ pub struct Plan {
     pub from_snapshot: Option<String>,
     pub rows: Vec<PlanRow>,
     pub budgets: Vec<BudgetLine>,
+    pub precheck: Option<PrecheckEstimate>,
+}
+
+/// What BuiltWith's free pre-check is expected to spare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrecheckEstimate {
+    /// Domains whose last lookup an earlier check keeps: no call at all.
+    pub kept: u64,
+    /// The checks in force in the latest snapshot, and how many spared the paid lookup
+    /// (BuiltWith did not know the domain, or its groups were unchanged).
+    pub checks_before: u64,
+    pub spared_before: u64,
 }
 
 impl Plan {
@@ -142,6 +154,10 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
     let carry = prepared.carry(selection.date).await?;
     let mut expected = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
     let mut unbounded = Planner::new("plan", prepared.context(selection.date, 0), &prepared.book, &carry);
+    expected.load_precheck(&prepared.store, &prepared.previous).await?;
+    unbounded.load_precheck(&prepared.store, &prepared.previous).await?;
+    let in_work: BTreeSet<&str> = work.iter().map(|t| t.domain.as_str()).collect();
+    let kept = expected.prechecked.keys().filter(|d| in_work.contains(d.as_str())).count() as u64;
     let mut counts: BTreeMap<(ProviderId, &'static str), (u64, u64)> = BTreeMap::new();
     // Calls of endpoints that page, by domain: (expected, at most).
     let mut paged: BTreeMap<(ProviderId, &'static str), PagedDomains> = BTreeMap::new();
@@ -219,7 +235,31 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
             }
         })
         .collect();
+    let precheck = match prepared.pipeline.pipeline.precheck.enabled {
+        false => None,
+        true => {
+            let (checks_before, spared_before) = match latest.and_then(|m| m.file("builtwith_free")) {
+                None => (0, 0),
+                Some(file) => {
+                    let frame =
+                        transform::read_parquet(prepared.store.get(&file.path).await?, &["verdict"])?.collect()?;
+                    let verdicts = frame.column("verdict")?.str()?;
+                    let spared = (0..verdicts.len())
+                        .filter(|i| {
+                            matches!(
+                                verdicts.get(*i),
+                                Some(modules::precheck::UNKNOWN) | Some(modules::precheck::UNCHANGED)
+                            )
+                        })
+                        .count();
+                    (verdicts.len() as u64, spared as u64)
+                }
+            };
+            Some(PrecheckEstimate { kept, checks_before, spared_before })
+        }
+    };
     Ok(Plan {
+        precheck,
         date: prepared.date.clone(),
         targets: work.len(),
         simulated: prepared.simulated(),
@@ -262,6 +302,27 @@ pub fn render(plan: &Plan) -> String {
     let at_most: u64 = plan.rows.iter().map(|r| r.at_most).sum();
     let cost: f64 = plan.rows.iter().map(|r| r.cost_usd).sum();
     out.push_str(&format!("{:<14} {:<24} {:>8} {:>8} {:>10.2}\n", "total", "", plan.calls(), at_most, cost));
+    if let Some(p) = &plan.precheck {
+        let checks = plan
+            .rows
+            .iter()
+            .find(|r| r.provider == ProviderId::BuiltWith && r.endpoint == crate::providers::builtwith::ENDPOINT_FREE)
+            .map_or(0, |r| r.calls);
+        out.push_str(&format!(
+            "\nbuiltwith free pre-check: {checks} domains checked before their paid lookup (no charge, 1 request/s); \
+             {} keep their last lookup from an earlier check (no call)",
+            p.kept
+        ));
+        if p.checks_before > 0 {
+            out.push_str(&format!(
+                "; in the latest snapshot {} of {} checks ({:.0} %) spared the paid lookup",
+                p.spared_before,
+                p.checks_before,
+                100.0 * p.spared_before as f64 / p.checks_before as f64
+            ));
+        }
+        out.push('\n');
+    }
     for r in &plan.rows {
         let Some(paged) = &r.paged else { continue };
         out.push_str(&format!(

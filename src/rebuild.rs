@@ -206,7 +206,14 @@ async fn rebuild_locked(
     let date = &original.date;
     let fetched_at_ms =
         chrono::DateTime::parse_from_rfc3339(&original.created_at).map(|t| t.timestamp_millis()).unwrap_or(0);
-    let context = prepared.context(date.parse()?, fetched_at_ms);
+    let mut context = prepared.context(date.parse()?, fetched_at_ms);
+    // The free pre-check's verdicts as the run that fetched them made them: against the
+    // lookups the snapshot before it knew.
+    let before = crate::freshness::Carry {
+        from: prepared.previous.iter().rev().find(|m| m.date < *date).cloned(),
+        ..Default::default()
+    };
+    context.precheck.lookups = crate::freshness::last_lookups(store, &prepared.previous, &before).await?;
     let in_snapshot: BTreeSet<&str> = bodies.keys().map(|(_, _, d)| d.as_str()).collect();
     let work: Vec<_> = prepared.work().into_iter().filter(|t| in_snapshot.contains(t.domain.as_str())).collect();
 

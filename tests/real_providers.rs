@@ -30,22 +30,23 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(3), "a partial run exits 3\n{}", store.explain(&["run"], &out));
     assert!(stderr.contains("providers: real"), "{stderr}");
-    // 40 lookups failed or not made, and 40 relationship lookups that depend on them.
-    assert!(stdout.contains("partial") && stdout.contains("builtwith 80"), "{stdout}");
+    // 40 free pre-checks failed or not made, then 40 lookups and 40 relationship lookups.
+    assert!(stdout.contains("partial") && stdout.contains("builtwith 120"), "{stdout}");
 
     let manifests = store.manifests();
     assert_eq!(manifests[0].1["status"], "partial");
     // BuiltWith answered 403 "Invalid API key": the calls in flight failed, the provider
     // stopped (no more calls with a refused key), and what depends on it was skipped.
     let outcomes = store.query(
-        "SELECT provider, outcome, http_status, count(*) AS n, sum(cost_usd) AS cost FROM api_calls GROUP BY ALL ORDER BY 1, 2",
+        "SELECT provider, endpoint, outcome, http_status, count(*) AS n, sum(cost_usd) AS cost FROM api_calls GROUP BY ALL ORDER BY 1, 2, 3",
     );
     let summary: Vec<String> = outcomes
         .iter()
         .map(|r| {
             format!(
-                "{} {} {} {}",
+                "{} {} {} {} {}",
                 r["provider"].as_str().unwrap(),
+                r["endpoint"].as_str().unwrap(),
                 r["outcome"].as_str().unwrap(),
                 r["http_status"],
                 r["n"]
@@ -59,10 +60,17 @@ async fn a_wrong_key_makes_a_partial_run_and_never_leaks() {
             .map(|r| r["n"].as_i64().unwrap())
             .sum()
     };
+    // The free pre-check meets the refused key first: the checks in flight fail, the rest
+    // and every paid lookup after them are not made.
     let (failed, stopped) = (count("builtwith", "failed"), count("builtwith", "skipped_auth"));
-    assert_eq!(failed + stopped, 40, "{summary:?}");
+    assert_eq!(failed + stopped, 80, "the checks and the lookups: {summary:?}");
     assert!((1..=16).contains(&failed), "at most the calls in flight went out: {summary:?}");
-    assert!(stopped > 0, "{summary:?}");
+    let lookups_not_made = outcomes
+        .iter()
+        .filter(|r| r["endpoint"] == "domain" && r["outcome"] == "skipped_auth")
+        .map(|r| r["n"].as_i64().unwrap())
+        .sum::<i64>();
+    assert_eq!(lookups_not_made, 40, "{summary:?}");
     // Traffic, sources and competitors (6 calls a domain) need the company context…
     assert_eq!(count("similarweb", "skipped_dependency"), 240, "{summary:?}");
     // …but SimilarWeb's technologies stand in for BuiltWith's tech stack.

@@ -80,6 +80,37 @@ pub struct Pipeline {
     /// fetched on every run.
     #[serde(default)]
     pub freshness: BTreeMap<String, u32>,
+    /// BuiltWith's free pre-check before a paid Domain lookup.
+    #[serde(default)]
+    pub precheck: PrecheckSettings,
+}
+
+/// Before a paid BuiltWith Domain lookup, ask the Free API (`free1`: technology group
+/// counts, live and dead; no charge) whether it is worth paying for: a domain BuiltWith
+/// does not know is not looked up, and one whose groups that matter are as they were at
+/// its last full lookup, younger than `max_age_days`, keeps that lookup's results.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrecheckSettings {
+    pub enabled: bool,
+    /// Also before the first lookup of a domain (new book rows, discovery candidates).
+    pub new_domains: bool,
+    /// A full lookup older than this is made again whatever the free API says.
+    pub max_age_days: u32,
+    /// The technology groups whose live and dead counts must be unchanged (BuiltWith's
+    /// group names, e.g. `cms`, `shop`, `widgets`).
+    pub groups: Vec<String>,
+}
+
+impl Default for PrecheckSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            new_domains: true,
+            max_age_days: 28,
+            groups: ["cms", "shop", "widgets"].map(String::from).to_vec(),
+        }
+    }
 }
 
 /// Which job titles are hiring signals: phrases matched case-insensitively on word
@@ -210,6 +241,10 @@ pub struct ProviderSettings {
     pub options: BTreeMap<String, String>,
     #[serde(default)]
     pub rate: RateSettings,
+    /// Endpoints with a rate limit of their own, outside the provider's (BuiltWith's
+    /// Free API: 1 request/s), by endpoint name.
+    #[serde(default)]
+    pub endpoint_rates: BTreeMap<String, RateSettings>,
     #[serde(default)]
     pub retry: RetrySettings,
     #[serde(default)]
@@ -305,6 +340,7 @@ impl Default for ProviderSettings {
             costs: BTreeMap::new(),
             options: BTreeMap::new(),
             rate: RateSettings::default(),
+            endpoint_rates: BTreeMap::new(),
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
             budget: BudgetSettings::default(),

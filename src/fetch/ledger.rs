@@ -28,6 +28,9 @@ pub enum Outcome {
     SkippedCircuit,
     /// Not made: the provider refused the key earlier in the run.
     SkippedAuth,
+    /// Not made: a free pre-check showed it would tell nothing new (BuiltWith does not
+    /// know the domain, or its last lookup still holds).
+    SkippedPrecheck,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Self::SkippedQuota => "skipped_quota",
             Self::SkippedCircuit => "skipped_circuit",
             Self::SkippedAuth => "skipped_auth",
+            Self::SkippedPrecheck => "skipped_precheck",
         }
     }
 
@@ -55,12 +59,13 @@ impl Outcome {
                 | Self::SkippedQuota
                 | Self::SkippedCircuit
                 | Self::SkippedAuth
+                | Self::SkippedPrecheck
         )
     }
 
     /// Whether the domain's module is missing because of this call (not a fact about the domain).
     pub fn is_failure(self) -> bool {
-        !matches!(self, Self::Ok | Self::NoData | Self::Retried)
+        !matches!(self, Self::Ok | Self::NoData | Self::Retried | Self::SkippedPrecheck)
     }
 }
 

@@ -316,6 +316,8 @@ struct Lane {
     /// Its own client: connect timeout and connection pool per provider.
     http: reqwest::Client,
     limiter: RateLimiter,
+    /// Endpoints paced on their own (BuiltWith's Free API), by endpoint name.
+    endpoint_limiters: std::collections::BTreeMap<String, RateLimiter>,
     breaker: CircuitBreaker,
     stopped: Mutex<Option<(Outcome, String)>>,
     session: Option<session::Session>,
@@ -419,6 +421,12 @@ impl Fetcher {
             let used = used_today.get(&endpoint.provider).copied().unwrap_or(0);
             lanes.push(Lane {
                 limiter: RateLimiter::new(&endpoint.settings.rate, used),
+                endpoint_limiters: endpoint
+                    .settings
+                    .endpoint_rates
+                    .iter()
+                    .map(|(name, rate)| (name.clone(), RateLimiter::new(rate, 0)))
+                    .collect(),
                 breaker: CircuitBreaker::new(endpoint.settings.breaker.clone()),
                 stopped: Mutex::new(None),
                 session: endpoint.session.clone().map(session::Session::new),
@@ -519,6 +527,8 @@ impl Fetcher {
             return (Exchange { attempts: Vec::new(), ending }, None);
         };
         let settings = &lane.endpoint.settings;
+        // An endpoint with a rate of its own is paced by it alone.
+        let limiter = lane.endpoint_limiters.get(call.endpoint).unwrap_or(&lane.limiter);
         let cost = settings.cost(call.endpoint);
         let jitter_key = format!("{}/{}/{}", call.provider.name(), call.endpoint, call.domain);
         let mut attempts: Vec<Attempt> = Vec::new();
@@ -551,7 +561,7 @@ impl Fetcher {
                 None => None,
                 Some(session) => {
                     let pace = || async {
-                        match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
+                        match self.wait_unless_stopped(limiter.acquire(self.clock.as_ref())).await {
                             None => Err(session::Failure::Stopped),
                             Some(Err(quota)) => {
                                 Err(session::Failure::Quota(format!("daily quota of {} calls used up", quota.per_day)))
@@ -614,7 +624,7 @@ impl Fetcher {
                 }
             };
             // The quota refuses every call past it; calls that already hold a place still go.
-            match self.wait_unless_stopped(lane.limiter.acquire(self.clock.as_ref())).await {
+            match self.wait_unless_stopped(limiter.acquire(self.clock.as_ref())).await {
                 None => return stopped(attempts),
                 Some(Err(quota)) => {
                     let reason = format!("daily quota of {} calls used up", quota.per_day);
@@ -625,7 +635,7 @@ impl Fetcher {
             let reservation = match self.budget.reserve(call.provider, cost) {
                 Ok(r) => r,
                 Err(over) => {
-                    lane.limiter.give_back();
+                    limiter.give_back();
                     return skipped(Outcome::SkippedBudget, over.to_string(), attempts);
                 }
             };
@@ -633,17 +643,17 @@ impl Fetcher {
             // stopped the provider or opened its circuit while this one waited.
             let Some(slot) = self.wait_unless_stopped(self.slots.acquire()).await else {
                 self.budget.release(reservation);
-                lane.limiter.give_back();
+                limiter.give_back();
                 return stopped(attempts);
             };
             if let Some((outcome, reason)) = lane.stopped() {
                 self.budget.release(reservation);
-                lane.limiter.give_back();
+                limiter.give_back();
                 return skipped(outcome, reason, attempts);
             }
             if !lane.breaker.admit(self.clock.as_ref()) {
                 self.budget.release(reservation);
-                lane.limiter.give_back();
+                limiter.give_back();
                 let reason = format!("circuit open after {} consecutive failures", settings.breaker.failures_to_open);
                 return skipped(Outcome::SkippedCircuit, reason, attempts);
             }

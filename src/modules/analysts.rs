@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::YahooFinance,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["analyst_recommendations"],
     calls: super::financials::calls,
     normalize,

@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::BuiltWith,
     depends_on: &[],
     fallback_for: None,
+    checked_by: Some(super::precheck::MODULE.id),
     tables: &["company"],
     calls: domain_lookup,
     normalize,

@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::SimilarWeb,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["competitors"],
     calls,
     normalize,

@@ -15,6 +15,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::YahooFinance,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["financials", "financial_history", "executives"],
     calls,
     normalize,

@@ -15,6 +15,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::Greenhouse,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["hiring", "job_postings"],
     calls,
     normalize,

@@ -13,6 +13,7 @@ mod competitors;
 mod financials;
 mod hiring;
 mod news;
+pub mod precheck;
 mod related;
 mod stock;
 pub mod tables;
@@ -68,6 +69,8 @@ pub struct Context {
     pub snapshot_id: String,
     /// The run's date: what `fetches.fetched_on` records.
     pub run_date: chrono::NaiveDate,
+    /// BuiltWith's free pre-check (m00): its settings and each domain's last full lookup.
+    pub precheck: precheck::Precheck,
 }
 
 pub struct Module {
@@ -78,6 +81,9 @@ pub struct Module {
     /// A module this one stands in for: it runs for a domain only when that module
     /// failed there (and is ordered after it).
     pub fallback_for: Option<&'static str>,
+    /// A free pre-check that runs before this module (in an earlier wave) and may spare
+    /// its paid call; should the check fail, the call is made.
+    pub checked_by: Option<&'static str>,
     /// The tables its rows go to (carried forward with it when it is fresh).
     pub tables: &'static [&'static str],
     /// The calls this module needs for a subject; empty when it does not apply
@@ -95,6 +101,7 @@ impl std::fmt::Debug for Module {
 
 /// Every module this build knows, in no particular order.
 pub const REGISTRY: &[&Module] = &[
+    &precheck::MODULE,
     &company::MODULE,
     &tech_stack::MODULE,
     &tech_fallback::MODULE,
@@ -119,9 +126,15 @@ pub enum ModuleError {
 }
 
 impl Module {
-    /// Everything that must run before this module: its dependencies and the module it stands in for.
+    /// Everything that must run before this module: its dependencies, the module it
+    /// stands in for, and its pre-check.
     pub fn after(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.depends_on.iter().copied().chain(self.fallback_for)
+        self.depends_on.iter().copied().chain(self.fallback_for).chain(self.checked_by)
+    }
+
+    /// The modules whose paid calls this one checks first (m00: m01 and m02).
+    pub fn checks(&self) -> impl Iterator<Item = &'static Module> + '_ {
+        REGISTRY.iter().copied().filter(|m| m.checked_by == Some(self.id))
     }
 }
 
@@ -184,6 +197,7 @@ pub enum Parsed {
     SimilarSites(Answer<Vec<providers::similarweb::SimilarSite>>),
     Related(Answer<Vec<providers::builtwith::Related>>),
     Technologies(Answer<providers::similarweb::Technographics>),
+    Free(Answer<providers::builtwith::FreeProfile>),
 }
 
 /// Reads a reply. `Err` carries the ledger outcome and a message for the ledger.
@@ -195,6 +209,9 @@ pub fn parse(context: &Context, call: &Call, reply: &Reply) -> Result<Parsed, (O
     let parsed = match (call.provider, call.endpoint) {
         (ProviderId::BuiltWith, providers::builtwith::ENDPOINT_RELATIONSHIPS) => {
             providers::builtwith::parse_relationships(&reply.body).map(Parsed::Related)
+        }
+        (ProviderId::BuiltWith, providers::builtwith::ENDPOINT_FREE) => {
+            providers::builtwith::parse_free(&reply.body).map(Parsed::Free)
         }
         (ProviderId::BuiltWith, _) => {
             providers::builtwith::parse_domain(&reply.body, context.detection.live_within_days).map(Parsed::BuiltWith)
@@ -245,6 +262,7 @@ pub fn is_no_data(parsed: &Parsed) -> bool {
             | Parsed::SimilarSites(Answer::NoData(_))
             | Parsed::Related(Answer::NoData(_))
             | Parsed::Technologies(Answer::NoData(_))
+            | Parsed::Free(Answer::NoData(_))
     )
 }
 
@@ -265,6 +283,7 @@ mod tests {
             provider: ProviderId::BuiltWith,
             depends_on,
             fallback_for: None,
+            checked_by: None,
             tables: &[],
             calls: |_, _| Vec::new(),
             normalize: |_, _, _, _| {},
@@ -277,7 +296,11 @@ mod tests {
         let ids: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|m| m.id).collect()).collect();
         assert_eq!(
             ids,
-            [vec!["m01", "m02"], vec!["m02sw", "m03", "m04", "m05", "m06", "m07", "m08", "m09", "m10", "m11", "m12"]]
+            [
+                vec!["m00"],
+                vec!["m01", "m02"],
+                vec!["m02sw", "m03", "m04", "m05", "m06", "m07", "m08", "m09", "m10", "m11", "m12"]
+            ]
         );
     }
 

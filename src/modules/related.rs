@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::BuiltWith,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["related_domains"],
     calls,
     normalize,

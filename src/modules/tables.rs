@@ -175,6 +175,25 @@ pub struct RelatedRow {
     pub identifier: String,
 }
 
+/// What BuiltWith's Free API said of a domain before its paid lookup (m00), and what
+/// the run made of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreeCheckRow {
+    pub domain: String,
+    /// Whether BuiltWith knows the domain at all.
+    pub known: bool,
+    /// The groups that matter, `cms 1/0; shop 0/0; widgets 2/1` (live/dead counts).
+    pub signature: Option<String>,
+    /// The same at the last full lookup, when it was checked then.
+    pub signature_at_lookup: Option<String>,
+    /// The date of the last full (paid) lookup.
+    pub looked_up_on: Option<chrono::NaiveDate>,
+    /// `unknown` (not looked up: BuiltWith does not know the domain), `unchanged` (the
+    /// last lookup's results kept), or why the paid lookup is made: `new`, `changed`,
+    /// `expired` (the last lookup is too old), `unsigned` (no check at the last lookup).
+    pub verdict: &'static str,
+}
+
 /// A (module, domain) that was fetched and read: the record freshness is judged by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchRow {
@@ -219,6 +238,7 @@ pub struct Tables {
     pub related_domains: Vec<RelatedRow>,
     pub executive_quotes: Vec<QuoteRow>,
     pub trigger_events: Vec<TriggerRow>,
+    pub builtwith_free: Vec<FreeCheckRow>,
     pub fetches: Vec<FetchRow>,
     pub raw: Vec<RawRow>,
 }
@@ -431,6 +451,19 @@ impl Tables {
             "builtwith",
         )
         .finish()?;
+        let fc = &self.builtwith_free;
+        let builtwith_free = stamp(
+            TableBuilder::new()
+                .text("domain", fc.iter().map(|r| Some(&r.domain)))
+                .boolean("known", fc.iter().map(|r| Some(r.known)))
+                .text("signature", fc.iter().map(|r| r.signature.as_ref()))
+                .text("signature_at_lookup", fc.iter().map(|r| r.signature_at_lookup.as_ref()))
+                .date("looked_up_on", fc.iter().map(|r| r.looked_up_on))
+                .text("verdict", fc.iter().map(|r| Some(r.verdict))),
+            fc.len(),
+            "builtwith",
+        )
+        .finish()?;
         let q = &self.executive_quotes;
         let executive_quotes = stamp(
             TableBuilder::new()
@@ -495,6 +528,7 @@ impl Tables {
             ("related_domains", related_domains),
             ("executive_quotes", executive_quotes),
             ("trigger_events", trigger_events),
+            ("builtwith_free", builtwith_free),
             ("fetches", fetches),
             ("raw_responses", raw),
         ])

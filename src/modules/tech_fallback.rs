@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::SimilarWeb,
     depends_on: &[],
     fallback_for: Some("m02"),
+    checked_by: None,
     tables: &["tech_stack", "tech_spend"],
     calls,
     normalize,

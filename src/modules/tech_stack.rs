@@ -16,6 +16,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::BuiltWith,
     depends_on: &[],
     fallback_for: None,
+    checked_by: Some(super::precheck::MODULE.id),
     tables: &["tech_stack", "tech_spend"],
     calls: super::company::domain_lookup,
     normalize,

@@ -13,6 +13,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::SimilarWeb,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["traffic"],
     calls,
     normalize,

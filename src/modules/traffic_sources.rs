@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     provider: ProviderId::SimilarWeb,
     depends_on: &["m01"],
     fallback_for: None,
+    checked_by: None,
     tables: &["traffic_sources"],
     calls,
     normalize,

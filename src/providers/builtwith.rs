@@ -27,6 +27,84 @@ pub fn domain_request(api_version: &str, domain: &str) -> (String, Vec<(&'static
 /// The query parameter that carries the API key.
 pub const KEY_PARAM: &str = "KEY";
 
+/// The Free API (`free1`): technology group counts for a domain, live and dead; no
+/// charge, 1 request/s.
+pub const ENDPOINT_FREE: &str = "free";
+
+/// Path and query (without the key) of a Free API lookup.
+pub fn free_request(domain: &str) -> (String, Vec<(&'static str, String)>) {
+    ("/free1/api.json".to_string(), vec![("LOOKUP", domain.to_string())])
+}
+
+/// One technology group of a Free API answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreeGroup {
+    pub name: String,
+    /// Technologies of the group live on the site, and no longer there.
+    pub live: u64,
+    pub dead: u64,
+}
+
+/// What the Free API knows of a domain: its technology groups (any it indexes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreeProfile {
+    pub groups: Vec<FreeGroup>,
+    /// When BuiltWith last indexed the domain (epoch seconds).
+    pub last_indexed: Option<i64>,
+}
+
+impl FreeProfile {
+    /// The live and dead counts of `groups` (absent groups count zero), as one text:
+    /// `cms 1/0; shop 0/0; widgets 2/1`. Equal texts: nothing changed in those groups.
+    pub fn signature(&self, groups: &[String]) -> String {
+        let mut names: Vec<&String> = groups.iter().collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let (live, dead) = self
+                    .groups
+                    .iter()
+                    .filter(|g| g.name.eq_ignore_ascii_case(name))
+                    .fold((0, 0), |(l, d), g| (l + g.live, d + g.dead));
+                format!("{name} {live}/{dead}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Free API: `{"domain", "first", "last", "groups": [{"name", "live", "dead", "latest",
+/// "oldest", "categories": [...]}]}`. A domain BuiltWith does not know (an error saying
+/// so, or no group and no indexing date) is no data: a paid lookup would find nothing.
+pub fn parse_free(body: &[u8]) -> Result<Answer<FreeProfile>, ProviderError> {
+    let json = parse_json(body)?;
+    if let Some(first) = json.get("Errors").and_then(Value::as_array).and_then(|e| e.first()) {
+        let message = text(first.get("Message")).unwrap_or_else(|| "unknown error".into());
+        if message.to_ascii_lowercase().contains("not in our system") {
+            return Ok(Answer::NoData(message));
+        }
+        return Err(ProviderError::Api { code: first.get("Code").map(|c| c.to_string()).unwrap_or_default(), message });
+    }
+    let count = |group: &Value, key: &str| group.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let groups: Vec<FreeGroup> = json
+        .get("groups")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("no groups array".into()))?
+        .iter()
+        .filter_map(|g| {
+            let name = text(g.get("name"))?;
+            Some(FreeGroup { name, live: count(g, "live"), dead: count(g, "dead") })
+        })
+        .collect();
+    let last_indexed = json.get("last").and_then(Value::as_i64).filter(|t| *t > 0);
+    if groups.is_empty() && last_indexed.is_none() {
+        return Ok(Answer::NoData("BuiltWith indexes no technology for the domain".into()));
+    }
+    Ok(Answer::Data(FreeProfile { groups, last_indexed }))
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CompanyMeta {
     pub company_name: Option<String>,
@@ -482,6 +560,23 @@ mod tests {
         assert_eq!(got, [("shop.co.uk", "ga"), ("shop.de", "gtm")]);
         let none = br#"{"Errors":[{"Message":"Domain not in our system","Code":-10}],"Relationships":null}"#;
         assert!(matches!(parse_relationships(none), Ok(Answer::NoData(_))));
+    }
+
+    #[test]
+    fn the_free_api_tells_known_from_unknown_and_signs_the_groups_that_matter() {
+        let body = br#"{"domain":"shop.com","first":1294059600,"last":1501282800,"groups":[
+            {"name":"cms","live":1,"dead":0,"latest":1,"oldest":1,"categories":[]},
+            {"name":"widgets","live":2,"dead":1,"categories":[{"name":"site-search","live":1,"dead":1}]},
+            {"name":"analytics","live":5,"dead":3}]}"#;
+        let Answer::Data(profile) = parse_free(body).unwrap() else { panic!() };
+        let groups: Vec<String> = ["widgets", "shop", "cms"].map(String::from).to_vec();
+        assert_eq!(profile.signature(&groups), "cms 1/0; shop 0/0; widgets 2/1");
+        assert_eq!(profile.last_indexed, Some(1501282800));
+        let unknown = br#"{"domain":"nowhere.example","first":0,"last":0,"groups":[]}"#;
+        assert!(matches!(parse_free(unknown), Ok(Answer::NoData(_))));
+        let error = br#"{"Errors":[{"Message":"Domain not in our system","Code":-10}]}"#;
+        assert!(matches!(parse_free(error), Ok(Answer::NoData(_))));
+        assert!(matches!(parse_free(br#"{"domain":"x.com"}"#), Err(ProviderError::Malformed(_))));
     }
 
     #[test]

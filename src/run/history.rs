@@ -171,13 +171,15 @@ pub async fn ledger_use(store: &Store, manifest: &Manifest) -> anyhow::Result<Le
                 let skipped_after_errors =
                     o.starts_with("skipped") && same_call(i) && outcome.value(i - 1) == "retried";
                 let failed = matches!(o, "failed" | "invalid") || skipped_after_errors;
-                let skipped = o.starts_with("skipped") && !skipped_after_errors;
+                // A call the free pre-check spared is a module done (it holds no data), not skipped.
+                let spared = o == crate::fetch::Outcome::SkippedPrecheck.as_str();
+                let skipped = o.starts_with("skipped") && !spared && !skipped_after_errors;
                 for module in modules.value(i).split(',').filter(|m| !m.is_empty()) {
                     if failed {
                         *failed_modules.entry(module.to_string()).or_default() += 1;
                     } else if skipped {
                         *skipped_modules.entry(module.to_string()).or_default() += 1;
-                    } else if matches!(o, "ok" | "no_data") {
+                    } else if matches!(o, "ok" | "no_data") || spared {
                         completed.insert(module.to_string());
                     }
                 }

@@ -530,6 +530,7 @@ async fn refresh(
         tracing::info!(pairs = carry.pairs(), from = %from.snapshot_id, "carrying fresh module results forward");
     }
     let mut planner = Planner::new(run_id, context, book, &carry);
+    planner.load_precheck(store, &prepared.previous).await?;
     // Fresh tech stacks that run Algolia: those domains get no calls at all.
     planner.not_targets.extend(waves::carried_algolia(store, &carry, &date).await?);
     // The stage takes every table in the manifest's order, the rows still fresh first.
@@ -541,6 +542,7 @@ async fn refresh(
     stage.append("api_calls", ledger_batch(&[], &date)?)?;
     let writer = journal.writer()?;
     let mut refresh = waves::Refresh::new(planner, fetcher, stage);
+    let mut kept_pairs = carry_kept(store, &carry, &mut refresh, &date).await?;
     for (w, wave) in waves.iter().enumerate() {
         let wave_started = Instant::now();
         let ids: Vec<&str> = wave.iter().map(|m| m.id).collect();
@@ -559,6 +561,7 @@ async fn refresh(
             }
         }
         refresh.run_wave(wave, &work, journal, &writer).await?;
+        kept_pairs += carry_kept(store, &carry, &mut refresh, &date).await?;
         tracing::info!(wave = w + 1, seconds = wave_started.elapsed().as_secs_f64(), "wave done");
     }
     let circuits = refresh
@@ -579,7 +582,7 @@ async fn refresh(
         excluded_customers: prepared.excluded_customers as u64,
         excluded_algolia: not_targets.len() as u64,
         rejected_rows: book.rejected.len() as u64,
-        carried_forward: carry.pairs() as u64,
+        carried_forward: (carry.pairs() + kept_pairs) as u64,
         calls: totals.calls,
         // + 0.0 turns a rounded -0.0 into 0.0.
         spend_usd: (totals.spend_usd * 100.0).round() / 100.0 + 0.0,
@@ -609,6 +612,31 @@ async fn refresh(
 }
 
 /// The `fetched_at` of everything a run fetches: when it started.
+/// Carries into the stage the rows of the modules the free pre-check spared since the
+/// last call (their last full lookup kept), and learns which of them run Algolia.
+/// Returns the (module, domain) pairs carried.
+async fn carry_kept(
+    store: &Store,
+    carry: &freshness::Carry,
+    refresh: &mut waves::Refresh<'_>,
+    date: &str,
+) -> anyhow::Result<usize> {
+    let kept = refresh.planner.take_unchanged();
+    if kept.is_empty() || carry.from.is_none() {
+        return Ok(0);
+    }
+    let fresh = crate::modules::precheck::MODULE
+        .checks()
+        .map(|m| (m.id, kept.iter().filter(|d| !carry.is_fresh(m.id, d)).cloned().collect()))
+        .collect();
+    let late = freshness::Carry { from: carry.from.clone(), only: None, fresh };
+    for (table, _) in Tables::default().batches(0, date)? {
+        freshness::carried_rows(store, &late, table, date, |batch| refresh.stage().append(table, batch)).await?;
+    }
+    refresh.planner.not_targets.extend(waves::carried_algolia(store, &late, date).await?);
+    Ok(late.pairs())
+}
+
 fn context_ms(now: chrono::DateTime<Utc>) -> i64 {
     now.timestamp_millis()
 }

@@ -49,6 +49,7 @@ pub(crate) fn endpoints(pipeline: &LoadedPipeline, simulator: Option<&Simulator>
         let mut settings = pipeline.pipeline.providers.get(id).clone();
         if simulator.is_some() && !pipeline.pipeline.simulator.honour_limits {
             settings.rate = Default::default();
+            settings.endpoint_rates.clear();
         }
         let (base, key) = match simulator {
             Some(sim) => {
@@ -154,6 +155,7 @@ impl Prepared {
             fetched_at_ms,
             snapshot_id: self.date.clone(),
             run_date: date,
+            precheck: crate::modules::precheck::Precheck { settings: p.precheck.clone(), lookups: Default::default() },
         }
     }
 

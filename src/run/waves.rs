@@ -30,6 +30,10 @@ pub(crate) struct Planner<'a> {
     pub(crate) not_targets: BTreeSet<String>,
     /// What the previous snapshot still covers: those pairs get no call.
     carry: &'a Carry,
+    /// The free pre-check's verdict per domain (m00), once its wave is done.
+    pub(crate) prechecked: BTreeMap<String, &'static str>,
+    /// Domains whose last lookup the pre-check kept, not yet carried into the stage.
+    unchanged: BTreeSet<String>,
 }
 
 /// The state of one refresh as it goes: a small buffer of rows and ledger rows,
@@ -92,6 +96,9 @@ pub(crate) struct TargetPlan<'t> {
     skipped: Vec<LedgerRow>,
     /// Modules not run for that reason.
     blocked: Vec<&'static str>,
+    /// Modules whose paid call the pre-check spared: BuiltWith does not know the
+    /// domain, so they hold no data for it.
+    spared: Vec<&'static str>,
 }
 
 /// A target whose calls are under way.
@@ -112,7 +119,45 @@ pub(crate) fn subject<'t>(book: &'t Book, target: &'t Target) -> Subject<'t> {
 
 impl<'a> Planner<'a> {
     pub(crate) fn new(run_id: &str, context: Context, book: &'a Book, carry: &'a Carry) -> Self {
-        Self { run_id: run_id.to_string(), context, book, failed: BTreeMap::new(), not_targets: BTreeSet::new(), carry }
+        Self {
+            run_id: run_id.to_string(),
+            context,
+            book,
+            failed: BTreeMap::new(),
+            not_targets: BTreeSet::new(),
+            carry,
+            prechecked: BTreeMap::new(),
+            unchanged: BTreeSet::new(),
+        }
+    }
+
+    /// The domains whose last full lookup the pre-check kept since the last call: their
+    /// checked modules' rows are to be carried forward.
+    pub(crate) fn take_unchanged(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.unchanged)
+    }
+
+    /// What the free pre-check compares with (each domain's last full lookup) and what
+    /// it decided while it is fresh (carried from the previous snapshot).
+    pub(crate) async fn load_precheck(
+        &mut self,
+        store: &Store,
+        previous: &[crate::store::Manifest],
+    ) -> anyhow::Result<()> {
+        self.context.precheck.lookups = freshness::last_lookups(store, previous, self.carry).await?;
+        for domain in freshness::kept_by_precheck(store, self.carry).await? {
+            self.prechecked.insert(domain.clone(), modules::precheck::UNCHANGED);
+            self.unchanged.insert(domain);
+        }
+        Ok(())
+    }
+
+    /// Whether a module is left to the previous snapshot for this domain: still fresh,
+    /// left alone by `--only`, or (a module a pre-check guards) kept by the pre-check.
+    fn carried(&self, module: &Module, domain: &str) -> bool {
+        self.carry.is_fresh(module.id, domain)
+            || self.carry.excludes(module.id)
+            || (module.checked_by.is_some() && self.prechecked.get(domain) == Some(&modules::precheck::UNCHANGED))
     }
 
     /// Plans one target's part of a wave; `None` when it gets no call at all. A
@@ -123,17 +168,43 @@ impl<'a> Planner<'a> {
         if self.not_targets.contains(&target.domain) {
             return None; // already a customer (runs Algolia): not worth a call
         }
-        let mut plan =
-            TargetPlan { target, calls: Vec::new(), reads: Vec::new(), skipped: Vec::new(), blocked: Vec::new() };
+        let mut plan = TargetPlan {
+            target,
+            calls: Vec::new(),
+            reads: Vec::new(),
+            skipped: Vec::new(),
+            blocked: Vec::new(),
+            spared: Vec::new(),
+        };
         let mut index: HashMap<(ProviderId, &'static str), usize> = HashMap::new();
         let failed = self.failed.get(&target.domain);
         for module in wave {
-            if self.carry.is_fresh(module.id, &target.domain) || self.carry.excludes(module.id) {
-                continue; // still fresh (carried forward), or left alone by --only
+            if self.carried(module, &target.domain) {
+                continue; // still fresh (carried forward), left alone by --only, or kept by the pre-check
+            }
+            if module.checks().next().is_some() && module.checks().all(|m| self.carried(m, &target.domain)) {
+                continue; // a pre-check, and no paid call of those it checks is due
             }
             let module_calls = (module.calls)(&self.context, &subject(self.book, target));
             if module_calls.is_empty() {
                 continue; // does not apply (e.g. financials without a ticker)
+            }
+            if module.checked_by.is_some() && self.prechecked.get(&target.domain) == Some(&modules::precheck::UNKNOWN) {
+                // BuiltWith does not know the domain: no paid lookup, the module holds no data.
+                for call in module_calls {
+                    match plan.skipped.iter_mut().find(|r| r.provider == call.provider && r.endpoint == call.endpoint) {
+                        Some(row) => row.modules = format!("{},{}", row.modules, module.id),
+                        None => plan.skipped.push(LedgerRow::not_made(
+                            &self.run_id,
+                            &call,
+                            module.id,
+                            Outcome::SkippedPrecheck,
+                            "BuiltWith does not know the domain (free pre-check)",
+                        )),
+                    }
+                }
+                plan.spared.push(module.id);
+                continue;
             }
             if let Some(primary) = module.fallback_for
                 && !failed.is_some_and(|f| f.contains(primary))
@@ -191,6 +262,8 @@ impl<'a> Planner<'a> {
 struct WaveResult {
     failed: Vec<(String, &'static str)>,
     not_targets: Vec<String>,
+    /// The free pre-check's verdicts.
+    prechecked: Vec<(String, &'static str)>,
 }
 
 impl<'a> Refresh<'a> {
@@ -297,7 +370,18 @@ impl<'a> Refresh<'a> {
             self.planner.failed.entry(domain).or_default().insert(module);
         }
         self.planner.not_targets.extend(result.not_targets);
+        for (domain, verdict) in result.prechecked {
+            if verdict == modules::precheck::UNCHANGED {
+                self.planner.unchanged.insert(domain.clone());
+            }
+            self.planner.prechecked.insert(domain, verdict);
+        }
         Ok(())
+    }
+
+    /// Appends carried rows to the stage (rows the pre-check kept, known once its wave is done).
+    pub(crate) fn stage(&mut self) -> &mut Stage {
+        &mut self.buffer.stage
     }
 
     /// Writes what is still buffered to the stage; the stage, to commit.
@@ -363,12 +447,22 @@ impl Sink<'_> {
             self.push_ledger(row);
         }
         result.failed.extend(plan.blocked.iter().map(|m| (domain.clone(), *m)));
+        for module in &plan.spared {
+            let fetched_on = self.planner.context.run_date;
+            self.buffer.tables.fetches.push(FetchRow {
+                module,
+                domain: domain.clone(),
+                fetched_on,
+                outcome: "no_data",
+            });
+        }
         let mut parsed = Vec::with_capacity(plan.calls.len());
         for (call, exchange) in plan.calls.iter().zip(answers) {
             let exchange = exchange.context("a call neither made nor in the journal")?;
             parsed.push(self.record(call, &exchange)?);
         }
         let spends_before = self.buffer.tables.tech_spend.len();
+        let checks_before = self.buffer.tables.builtwith_free.len();
         for (module, slots) in plan.reads {
             if slots.iter().any(|s| parsed[*s].is_err()) {
                 result.failed.push((domain.clone(), module.id));
@@ -392,6 +486,9 @@ impl Sink<'_> {
         }
         if self.buffer.tables.tech_spend[spends_before..].iter().any(|s| s.runs_algolia) {
             result.not_targets.push(domain.clone());
+        }
+        for check in &self.buffer.tables.builtwith_free[checks_before..] {
+            result.prechecked.push((check.domain.clone(), check.verdict));
         }
         self.buffer.targets += 1;
         if self.buffer.targets >= FLUSH_TARGETS || self.buffer.bytes >= FLUSH_BYTES {

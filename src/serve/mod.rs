@@ -44,7 +44,8 @@ fn sql_error(e: duckdb::Error) -> ServeError {
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 18] = [
+const MODULE_TABLES: [&str; 19] = [
+    "builtwith_free",
     "company",
     "tech_stack",
     "tech_spend",

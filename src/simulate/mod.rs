@@ -253,7 +253,9 @@ async fn builtwith_domain(
 ) -> Response {
     // Relationships only at the version documented today; the Domain API at any `vNN`.
     let relationships = version == builtwith::RELATIONSHIPS_API_VERSION;
+    let free = version == "free1";
     if !(relationships
+        || free
         || version.starts_with("lists")
         || (version.starts_with('v') && version[1..].parse::<u32>().is_ok()))
     {
@@ -268,6 +270,8 @@ async fn builtwith_domain(
     let lookup = query.get("LOOKUP").map(String::as_str).unwrap_or("");
     let (status, body) = if relationships {
         state.world.builtwith_relationships(lookup, query.get("OFFSET").map(String::as_str))
+    } else if free {
+        state.world.builtwith_free(lookup)
     } else if version.starts_with("lists") {
         let tech = query.get("TECH").map(String::as_str).unwrap_or("");
         state.world.builtwith_list(tech, query.get("OFFSET").map(String::as_str))
@@ -278,6 +282,8 @@ async fn builtwith_domain(
     if relationships && status == 200 {
         let credits = builtwith::relationships_credits(body.to_string().as_bytes());
         response.headers_mut().insert(CREDITS_HEADER, credits.into());
+    } else if free {
+        response.headers_mut().insert(CREDITS_HEADER, 0.into()); // the Free API costs nothing
     }
     response
 }

@@ -314,6 +314,52 @@ impl World {
         (200, body)
     }
 
+    /// BuiltWith Free API (`free1`): the Domain API's technologies counted by group,
+    /// live (detected within 45 days of the last crawl) and dead, with the latest and
+    /// oldest detection (epoch seconds). A domain BuiltWith does not know has no group.
+    pub fn builtwith_free(&self, lookup: &str) -> (u16, Value) {
+        let (status, body) = self.builtwith_domain(lookup);
+        let domain = lookup.trim().trim_start_matches("www.").to_ascii_lowercase();
+        let Some(result) = body["Results"].get(0) else {
+            let message = body["Errors"][0]["Message"].as_str().unwrap_or("");
+            if message.contains("not in our system") {
+                return (200, json!({"domain": domain, "first": 0, "last": 0, "groups": []}));
+            }
+            return (status, body);
+        };
+        let last_indexed = result["LastIndexed"].as_i64().unwrap_or(0);
+        // Each technology once (the paths repeat them), with its latest detection.
+        let mut techs: std::collections::BTreeMap<String, (String, i64, i64)> = std::collections::BTreeMap::new();
+        for path in result["Result"]["Paths"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            for t in path["Technologies"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let (Some(name), Some(tag)) = (t["Name"].as_str(), t["Tag"].as_str()) else { continue };
+                let (first, last) = (t["FirstDetected"].as_i64().unwrap_or(0), t["LastDetected"].as_i64().unwrap_or(0));
+                let entry = techs.entry(name.to_string()).or_insert((tag.to_string(), first, last));
+                entry.1 = entry.1.min(first);
+                entry.2 = entry.2.max(last);
+            }
+        }
+        let mut groups: std::collections::BTreeMap<String, (u64, u64, i64, i64)> = std::collections::BTreeMap::new();
+        for (tag, first, last) in techs.into_values() {
+            let group = groups.entry(tag.to_ascii_lowercase()).or_insert((0, 0, 0, i64::MAX));
+            if last >= last_indexed - 45 * DAY_MS {
+                group.0 += 1;
+            } else {
+                group.1 += 1;
+            }
+            group.2 = group.2.max(last / 1000);
+            group.3 = group.3.min(first / 1000);
+        }
+        let groups: Vec<Value> = groups
+            .into_iter()
+            .map(|(name, (live, dead, latest, oldest))| {
+                json!({"name": name, "live": live, "dead": dead, "latest": latest, "oldest": oldest, "categories": []})
+            })
+            .collect();
+        let first = result["FirstIndexed"].as_i64().unwrap_or(0) / 1000;
+        (200, json!({"domain": domain, "first": first, "last": last_indexed / 1000, "groups": groups}))
+    }
+
     /// Monthly visits for a month index (months since 2020-01).
     pub fn visits(&self, domain: &str, month: i64) -> f64 {
         let s = self.seed;
@@ -955,6 +1001,32 @@ mod tests {
         // Only the first page read: not the whole answer.
         assert!(builtwith::parse_relationships(pages[0].as_bytes()).is_err());
         assert_eq!(world.builtwith_relationships(domain, Some("x")).0, 400);
+    }
+
+    #[test]
+    fn the_free_api_counts_the_domain_apis_technologies_by_group() {
+        use crate::providers::Answer;
+        let world = World::new(42, date("2026-11-20"));
+        let (mut known, mut unknown) = (0, 0);
+        for i in 0..300 {
+            let domain = format!("site-{i}.com");
+            let (status, body) = world.builtwith_free(&domain);
+            assert_eq!(status, 200);
+            match builtwith::parse_free(body.to_string().as_bytes()).unwrap() {
+                Answer::Data(profile) => {
+                    known += 1;
+                    let (_, full) = world.builtwith_domain(&domain);
+                    let Answer::Data(lookup) = builtwith::parse_domain(full.to_string().as_bytes(), 45).unwrap() else {
+                        panic!("{domain}: the free API knows it, the Domain API must too")
+                    };
+                    let live: u64 = profile.groups.iter().map(|g| g.live).sum();
+                    let live_in_lookup = lookup.technologies.iter().filter(|t| t.live).count() as u64;
+                    assert_eq!(live, live_in_lookup, "{domain}");
+                }
+                Answer::NoData(_) => unknown += 1,
+            }
+        }
+        assert!(unknown > 0 && known > 250, "{known} known, {unknown} unknown");
     }
 
     #[test]

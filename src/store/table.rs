@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -135,15 +135,48 @@ pub const DATE_COLUMNS: [&str; 3] = ["fetched_on", "posted_at", "published"];
 /// written before timestamps carried the UTC zone and dates were typed (its rows are
 /// read through [`upgrade_batch`]).
 pub fn same_table(stored: &str, schema: &Schema) -> bool {
-    let earlier = earlier_form(schema);
-    [
-        schema_fingerprint(schema),
-        legacy_schema_fingerprint(schema),
-        schema_fingerprint(&earlier),
-        legacy_schema_fingerprint(&earlier),
-    ]
-    .iter()
-    .any(|f| f == stored)
+    let before_added = Schema::new(
+        schema.fields().iter().filter(|f| !ADDED_COLUMNS.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
+    );
+    [schema.clone(), before_added].iter().any(|schema| {
+        let earlier = earlier_form(schema);
+        [
+            schema_fingerprint(schema),
+            legacy_schema_fingerprint(schema),
+            schema_fingerprint(&earlier),
+            legacy_schema_fingerprint(&earlier),
+        ]
+        .iter()
+        .any(|f| f == stored)
+    })
+}
+
+/// Columns added to carried tables since stores were first written (`raw_responses.page`,
+/// with paged answers): a stored table without them is still the same table, its rows
+/// read through [`conform`].
+pub const ADDED_COLUMNS: [&str; 1] = ["page"];
+
+/// A stored batch in the columns of `schema`, in its order: an added column the
+/// batch lacks is filled (`page` with 1: each stored body was a whole answer; any
+/// other with nulls).
+pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StoreError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => Ok(column.clone()),
+            None if field.name() == "page" && field.data_type() == &DataType::Int64 => {
+                Ok(Arc::new(Int64Array::from(vec![1; rows])) as ArrayRef)
+            }
+            None if field.is_nullable() => Ok(arrow::array::new_null_array(field.data_type(), rows)),
+            None => Err(StoreError::Encode(format!("a stored table has no column {}", field.name()))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
 /// A schema as the store wrote it before: zone-less timestamps, dates as text.
@@ -259,6 +292,24 @@ pub fn to_parquet(batch: &RecordBatch) -> Result<Bytes, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_table_without_a_column_added_since_is_the_same_table_and_gets_it() {
+        let now = TableBuilder::new()
+            .text("domain", [Some("a.com")])
+            .int("page", [Some(2)])
+            .text("body", [Some("{}")])
+            .finish()
+            .unwrap();
+        let before = TableBuilder::new().text("domain", [Some("a.com")]).text("body", [Some("{}")]).finish().unwrap();
+        assert!(same_table(&schema_fingerprint(&before.schema()), &now.schema()), "raw bodies stored before pages");
+        let other = TableBuilder::new().text("domain", [Some("a.com")]).finish().unwrap();
+        assert!(!same_table(&schema_fingerprint(&other.schema()), &now.schema()));
+        let conformed = conform(before, &now.schema()).unwrap();
+        assert_eq!(conformed.schema(), now.schema());
+        let pages = conformed.column_by_name("page").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(pages.value(0), 1, "a body stored before pages was a whole answer");
+    }
 
     #[test]
     fn the_fingerprint_is_spelled_by_the_project_and_tells_schemas_apart() {

@@ -220,9 +220,13 @@ pub async fn pf_blocking(store: TestStore, args: &[&str]) -> (TestStore, Output)
     .expect("the command's thread")
 }
 
-/// A pipeline text without rate limits (`rate = {…}` lines): for tests that are not about pacing.
+/// A pipeline text without rate limits (`rate = {…}` and `endpoint_rates = {…}` lines): for
+/// tests that are not about pacing.
 pub fn without_rate_limits(text: String) -> String {
-    text.lines().filter(|l| !l.trim_start().starts_with("rate = {")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("rate = {") && !l.trim_start().starts_with("endpoint_rates = {"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits (polling) until `ready`, failing the test after `deadline`.
