@@ -90,7 +90,12 @@ fn assemble(
     let (targets, tickers) = synthetic::book(n);
     let rows: Vec<BookRow> = targets
         .iter()
-        .map(|t| BookRow { target: t, ticker: tickers.get(&t.domain).map(String::as_str), modules_failed: None })
+        .map(|t| BookRow {
+            target: t,
+            ticker: tickers.get(&t.domain).map(String::as_str),
+            modules_failed: None,
+            family: None,
+        })
         .collect();
     let mut writer = SliceWriter::new(&out.join("targets.parquet"));
     let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet"));

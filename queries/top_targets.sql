@@ -1,4 +1,5 @@
--- The best displacement targets of the latest snapshot, with why they score.
+-- The best displacement targets of the latest snapshot, with why they score: one row per
+-- account (a family's members — a company's other sites — are listed under its primary).
 -- `*` means any: `--param tier=hot --param vertical=Commerce` narrows the list.
 -- param: tier text = *
 -- param: vertical text = *
@@ -14,9 +15,11 @@ SELECT
     round(tech_spend / 1e3) AS spend_k,
     icp_score,
     icp_tier_name AS tier,
-    array_to_string(score_reasons, '; ') AS reasons
+    array_to_string(score_reasons, '; ') AS reasons,
+    family_id
 FROM targets
-WHERE ($tier = '*' OR icp_tier_name = lower($tier))
+WHERE (family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets))
+  AND ($tier = '*' OR icp_tier_name = lower($tier))
   AND ($vertical = '*' OR lower(vertical) = lower($vertical))
   AND icp_score >= $min_score
 ORDER BY icp_score DESC, sw_monthly_visits DESC NULLS LAST, domain

@@ -416,6 +416,21 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
     match command {
         Command::Run { selection, replace, break_lock, resume, faults, format, triggered_by, metrics_file } => {
             let selection = selection.into_selection();
+            if run::discovery::is_discovery(&selection.pipeline) {
+                let report = run::discovery::run(selection).await?;
+                match format {
+                    SummaryFormat::Text => println!("{}", run::discovery::summary(&report)),
+                    SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                }
+                if report.partial {
+                    eprintln!(
+                        "discovery {}: partial: a list or a check is left for the next run (exit code 3)",
+                        report.run_id
+                    );
+                    return Ok(Exit::Partial);
+                }
+                return Ok(Exit::Completed);
+            }
             let (store_url, pipeline_name) = (
                 selection.store.clone(),
                 selection.pipeline.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),

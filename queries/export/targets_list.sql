@@ -1,5 +1,7 @@
 -- output: targets-{key}.json
--- The targets list in shards of 1,000 rows, best first (key = shard number), so a browser
+-- The targets list in shards of 1,000 rows, best first (key = shard number), one row per
+-- account (a family's other sites are under its primary, `family_primary`, unless the
+-- audience does not see the primary), so a browser
 -- never parses more than a few MB at once. Every column of the audience's targets view
 -- (what a role may not see is not in the view) but the nested ones a row's page has (case
 -- studies, provenance, the signals' reasons and evidence), plus `signals`: why-now tags from
@@ -28,7 +30,9 @@ WITH
         FROM (SELECT COLUMNS(c -> c NOT IN ('snapshot_id', 'case_studies', 'provenance')
                                  AND (c = 'score_reasons' OR NOT ends_with(c, '_reasons'))
                                  AND NOT ends_with(c, '_evidence_on'))
-              FROM targets) AS t
+              FROM targets
+              WHERE family_primary IS NULL OR family_primary = domain
+                 OR family_primary NOT IN (SELECT domain FROM targets)) AS t
         LEFT JOIN recent_changes AS c USING (domain)
     )
 SELECT lpad(((rank - 1) // 1000 + 1)::VARCHAR, 4, '0') AS key,

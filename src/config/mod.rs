@@ -83,6 +83,38 @@ pub struct Pipeline {
     /// BuiltWith's free pre-check before a paid Domain lookup.
     #[serde(default)]
     pub precheck: PrecheckSettings,
+    /// Which shared identifiers make related domains one company (families).
+    #[serde(default)]
+    pub families: FamilySettings,
+}
+
+/// Domains that share a strong identifier (an analytics, tag-manager or ad account id,
+/// from BuiltWith's Relationships) are one company's sites: one family, one account.
+/// Shared hosting IPs, name servers or CDNs say nothing of ownership and never join.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FamilySettings {
+    /// The identifier types (Relationships' `Type`, lower case) that join a family.
+    pub identifiers: Vec<String>,
+}
+
+impl Default for FamilySettings {
+    fn default() -> Self {
+        let strong = [
+            "ga",
+            "ga4",
+            "google-analytics",
+            "gtm",
+            "google-tag-manager",
+            "adsense",
+            "google-adsense",
+            "facebook-pixel",
+            "adobe-analytics",
+            "hotjar",
+            "newrelic",
+        ];
+        Self { identifiers: strong.map(String::from).to_vec() }
+    }
 }
 
 /// Before a paid BuiltWith Domain lookup, ask the Free API (`free1`: technology group
@@ -734,7 +766,7 @@ impl LoadedPipeline {
 }
 
 /// Pipelines live in `<root>/pipelines/`; paths inside them are relative to `<root>`.
-fn repository_root(pipeline_path: &Path) -> PathBuf {
+pub(crate) fn repository_root(pipeline_path: &Path) -> PathBuf {
     let folder = pipeline_path.parent().unwrap_or(Path::new("."));
     let folder = if folder.as_os_str().is_empty() { Path::new(".") } else { folder };
     if folder.file_name().is_some_and(|n| n == "pipelines") {

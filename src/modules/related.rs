@@ -37,6 +37,8 @@ fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut T
                 related: r.domain.clone(),
                 via: r.via.clone(),
                 identifier: r.identifier.clone(),
+                first_seen: r.first,
+                last_seen: r.last,
             });
         }
     }

@@ -173,6 +173,9 @@ pub struct RelatedRow {
     pub related: String,
     pub via: String,
     pub identifier: String,
+    /// When BuiltWith first and last saw the identifier shared (epoch ms).
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
 }
 
 /// What BuiltWith's Free API said of a domain before its paid lookup (m00), and what
@@ -446,7 +449,9 @@ impl Tables {
                 .text("domain", rd.iter().map(|r| Some(&r.domain)))
                 .text("related", rd.iter().map(|r| Some(&r.related)))
                 .text("via", rd.iter().map(|r| Some(&r.via)))
-                .text("identifier", rd.iter().map(|r| Some(&r.identifier))),
+                .text("identifier", rd.iter().map(|r| Some(&r.identifier)))
+                .timestamp_ms("first_seen", rd.iter().map(|r| r.first_seen))
+                .timestamp_ms("last_seen", rd.iter().map(|r| r.last_seen)),
             rd.len(),
             "builtwith",
         )

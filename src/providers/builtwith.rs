@@ -360,6 +360,9 @@ pub struct Related {
     /// The identifier type they share (`ga`, `gtm`, `adsense`, …).
     pub via: String,
     pub identifier: String,
+    /// When BuiltWith first and last saw the identifier shared (epoch ms).
+    pub first: Option<i64>,
+    pub last: Option<i64>,
 }
 
 /// Relationships API: `{"Relationships": [{"Domain", "Identifiers": [{"Type", "Value",
@@ -426,7 +429,8 @@ fn relationships_page(
                     continue;
                 };
                 if domain != own && seen.insert(domain.clone()) {
-                    related.push(Related { domain, via: via.clone(), identifier: value.clone() });
+                    let (first, last) = (m.get("First").and_then(Value::as_i64), m.get("Last").and_then(Value::as_i64));
+                    related.push(Related { domain, via: via.clone(), identifier: value.clone(), first, last });
                 }
             }
         }
@@ -441,6 +445,14 @@ pub fn lists_request(technology: &str, offset: Option<&str>) -> (String, Vec<(&'
         query.push(("OFFSET", offset.to_string()));
     }
     ("/lists12/api.json".to_string(), query)
+}
+
+/// Lists pages: `OFFSET=<NextOffset>` until `NextOffset` is `END`; each page is a call's
+/// worth of credits. `max_pages` is the discovery run's cap (set per call).
+pub const LISTS_PAGER: Pager = Pager { param: "OFFSET", next: lists_next_page, credits: |_| 1, max_pages: 50 };
+
+fn lists_next_page(body: &[u8]) -> Result<Option<String>, String> {
+    parse_list_page(body).map(|page| page.next_offset).map_err(|e| e.to_string())
 }
 
 /// One page of the Lists API: the domains on it and the offset of the next page

@@ -33,6 +33,7 @@ pub(crate) fn book_rows<'a>(
             target: t,
             ticker: book.tickers.get(&t.domain).map(String::as_str),
             modules_failed: failed.get(&t.domain).map(|m| m.iter().copied().collect::<Vec<_>>().join(",")),
+            family: None,
         })
         .collect()
 }
@@ -80,8 +81,9 @@ pub(crate) enum TableFile<'a> {
 }
 
 /// The tables the targets table is assembled from, and the ones changes are observed in.
-const READ_BACK: [&str; 13] = [
+const READ_BACK: [&str; 14] = [
     "company",
+    "related_domains",
     "financial_history",
     "tech_spend",
     "traffic",
@@ -171,6 +173,22 @@ pub(crate) async fn commit(
         };
         files.push(entry);
     }
+    // Families, from the relationships: the book's members point to their primary.
+    let families = {
+        let links = transform::families::links(&module_bytes.get("related_domains").cloned().unwrap_or_default())?;
+        let book: BTreeSet<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
+        let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
+        transform::families::group(&links, &pipeline.pipeline.families.identifiers, &book, &visits)
+    };
+    let batch = transform::families::batch(&families.rows, date)?;
+    let mut entry = store.put_table(&folder, "families", to_parquet(&batch)?, batch.num_rows()).await?;
+    entry.schema = Some(schema_fingerprint(&batch.schema()));
+    files.push(entry);
+    let book_rows: Vec<BookRow> = book_rows
+        .iter()
+        .map(|r| BookRow { family: families.of_book.get(&r.target.domain).cloned(), ..r.clone() })
+        .collect();
+    let book_rows = book_rows.as_slice();
     // Scored a slice of domains at a time, each slice a row group of a local file, then stored.
     let model = &pipeline.model;
     let mut tiers: Vec<TierCount> =

@@ -11,6 +11,7 @@
 
 pub mod changes;
 mod commit;
+pub mod discovery;
 pub mod history;
 pub mod journal;
 mod prepare;

@@ -225,6 +225,21 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
     for rejected in &book.rejected {
         tracing::warn!(target: "partnerforge::seed", "skipped {rejected}");
     }
+    // Targets discovery found (`pipelines/discovery.toml`) join the pipeline's own book.
+    if selection.targets.is_none() {
+        let known: std::collections::BTreeSet<String> = book.targets.iter().map(|t| t.domain.clone()).collect();
+        for (domain, technology) in super::discovery::discovered(&store).await? {
+            if !known.contains(&domain) {
+                book.targets.push(crate::targets::Target {
+                    domain,
+                    company_name: None,
+                    partner_tech: Some(technology),
+                    vertical: None,
+                    country: None,
+                });
+            }
+        }
+    }
     let mut work: Vec<usize> =
         (0..book.targets.len()).filter(|i| !book.customers.contains(&book.targets[*i].domain)).collect();
     let excluded_customers = book.targets.len() - work.len();

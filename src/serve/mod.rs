@@ -42,10 +42,16 @@ fn sql_error(e: duckdb::Error) -> ServeError {
     ServeError::Sql(e.to_string())
 }
 
+/// The targets a list shows, one per account (see `Warehouse::accounts`); the shipped
+/// queries spell the same condition.
+pub const LISTED: &str =
+    "(family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets))";
+
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 19] = [
+const MODULE_TABLES: [&str; 20] = [
     "builtwith_free",
+    "families",
     "company",
     "tech_stack",
     "tech_spend",
@@ -325,8 +331,33 @@ impl Warehouse {
                 latest_files = files;
             }
         }
+        // Discovery runs (`pipelines/discovery.toml`): their calls join the ledger, their finds `discovered`.
+        let mut discovered: Vec<PathBuf> = Vec::new();
+        let runs = crate::run::discovery::committed(store)
+            .await
+            .map_err(|e| ServeError::Sql(format!("reading the discovery runs: {e:#}")))?;
+        for (_, folder) in runs {
+            for (table, into) in [("api_calls", None), ("candidates", Some(&mut discovered))] {
+                let local = store.local_object(&format!("{folder}/{table}.parquet"), cache_dir).await?;
+                let path = std::fs::canonicalize(&local).map_err(|source| ServeError::Io { path: local, source })?;
+                match into {
+                    Some(list) => list.push(path),
+                    None => history.push(("api_calls".to_string(), path)),
+                }
+            }
+        }
         // Every time in the store is UTC; so is every time a query shows.
         let mut sql = String::from("SET TimeZone = 'UTC';\n");
+        sql.push_str(&match discovered.is_empty() {
+            true => "CREATE VIEW discovered AS SELECT NULL::VARCHAR AS domain, NULL::VARCHAR AS technology, \
+                     NULL::DATE AS first_seen, NULL::VARCHAR AS source, NULL::VARCHAR AS run_id WHERE false;\n"
+                .to_string(),
+            false => format!(
+                "CREATE VIEW discovered AS SELECT domain, technology, first_seen, source, run_id \
+                 FROM read_parquet({}) WHERE known;\n",
+                path_list(&discovered)
+            ),
+        });
         for view in HISTORY_TABLES {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).map(|(_, p)| p.clone()).collect();
             if all.is_empty() {
@@ -405,9 +436,7 @@ impl Warehouse {
             .execute_batch("SET search_path = 'main'; DROP SCHEMA IF EXISTS scoped CASCADE;")
             .map_err(sql_error)?;
         let Some((audience, people)) = audience else {
-            let n: i64 =
-                self.conn.query_row("SELECT count(*) FROM main.targets", [], |r| r.get(0)).map_err(sql_error)?;
-            return Ok(usize::try_from(n).unwrap_or(0));
+            return self.accounts();
         };
         // Every domain the store has scored, with its latest country, vertical and score.
         let mut stmt = self
@@ -472,7 +501,19 @@ impl Warehouse {
         }
         sql.push_str("SET search_path = 'scoped,main';");
         self.conn.execute_batch(&sql).map_err(sql_error)?;
-        Ok(seen.len())
+        self.accounts()
+    }
+
+    /// The accounts the lists show in the current scope: a target outside any family, a
+    /// family's primary, or a member whose primary the scope does not hold (a regional
+    /// site in another territory). A snapshot from before families: every target.
+    fn accounts(&self) -> Result<usize, ServeError> {
+        let listed = format!("SELECT count(*) FROM targets WHERE {LISTED}");
+        let n: i64 = match self.conn.query_row(&listed, [], |r| r.get(0)) {
+            Ok(n) => n,
+            Err(_) => self.conn.query_row("SELECT count(*) FROM targets", [], |r| r.get(0)).map_err(sql_error)?,
+        };
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Refuses anything but a query, using DuckDB's own parser: only SELECT-like

@@ -748,7 +748,8 @@ impl World {
             }
         };
         let label = d.split('.').next().unwrap_or(&d).to_string();
-        let ga = format!("UA-{}", hash(s, &[&d, "ga"]) % 9_999_999);
+        // A brand's sites share its analytics account: the id follows the name, not the domain.
+        let ga = format!("UA-{}", hash(s, &[&label, "ga"]) % 9_999_999);
         let gtm = format!("GTM-{:06X}", hash(s, &[&d, "gtm"]) % 0xFF_FFFF);
         let mut all: Vec<(&str, &str, String)> = ["co.uk", "de", "fr", "com.au"]
             .iter()

@@ -395,6 +395,24 @@ impl Store {
     /// local store, else copies in `cache_dir/<snapshot>/<generation>/` (reused
     /// when already complete). Every listed file is checked to exist. With `tables`,
     /// only those tables' files (an S3 store copies nothing else).
+    /// A local path for an immutable object outside the snapshots (a discovery run's
+    /// files): in place for a local store, else copied once into `cache_dir`.
+    pub async fn local_object(&self, path: &str, cache_dir: &Path) -> Result<PathBuf, StoreError> {
+        if let Some(root) = &self.local_root {
+            return Ok(root.join(path));
+        }
+        let local = cache_dir.join(path);
+        if !local.is_file() {
+            let bytes = self.get(path).await?;
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| StoreError::Cache { path: parent.to_path_buf(), source })?;
+            }
+            std::fs::write(&local, &bytes).map_err(|source| StoreError::Cache { path: local.clone(), source })?;
+        }
+        Ok(local)
+    }
+
     pub async fn local_files(
         &self,
         manifest: &Manifest,

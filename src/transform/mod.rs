@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod case_studies;
 pub mod changes;
 pub mod conflicts;
+pub mod families;
 pub mod scoring;
 pub mod signals;
 
@@ -23,7 +24,7 @@ use crate::targets::Target;
 
 /// The columns of `targets` every pipeline has, in order (they follow the system this
 /// replaces); [`target_columns`] adds the signal layer's.
-pub const TARGET_COLUMNS: [&str; 33] = [
+pub const TARGET_COLUMNS: [&str; 35] = [
     "domain",
     "company_name",
     "partner_tech",
@@ -57,6 +58,8 @@ pub const TARGET_COLUMNS: [&str; 33] = [
     "last_enriched",
     "snapshot_id",
     "modules_failed",
+    "family_id",
+    "family_primary",
 ];
 
 /// What the signal rules read beyond the base columns, kept in the targets table as evidence.
@@ -286,11 +289,14 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
 }
 
 /// One book target, with what the run knows about it beyond the providers.
+#[derive(Clone)]
 pub struct BookRow<'a> {
     pub target: &'a Target,
     pub ticker: Option<&'a str>,
     /// Modules whose calls failed for this domain this run, e.g. "m03,m04".
     pub modules_failed: Option<String>,
+    /// The family the domain belongs to (its id) and the family's primary domain.
+    pub family: Option<families::Membership>,
 }
 
 fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
@@ -306,6 +312,8 @@ fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
         "seed_country" => text(&|r| r.target.country.as_deref()),
         "ticker" => text(&|r| r.ticker),
         "modules_failed" => text(&|r| r.modules_failed.as_deref()),
+        "family_id" => text(&|r| r.family.as_ref().map(|f| f.family_id.as_str())),
+        "family_primary" => text(&|r| r.family.as_ref().map(|f| f.primary.as_str())),
     )?;
     Ok(df.lazy())
 }
