@@ -453,7 +453,12 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             return Ok(Exit::of_report(&report));
         }
         Command::Plan { selection } => {
-            let plan = plan::plan(selection.into_selection()).await?;
+            let selection = selection.into_selection();
+            if run::discovery::is_discovery(&selection.pipeline) {
+                print!("{}", run::discovery::plan(selection).await?);
+                return Ok(Exit::Completed);
+            }
+            let plan = plan::plan(selection).await?;
             print!("{}", plan::render(&plan));
         }
         Command::Simulate {

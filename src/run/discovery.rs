@@ -226,8 +226,8 @@ fn ending_text(ending: &Ending) -> String {
     }
 }
 
-/// Runs a discovery pipeline: `selection.pipeline` is the discovery file.
-pub async fn run(selection: Selection) -> anyhow::Result<DiscoveryReport> {
+/// The discovery file, the nightly pipeline it shares prepared, and the lists it reads.
+async fn load(selection: Selection) -> anyhow::Result<(DiscoveryFile, prepare::Prepared, Vec<String>)> {
     let path = selection.pipeline.clone();
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: DiscoveryFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -235,11 +235,10 @@ pub async fn run(selection: Selection) -> anyhow::Result<DiscoveryReport> {
     let nightly = if file.nightly.is_absolute() { file.nightly.clone() } else { root.join(&file.nightly) };
     let nightly_selection = Selection { pipeline: nightly, limit: None, force: Vec::new(), only: None, ..selection };
     let prepared = prepare::prepare(&nightly_selection).await?;
-    let settings = file.discovery.clone();
-    let technologies: Vec<String> = if settings.technologies.is_empty() {
+    let technologies: Vec<String> = if file.discovery.technologies.is_empty() {
         prepared.pipeline.pipeline.detection.partner_techs.clone()
     } else {
-        settings.technologies.clone()
+        file.discovery.technologies.clone()
     };
     if technologies.is_empty() {
         bail!(
@@ -247,6 +246,76 @@ pub async fn run(selection: Selection) -> anyhow::Result<DiscoveryReport> {
             path.display()
         );
     }
+    Ok((file, prepared, technologies))
+}
+
+/// The lists finished runs read within the freshness window before `date`, by technology:
+/// the date of the run to take each from, and its domains.
+async fn fresh_lists(
+    store: &Store,
+    date: NaiveDate,
+    freshness_days: u32,
+) -> anyhow::Result<BTreeMap<String, (String, Vec<String>)>> {
+    let fresh_from = date - chrono::Duration::days(i64::from(freshness_days));
+    let mut lists: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for (run_date, folder) in committed(store).await? {
+        let day: NaiveDate = run_date.parse().unwrap_or(NaiveDate::MIN);
+        if day < fresh_from || day > date {
+            continue;
+        }
+        for batch in read(store, &format!("{folder}/lists.parquet")).await? {
+            let (techs, domains) = (text_column(&batch, "technology")?, text_column(&batch, "domain")?);
+            let complete =
+                batch.column_by_name("complete").and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+            for i in 0..batch.num_rows() {
+                if complete.as_ref().is_some_and(|c| !c.is_null(i) && c.value(i)) {
+                    let entry =
+                        lists.entry(techs.value(i).to_string()).or_insert_with(|| (run_date.clone(), Vec::new()));
+                    if entry.0 == run_date {
+                        entry.1.push(domains.value(i).to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(lists)
+}
+
+/// `plan` of a discovery pipeline: which lists it would read or reuse, and its budget.
+pub async fn plan(selection: Selection) -> anyhow::Result<String> {
+    let (file, prepared, technologies) = load(selection).await?;
+    let s = &file.discovery;
+    let date: NaiveDate = prepared.date.parse()?;
+    let fresh = fresh_lists(&prepared.store, date, s.list_freshness_days).await?;
+    let page_cost = prepared.pipeline.pipeline.providers.get(ProviderId::BuiltWith).cost(builtwith::ENDPOINT_LISTS);
+    let mut out = format!("discovery plan for {}: no call is made\n", prepared.date);
+    let excluded = s.exclude.iter().map(|t| (t, " (excluded: its sites are never targets)"));
+    let mut to_read = 0;
+    for (technology, note) in excluded.chain(technologies.iter().map(|t| (t, ""))) {
+        match fresh.get(technology) {
+            Some((from, _)) => {
+                out.push_str(&format!("  list {technology}: from the run of {from} (still fresh), no call{note}\n"))
+            }
+            None => {
+                to_read += 1;
+                out.push_str(&format!("  list {technology}: read to its end{note}\n"));
+            }
+        }
+    }
+    let pages = if to_read == 0 { 0 } else { s.max_pages };
+    out.push_str(&format!(
+        "  at most {pages} Lists API pages (${:.2}) for the {to_read} lists to read, and {} free pre-checks \
+         (1 request/s)\n",
+        f64::from(pages) * page_cost,
+        s.max_checks
+    ));
+    Ok(out)
+}
+
+/// Runs a discovery pipeline: `selection.pipeline` is the discovery file.
+pub async fn run(selection: Selection) -> anyhow::Result<DiscoveryReport> {
+    let (file, prepared, technologies) = load(selection).await?;
+    let settings = file.discovery.clone();
     let store = prepared.store.clone();
     let now = Utc::now();
     let run_id = super::run_id(now);
@@ -319,27 +388,10 @@ async fn discover(
     // What earlier runs read and checked.
     let committed = committed(store).await?;
     let fresh_from = date - chrono::Duration::days(i64::from(settings.list_freshness_days));
-    let mut earlier_lists: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let earlier_lists = fresh_lists(store, date, settings.list_freshness_days).await?;
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for (run_date, folder) in &committed {
         let run_day: NaiveDate = run_date.parse().unwrap_or(NaiveDate::MIN);
-        if run_day >= fresh_from && run_day <= date {
-            for batch in read(store, &format!("{folder}/lists.parquet")).await? {
-                let (techs, domains) = (text_column(&batch, "technology")?, text_column(&batch, "domain")?);
-                let complete =
-                    batch.column_by_name("complete").and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
-                for i in 0..batch.num_rows() {
-                    if complete.as_ref().is_some_and(|c| !c.is_null(i) && c.value(i)) {
-                        let entry = earlier_lists
-                            .entry(techs.value(i).to_string())
-                            .or_insert_with(|| (run_date.clone(), Vec::new()));
-                        if entry.0 == *run_date {
-                            entry.1.push(domains.value(i).to_string());
-                        }
-                    }
-                }
-            }
-        }
         for batch in read(store, &format!("{folder}/candidates.parquet")).await? {
             let domains = text_column(&batch, "domain")?;
             let known = batch.column_by_name("known").and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
