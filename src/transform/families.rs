@@ -13,16 +13,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::store::table::TableBuilder;
 
-/// One edge of a family: `domain` shares `via:identifier` with `related`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Link {
-    pub domain: String,
-    pub related: String,
-    pub via: String,
-    pub identifier: String,
-    pub first_seen: Option<i64>,
-    pub last_seen: Option<i64>,
-}
+/// One edge of a family: `domain` shares `via:identifier` with `related` (a row of
+/// `related_domains`).
+pub type Link = crate::modules::tables::RelatedRow;
 
 /// A book domain's family: its id and the member that carries the account.
 #[derive(Debug, Clone, PartialEq)]
