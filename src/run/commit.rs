@@ -175,10 +175,10 @@ pub(crate) async fn commit(
     }
     // Families, from the relationships: the book's members point to their primary.
     let families = {
-        let links = transform::families::links(&module_bytes.get("related_domains").cloned().unwrap_or_default())?;
+        let related = module_bytes.get("related_domains").cloned().unwrap_or_default();
         let book: BTreeSet<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
         let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
-        transform::families::group(&links, &pipeline.pipeline.families.identifiers, &book, &visits)
+        transform::families::group_table(&related, &pipeline.pipeline.families.identifiers, &book, &visits)?
     };
     let batch = transform::families::batch(&families.rows, date)?;
     let mut entry = store.put_table(&folder, "families", to_parquet(&batch)?, batch.num_rows()).await?;

@@ -42,6 +42,220 @@ pub struct FamilyRow {
     /// When BuiltWith first and last saw them shared (epoch ms).
     pub first_seen: Option<i64>,
     pub last_seen: Option<i64>,
+    /// The family's members in all, those not listed included.
+    pub members: u64,
+}
+
+/// Other members (not in the book) a family lists at most: a brand's network of
+/// microsites can run to thousands, which `related_domains` keeps; `members` counts them all.
+pub const MAX_LISTED_OTHERS: usize = 100;
+
+/// One row of `related_domains`, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRef<'a> {
+    pub domain: &'a str,
+    pub related: &'a str,
+    pub via: &'a str,
+    pub identifier: &'a str,
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
+}
+
+impl<'a> From<&'a Link> for LinkRef<'a> {
+    fn from(l: &'a Link) -> Self {
+        Self {
+            domain: &l.domain,
+            related: &l.related,
+            via: &l.via,
+            identifier: &l.identifier,
+            first_seen: l.first_seen,
+            last_seen: l.last_seen,
+        }
+    }
+}
+
+/// What ties a book member in: its identifiers, and when they were first and last seen shared.
+#[derive(Debug, Clone, Default)]
+struct Tie {
+    identifiers: BTreeSet<String>,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl Tie {
+    fn add(&mut self, link: &LinkRef) {
+        self.identifiers.insert(format!("{}:{}", link.via.to_ascii_lowercase(), link.identifier));
+        self.first = min_some(self.first, link.first_seen);
+        self.last = self.last.max(link.last_seen);
+    }
+}
+
+/// Families in two passes over the links, in memory that follows the book: book domains
+/// are the nodes of a union-find; a site outside the book is only remembered by a 64-bit
+/// hash of its name and the first book domain that listed it, which joins every later one.
+struct Grouper<'b> {
+    strong: BTreeSet<String>,
+    book: HashMap<&'b str, u32>,
+    names: Vec<&'b str>,
+    parent: Vec<u32>,
+    ties: Vec<Tie>,
+    others: HashMap<u64, u32>,
+}
+
+fn hash_of(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+impl<'b> Grouper<'b> {
+    fn new(strong: &[String], book: &BTreeSet<&'b str>) -> Self {
+        let names: Vec<&str> = book.iter().copied().collect();
+        Self {
+            strong: strong.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            book: names.iter().enumerate().map(|(i, d)| (*d, i as u32)).collect(),
+            parent: (0..names.len() as u32).collect(),
+            ties: vec![Tie::default(); names.len()],
+            names,
+            others: HashMap::new(),
+        }
+    }
+
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            self.parent[x as usize] = self.parent[self.parent[x as usize] as usize];
+            x = self.parent[x as usize];
+        }
+        x
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.parent[a.max(b) as usize] = a.min(b);
+        }
+    }
+
+    /// The link's book domain, when the link is strong and comes from the book.
+    fn source(&self, link: &LinkRef) -> Option<u32> {
+        if !self.strong.contains(&link.via.to_ascii_lowercase()) {
+            return None;
+        }
+        self.book.get(link.domain).copied()
+    }
+
+    fn add(&mut self, link: &LinkRef) {
+        let Some(source) = self.source(link) else { return };
+        self.ties[source as usize].add(link);
+        match self.book.get(link.related).copied() {
+            Some(related) => {
+                self.ties[related as usize].add(link);
+                self.union(source, related);
+            }
+            None => match self.others.entry(hash_of(link.related)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let first = *first.get();
+                    self.union(source, first);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(source);
+                }
+            },
+        }
+    }
+
+    /// The families, their book members and (in a second pass over the same links,
+    /// `links_again`) up to [`MAX_LISTED_OTHERS`] other members each.
+    fn finish(
+        mut self,
+        visits: &HashMap<String, f64>,
+        again: impl FnOnce(&mut dyn FnMut(LinkRef<'_>)) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Families> {
+        // Members per family: book domains and other sites.
+        let mut size: HashMap<u32, u64> = HashMap::new();
+        let others: Vec<u32> = self.others.values().copied().collect();
+        for source in others {
+            *size.entry(self.find(source)).or_default() += 1;
+        }
+        let mut book_members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for id in 0..self.names.len() as u32 {
+            let root = self.find(id);
+            // A book domain with no strong tie is in no family.
+            if !self.ties[id as usize].identifiers.is_empty() {
+                book_members.entry(root).or_default().push(id);
+                *size.entry(root).or_default() += 1;
+            }
+        }
+        let mut families = Families::default();
+        let mut primaries: HashMap<u32, (String, String)> = HashMap::new();
+        for (root, members) in &book_members {
+            if size.get(root).copied().unwrap_or(0) < 2 {
+                continue;
+            }
+            // Ids follow the book's sort order: the first member is the first book domain.
+            let family_id = self.names[members[0] as usize];
+            let primary = members
+                .iter()
+                .map(|m| self.names[*m as usize])
+                .max_by(|a, b| {
+                    let (va, vb) = (visits.get(*a).copied().unwrap_or(-1.0), visits.get(*b).copied().unwrap_or(-1.0));
+                    va.total_cmp(&vb).then(b.len().cmp(&a.len())).then(b.cmp(a))
+                })
+                .unwrap_or(family_id);
+            let total = size[root];
+            for m in members {
+                let domain = self.names[*m as usize];
+                let tie = &self.ties[*m as usize];
+                families.rows.push(FamilyRow {
+                    family_id: family_id.to_string(),
+                    domain: domain.to_string(),
+                    is_primary: domain == primary,
+                    in_book: true,
+                    identifiers: tie.identifiers.iter().cloned().collect::<Vec<_>>().join(", "),
+                    first_seen: tie.first,
+                    last_seen: tie.last,
+                    members: total,
+                });
+                let membership = Membership { family_id: family_id.to_string(), primary: primary.to_string() };
+                families.of_book.insert(domain.to_string(), membership);
+            }
+            primaries.insert(*root, (family_id.to_string(), primary.to_string()));
+        }
+        // The other members, each once, up to the cap per family.
+        let mut listed: HashMap<u32, BTreeMap<String, Tie>> = HashMap::new();
+        again(&mut |link: LinkRef<'_>| {
+            let Some(source) = self.source(&link) else { return };
+            if self.book.contains_key(link.related) {
+                return;
+            }
+            let root = self.find(source);
+            if !primaries.contains_key(&root) {
+                return;
+            }
+            let others = listed.entry(root).or_default();
+            if others.len() < MAX_LISTED_OTHERS || others.contains_key(link.related) {
+                others.entry(link.related.to_string()).or_default().add(&link);
+            }
+        })?;
+        for (root, others) in listed {
+            let (family_id, _) = &primaries[&root];
+            for (domain, tie) in others {
+                families.rows.push(FamilyRow {
+                    family_id: family_id.clone(),
+                    domain,
+                    is_primary: false,
+                    in_book: false,
+                    identifiers: tie.identifiers.into_iter().collect::<Vec<_>>().join(", "),
+                    first_seen: tie.first,
+                    last_seen: tie.last,
+                    members: size[&root],
+                });
+            }
+        }
+        families.rows.sort_by(|a, b| (&a.family_id, &a.domain).cmp(&(&b.family_id, &b.domain)));
+        Ok(families)
+    }
 }
 
 /// Groups the domains `links` join through a strong identifier (`strong`, lower case)
@@ -49,80 +263,28 @@ pub struct FamilyRow {
 /// domain (in sort order); its primary is the book member with the most monthly visits
 /// (`visits`), then the shortest domain, then the first in sort order.
 pub fn group(links: &[Link], strong: &[String], book: &BTreeSet<&str>, visits: &HashMap<String, f64>) -> Families {
-    let strong: BTreeSet<String> = strong.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut names: Vec<&str> = Vec::new();
-    let mut parent: Vec<usize> = Vec::new();
-    fn find(parent: &mut [usize], mut x: usize) -> usize {
-        while parent[x] != x {
-            parent[x] = parent[parent[x]];
-            x = parent[x];
-        }
-        x
+    let mut grouper = Grouper::new(strong, book);
+    for link in links {
+        grouper.add(&link.into());
     }
-    let kept: Vec<&Link> = links.iter().filter(|l| strong.contains(&l.via.to_ascii_lowercase())).collect();
-    for link in &kept {
-        for name in [link.domain.as_str(), link.related.as_str()] {
-            if !index.contains_key(name) {
-                index.insert(name, names.len());
-                names.push(name);
-                parent.push(parent.len());
-            }
-        }
-        let (a, b) = (find(&mut parent, index[link.domain.as_str()]), find(&mut parent, index[link.related.as_str()]));
-        if a != b {
-            parent[a.max(b)] = a.min(b);
-        }
-    }
-    // Members by root, and what ties each member in.
-    let mut members: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
-    for (i, name) in names.iter().enumerate() {
-        let root = find(&mut parent, i);
-        members.entry(root).or_default().insert(name);
-    }
-    let mut ties: HashMap<&str, Tie> = HashMap::new();
-    for link in &kept {
-        for name in [link.domain.as_str(), link.related.as_str()] {
-            let tie = ties.entry(name).or_default();
-            tie.0.insert(format!("{}:{}", link.via.to_ascii_lowercase(), link.identifier));
-            tie.1 = min_some(tie.1, link.first_seen);
-            tie.2 = tie.2.max(link.last_seen);
-        }
-    }
-    let mut families = Families::default();
-    for domains in members.values() {
-        let in_book: Vec<&str> = domains.iter().copied().filter(|d| book.contains(d)).collect();
-        let Some(family_id) = in_book.first() else { continue };
-        let primary = in_book
-            .iter()
-            .copied()
-            .max_by(|a, b| {
-                let (va, vb) = (visits.get(*a).copied().unwrap_or(-1.0), visits.get(*b).copied().unwrap_or(-1.0));
-                va.total_cmp(&vb).then(b.len().cmp(&a.len())).then(b.cmp(a))
-            })
-            .unwrap_or(family_id);
-        for domain in domains {
-            let (identifiers, first_seen, last_seen) = ties.get(domain).cloned().unwrap_or_default();
-            families.rows.push(FamilyRow {
-                family_id: family_id.to_string(),
-                domain: domain.to_string(),
-                is_primary: *domain == primary,
-                in_book: book.contains(domain),
-                identifiers: identifiers.into_iter().collect::<Vec<_>>().join(", "),
-                first_seen,
-                last_seen,
-            });
-        }
-        for domain in &in_book {
-            let membership = Membership { family_id: family_id.to_string(), primary: primary.to_string() };
-            families.of_book.insert(domain.to_string(), membership);
-        }
-    }
-    families
+    let again = |f: &mut dyn FnMut(LinkRef<'_>)| {
+        links.iter().for_each(|l| f(l.into()));
+        Ok(())
+    };
+    grouper.finish(visits, again).unwrap_or_default()
 }
 
-/// What ties a member in: its identifiers, and when they were first and last seen shared.
-type Tie = (BTreeSet<String>, Option<i64>, Option<i64>);
+/// [`group`] over a stored `related_domains` table, read twice, never held as rows.
+pub fn group_table(
+    bytes: &Bytes,
+    strong: &[String],
+    book: &BTreeSet<&str>,
+    visits: &HashMap<String, f64>,
+) -> anyhow::Result<Families> {
+    let mut grouper = Grouper::new(strong, book);
+    for_each_link(bytes, &mut |link| grouper.add(&link))?;
+    grouper.finish(visits, |f| for_each_link(bytes, f))
+}
 
 fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
@@ -131,12 +293,11 @@ fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// The links of a stored `related_domains` table (rows stored before `first_seen`
-/// existed have no dates).
-pub fn links(bytes: &Bytes) -> anyhow::Result<Vec<Link>> {
-    let mut out = Vec::new();
+/// Each row of a stored `related_domains` table (rows stored before `first_seen` existed
+/// have no dates), a batch at a time.
+fn for_each_link(bytes: &Bytes, f: &mut dyn FnMut(LinkRef<'_>)) -> anyhow::Result<()> {
     if bytes.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?.build()? {
         let batch = batch?;
@@ -158,17 +319,17 @@ pub fn links(bytes: &Bytes) -> anyhow::Result<Vec<Link>> {
             times.as_ref().filter(|t| !t.is_null(i)).map(|t| t.value(i))
         };
         for i in 0..batch.num_rows() {
-            out.push(Link {
-                domain: domains.value(i).to_string(),
-                related: related.value(i).to_string(),
-                via: via.value(i).to_string(),
-                identifier: identifiers.value(i).to_string(),
+            f(LinkRef {
+                domain: domains.value(i),
+                related: related.value(i),
+                via: via.value(i),
+                identifier: identifiers.value(i),
                 first_seen: at(&first, i),
                 last_seen: at(&last, i),
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Each domain's highest monthly visits in a stored `traffic` table.
@@ -201,6 +362,7 @@ pub fn batch(rows: &[FamilyRow], snapshot_id: &str) -> anyhow::Result<RecordBatc
         .text("identifiers", rows.iter().map(|r| Some(&r.identifiers)))
         .timestamp_ms("first_seen", rows.iter().map(|r| r.first_seen))
         .timestamp_ms("last_seen", rows.iter().map(|r| r.last_seen))
+        .int("members", rows.iter().map(|r| Some(r.members as i64)))
         .text("snapshot_id", rows.iter().map(|_| Some(snapshot_id)))
         .finish()?)
 }
