@@ -173,21 +173,24 @@ pub(crate) async fn commit(
         };
         files.push(entry);
     }
-    // Families, from the relationships: the book's members point to their primary.
-    let families = {
+    // Families, from the relationships: the book's members point to their primary. The
+    // table's rows are written and let go before the scoring, which keeps the memberships.
+    let transform::families::Families { rows, of_book } = {
         let related = module_bytes.get("related_domains").cloned().unwrap_or_default();
         let book: BTreeSet<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
         let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
         transform::families::group_table(&related, &pipeline.pipeline.families.identifiers, &book, &visits)?
     };
-    let batch = transform::families::batch(&families.rows, date)?;
-    let mut entry = store.put_table(&folder, "families", to_parquet(&batch)?, batch.num_rows()).await?;
-    entry.schema = Some(schema_fingerprint(&batch.schema()));
+    let batch = transform::families::batch(&rows, date)?;
+    drop(rows);
+    let (bytes, count, schema) = (to_parquet(&batch)?, batch.num_rows(), schema_fingerprint(&batch.schema()));
+    drop(batch);
+    let mut entry = store.put_table(&folder, "families", bytes, count).await?;
+    entry.schema = Some(schema);
     files.push(entry);
-    let book_rows: Vec<BookRow> = book_rows
-        .iter()
-        .map(|r| BookRow { family: families.of_book.get(&r.target.domain).cloned(), ..r.clone() })
-        .collect();
+    let book_rows: Vec<BookRow> =
+        book_rows.iter().map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() }).collect();
+    drop(of_book);
     let book_rows = book_rows.as_slice();
     // Scored a slice of domains at a time, each slice a row group of a local file, then stored.
     let model = &pipeline.model;
