@@ -57,13 +57,19 @@ pub struct Call {
 pub struct Pager {
     /// The query parameter that asks for a page after the first (BuiltWith's `OFFSET`).
     pub param: &'static str,
-    /// From a page's body: the value of `param` for the next page, `None` on the last.
-    pub next: fn(&[u8]) -> Result<Option<String>, String>,
-    /// The credits a page's body is billed (each costing the endpoint's cost): BuiltWith
-    /// bills Relationships per 500 relationships, not per request.
-    pub credits: fn(&[u8]) -> u32,
+    /// Reads a page's body once, for what paging needs of it.
+    pub read: fn(&[u8]) -> PageRead,
     /// Most pages one call follows: an answer that never ends stops there.
     pub max_pages: u32,
+}
+
+/// What a page's body says for paging.
+pub struct PageRead {
+    /// The value of the pager's parameter for the next page, `None` on the last.
+    pub next: Result<Option<String>, String>,
+    /// The credits the page is billed (each costing the endpoint's cost): BuiltWith bills
+    /// Relationships per 500 relationships, not per request.
+    pub credits: u32,
 }
 
 impl std::fmt::Debug for Pager {
@@ -74,10 +80,7 @@ impl std::fmt::Debug for Pager {
 
 impl PartialEq for Pager {
     fn eq(&self, other: &Self) -> bool {
-        self.param == other.param
-            && self.max_pages == other.max_pages
-            && std::ptr::fn_addr_eq(self.next, other.next)
-            && std::ptr::fn_addr_eq(self.credits, other.credits)
+        self.param == other.param && self.max_pages == other.max_pages && std::ptr::fn_addr_eq(self.read, other.read)
     }
 }
 
@@ -660,10 +663,8 @@ impl Fetcher {
             let reply = Self::send(lane, &request, held.as_ref()).await;
             let charged = reply.is_success();
             // A paged endpoint bills the credits its page holds (none for an empty one).
-            let billed = match &call.pager {
-                Some(pager) if charged => f64::from((pager.credits)(&reply.body)) * cost,
-                _ => cost,
-            };
+            let paged = call.pager.filter(|_| charged).map(|pager| (pager, (pager.read)(&reply.body)));
+            let billed = paged.as_ref().map_or(cost, |(_, read)| f64::from(read.credits) * cost);
             if charged {
                 self.budget.charge(reservation, billed);
             } else {
@@ -730,29 +731,26 @@ impl Fetcher {
                         .stop(Outcome::SkippedAuth, format!("the API key was refused (HTTP {})", status.unwrap_or(0))),
                     None => {}
                 }
-                if let Some(pager) = call.pager.filter(|_| charged && stop.is_none()) {
-                    let body = attempts.last().map(|a| a.reply.body.clone()).unwrap_or_default();
-                    // A body the pager cannot read is the last page: the parser reports it.
-                    if let Ok(Some(next)) = (pager.next)(&body) {
-                        if page >= pager.max_pages || offsets.contains(&next) {
-                            let why = if page >= pager.max_pages {
-                                format!("the answer did not end after {page} pages")
-                            } else {
-                                format!("page {} pointed back to {}={next}", page, pager.param)
-                            };
-                            return (Exchange { attempts, ending: Ending::GaveUp(why) }, None);
-                        }
-                        drop(slot);
-                        let mut next_page = call.clone();
-                        next_page.fallback_on_403 = None;
-                        next_page.query.retain(|(name, _)| *name != pager.param);
-                        next_page.query.push((pager.param, next.clone()));
-                        offsets.push(next);
-                        request = std::borrow::Cow::Owned(next_page);
-                        (page, page_from, waited_from) = (page + 1, rounds, waited);
-                        wait_before = Duration::ZERO;
-                        continue;
+                // A body the pager cannot read is the last page: the parser reports it.
+                if let (Some((pager, PageRead { next: Ok(Some(next)), .. })), None) = (paged, stop) {
+                    if page >= pager.max_pages || offsets.contains(&next) {
+                        let why = if page >= pager.max_pages {
+                            format!("the answer did not end after {page} pages")
+                        } else {
+                            format!("page {} pointed back to {}={next}", page, pager.param)
+                        };
+                        return (Exchange { attempts, ending: Ending::GaveUp(why) }, None);
                     }
+                    drop(slot);
+                    let mut next_page = call.clone();
+                    next_page.fallback_on_403 = None;
+                    next_page.query.retain(|(name, _)| *name != pager.param);
+                    next_page.query.push((pager.param, next.clone()));
+                    offsets.push(next);
+                    request = std::borrow::Cow::Owned(next_page);
+                    (page, page_from, waited_from) = (page + 1, rounds, waited);
+                    wait_before = Duration::ZERO;
+                    continue;
                 }
                 return (Exchange { attempts, ending: Ending::Answered }, slot.ok());
             }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Answer, ProviderError, parse_json, text};
-use crate::fetch::Pager;
+use crate::fetch::{PageRead, Pager};
 
 pub const ENDPOINT_DOMAIN: &str = "domain";
 /// The Domain API version BuiltWith documents today, unless the pipeline names another
@@ -304,8 +304,15 @@ pub fn relationships_request(domain: &str) -> (String, Vec<(&'static str, String
 
 /// Relationships `rv4` pages: while `more_results` is true, ask again with
 /// `OFFSET=<next_skip>`; each page is billed a credit per 500 relationships on it.
-pub const RELATIONSHIPS_PAGER: Pager =
-    Pager { param: "OFFSET", next: relationships_next_page, credits: relationships_credits, max_pages: 200 };
+pub const RELATIONSHIPS_PAGER: Pager = Pager { param: "OFFSET", read: read_relationships_page, max_pages: 200 };
+
+/// A Relationships page's next offset and credits, from one parse of its body.
+fn read_relationships_page(body: &[u8]) -> PageRead {
+    match parse_json(body) {
+        Ok(page) => PageRead { next: next_skip(&page), credits: credits_of(&page) },
+        Err(e) => PageRead { next: Err(e.to_string()), credits: 0 },
+    }
+}
 
 /// A key of an `rv4` answer's paging meta (`more_results`, `next_skip`), also as
 /// `MoreResults` / `NextSkip`.
@@ -323,11 +330,14 @@ fn more_results(page: &Value) -> bool {
 
 /// The `OFFSET` of the page after this one, `None` on the last page.
 pub fn relationships_next_page(body: &[u8]) -> Result<Option<String>, String> {
-    let page = parse_json(body).map_err(|e| e.to_string())?;
-    if !more_results(&page) {
+    next_skip(&parse_json(body).map_err(|e| e.to_string())?)
+}
+
+fn next_skip(page: &Value) -> Result<Option<String>, String> {
+    if !more_results(page) {
         return Ok(None);
     }
-    match meta(&page, "next_skip", "NextSkip") {
+    match meta(page, "next_skip", "NextSkip") {
         Some(Value::Number(skip)) => Ok(Some(skip.to_string())),
         Some(Value::String(skip)) if !skip.trim().is_empty() => Ok(Some(skip.trim().to_string())),
         _ => Err("more_results is true but next_skip is missing".into()),
@@ -349,8 +359,11 @@ fn relationships_on(page: &Value) -> usize {
 /// The credits a page is billed: one per 500 relationships on it (none for a page
 /// without any: an unknown domain, or one that shares no identifier).
 pub fn relationships_credits(body: &[u8]) -> u32 {
-    let relationships = parse_json(body).map(|page| relationships_on(&page)).unwrap_or(0);
-    relationships.div_ceil(RELATIONSHIPS_PER_CREDIT) as u32
+    parse_json(body).map(|page| credits_of(&page)).unwrap_or(0)
+}
+
+fn credits_of(page: &Value) -> u32 {
+    relationships_on(page).div_ceil(RELATIONSHIPS_PER_CREDIT) as u32
 }
 
 /// A domain that shares an identifier (analytics, ad or tag manager id) with the one looked up.
@@ -449,10 +462,10 @@ pub fn lists_request(technology: &str, offset: Option<&str>) -> (String, Vec<(&'
 
 /// Lists pages: `OFFSET=<NextOffset>` until `NextOffset` is `END`; each page is a call's
 /// worth of credits. `max_pages` is the discovery run's cap (set per call).
-pub const LISTS_PAGER: Pager = Pager { param: "OFFSET", next: lists_next_page, credits: |_| 1, max_pages: 50 };
+pub const LISTS_PAGER: Pager = Pager { param: "OFFSET", read: read_list_page, max_pages: 50 };
 
-fn lists_next_page(body: &[u8]) -> Result<Option<String>, String> {
-    parse_list_page(body).map(|page| page.next_offset).map_err(|e| e.to_string())
+fn read_list_page(body: &[u8]) -> PageRead {
+    PageRead { next: parse_list_page(body).map(|page| page.next_offset).map_err(|e| e.to_string()), credits: 1 }
 }
 
 /// One page of the Lists API: the domains on it and the offset of the next page

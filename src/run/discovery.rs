@@ -26,9 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::{Selection, prepare, spend};
 use crate::config::ProviderId;
 use crate::fetch::clock::TokioClock;
-use crate::fetch::{Call, Ending, Exchange, Fetcher, LedgerRow, Outcome};
+use crate::fetch::{Call, Exchange, Fetcher, LedgerRow, Outcome};
 use crate::providers::{Answer, builtwith};
-use crate::simulate::{Simulator, SimulatorConfig};
 use crate::store::Store;
 use crate::store::table::{TableBuilder, to_parquet};
 
@@ -179,53 +178,6 @@ fn pages(exchange: &Exchange) -> Vec<Bytes> {
         .collect()
 }
 
-/// Ledger rows for a finished call: one per attempt, or one saying why it was not made.
-fn ledger_rows(run_id: &str, call: &Call, exchange: &Exchange, ok: bool) -> Vec<LedgerRow> {
-    let mut rows = Vec::new();
-    let last = exchange.attempts.len();
-    for (i, a) in exchange.attempts.iter().enumerate() {
-        let followed = a.reply.is_success() && exchange.attempts[i + 1..].iter().any(|b| b.page > a.page);
-        let outcome = match (i + 1 == last, followed) {
-            (_, true) => Outcome::Ok,
-            (false, false) => Outcome::Retried,
-            (true, false) if ok => Outcome::Ok,
-            (true, false) => Outcome::Failed,
-        };
-        rows.push(LedgerRow {
-            run_id: run_id.to_string(),
-            provider: call.provider,
-            endpoint: call.endpoint,
-            domain: call.domain.clone(),
-            modules: "discovery".into(),
-            attempt: a.number,
-            page: a.page,
-            http_status: a.reply.status,
-            outcome,
-            error: a.reply.error.clone().or_else(|| (!ok && i + 1 == last).then(|| ending_text(&exchange.ending))),
-            latency_ms: a.reply.latency.as_secs_f64() * 1000.0,
-            waited_ms: a.waited.as_secs_f64() * 1000.0,
-            cost_usd: a.cost_usd,
-            bytes: a.reply.body.len() as u64,
-            called_at: a.reply.called_at,
-        });
-    }
-    if let Ending::Skipped(outcome, reason) = &exchange.ending {
-        let mut row = LedgerRow::not_made(run_id, call, "discovery", *outcome, reason);
-        row.attempt = exchange.attempts.last().map_or(1, |a| a.number + 1);
-        rows.push(row);
-    }
-    rows
-}
-
-fn ending_text(ending: &Ending) -> String {
-    match ending {
-        Ending::GaveUp(why) => why.clone(),
-        Ending::Skipped(_, why) => why.clone(),
-        Ending::Stopped => "stopped".into(),
-        Ending::Answered => "answered".into(),
-    }
-}
-
 /// The discovery file, the nightly pipeline it shares prepared, and the lists it reads.
 async fn load(selection: Selection) -> anyhow::Result<(DiscoveryFile, prepare::Prepared, Vec<String>)> {
     let path = selection.pipeline.clone();
@@ -346,27 +298,7 @@ async fn discover(
 ) -> anyhow::Result<DiscoveryReport> {
     let store = &prepared.store;
     let pipeline = &prepared.pipeline;
-    let simulator = if prepared.simulated() {
-        let p = &pipeline.pipeline;
-        let config = SimulatorConfig {
-            seed: p.simulator.seed,
-            as_of: date,
-            keys: prepare::simulated_keys(),
-            faults: p.simulator.faults.clone(),
-            request_log: p.simulator.request_log.as_ref().map(|path| pipeline.resolve(path)),
-        };
-        let sim = Simulator::start("127.0.0.1:0".parse().context("loopback address")?, config)
-            .await
-            .context("cannot start the simulated providers")?;
-        super::status(&format!(
-            "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
-            sim.base_url()
-        ));
-        Some(sim)
-    } else {
-        super::status("providers: real (keys from the environment)");
-        None
-    };
+    let simulator = super::start_providers(prepared, date, &[]).await?;
     let (month_to_date, used_today) = prepared.account_usage().await?;
     let fetcher = Fetcher::new(
         prepare::endpoints(pipeline, simulator.as_ref())?,
@@ -375,6 +307,7 @@ async fn discover(
         &used_today,
         Arc::new(TokioClock::default()),
     )?;
+    let key = fetcher.endpoint(ProviderId::BuiltWith)?.clone();
     let mut recorder = spend::Recorder::new(store, run_id, prepared.account, 1);
     let mut ledger: Vec<LedgerRow> = Vec::new();
     let record = |exchanges: &[(Call, Exchange)]| {
@@ -454,14 +387,18 @@ async fn discover(
                     Err(e) => report.error = Some(e.to_string()),
                 }
             }
-            let answered = exchange.ending == Ending::Answered
-                && exchange.attempts.last().is_some_and(|a| a.reply.is_success())
-                && report.error.is_none();
-            if !answered {
+            let verdict = match (super::waves::unanswered(&exchange), &report.error) {
+                (Some(failure), _) => Err(failure),
+                (None, Some(bad)) => Err((Outcome::Invalid, bad.clone())),
+                (None, None) if exchange.attempts.last().is_some_and(|a| a.reply.is_success()) => Ok(Outcome::Ok),
+                (None, None) => Err((Outcome::Failed, "the list was not answered".into())),
+            };
+            if let Err((_, why)) = &verdict {
                 report.complete = false;
-                report.error.get_or_insert_with(|| ending_text(&exchange.ending));
+                report.error = Some(why.clone());
             }
-            ledger.extend(ledger_rows(run_id, &call, &exchange, answered));
+            ledger
+                .extend(super::waves::ledger_rows(run_id, &call, "discovery", &exchange, &verdict, &|e| key.redact(e)));
             domains = found;
         }
         report.domains = domains.len();
@@ -528,13 +465,18 @@ async fn discover(
     let technology_of: BTreeMap<&str, &str> = candidates.iter().map(|(d, t)| (d.as_str(), t.as_str())).collect();
     let mut results: Vec<(String, String, bool)> = Vec::new();
     for (call, exchange) in &checked {
-        let answer = exchange.answer().filter(|r| r.is_success()).map(|r| builtwith::parse_free(&r.body));
-        let known = match answer {
-            Some(Ok(Answer::Data(_))) => Some(true),
-            Some(Ok(Answer::NoData(_))) => Some(false),
-            _ => None, // failed: left for the next run
+        let verdict = match (super::waves::unanswered(exchange), exchange.answer()) {
+            (Some(failure), _) => Err(failure),
+            (None, Some(reply)) if reply.is_success() => match builtwith::parse_free(&reply.body) {
+                Ok(Answer::Data(_)) => Ok(Outcome::Ok),
+                Ok(Answer::NoData(_)) => Ok(Outcome::NoData),
+                Err(e) => Err((Outcome::Invalid, e.to_string())),
+            },
+            (None, reply) => Err((Outcome::Failed, format!("HTTP {:?}", reply.and_then(|r| r.status)))),
         };
-        ledger.extend(ledger_rows(run_id, call, exchange, known.is_some()));
+        // A check that failed is left for the next run.
+        let known = verdict.as_ref().ok().map(|outcome| *outcome == Outcome::Ok);
+        ledger.extend(super::waves::ledger_rows(run_id, call, "discovery", exchange, &verdict, &|e| key.redact(e)));
         if let Some(known) = known {
             let technology = technology_of.get(call.domain.as_str()).copied().unwrap_or_default();
             results.push((call.domain.clone(), technology.to_string(), known));

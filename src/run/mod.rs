@@ -487,27 +487,7 @@ async fn refresh(
     let previous_snapshot = prepared.previous.iter().rev().find(|m| m.date < date).map(|m| m.snapshot_id.clone());
     let work = prepared.work();
 
-    let simulator = if prepared.simulated() {
-        let listen = "127.0.0.1:0".parse().context("loopback address")?;
-        let mut faults = p.simulator.faults.clone();
-        crate::config::apply_faults(&mut faults, &options.faults).map_err(anyhow::Error::msg)?;
-        let config = SimulatorConfig {
-            seed: p.simulator.seed,
-            as_of: options.selection.date,
-            keys: prepare::simulated_keys(),
-            faults,
-            request_log: p.simulator.request_log.as_ref().map(|path| pipeline.resolve(path)),
-        };
-        let sim = Simulator::start(listen, config).await.context("cannot start the simulated providers")?;
-        status(&format!(
-            "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
-            sim.base_url()
-        ));
-        Some(sim)
-    } else {
-        status("providers: real (keys from the environment)");
-        None
-    };
+    let simulator = start_providers(prepared, options.selection.date, &options.faults).await?;
     // Spend and quota are the account's: only earlier runs against the same providers count
     // (a resumed run's own earlier calls included: they are on the spend record).
     let (month_to_date, used_today) = prepared.account_usage().await?;
@@ -613,6 +593,36 @@ async fn refresh(
 }
 
 /// The `fetched_at` of everything a run fetches: when it started.
+/// The embedded simulator for a simulated run (with the pipeline's faults and `faults`),
+/// or none against the real providers; says which on stderr.
+pub(crate) async fn start_providers(
+    prepared: &Prepared,
+    date: NaiveDate,
+    faults: &[String],
+) -> anyhow::Result<Option<Simulator>> {
+    if !prepared.simulated() {
+        status("providers: real (keys from the environment)");
+        return Ok(None);
+    }
+    let (pipeline, p) = (&prepared.pipeline, &prepared.pipeline.pipeline);
+    let mut all = p.simulator.faults.clone();
+    crate::config::apply_faults(&mut all, faults).map_err(anyhow::Error::msg)?;
+    let config = SimulatorConfig {
+        seed: p.simulator.seed,
+        as_of: date,
+        keys: prepare::simulated_keys(),
+        faults: all,
+        request_log: p.simulator.request_log.as_ref().map(|path| pipeline.resolve(path)),
+    };
+    let listen = "127.0.0.1:0".parse().context("loopback address")?;
+    let sim = Simulator::start(listen, config).await.context("cannot start the simulated providers")?;
+    status(&format!(
+        "providers: simulated (no provider API keys set), serving a world as of {date} on {}",
+        sim.base_url()
+    ));
+    Ok(Some(sim))
+}
+
 /// Carries into the stage the rows of the modules the free pre-check spared since the
 /// last call (their last full lookup kept), and learns which of them run Algolia.
 /// Returns the (module, domain) pairs carried.

@@ -517,92 +517,123 @@ impl Sink<'_> {
     /// body as received); a call not made gets one row saying why.
     fn record(&mut self, call: &Call, exchange: &Exchange) -> anyhow::Result<Result<Parsed, (Outcome, String)>> {
         let endpoint = self.fetcher.endpoint(call.provider)?;
-        let result = match (&exchange.ending, exchange.answer()) {
-            (Ending::Answered, Some(reply)) => modules::parse(&self.planner.context, call, &reply),
-            (Ending::GaveUp(reason), _) => match exchange.attempts.last() {
-                // Answered, but its pages did not end.
-                Some(a) if a.reply.is_success() => Err((Outcome::Failed, reason.clone())),
-                last => Err((
-                    Outcome::Failed,
-                    format!("{}; {reason}", last.map(|a| attempt_error(&a.reply)).unwrap_or_default()),
-                )),
-            },
-            (Ending::Skipped(outcome, reason), _) => Err((*outcome, reason.clone())),
-            (Ending::Stopped, _) => Err((Outcome::Failed, "stopped before it was sent".into())),
-            (Ending::Answered, None) => Err((Outcome::Failed, "no reply".into())),
+        let result = match (exchange.answer(), unanswered(exchange)) {
+            (Some(reply), None) => modules::parse(&self.planner.context, call, &reply),
+            (_, Some(failure)) => Err(failure),
+            (None, None) => Err((Outcome::Failed, "no reply".into())),
         };
-        let last = exchange.attempts.len();
-        // A page of a paged answer that the next page followed: answered, and paid for.
-        let followed = |i: usize| {
-            let page = exchange.attempts[i].page;
-            exchange.attempts[i].reply.is_success() && exchange.attempts[i + 1..].iter().any(|a| a.page > page)
+        let verdict = match &result {
+            Ok(parsed) if modules::is_no_data(parsed) => Ok(Outcome::NoData),
+            Ok(_) => Ok(Outcome::Ok),
+            Err(failure) => Err(failure.clone()),
         };
-        for (i, attempt) in exchange.attempts.iter().enumerate() {
-            let reply = &attempt.reply;
-            let final_attempt = i + 1 == last && !matches!(exchange.ending, Ending::Skipped(..));
-            let (outcome, error) = match (&result, final_attempt) {
-                _ if attempt.session.is_none() && !final_attempt && followed(i) => (Outcome::Ok, None),
-                // The session's requests, made for this call: answered or not, nothing to parse.
-                // (a failed one the call went on from was tried again; one that ended the
-                // call without an answer is the call's failure, below).
-                _ if attempt.session.is_some() && !final_attempt => match (&reply.error, i + 1 < last) {
-                    (None, _) => (Outcome::Ok, None),
-                    (Some(why), true) => (Outcome::Retried, Some(why.clone())),
-                    (Some(why), false) => (Outcome::Failed, Some(why.clone())),
-                },
-                (_, false) => (Outcome::Retried, Some(attempt_error(reply))),
-                (Ok(p), true) if modules::is_no_data(p) => (Outcome::NoData, None),
-                (Ok(_), true) => (Outcome::Ok, None),
-                (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
-            };
-            self.push_ledger(LedgerRow {
-                run_id: self.planner.run_id.clone(),
-                provider: call.provider,
-                endpoint: attempt.session.unwrap_or(call.endpoint),
-                domain: call.domain.clone(),
-                modules: call.modules.to_string(),
-                attempt: attempt.number,
-                page: attempt.page,
-                http_status: reply.status,
-                outcome,
-                error: error.map(|e| endpoint.redact(&e)),
-                latency_ms: reply.latency.as_secs_f64() * 1000.0,
-                waited_ms: attempt.waited.as_secs_f64() * 1000.0,
-                cost_usd: attempt.cost_usd,
-                bytes: reply.body.len() as u64,
-                called_at: reply.called_at,
-            });
-            if reply.status.is_some() && attempt.session.is_none() {
-                self.buffer.bytes += reply.body.len();
-                self.buffer.tables.raw.push(RawRow {
-                    provider: call.provider.name(),
-                    endpoint: call.endpoint,
-                    domain: call.domain.clone(),
-                    modules: call.modules.to_string(),
-                    http_status: reply.status,
-                    fetched_at_ms: reply.called_at.timestamp_millis(),
-                    body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
-                    page: attempt.page,
-                });
-            }
-        }
-        if let Ending::Skipped(outcome, reason) = &exchange.ending {
-            let mut row = LedgerRow::not_made(&self.planner.run_id, call, &call.modules.to_string(), *outcome, reason);
-            // The attempt that was not made: the one after the last made — or, after a session
-            // request that did its part, the attempt it came before (it carries its number).
-            row.attempt = exchange
-                .attempts
-                .last()
-                .map_or(1, |a| a.number + u32::from(a.session.is_none() || a.reply.error.is_some()));
-            // Of a paged call: the page after the last one answered, or the one that failed.
-            row.page = exchange
-                .attempts
-                .last()
-                .map_or(1, |a| a.page + u32::from(call.pager.is_some() && a.session.is_none() && a.reply.is_success()));
+        let modules = call.modules.to_string();
+        for row in ledger_rows(&self.planner.run_id, call, &modules, exchange, &verdict, &|e| endpoint.redact(e)) {
             self.push_ledger(row);
+        }
+        for attempt in exchange.attempts.iter().filter(|a| a.reply.status.is_some() && a.session.is_none()) {
+            let reply = &attempt.reply;
+            self.buffer.bytes += reply.body.len();
+            self.buffer.tables.raw.push(RawRow {
+                provider: call.provider.name(),
+                endpoint: call.endpoint,
+                domain: call.domain.clone(),
+                modules: modules.clone(),
+                http_status: reply.status,
+                fetched_at_ms: reply.called_at.timestamp_millis(),
+                body: endpoint.redact(&String::from_utf8_lossy(&reply.body)),
+                page: attempt.page,
+            });
         }
         Ok(result)
     }
+}
+
+/// Why a call has no answer to read (`None`: it was answered): the ledger's outcome and message.
+pub(crate) fn unanswered(exchange: &Exchange) -> Option<(Outcome, String)> {
+    match &exchange.ending {
+        Ending::Answered => None,
+        Ending::GaveUp(reason) => Some(match exchange.attempts.last() {
+            // Answered, but its pages did not end.
+            Some(a) if a.reply.is_success() => (Outcome::Failed, reason.clone()),
+            last => {
+                (Outcome::Failed, format!("{}; {reason}", last.map(|a| attempt_error(&a.reply)).unwrap_or_default()))
+            }
+        }),
+        Ending::Skipped(outcome, reason) => Some((*outcome, reason.clone())),
+        Ending::Stopped => Some((Outcome::Failed, "stopped before it was sent".into())),
+    }
+}
+
+/// A call's ledger: one row per attempt (the last one carries `verdict`: `ok`, `no_data`,
+/// or the failure), and one more for a call not (or no longer) made. `redact` scrubs the
+/// provider's key from error text.
+pub(crate) fn ledger_rows(
+    run_id: &str,
+    call: &Call,
+    modules: &str,
+    exchange: &Exchange,
+    verdict: &Result<Outcome, (Outcome, String)>,
+    redact: &dyn Fn(&str) -> String,
+) -> Vec<LedgerRow> {
+    let last = exchange.attempts.len();
+    // A page of a paged answer that the next page followed: answered, and paid for.
+    let followed = |i: usize| {
+        let page = exchange.attempts[i].page;
+        exchange.attempts[i].reply.is_success() && exchange.attempts[i + 1..].iter().any(|a| a.page > page)
+    };
+    let mut rows = Vec::with_capacity(last + 1);
+    for (i, attempt) in exchange.attempts.iter().enumerate() {
+        let reply = &attempt.reply;
+        let final_attempt = i + 1 == last && !matches!(exchange.ending, Ending::Skipped(..));
+        let (outcome, error) = match (verdict, final_attempt) {
+            _ if attempt.session.is_none() && !final_attempt && followed(i) => (Outcome::Ok, None),
+            // The session's requests, made for this call: answered or not, nothing to parse.
+            // (a failed one the call went on from was tried again; one that ended the
+            // call without an answer is the call's failure, below).
+            _ if attempt.session.is_some() && !final_attempt => match (&reply.error, i + 1 < last) {
+                (None, _) => (Outcome::Ok, None),
+                (Some(why), true) => (Outcome::Retried, Some(why.clone())),
+                (Some(why), false) => (Outcome::Failed, Some(why.clone())),
+            },
+            (_, false) => (Outcome::Retried, Some(attempt_error(reply))),
+            (Ok(outcome), true) => (*outcome, None),
+            (Err((outcome, message)), true) => (*outcome, Some(message.clone())),
+        };
+        rows.push(LedgerRow {
+            run_id: run_id.to_string(),
+            provider: call.provider,
+            endpoint: attempt.session.unwrap_or(call.endpoint),
+            domain: call.domain.clone(),
+            modules: modules.to_string(),
+            attempt: attempt.number,
+            page: attempt.page,
+            http_status: reply.status,
+            outcome,
+            error: error.map(|e| redact(&e)),
+            latency_ms: reply.latency.as_secs_f64() * 1000.0,
+            waited_ms: attempt.waited.as_secs_f64() * 1000.0,
+            cost_usd: attempt.cost_usd,
+            bytes: reply.body.len() as u64,
+            called_at: reply.called_at,
+        });
+    }
+    if let Ending::Skipped(outcome, reason) = &exchange.ending {
+        let mut row = LedgerRow::not_made(run_id, call, modules, *outcome, reason);
+        // The attempt that was not made: the one after the last made — or, after a session
+        // request that did its part, the attempt it came before (it carries its number).
+        row.attempt = exchange
+            .attempts
+            .last()
+            .map_or(1, |a| a.number + u32::from(a.session.is_none() || a.reply.error.is_some()));
+        // Of a paged call: the page after the last one answered, or the one that failed.
+        row.page = exchange
+            .attempts
+            .last()
+            .map_or(1, |a| a.page + u32::from(call.pager.is_some() && a.session.is_none() && a.reply.is_success()));
+        rows.push(row);
+    }
+    rows
 }
 
 /// Domains whose carried-forward tech stack runs Algolia.
