@@ -52,6 +52,7 @@ const PAGES_LOOKBACK: usize = 31;
 async fn pages_taken(
     prepared: &crate::run::Prepared,
     endpoints: &BTreeSet<(ProviderId, &str)>,
+    wanted: &BTreeSet<(String, String, String)>,
 ) -> anyhow::Result<PagesTaken> {
     use polars::prelude::*;
     let mut taken = PagesTaken::new();
@@ -60,6 +61,9 @@ async fn pages_taken(
     }
     let newest_first = prepared.previous.iter().rev().filter(|m| m.date <= prepared.date).take(PAGES_LOOKBACK);
     for manifest in newest_first {
+        if taken.len() == wanted.len() {
+            break; // every domain asked is found: older ledgers are not read
+        }
         let Some(file) = manifest.file("api_calls") else { continue };
         let bytes = prepared.store.get(&file.path).await?;
         if !ParquetReader::new(std::io::Cursor::new(bytes.clone())).schema()?.contains("page") {
@@ -85,8 +89,10 @@ async fn pages_taken(
         let (pages, usd) = (pages.i64()?, usd.f64()?);
         for i in 0..frame.height() {
             let key = (providers[i].clone(), names[i].clone(), domains[i].clone());
-            let value = (pages.get(i).unwrap_or(1).max(1) as u64, usd.get(i).unwrap_or(0.0));
-            taken.entry(key).or_insert(value);
+            if wanted.contains(&key) {
+                let value = (pages.get(i).unwrap_or(1).max(1) as u64, usd.get(i).unwrap_or(0.0));
+                taken.entry(key).or_insert(value);
+            }
         }
     }
     Ok(taken)
@@ -203,7 +209,13 @@ pub async fn plan(selection: Selection) -> anyhow::Result<Plan> {
             paged: None,
         })
         .collect();
-    let taken = pages_taken(&prepared, &paged.keys().copied().collect()).await?;
+    let wanted: BTreeSet<(String, String, String)> = paged
+        .iter()
+        .flat_map(|((p, e), (expected, at_most))| {
+            expected.iter().chain(at_most).map(|d| (p.name().to_string(), e.to_string(), d.clone()))
+        })
+        .collect();
+    let taken = pages_taken(&prepared, &paged.keys().copied().collect(), &wanted).await?;
     for ((provider, endpoint), (expected, at_most)) in paged {
         let per_credit = providers.get(provider).cost(endpoint);
         let of = |domain: &String| taken.get(&(provider.name().to_string(), endpoint.to_string(), domain.clone()));
