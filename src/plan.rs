@@ -74,7 +74,9 @@ async fn pages_taken(
         let names: Vec<String> = endpoints.iter().map(|(_, e)| e.to_string()).collect();
         let frame = frame
             .filter(
-                col("endpoint").is_in(lit(Series::new("e".into(), names)), false).and(col("http_status").is_not_null()),
+                col("endpoint")
+                    .is_in(lit(Series::new("e".into(), names)).implode(false), false)
+                    .and(col("http_status").is_not_null()),
             )
             .group_by([col("provider"), col("endpoint"), col("domain")])
             .agg([col("page").max().alias("pages"), col("cost_usd").sum().alias("usd")])
