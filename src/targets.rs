@@ -105,9 +105,44 @@ pub struct Book {
     /// A company's news feed URL (RSS or Atom).
     pub news_feeds: BTreeMap<String, String>,
     pub rejected: Vec<RejectedRow>,
+    /// Targets looked up under a new name because their site moved: new domain → old.
+    pub renamed: BTreeMap<String, String>,
 }
 
 impl Book {
+    /// Moves renamed domains (old → new) to their new names: a target is looked up under
+    /// its new domain with its ticker, job board and news feed (or dropped, when the book
+    /// already holds the new domain); a customer's new domain is a customer too. Returns
+    /// the renames applied to targets.
+    pub fn rename(&mut self, renames: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        for (old, new) in renames {
+            if self.customers.contains(old) {
+                self.customers.insert(new.clone());
+            }
+        }
+        let mut present: BTreeSet<String> = self.targets.iter().map(|t| t.domain.clone()).collect();
+        let mut applied = Vec::new();
+        self.targets.retain_mut(|target| {
+            let Some(new) = renames.get(&target.domain) else { return true };
+            let old = std::mem::replace(&mut target.domain, new.clone());
+            applied.push((old, new.clone()));
+            present.insert(new.clone())
+        });
+        for (old, new) in &applied {
+            if let Some(ticker) = self.tickers.remove(old) {
+                self.tickers.entry(new.clone()).or_insert(ticker);
+            }
+            if let Some(board) = self.job_boards.remove(old) {
+                self.job_boards.entry(new.clone()).or_insert(board);
+            }
+            if let Some(feed) = self.news_feeds.remove(old) {
+                self.news_feeds.entry(new.clone()).or_insert(feed);
+            }
+            self.renamed.insert(new.clone(), old.clone());
+        }
+        applied
+    }
+
     pub fn load(targets: &Path, customers: &Path, tickers: &Path) -> Result<Self, SeedError> {
         let mut book = Book::default();
         let mut seen = BTreeMap::new();
@@ -315,6 +350,37 @@ mod tests {
         ] {
             assert_eq!(normalize_domain(raw).as_deref(), Ok(want), "{raw}");
         }
+    }
+
+    #[test]
+    fn a_renamed_target_is_looked_up_under_its_new_domain_with_its_ticker() {
+        let target = |d: &str| Target {
+            domain: d.into(),
+            company_name: Some(d.into()),
+            partner_tech: None,
+            vertical: None,
+            country: None,
+        };
+        let mut book = Book {
+            targets: vec![target("a.com"), target("b.com"), target("c.com"), target("old.com")],
+            ..Book::default()
+        };
+        book.tickers.insert("a.com".into(), "AAA".into());
+        book.customers.insert("gone.com".into());
+        let renames: BTreeMap<String, String> =
+            [("a.com", "a2.com"), ("old.com", "b.com"), ("gone.com", "gone2.com"), ("x.com", "y.com")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        let applied = book.rename(&renames);
+        assert_eq!(applied.len(), 2);
+        let domains: Vec<&str> = book.targets.iter().map(|t| t.domain.as_str()).collect();
+        // a.com moved (row kept, with its name); old.com merged into b.com, already in the book.
+        assert_eq!(domains, ["a2.com", "b.com", "c.com"]);
+        assert_eq!(book.targets[0].company_name.as_deref(), Some("a.com"));
+        assert_eq!(book.tickers.get("a2.com").map(String::as_str), Some("AAA"));
+        assert!(book.customers.contains("gone2.com"));
+        assert_eq!(book.renamed.get("a2.com").map(String::as_str), Some("a.com"));
     }
 
     #[test]

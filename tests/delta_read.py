@@ -66,7 +66,8 @@ def main():
             # DuckDB reads the files' own types; Delta readers cast to the table's types
             # (an unsigned integer of an older file becomes a signed one): compare values.
             delta = delta.drop_columns(["snapshot_date"])
-            same = rows(delta) == rows(expected)
+            # `account_domain` is the views' own: derived from the latest `renames`.
+            same = rows(delta) == rows(expected, drop=("account_domain",))
             report["tables"][name] = {"rows": delta.num_rows, "query_rows": expected.num_rows,
                                       "equal": same, "version": dt.version()}
             ok &= same

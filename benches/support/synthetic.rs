@@ -86,6 +86,7 @@ fn rows(t: &mut Tables, i: usize, day: usize) {
             employees: Some((hash(i, 29) % 50_000) as i64),
             ..CompanyMeta::default()
         },
+        redirects_to: None,
     });
     let vendor = if moved && kind == 0 { None } else { Some(VENDORS[(hash(i, 3) % 5) as usize]) };
     let vendor = if moved && kind == 1 { Some("Algolia") } else { vendor };

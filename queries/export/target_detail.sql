@@ -3,7 +3,9 @@
 -- breakdown, company, tech stack (live and dead, with dates), traffic trend, financials,
 -- executives and quotes, hiring, trigger events, competitors and its change history. Each
 -- module row keeps its `source` and `fetched_at`. Built from the audience's views: what a
--- role may not see is not there. (The struct is written as JSON by the exporter.)
+-- role may not see is not there. (The struct is written as JSON by the exporter.) A site
+-- that moved keeps its trend and change history: rows under its old domain are listed
+-- under the account's current one (`account_domain`), each with the domain it had then.
 -- Lists are ordered with list_sort over (sort keys, row) structs: an ORDER BY inside the
 -- aggregate costs several times more.
 WITH
@@ -12,12 +14,12 @@ WITH
         FROM tech_stack AS s GROUP BY domain
     ),
     trend AS (
-        SELECT domain, list_transform(list_sort(list({'a': snapshot_id, 'row': {
-            'snapshot': snapshot_id, 'monthly_visits': sw_monthly_visits, 'growth_mom': sw_visits_growth_mom,
+        SELECT account_domain AS domain, list_transform(list_sort(list({'a': snapshot_id, 'row': {
+            'snapshot': snapshot_id, 'domain': domain, 'monthly_visits': sw_monthly_visits, 'growth_mom': sw_visits_growth_mom,
             'bounce_rate': sw_bounce_rate, 'search_traffic_pct': sw_search_traffic_pct,
             'icp_score': icp_score, 'tier': icp_tier_name, 'fetched_at': last_enriched
         }})), x -> x.row) AS items
-        FROM targets_history GROUP BY domain
+        FROM targets_history GROUP BY account_domain
     ),
     history AS (
         SELECT domain, list_reverse(list_transform(list_sort(list({'a': h.fiscal_year_end, 'row': h})), x -> x.row)) AS items
@@ -48,13 +50,13 @@ WITH
         FROM competitors AS c GROUP BY domain
     ),
     timeline AS (
-        SELECT domain, list_transform(list_sort(list({'a': DATE '2999-12-31' - to_snapshot::DATE, 'b': field, 'c': item, 'row': {
-            'snapshot': to_snapshot, 'field': field, 'item': item, 'change': change,
+        SELECT account_domain AS domain, list_transform(list_sort(list({'a': DATE '2999-12-31' - to_snapshot::DATE, 'b': field, 'c': item, 'row': {
+            'snapshot': to_snapshot, 'domain': domain, 'field': field, 'item': item, 'change': change,
             'old_value': old_value, 'new_value': new_value, 'category': category,
             'significance': significance, 'summary': summary, 'source': new_source,
             'fetched_at': new_fetched_at, 'evidence': evidence
         }})), x -> x.row) AS items
-        FROM changes GROUP BY domain
+        FROM changes GROUP BY account_domain
     )
 SELECT t.domain AS key,
        {

@@ -31,7 +31,35 @@ pub(super) fn domain_lookup(context: &Context, subject: &Subject) -> Vec<Call> {
 fn normalize(_: &Context, subject: &Subject, replies: &[&Parsed], tables: &mut Tables) {
     for reply in replies {
         if let Parsed::BuiltWith(Answer::Data(profile)) = reply {
-            tables.company.push(CompanyRow { domain: subject.domain.to_string(), meta: profile.meta.clone() });
+            tables.company.push(CompanyRow {
+                domain: subject.domain.to_string(),
+                meta: profile.meta.clone(),
+                redirects_to: profile.root_domain.as_deref().and_then(|root| moved_to(subject.domain, root)),
+            });
         }
+    }
+}
+
+/// The domain a site has moved to, when BuiltWith's answer for `asked` is about another
+/// root domain: the crawl followed a redirect there. A subdomain's answer naming its
+/// parent (or the other way round) is the same site, not a move.
+pub fn moved_to(asked: &str, root: &str) -> Option<String> {
+    let root = crate::targets::normalize_domain(root).ok()?;
+    let same_site = root == asked || asked.ends_with(&format!(".{root}")) || root.ends_with(&format!(".{asked}"));
+    (!same_site).then_some(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moved_to;
+
+    #[test]
+    fn an_answer_about_another_root_domain_is_a_move() {
+        assert_eq!(moved_to("acme.com", "acmegroup.com").as_deref(), Some("acmegroup.com"));
+        assert_eq!(moved_to("acme.com", "WWW.AcmeGroup.com.").as_deref(), Some("acmegroup.com"));
+        assert_eq!(moved_to("acme.com", "acme.com"), None);
+        assert_eq!(moved_to("shop.acme.com", "acme.com"), None);
+        assert_eq!(moved_to("acme.com", "shop.acme.com"), None);
+        assert_eq!(moved_to("acme.com", ""), None);
     }
 }

@@ -12,6 +12,8 @@ use arrow::record_batch::RecordBatch;
 pub struct CompanyRow {
     pub domain: String,
     pub meta: CompanyMeta,
+    /// The domain the site has moved to, when BuiltWith answered for another root domain.
+    pub redirects_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,7 +278,8 @@ impl Tables {
                 .int("employees", c.iter().map(|r| r.meta.employees))
                 .text("emails", c.iter().map(|r| Some(r.meta.emails.join("; ")).filter(|e| !e.is_empty())))
                 .text("telephones", c.iter().map(|r| Some(r.meta.telephones.join("; ")).filter(|e| !e.is_empty())))
-                .text("socials", c.iter().map(|r| Some(r.meta.socials.join("; ")).filter(|e| !e.is_empty()))),
+                .text("socials", c.iter().map(|r| Some(r.meta.socials.join("; ")).filter(|e| !e.is_empty())))
+                .text("redirects_to", c.iter().map(|r| r.redirects_to.as_ref())),
             c.len(),
             "builtwith",
         )

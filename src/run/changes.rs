@@ -133,6 +133,12 @@ pub(crate) async fn commit_changes(
     // One range of domains at a time (the book's, in slices of the scoring's size), each a
     // row group of a local file: memory follows the slice, and the next night's reads of
     // a range skip the other row groups by their statistics.
+    // A renamed domain's tracked items continue under its new name (when the book has
+    // moved on to it): no "left"/"entered" pair, one "renamed" event.
+    let renamed = match (&old, files.get("renames")) {
+        (Some(state), Some(renames)) => moved_state(state, renames, book)?,
+        _ => None,
+    };
     let slice_rows = pipeline.pipeline.run.change_slice_rows;
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
     // Each table is split by range once (the rows are in the order their calls finished).
@@ -146,13 +152,14 @@ pub(crate) async fn commit_changes(
             let observed = transform::changes::observations(part, date, &model.name, &DomainRange::all())
                 .context("reading the observations")?;
             // Decoded once: the new state and the events both read it, several times over.
-            let base = match &old {
+            let mut base = match &old {
                 Some(bytes) => transform::changes::read_state(bytes, range)?,
                 None => transform::changes::empty_state()?,
+            };
+            if let Some(moved) = &renamed {
+                base = moved.in_range(base, range)?;
             }
-            .collect()
-            .context("reading the previous state")?
-            .lazy();
+            let base = base.collect().context("reading the previous state")?.lazy();
             let state = transform::changes::next_state(base.clone(), observed, rules)?
                 .sort(["domain"], polars::prelude::SortMultipleOptions::default())
                 .collect()
@@ -161,6 +168,9 @@ pub(crate) async fn commit_changes(
                 events.extend(transform::changes::events(base, state.clone().lazy(), rules, &m.snapshot_id, date)?);
             }
             writer.write(&transform::changes::state_for_storage(&state)?)?;
+        }
+        if let (Some(moved), Some(m)) = (&renamed, &previous) {
+            events.extend(moved.events(&m.snapshot_id, date));
         }
         Ok(())
     })();
@@ -198,6 +208,94 @@ pub(crate) async fn commit_changes(
         entries.push(entry);
     }
     Ok((entries, count(&events), matched))
+}
+
+/// The previous state's rows of renamed domains, under their new names.
+struct Moved {
+    /// Old domain → new domain, for the renames whose old domain had tracked items.
+    renames: BTreeMap<String, String>,
+    /// Their tracked items, relabelled with the new domain.
+    rows: polars::prelude::DataFrame,
+}
+
+/// The renames that apply tonight — the new domain is in the book, the old one is not —
+/// and the old domains' tracked items, read once (renames are few).
+fn moved_state(state: &bytes::Bytes, renames: &bytes::Bytes, book: &[&str]) -> anyhow::Result<Option<Moved>> {
+    use polars::prelude::*;
+    let in_book = |d: &str| book.binary_search(&d).is_ok();
+    let applying: BTreeMap<String, String> = transform::renames::read(renames)?
+        .into_iter()
+        .filter(|r| in_book(&r.renamed_to) && !in_book(&r.domain))
+        .map(|r| (r.domain, r.renamed_to))
+        .collect();
+    if applying.is_empty() {
+        return Ok(None);
+    }
+    let map = df!(
+        "domain" => applying.keys().cloned().collect::<Vec<_>>(),
+        "renamed_to" => applying.values().cloned().collect::<Vec<_>>(),
+    )?;
+    let rows = transform::changes::read_state(state, &DomainRange::all())?
+        .join(map.lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Inner))
+        .with_column(col("renamed_to").alias("domain"))
+        .drop(Selector::ByName { names: Arc::from([PlSmallStr::from("renamed_to")]), strict: true })
+        .collect();
+    let rows = anyhow::Context::context(rows, "reading the renamed domains' tracked items")?;
+    let had_state: std::collections::BTreeSet<String> =
+        rows.column("domain")?.str()?.iter().flatten().map(str::to_string).collect();
+    let renames: BTreeMap<String, String> = applying.into_iter().filter(|(_, new)| had_state.contains(new)).collect();
+    Ok((!renames.is_empty()).then_some(Moved { renames, rows }))
+}
+
+impl Moved {
+    /// A range's previous state without the old domains' rows and with theirs under the
+    /// new names (an item the new domain already tracks keeps its own row).
+    fn in_range(
+        &self,
+        base: polars::prelude::LazyFrame,
+        range: &DomainRange,
+    ) -> polars::prelude::PolarsResult<polars::prelude::LazyFrame> {
+        use polars::prelude::*;
+        let old = Series::new("old".into(), self.renames.keys().cloned().collect::<Vec<_>>());
+        let base = base.filter(col("domain").is_in(lit(old).implode(false), false).not());
+        let keys = [col("domain"), col("field"), col("key")];
+        let moved = range.filter(self.rows.clone().lazy()).join(
+            base.clone(),
+            keys.clone(),
+            keys,
+            JoinArgs::new(JoinType::Anti),
+        );
+        concat([base, moved], UnionArgs::default())
+    }
+
+    /// One `renamed` event per move.
+    fn events(&self, from_snapshot: &str, to_snapshot: &str) -> Vec<Event> {
+        self.renames
+            .iter()
+            .map(|(old, new)| Event {
+                event_id: transform::changes::event_id(new, "target", "", old, new, to_snapshot),
+                domain: new.clone(),
+                module: "m01".into(),
+                field: "target".into(),
+                item: None,
+                change: "renamed".into(),
+                old_value: Some(old.clone()),
+                new_value: Some(new.clone()),
+                category: "target_change".into(),
+                significance: "medium".into(),
+                summary: format!("Renamed: {old} → {new} (the site moved; its history carries over)"),
+                algolia_relevance: "The same account under its new domain.".into(),
+                rule: "target_renamed".into(),
+                from_snapshot: from_snapshot.to_string(),
+                to_snapshot: to_snapshot.to_string(),
+                old_source: Some("builtwith".into()),
+                old_fetched_at: None,
+                new_source: Some("builtwith".into()),
+                new_fetched_at: None,
+                first_detected: None,
+            })
+            .collect()
+    }
 }
 
 /// Splits every table by the domain ranges: one pass over each file, a batch at a time,

@@ -188,6 +188,35 @@ pub(crate) async fn commit(
     let mut entry = store.put_table(&folder, "families", bytes, count).await?;
     entry.schema = Some(schema);
     files.push(entry);
+    // Renames: the previous snapshot's, confirmed or extended by this one's answers.
+    let renames = {
+        let previous = match &draft.previous_snapshot {
+            Some(id) => store.snapshots().await?.into_iter().find(|m| &m.snapshot_id == id),
+            None => None,
+        };
+        let before = match previous.as_ref().and_then(|m| m.file("renames")) {
+            Some(entry) => transform::renames::read(&store.get(&entry.path).await?)?,
+            None => Vec::new(),
+        };
+        let company = module_bytes.get("company").cloned().unwrap_or_default();
+        let (moves, live) = transform::renames::detected(&company)?;
+        let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").with_context(|| format!("date {date:?}"))?;
+        let rows = transform::renames::merge(before, &moves, &live, day);
+        for r in rows.iter().filter(|r| r.first_seen == day) {
+            tracing::info!(
+                "{} has moved to {} (BuiltWith answers for it): the account is looked up as {} from the next run",
+                r.domain,
+                r.renamed_to,
+                r.renamed_to
+            );
+        }
+        let batch = transform::renames::batch(&rows, date)?;
+        let bytes = to_parquet(&batch)?;
+        let mut entry = store.put_table(&folder, "renames", bytes.clone(), batch.num_rows()).await?;
+        entry.schema = Some(schema_fingerprint(&batch.schema()));
+        files.push(entry);
+        bytes
+    };
     let book_rows: Vec<BookRow> =
         book_rows.iter().map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() }).collect();
     drop(of_book);
@@ -284,6 +313,7 @@ pub(crate) async fn commit(
         let mut observed: transform::changes::SnapshotFiles =
             module_bytes.iter().map(|(t, b)| (t.to_string(), b.clone())).collect();
         observed.insert("targets".into(), Bytes::from(targets));
+        observed.insert("renames".into(), renames);
         let (entries, counts, matched) = changes::commit_changes(
             store,
             &folder,

@@ -240,6 +240,17 @@ pub(crate) async fn prepare(selection: &Selection) -> anyhow::Result<Prepared> {
             }
         }
     }
+    // A site that moved is looked up under its new domain (the latest snapshot's renames).
+    let date = selection.date.to_string();
+    if let Some(entry) = previous.iter().rev().find(|m| m.date < date).and_then(|m| m.file("renames")) {
+        let renames: BTreeMap<String, String> = crate::transform::renames::read(&store.get(&entry.path).await?)?
+            .into_iter()
+            .map(|r| (r.domain, r.renamed_to))
+            .collect();
+        for (old, new) in book.rename(&renames) {
+            tracing::info!(target: "partnerforge::seed", "{old} has moved to {new}: looked up as {new}, its history carried over");
+        }
+    }
     let mut work: Vec<usize> =
         (0..book.targets.len()).filter(|i| !book.customers.contains(&book.targets[*i].domain)).collect();
     let excluded_customers = book.targets.len() - work.len();

@@ -49,9 +49,10 @@ pub const LISTED: &str =
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
-const MODULE_TABLES: [&str; 20] = [
+const MODULE_TABLES: [&str; 21] = [
     "builtwith_free",
     "families",
+    "renames",
     "company",
     "tech_stack",
     "tech_spend",
@@ -358,21 +359,34 @@ impl Warehouse {
                 path_list(&discovered)
             ),
         });
+        let renames = latest_files.iter().find(|(entry, _)| entry.table == "renames").map(|(_, path)| path.clone());
         for view in HISTORY_TABLES {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).map(|(_, p)| p.clone()).collect();
             if all.is_empty() {
                 // Snapshots from before change tracking (or without alert rules): an empty view
                 // with the table's columns, so queries and exports over it still run.
-                if let Some(columns) = empty_view_columns(view) {
+                if let Some(mut columns) = empty_view_columns(view) {
+                    if view == "changes" {
+                        columns.push_str(", NULL::VARCHAR AS account_domain");
+                    }
                     sql.push_str(&format!("CREATE VIEW {view} AS SELECT {columns} WHERE false;\n"));
                 }
                 continue;
             }
             let name = if view == "targets" { "targets_history" } else { view };
-            sql.push_str(&format!(
-                "CREATE VIEW {name} AS SELECT * FROM read_parquet({}, union_by_name = true);\n",
-                path_list(&all)
-            ));
+            let files = format!("read_parquet({}, union_by_name = true)", path_list(&all));
+            // A renamed domain's rows also under the account's current domain.
+            match (view, &renames) {
+                ("targets" | "changes", Some(renames)) => sql.push_str(&format!(
+                    "CREATE VIEW {name} AS SELECT h.*, coalesce(r.renamed_to, h.domain) AS account_domain \
+                     FROM {files} AS h LEFT JOIN read_parquet({}) AS r ON r.domain = h.domain;\n",
+                    quote_literal(&renames.to_string_lossy())
+                )),
+                ("targets" | "changes", None) => {
+                    sql.push_str(&format!("CREATE VIEW {name} AS SELECT *, domain AS account_domain FROM {files};\n"))
+                }
+                _ => sql.push_str(&format!("CREATE VIEW {name} AS SELECT * FROM {files};\n")),
+            }
         }
         for (entry, path) in &latest_files {
             if entry.table == "targets" || MODULE_TABLES.contains(&entry.table.as_str()) {

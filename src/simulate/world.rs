@@ -188,6 +188,26 @@ impl World {
         *pick(self.seed, &[domain, "partner"], &PARTNER_TECHS)
     }
 
+    /// Whether a company moves its site to a new domain, and when: 0.5 % of domains do,
+    /// on a day between 2026-06-01 and 2027-11-22, to `<label>group.<rest>`; from that
+    /// day the old domain redirects there.
+    pub fn renamed(&self, domain: &str) -> Option<(NaiveDate, String)> {
+        if unit(self.seed, &[domain, "renamed"]) >= 0.005 {
+            return None;
+        }
+        let (label, rest) = domain.split_once('.')?;
+        let start = day_index(NaiveDate::from_ymd_opt(2026, 6, 1)?);
+        let day = start + (hash(self.seed, &[domain, "renamed", "day"]) % 540) as i64;
+        Some((EPOCH + chrono::Days::new(u64::try_from(day).ok()?), format!("{label}group.{rest}")))
+    }
+
+    /// The domain a site moved here from (`<label>group.<rest>` from `<label>.<rest>`), if any.
+    pub fn moved_from(&self, domain: &str) -> Option<String> {
+        let (label, rest) = domain.split_once('.')?;
+        let old = format!("{}.{rest}", label.strip_suffix("group")?);
+        self.renamed(&old).filter(|(_, new)| new == domain).map(|_| old)
+    }
+
     /// BuiltWith domain lookup: (HTTP status, body).
     pub fn builtwith_domain(&self, lookup: &str) -> (u16, Value) {
         let domain = lookup.trim().trim_start_matches("www.").to_ascii_lowercase();
@@ -196,6 +216,17 @@ impl World {
                 200,
                 json!({"Errors": [{"Lookup": null, "Message": "Invalid LOOKUP", "Code": -4}], "NextOffset": null, "Results": null}),
             );
+        }
+        // A site that redirects is crawled where it lands: the answer is the new
+        // domain's, its paths name the new root domain, `Lookup` echoes the asked one.
+        if let Some((on, to)) = self.renamed(&domain)
+            && self.as_of >= on
+        {
+            let (status, mut body) = self.builtwith_domain(&to);
+            if let Some(result) = body["Results"].get_mut(0) {
+                result["Lookup"] = json!(lookup);
+            }
+            return (status, body);
         }
         let s = self.seed;
         let d = domain.as_str();
@@ -362,6 +393,10 @@ impl World {
 
     /// Monthly visits for a month index (months since 2020-01).
     pub fn visits(&self, domain: &str, month: i64) -> f64 {
+        // A company's traffic follows its site to the new domain.
+        if let Some(old) = self.moved_from(domain) {
+            return self.visits(&old, month);
+        }
         let s = self.seed;
         let base = 10f64.powf(3.3 + 4.9 * unit(s, &[domain, "traffic"]));
         let growth = (unit(s, &[domain, "growth"]) - 0.45) * 0.03;
@@ -1094,6 +1129,30 @@ mod tests {
         assert!(domains.len() >= 120, "{}", domains.len());
         let unique: std::collections::BTreeSet<_> = domains.iter().collect();
         assert_eq!(unique.len(), domains.len());
+    }
+
+    #[test]
+    fn a_few_sites_move_to_a_new_domain_and_take_their_traffic_along() {
+        let world = World::new(42, date("2027-12-01"));
+        let moved: Vec<(String, NaiveDate, String)> = (0..4000)
+            .map(|i| format!("shop-{i}.com"))
+            .filter_map(|d| world.renamed(&d).map(|(on, to)| (d, on, to)))
+            .collect();
+        assert!((8..=40).contains(&moved.len()), "{} of 4000 moved", moved.len());
+        let (old, on, new) = &moved[0];
+        assert_eq!(world.moved_from(new).as_deref(), Some(old.as_str()));
+        assert_eq!(world.moved_from(old), None);
+        assert_eq!(world.visits(new, 80), world.visits(old, 80));
+        let root = |w: &World| w.builtwith_domain(old).1["Results"][0]["Result"]["Paths"][0]["Domain"].clone();
+        let before = World::new(42, *on - chrono::Days::new(1));
+        if before.builtwith_domain(old).1["Results"].is_array() {
+            assert_eq!(root(&before), old.as_str());
+        }
+        let after = World::new(42, *on);
+        if after.builtwith_domain(new).1["Results"].is_array() {
+            assert_eq!(root(&after), new.as_str());
+            assert_eq!(after.builtwith_domain(old).1["Results"][0]["Lookup"], old.as_str());
+        }
     }
 
     #[test]

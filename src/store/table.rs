@@ -152,9 +152,10 @@ pub fn same_table(stored: &str, schema: &Schema) -> bool {
 }
 
 /// Columns added to carried tables since stores were first written (`raw_responses.page`,
-/// with paged answers; `related_domains.first_seen` / `last_seen`, for families): a stored
-/// table without them is still the same table, its rows read through [`conform`].
-pub const ADDED_COLUMNS: [&str; 3] = ["page", "first_seen", "last_seen"];
+/// with paged answers; `related_domains.first_seen` / `last_seen`, for families;
+/// `company.redirects_to`, for renamed domains): a stored table without them is still
+/// the same table, its rows read through [`conform`].
+pub const ADDED_COLUMNS: [&str; 4] = ["page", "first_seen", "last_seen", "redirects_to"];
 
 /// A stored batch in the columns of `schema`, in its order: an added column the
 /// batch lacks is filled (`page` with 1: each stored body was a whole answer; any

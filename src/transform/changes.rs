@@ -137,7 +137,8 @@ impl DomainRange {
         ranges
     }
 
-    fn filter(&self, frame: LazyFrame) -> LazyFrame {
+    /// The rows of `frame` whose domain is in the range.
+    pub fn filter(&self, frame: LazyFrame) -> LazyFrame {
         let mut keep = lit(true);
         if let Some(lo) = &self.lo {
             keep = keep.and(col("domain").gt_eq(lit(lo.clone())));

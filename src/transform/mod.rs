@@ -10,6 +10,7 @@ pub mod case_studies;
 pub mod changes;
 pub mod conflicts;
 pub mod families;
+pub mod renames;
 pub mod scoring;
 pub mod signals;
 
