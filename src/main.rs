@@ -10,6 +10,9 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use partnerforge::config::{LoadedPipeline, ProvidersMode, apply_faults};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use partnerforge::plan;
 use partnerforge::run::{self, Exit, RunOptions, Selection};
 use partnerforge::serve::{self, Format, Warehouse, export};

@@ -143,6 +143,7 @@ pub(crate) async fn commit_changes(
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
     // Each table is split by range once (the rows are in the order their calls finished).
     let parts = partition_by_range(files, &ranges)?;
+    super::commit::step(&format!("tables split into {} ranges of domains", ranges.len()));
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let local = std::env::temp_dir().join(format!("partnerforge-state-{}-{nanos:x}.parquet", std::process::id()));
     let mut writer = transform::SliceWriter::new(&local);

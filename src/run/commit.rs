@@ -38,6 +38,11 @@ pub(crate) fn book_rows<'a>(
         .collect()
 }
 
+/// Logs (at debug level) that a commit step is done, with the resident memory then.
+pub(crate) fn step(name: &str) {
+    tracing::debug!(rss_mib = super::resident_mib(), "commit: {name}");
+}
+
 /// Adds a scored slice's targets to the counts per tier of the model (best tier first).
 fn count_tiers(tiers: &mut [TierCount], scored: &polars::prelude::DataFrame) -> anyhow::Result<()> {
     let tier_column = scored.column("icp_tier")?.i32()?;
@@ -173,6 +178,7 @@ pub(crate) async fn commit(
         };
         files.push(entry);
     }
+    step("module tables stored");
     // Families, from the relationships: the book's members point to their primary. The
     // table's rows are written and let go before the scoring, which keeps the memberships.
     let transform::families::Families { rows, of_book } = {
@@ -181,6 +187,8 @@ pub(crate) async fn commit(
         let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
         transform::families::group_table(&related, &pipeline.pipeline.families.identifiers, &book, &visits)?
     };
+    // Nothing past the families reads the relationships.
+    module_bytes.remove("related_domains");
     let batch = transform::families::batch(&rows, date)?;
     drop(rows);
     let (bytes, count, schema) = (to_parquet(&batch)?, batch.num_rows(), schema_fingerprint(&batch.schema()));
@@ -217,6 +225,7 @@ pub(crate) async fn commit(
         files.push(entry);
         bytes
     };
+    step("families and renames written");
     let book_rows: Vec<BookRow> =
         book_rows.iter().map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() }).collect();
     drop(of_book);
@@ -272,6 +281,7 @@ pub(crate) async fn commit(
         }
         (finished?, reused)
     };
+    step("targets scored");
     // The previous targets are not needed past the scoring: change tracking runs without them.
     let reusing = reuse.is_some();
     drop(reuse);
@@ -311,7 +321,7 @@ pub(crate) async fn commit(
         book_domains.sort_unstable();
         let targets = targets.context("reading back the targets table")?;
         let mut observed: transform::changes::SnapshotFiles =
-            module_bytes.iter().map(|(t, b)| (t.to_string(), b.clone())).collect();
+            module_bytes.drain().map(|(t, b)| (t.to_string(), b)).collect();
         observed.insert("targets".into(), Bytes::from(targets));
         observed.insert("renames".into(), renames);
         let (entries, counts, matched) = changes::commit_changes(
@@ -324,6 +334,7 @@ pub(crate) async fn commit(
             pipeline,
         )
         .await?;
+        step("changes tracked");
         files.extend(entries);
         change_counts = counts;
         alerts_matched = matched;
@@ -363,6 +374,7 @@ pub(crate) async fn commit(
         );
     }
     store.commit(&manifest).await?;
+    step("manifest committed");
     // The snapshot is committed; its Delta versions follow. A failure here loses nothing
     // (the next publish catches up), so it is reported, not fatal.
     match crate::store::delta::publish(store).await {
@@ -375,5 +387,6 @@ pub(crate) async fn commit(
             "delta: the snapshot is committed, its Delta tables are not yet updated (the next publish catches up): {e}"
         ),
     }
+    step("delta tables published");
     Ok(manifest)
 }

@@ -156,6 +156,16 @@ fn run_id(now: chrono::DateTime<Utc>) -> String {
 /// Whether runs draw a progress bar (an interactive terminal, logs not in JSON).
 static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The process's resident memory in MiB (Linux `/proc/self/statm`), for the commit's
+/// debug lines: where its memory goes, step by step.
+pub(crate) fn resident_mib() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096 / (1024 * 1024)
+}
+
 /// Turns the per-wave progress bar on or off (`main`: on when stderr is a terminal and
 /// logs are not JSON lines).
 pub fn show_progress(on: bool) {
@@ -447,10 +457,12 @@ async fn locked(
     if let Err(e) = spend::seal(&prepared.store, run_id, began, Utc::now().date_naive()).await {
         tracing::warn!("could not seal the spend record of {run_id}: {e}");
     }
+    commit::step("spend record sealed");
     // The snapshot is committed: its journal is no longer needed (a failure here loses nothing).
     if let Err(e) = journal::discard(&prepared.store, run_id).await {
         tracing::warn!("could not remove the journal of {run_id}: {e}");
     }
+    commit::step("journal removed");
     Ok(report)
 }
 

@@ -186,17 +186,17 @@ impl RunRecord {
     }
 }
 
-/// Reads the parts of `text` (JSON lines, or one JSON object); a line cut short by a
-/// crash is skipped (its group's calls were never kept, so they were asked again).
-fn parts_of(path: &str, text: &[u8]) -> Vec<Part> {
-    let mut parts = Vec::new();
+/// Reads the parts of `text` (JSON lines, or one JSON object) one at a time, never
+/// all at once (a run of a million targets writes hundreds of thousands of lines); a
+/// line cut short by a crash is skipped (its group's calls were never kept, so they
+/// were asked again).
+fn each_part(path: &str, text: &[u8], mut f: impl FnMut(Part)) {
     for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
         match serde_json::from_slice::<Part>(line) {
-            Ok(part) => parts.push(part),
+            Ok(part) => f(part),
             Err(e) => tracing::warn!("spend record {path}: a line does not read ({e}); it is not counted"),
         }
     }
-    parts
 }
 
 /// Every run's record of the month `month` (`YYYY-MM`), by run id.
@@ -214,14 +214,14 @@ async fn month_records(store: &Store, month: &str) -> Result<BTreeMap<String, Ru
         };
         let bytes = store.get(&path).await?;
         let record = runs.entry(run_id).or_default();
-        for part in parts_of(&path, &bytes) {
+        each_part(&path, &bytes, |part| {
             record.account = Some(part.account);
             if is_sum {
                 merge(record.sum.get_or_insert_with(Days::new), &part.days);
             } else {
                 merge(&mut record.parts, &part.days);
             }
-        }
+        });
     }
     Ok(runs)
 }
@@ -325,10 +325,10 @@ pub async fn seal(store: &Store, run_id: &str, started: NaiveDate, now: NaiveDat
         let mut days = Days::new();
         let mut account = None;
         for path in &parts {
-            for part in parts_of(path, &store.get(path).await?) {
+            each_part(path, &store.get(path).await?, |part| {
                 account = Some(part.account);
                 merge(&mut days, &part.days);
-            }
+            });
         }
         if let Some(account) = account {
             let sum = Part { run_id: run_id.to_string(), account, days };
