@@ -180,22 +180,63 @@ pub(crate) async fn commit(
     }
     step("module tables stored");
     // Families, from the relationships: the book's members point to their primary. The
-    // table's rows are written and let go before the scoring, which keeps the memberships.
-    let transform::families::Families { rows, of_book } = {
+    // table goes to the store a chunk of rows at a time; the scoring keeps the memberships.
+    let of_book = {
         let related = module_bytes.get("related_domains").cloned().unwrap_or_default();
         let book: BTreeSet<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
         let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
-        transform::families::group_table(&related, &pipeline.pipeline.families.identifiers, &book, &visits)?
+        // Written a chunk at a time to a local file, then stored.
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let local =
+            std::env::temp_dir().join(format!("partnerforge-families-{}-{nanos:x}.parquet", std::process::id()));
+        let schema = transform::families::batch(&[], date)?.schema();
+        let (mut writer, mut rows) = (None, 0u64);
+        let grouped = transform::families::group_table(
+            &related,
+            &pipeline.pipeline.families.identifiers,
+            &book,
+            &visits,
+            &mut |chunk| {
+                let batch = transform::families::batch(chunk, date)?;
+                if writer.is_none() {
+                    let file =
+                        std::fs::File::create(&local).with_context(|| format!("creating {}", local.display()))?;
+                    let props = crate::store::table::writer_properties()?;
+                    writer = Some(parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?);
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(&batch)?;
+                }
+                rows += batch.num_rows() as u64;
+                Ok(())
+            },
+        );
+        let stored = async {
+            let of_book = grouped?;
+            let path = format!("{folder}/families.parquet");
+            let bytes = match writer {
+                Some(w) => {
+                    w.close()?;
+                    store.put_file(&path, &local).await?
+                }
+                // No family: an empty table with its columns.
+                None => {
+                    store
+                        .put_table(&folder, "families", to_parquet(&transform::families::batch(&[], date)?)?, 0)
+                        .await?
+                        .bytes
+                }
+            };
+            let schema = Some(schema_fingerprint(&schema));
+            files.push(FileEntry { table: "families".into(), path, bytes, rows, schema });
+            anyhow::Ok(of_book)
+        }
+        .await;
+        let _ = std::fs::remove_file(&local);
+        stored?
     };
     // Nothing past the families reads the relationships.
     module_bytes.remove("related_domains");
-    let batch = transform::families::batch(&rows, date)?;
-    drop(rows);
-    let (bytes, count, schema) = (to_parquet(&batch)?, batch.num_rows(), schema_fingerprint(&batch.schema()));
-    drop(batch);
-    let mut entry = store.put_table(&folder, "families", bytes, count).await?;
-    entry.schema = Some(schema);
-    files.push(entry);
     // Renames: the previous snapshot's, confirmed or extended by this one's answers.
     let renames = {
         let previous = match &draft.previous_snapshot {

@@ -115,7 +115,9 @@ fn hash_of(name: &str) -> u64 {
 }
 
 impl<'b> Grouper<'b> {
-    fn new(strong: &[String], book: &BTreeSet<&'b str>) -> Self {
+    /// `links`: how many links there are, so the table of other sites is sized once
+    /// (growing it at a million targets held both the old and the new table).
+    fn new(strong: &[String], book: &BTreeSet<&'b str>, links: usize) -> Self {
         let names: Vec<&str> = book.iter().copied().collect();
         Self {
             strong: strong.iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -123,7 +125,7 @@ impl<'b> Grouper<'b> {
             parent: (0..names.len() as u32).collect(),
             ties: vec![Tie::default(); names.len()],
             names,
-            others: HashMap::new(),
+            others: HashMap::with_capacity(links),
         }
     }
 
@@ -171,16 +173,20 @@ impl<'b> Grouper<'b> {
     }
 
     /// The families, their book members and (in a second pass over the same links,
-    /// `links_again`) up to [`MAX_LISTED_OTHERS`] other members each.
+    /// `again`) up to [`MAX_LISTED_OTHERS`] other members each. The rows go to `emit` in
+    /// chunks, a family's rows together (families by id, members by domain), never all at
+    /// once: at a million targets a family table has millions of rows. Returns the book's
+    /// memberships.
     fn finish(
         mut self,
         visits: &HashMap<String, f64>,
         again: impl FnOnce(&mut dyn FnMut(LinkRef<'_>)) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Families> {
+        emit: &mut dyn FnMut(&[FamilyRow]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<HashMap<String, Membership>> {
         // Members per family: book domains and other sites.
         let mut size: HashMap<u32, u64> = HashMap::new();
-        let others: Vec<u32> = self.others.values().copied().collect();
-        for source in others {
+        let others = std::mem::take(&mut self.others);
+        for (_, source) in others {
             *size.entry(self.find(source)).or_default() += 1;
         }
         let mut book_members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -192,12 +198,11 @@ impl<'b> Grouper<'b> {
                 *size.entry(root).or_default() += 1;
             }
         }
-        let mut families = Families::default();
-        let mut primaries: HashMap<u32, (String, String)> = HashMap::new();
+        book_members.retain(|root, _| size.get(root).copied().unwrap_or(0) >= 2);
+        let mut of_book = HashMap::new();
+        // Family id (its first book domain) → (root, primary).
+        let mut families: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
         for (root, members) in &book_members {
-            if size.get(root).copied().unwrap_or(0) < 2 {
-                continue;
-            }
             // Ids follow the book's sort order: the first member is the first book domain.
             let family_id = self.names[members[0] as usize];
             let primary = members
@@ -208,24 +213,11 @@ impl<'b> Grouper<'b> {
                     va.total_cmp(&vb).then(b.len().cmp(&a.len())).then(b.cmp(a))
                 })
                 .unwrap_or(family_id);
-            let total = size[root];
             for m in members {
-                let domain = self.names[*m as usize];
-                let tie = &self.ties[*m as usize];
-                families.rows.push(FamilyRow {
-                    family_id: family_id.to_string(),
-                    domain: domain.to_string(),
-                    is_primary: domain == primary,
-                    in_book: true,
-                    identifiers: tie.identifiers.join(", "),
-                    first_seen: tie.first,
-                    last_seen: tie.last,
-                    members: total,
-                });
                 let membership = Membership { family_id: family_id.to_string(), primary: primary.to_string() };
-                families.of_book.insert(domain.to_string(), membership);
+                of_book.insert(self.names[*m as usize].to_string(), membership);
             }
-            primaries.insert(*root, (family_id.to_string(), primary.to_string()));
+            families.insert(family_id, (*root, primary));
         }
         // The other members, each once, up to the cap per family.
         let mut listed: HashMap<u32, BTreeMap<String, Tie>> = HashMap::new();
@@ -235,7 +227,7 @@ impl<'b> Grouper<'b> {
                 return;
             }
             let root = self.find(source);
-            if !primaries.contains_key(&root) {
+            if !book_members.contains_key(&root) {
                 return;
             }
             let others = listed.entry(root).or_default();
@@ -243,23 +235,47 @@ impl<'b> Grouper<'b> {
                 others.entry(link.related.to_string()).or_default().add(&link);
             }
         })?;
-        for (root, others) in listed {
-            let (family_id, _) = &primaries[&root];
-            for (domain, tie) in others {
-                families.rows.push(FamilyRow {
-                    family_id: family_id.clone(),
+        const CHUNK: usize = 65_536;
+        let mut chunk: Vec<FamilyRow> = Vec::with_capacity(CHUNK);
+        for (family_id, (root, primary)) in &families {
+            let total = size[root];
+            let first = chunk.len();
+            for m in &book_members[root] {
+                let domain = self.names[*m as usize];
+                let tie = &self.ties[*m as usize];
+                chunk.push(FamilyRow {
+                    family_id: family_id.to_string(),
+                    domain: domain.to_string(),
+                    is_primary: domain == *primary,
+                    in_book: true,
+                    identifiers: tie.identifiers.join(", "),
+                    first_seen: tie.first,
+                    last_seen: tie.last,
+                    members: total,
+                });
+            }
+            for (domain, tie) in listed.remove(root).unwrap_or_default() {
+                chunk.push(FamilyRow {
+                    family_id: family_id.to_string(),
                     domain,
                     is_primary: false,
                     in_book: false,
                     identifiers: tie.identifiers.join(", "),
                     first_seen: tie.first,
                     last_seen: tie.last,
-                    members: size[&root],
+                    members: total,
                 });
             }
+            chunk[first..].sort_by(|a, b| a.domain.cmp(&b.domain));
+            if chunk.len() >= CHUNK {
+                emit(&chunk)?;
+                chunk.clear();
+            }
         }
-        families.rows.sort_by(|a, b| (&a.family_id, &a.domain).cmp(&(&b.family_id, &b.domain)));
-        Ok(families)
+        if !chunk.is_empty() {
+            emit(&chunk)?;
+        }
+        Ok(of_book)
     }
 }
 
@@ -268,7 +284,7 @@ impl<'b> Grouper<'b> {
 /// domain (in sort order); its primary is the book member with the most monthly visits
 /// (`visits`), then the shortest domain, then the first in sort order.
 pub fn group(links: &[Link], strong: &[String], book: &BTreeSet<&str>, visits: &HashMap<String, f64>) -> Families {
-    let mut grouper = Grouper::new(strong, book);
+    let mut grouper = Grouper::new(strong, book, links.len());
     for link in links {
         grouper.add(&link.into());
     }
@@ -276,19 +292,32 @@ pub fn group(links: &[Link], strong: &[String], book: &BTreeSet<&str>, visits: &
         links.iter().for_each(|l| f(l.into()));
         Ok(())
     };
-    grouper.finish(visits, again).unwrap_or_default()
+    let mut rows = Vec::new();
+    let of_book = grouper
+        .finish(visits, again, &mut |chunk| {
+            rows.extend_from_slice(chunk);
+            Ok(())
+        })
+        .unwrap_or_default();
+    Families { rows, of_book }
 }
 
-/// [`group`] over a stored `related_domains` table, read twice, never held as rows.
+/// [`group`] over a stored `related_domains` table, read twice, never held as rows; the
+/// `families` rows go to `emit` a chunk at a time. Returns the book's memberships.
 pub fn group_table(
     bytes: &Bytes,
     strong: &[String],
     book: &BTreeSet<&str>,
     visits: &HashMap<String, f64>,
-) -> anyhow::Result<Families> {
-    let mut grouper = Grouper::new(strong, book);
+    emit: &mut dyn FnMut(&[FamilyRow]) -> anyhow::Result<()>,
+) -> anyhow::Result<HashMap<String, Membership>> {
+    let links = match bytes.is_empty() {
+        true => 0,
+        false => ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?.metadata().file_metadata().num_rows(),
+    };
+    let mut grouper = Grouper::new(strong, book, usize::try_from(links).unwrap_or(0));
     for_each_link(bytes, &mut |link| grouper.add(&link))?;
-    grouper.finish(visits, |f| for_each_link(bytes, f))
+    grouper.finish(visits, |f| for_each_link(bytes, f), emit)
 }
 
 fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
