@@ -97,14 +97,16 @@ impl Tie {
 
 /// Families in two passes over the links, in memory that follows the book: book domains
 /// are the nodes of a union-find; a site outside the book is only remembered by a 64-bit
-/// hash of its name and the first book domain that listed it, which joins every later one.
+/// hash of its name beside the book domain that listed it (16 bytes a link), and once
+/// sorted, the book domains listing the same site are joined.
 struct Grouper<'b> {
     strong: BTreeSet<String>,
     book: HashMap<&'b str, u32>,
     names: Vec<&'b str>,
     parent: Vec<u32>,
     ties: Vec<Tie>,
-    others: HashMap<u64, u32>,
+    /// (hash of an other site's name, the book domain that lists it), a pair per link.
+    others: Vec<(u64, u32)>,
 }
 
 fn hash_of(name: &str) -> u64 {
@@ -115,8 +117,8 @@ fn hash_of(name: &str) -> u64 {
 }
 
 impl<'b> Grouper<'b> {
-    /// `links`: how many links there are, so the table of other sites is sized once
-    /// (growing it at a million targets held both the old and the new table).
+    /// `links`: how many links there are, so the list of other sites is sized once
+    /// (growing it at a million targets held both the old and the new list).
     fn new(strong: &[String], book: &BTreeSet<&'b str>, links: usize) -> Self {
         let names: Vec<&str> = book.iter().copied().collect();
         Self {
@@ -125,7 +127,7 @@ impl<'b> Grouper<'b> {
             parent: (0..names.len() as u32).collect(),
             ties: vec![Tie::default(); names.len()],
             names,
-            others: HashMap::with_capacity(links),
+            others: Vec::with_capacity(links),
         }
     }
 
@@ -160,15 +162,7 @@ impl<'b> Grouper<'b> {
                 self.ties[related as usize].add(link);
                 self.union(source, related);
             }
-            None => match self.others.entry(hash_of(link.related)) {
-                std::collections::hash_map::Entry::Occupied(first) => {
-                    let first = *first.get();
-                    self.union(source, first);
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(source);
-                }
-            },
+            None => self.others.push((hash_of(link.related), source)),
         }
     }
 
@@ -183,12 +177,22 @@ impl<'b> Grouper<'b> {
         again: impl FnOnce(&mut dyn FnMut(LinkRef<'_>)) -> anyhow::Result<()>,
         emit: &mut dyn FnMut(&[FamilyRow]) -> anyhow::Result<()>,
     ) -> anyhow::Result<HashMap<String, Membership>> {
-        // Members per family: book domains and other sites.
-        let mut size: HashMap<u32, u64> = HashMap::new();
-        let others = std::mem::take(&mut self.others);
-        for (_, source) in others {
-            *size.entry(self.find(source)).or_default() += 1;
+        // Book domains that list the same other site are one family; then each family's
+        // other sites, counted once.
+        let mut others = std::mem::take(&mut self.others);
+        others.sort_unstable();
+        for pair in others.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                self.union(pair[0].1, pair[1].1);
+            }
         }
+        let mut size: HashMap<u32, u64> = HashMap::new();
+        for (i, (hash, source)) in others.iter().enumerate() {
+            if i == 0 || others[i - 1].0 != *hash {
+                *size.entry(self.find(*source)).or_default() += 1;
+            }
+        }
+        drop(others);
         let mut book_members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for id in 0..self.names.len() as u32 {
             let root = self.find(id);
