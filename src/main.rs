@@ -10,15 +10,17 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use partnerforge::config::{LoadedPipeline, ProvidersMode, apply_faults};
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use partnerforge::plan;
 use partnerforge::run::{self, Exit, RunOptions, Selection};
 use partnerforge::serve::{self, Format, Warehouse, export};
 use partnerforge::simulate::{Keys, Simulator, SimulatorConfig};
 use partnerforge::store::Store;
 use partnerforge::store::gc::Retention;
+
+/// mimalloc, not glibc's malloc: Polars' threads left freed memory in glibc's per-thread
+/// arenas (a 100,000-target run peaked 20 % higher).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// PartnerForge: nightly account intelligence for displacement targets.
 #[derive(Parser)]

@@ -105,8 +105,6 @@ pub struct Book {
     /// A company's news feed URL (RSS or Atom).
     pub news_feeds: BTreeMap<String, String>,
     pub rejected: Vec<RejectedRow>,
-    /// Targets looked up under a new name because their site moved: new domain → old.
-    pub renamed: BTreeMap<String, String>,
 }
 
 impl Book {
@@ -138,7 +136,6 @@ impl Book {
             if let Some(feed) = self.news_feeds.remove(old) {
                 self.news_feeds.entry(new.clone()).or_insert(feed);
             }
-            self.renamed.insert(new.clone(), old.clone());
         }
         applied
     }
@@ -373,14 +370,14 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
         let applied = book.rename(&renames);
-        assert_eq!(applied.len(), 2);
+        let moved = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(applied, [moved("a.com", "a2.com"), moved("old.com", "b.com")]);
         let domains: Vec<&str> = book.targets.iter().map(|t| t.domain.as_str()).collect();
         // a.com moved (row kept, with its name); old.com merged into b.com, already in the book.
         assert_eq!(domains, ["a2.com", "b.com", "c.com"]);
         assert_eq!(book.targets[0].company_name.as_deref(), Some("a.com"));
         assert_eq!(book.tickers.get("a2.com").map(String::as_str), Some("AAA"));
         assert!(book.customers.contains("gone2.com"));
-        assert_eq!(book.renamed.get("a2.com").map(String::as_str), Some("a.com"));
     }
 
     #[test]

@@ -306,10 +306,11 @@ pub fn relationships_request(domain: &str) -> (String, Vec<(&'static str, String
 /// `OFFSET=<next_skip>`; each page is billed a credit per 500 relationships on it.
 pub const RELATIONSHIPS_PAGER: Pager = Pager { param: "OFFSET", read: read_relationships_page, max_pages: 200 };
 
-/// A Relationships page's next offset and credits, from one parse of its body.
-fn read_relationships_page(body: &[u8]) -> PageRead {
+/// A Relationships page's next offset (`None` on the last page) and credits, from one
+/// parse of its body.
+pub fn read_relationships_page(body: &[u8]) -> PageRead {
     match parse_json(body) {
-        Ok(page) => PageRead { next: next_skip(&page), credits: credits_of(&page) },
+        Ok(page) => PageRead { next: next_skip(&page), credits: relationships_credits(&page) },
         Err(e) => PageRead { next: Err(e.to_string()), credits: 0 },
     }
 }
@@ -329,10 +330,6 @@ fn more_results(page: &Value) -> bool {
 }
 
 /// The `OFFSET` of the page after this one, `None` on the last page.
-pub fn relationships_next_page(body: &[u8]) -> Result<Option<String>, String> {
-    next_skip(&parse_json(body).map_err(|e| e.to_string())?)
-}
-
 fn next_skip(page: &Value) -> Result<Option<String>, String> {
     if !more_results(page) {
         return Ok(None);
@@ -358,11 +355,7 @@ fn relationships_on(page: &Value) -> usize {
 
 /// The credits a page is billed: one per 500 relationships on it (none for a page
 /// without any: an unknown domain, or one that shares no identifier).
-pub fn relationships_credits(body: &[u8]) -> u32 {
-    parse_json(body).map(|page| credits_of(&page)).unwrap_or(0)
-}
-
-fn credits_of(page: &Value) -> u32 {
+pub fn relationships_credits(page: &Value) -> u32 {
     relationships_on(page).div_ceil(RELATIONSHIPS_PER_CREDIT) as u32
 }
 
@@ -615,17 +608,19 @@ mod tests {
             )
         };
         let (first, second, last) = (page(500, true, "500"), page(500, true, "1000"), page(200, false, "0"));
-        assert_eq!(relationships_next_page(first.as_bytes()), Ok(Some("500".into())));
-        assert_eq!(relationships_next_page(last.as_bytes()), Ok(None));
-        assert_eq!(relationships_next_page(br#"{"more_results":"true","next_skip":"1500"}"#), Ok(Some("1500".into())));
-        assert!(relationships_next_page(br#"{"more_results":true}"#).is_err(), "more, but not where");
+        let next = |body: &str| read_relationships_page(body.as_bytes()).next;
+        let credits = |body: &str| read_relationships_page(body.as_bytes()).credits;
+        assert_eq!(next(&first), Ok(Some("500".into())));
+        assert_eq!(next(&last), Ok(None));
+        assert_eq!(next(r#"{"more_results":"true","next_skip":"1500"}"#), Ok(Some("1500".into())));
+        assert!(next(r#"{"more_results":true}"#).is_err(), "more, but not where");
         assert_eq!(
-            [&first, &last].map(|p| relationships_credits(p.as_bytes())),
+            [&first, &last].map(|p| credits(p)),
             [1, 1],
             "a credit per 500 relationships, a started 500 counting whole"
         );
-        assert_eq!(relationships_credits(page(0, false, "0").as_bytes()), 0, "no relationships, no credit");
-        assert_eq!(relationships_credits(page(501, false, "0").as_bytes()), 2);
+        assert_eq!(credits(&page(0, false, "0")), 0, "no relationships, no credit");
+        assert_eq!(credits(&page(501, false, "0")), 2);
         let joined = crate::fetch::join_pages([first.as_bytes(), second.as_bytes(), last.as_bytes()]);
         let Answer::Data(related) = parse_relationships(&joined).unwrap() else { panic!() };
         assert_eq!(related.len(), 1200);

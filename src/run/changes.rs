@@ -115,30 +115,26 @@ pub(crate) async fn commit_changes(
     store: &Store,
     folder: &str,
     date: &str,
-    previous: Option<&str>,
+    previous: Option<&Manifest>,
     files: &SnapshotFiles,
     book: &[&str],
     pipeline: &crate::config::LoadedPipeline,
 ) -> anyhow::Result<(Vec<FileEntry>, BTreeMap<String, u64>, u64)> {
     let Some(rules) = &pipeline.changes else { return Ok((Vec::new(), BTreeMap::new(), 0)) };
     let (model, alert_rules) = (&pipeline.model, pipeline.alerts.as_ref());
-    let previous = match previous {
-        Some(id) => store.snapshots().await?.into_iter().find(|m| m.snapshot_id == id),
-        None => None,
-    };
     let old = match previous.as_ref().and_then(|m| m.file("change_state")) {
         Some(entry) => Some(store.get(&entry.path).await?),
         None => None,
     };
-    // One range of domains at a time (the book's, in slices of the scoring's size), each a
-    // row group of a local file: memory follows the slice, and the next night's reads of
-    // a range skip the other row groups by their statistics.
     // A renamed domain's tracked items continue under its new name (when the book has
     // moved on to it): no "left"/"entered" pair, one "renamed" event.
     let renamed = match (&old, files.get("renames")) {
         (Some(state), Some(renames)) => moved_state(state, renames, book)?,
         _ => None,
     };
+    // One range of domains at a time (the book's, in slices of the scoring's size), each a
+    // row group of a local file: memory follows the slice, and the next night's reads of
+    // a range skip the other row groups by their statistics.
     let slice_rows = pipeline.pipeline.run.change_slice_rows;
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
     // Each table is split by range once (the rows are in the order their calls finished).

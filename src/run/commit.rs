@@ -38,6 +38,14 @@ pub(crate) fn book_rows<'a>(
         .collect()
 }
 
+/// Stores a staged table's file in the snapshot's folder.
+async fn put_staged(store: &Store, folder: &str, table: &str, staged: &StagedTable) -> anyhow::Result<FileEntry> {
+    let path = format!("{folder}/{table}.parquet");
+    let bytes = store.put_file(&path, &staged.path).await?;
+    let schema = Some(staged.schema.clone());
+    Ok(FileEntry { table: table.to_string(), path, bytes, rows: staged.rows as u64, schema })
+}
+
 /// Logs (at debug level) that a commit step is done, with the resident memory then.
 pub(crate) fn step(name: &str) {
     tracing::debug!(rss_mib = super::resident_mib(), "commit: {name}");
@@ -170,10 +178,7 @@ pub(crate) async fn commit(
                         .with_context(|| format!("reading the staged {table} table {}", staged.path.display()))?;
                     module_bytes.insert(table, Bytes::from(bytes));
                 }
-                let path = format!("{folder}/{table}.parquet");
-                let size = store.put_file(&path, &staged.path).await?;
-                let schema = Some(staged.schema.clone());
-                FileEntry { table: table.to_string(), path, bytes: size, rows: staged.rows as u64, schema }
+                put_staged(store, &folder, table, staged).await?
             }
         };
         files.push(entry);
@@ -185,64 +190,29 @@ pub(crate) async fn commit(
         let related = module_bytes.get("related_domains").cloned().unwrap_or_default();
         let book: BTreeSet<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
         let visits = transform::families::visits(&module_bytes.get("traffic").cloned().unwrap_or_default())?;
-        // Written a chunk at a time to a local file, then stored.
-        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        let local =
-            std::env::temp_dir().join(format!("partnerforge-families-{}-{nanos:x}.parquet", std::process::id()));
-        let schema = transform::families::batch(&[], date)?.schema();
-        let (mut writer, mut rows) = (None, 0u64);
-        let grouped = transform::families::group_table(
+        // Staged a chunk of rows at a time (a row group each), then stored.
+        let mut stage = super::stage::Stage::new(store, &draft.run_id)?;
+        stage.append("families", transform::families::batch(&[], date)?)?;
+        let of_book = transform::families::group_table(
             &related,
             &pipeline.pipeline.families.identifiers,
             &book,
             &visits,
-            &mut |chunk| {
-                let batch = transform::families::batch(chunk, date)?;
-                if writer.is_none() {
-                    let file =
-                        std::fs::File::create(&local).with_context(|| format!("creating {}", local.display()))?;
-                    let props = crate::store::table::writer_properties()?;
-                    writer = Some(parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?);
-                }
-                if let Some(w) = writer.as_mut() {
-                    w.write(&batch)?;
-                }
-                rows += batch.num_rows() as u64;
-                Ok(())
-            },
-        );
-        let stored = async {
-            let of_book = grouped?;
-            let path = format!("{folder}/families.parquet");
-            let bytes = match writer {
-                Some(w) => {
-                    w.close()?;
-                    store.put_file(&path, &local).await?
-                }
-                // No family: an empty table with its columns.
-                None => {
-                    store
-                        .put_table(&folder, "families", to_parquet(&transform::families::batch(&[], date)?)?, 0)
-                        .await?
-                        .bytes
-                }
-            };
-            let schema = Some(schema_fingerprint(&schema));
-            files.push(FileEntry { table: "families".into(), path, bytes, rows, schema });
-            anyhow::Ok(of_book)
+            &mut |chunk| Ok(stage.append("families", transform::families::batch(chunk, date)?)?),
+        )?;
+        for (table, staged) in stage.finish()? {
+            files.push(put_staged(store, &folder, table, &staged).await?);
         }
-        .await;
-        let _ = std::fs::remove_file(&local);
-        stored?
+        of_book
     };
     // Nothing past the families reads the relationships.
     module_bytes.remove("related_domains");
     // Renames: the previous snapshot's, confirmed or extended by this one's answers.
+    let previous = match &draft.previous_snapshot {
+        Some(id) => store.snapshots().await?.into_iter().find(|m| &m.snapshot_id == id),
+        None => None,
+    };
     let renames = {
-        let previous = match &draft.previous_snapshot {
-            Some(id) => store.snapshots().await?.into_iter().find(|m| &m.snapshot_id == id),
-            None => None,
-        };
         let before = match previous.as_ref().and_then(|m| m.file("renames")) {
             Some(entry) => transform::renames::read(&store.get(&entry.path).await?)?,
             None => Vec::new(),
@@ -365,16 +335,9 @@ pub(crate) async fn commit(
             module_bytes.drain().map(|(t, b)| (t.to_string(), b)).collect();
         observed.insert("targets".into(), Bytes::from(targets));
         observed.insert("renames".into(), renames);
-        let (entries, counts, matched) = changes::commit_changes(
-            store,
-            &folder,
-            date,
-            draft.previous_snapshot.as_deref(),
-            &observed,
-            &book_domains,
-            pipeline,
-        )
-        .await?;
+        let (entries, counts, matched) =
+            changes::commit_changes(store, &folder, date, previous.as_ref(), &observed, &book_domains, pipeline)
+                .await?;
         step("changes tracked");
         files.extend(entries);
         change_counts = counts;

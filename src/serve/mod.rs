@@ -362,19 +362,14 @@ impl Warehouse {
         let renames = latest_files.iter().find(|(entry, _)| entry.table == "renames").map(|(_, path)| path.clone());
         for view in HISTORY_TABLES {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).map(|(_, p)| p.clone()).collect();
-            if all.is_empty() {
+            let files = match (all.is_empty(), empty_view_columns(view)) {
+                (false, _) => format!("read_parquet({}, union_by_name = true)", path_list(&all)),
                 // Snapshots from before change tracking (or without alert rules): an empty view
                 // with the table's columns, so queries and exports over it still run.
-                if let Some(mut columns) = empty_view_columns(view) {
-                    if view == "changes" {
-                        columns.push_str(", NULL::VARCHAR AS account_domain");
-                    }
-                    sql.push_str(&format!("CREATE VIEW {view} AS SELECT {columns} WHERE false;\n"));
-                }
-                continue;
-            }
+                (true, Some(columns)) => format!("(SELECT {columns} WHERE false)"),
+                (true, None) => continue,
+            };
             let name = if view == "targets" { "targets_history" } else { view };
-            let files = format!("read_parquet({}, union_by_name = true)", path_list(&all));
             // A renamed domain's rows also under the account's current domain.
             match (view, &renames) {
                 ("targets" | "changes", Some(renames)) => sql.push_str(&format!(

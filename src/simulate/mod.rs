@@ -280,7 +280,7 @@ async fn builtwith_domain(
     };
     let mut response = respond(status, &body);
     if relationships && status == 200 {
-        let credits = builtwith::relationships_credits(body.to_string().as_bytes());
+        let credits = builtwith::relationships_credits(&body);
         response.headers_mut().insert(CREDITS_HEADER, credits.into());
     } else if free {
         response.headers_mut().insert(CREDITS_HEADER, 0.into()); // the Free API costs nothing

@@ -1021,7 +1021,7 @@ mod tests {
             let (status, body) = world.builtwith_relationships(domain, offset.as_deref());
             assert_eq!(status, 200);
             let text = body.to_string();
-            offset = builtwith::relationships_next_page(text.as_bytes()).unwrap();
+            offset = builtwith::read_relationships_page(text.as_bytes()).next.unwrap();
             pages.push(text);
             if offset.is_none() {
                 break;
@@ -1029,7 +1029,7 @@ mod tests {
         }
         let total = world.builtwith_relationships(domain, None).1["results"].as_u64().unwrap() as usize;
         assert_eq!(pages.len(), total.div_ceil(500));
-        let credits: u32 = pages.iter().map(|p| builtwith::relationships_credits(p.as_bytes())).sum();
+        let credits: u32 = pages.iter().map(|p| builtwith::read_relationships_page(p.as_bytes()).credits).sum();
         assert_eq!(credits as usize, pages.len(), "one credit per page of at most 500");
         let joined = crate::fetch::join_pages(pages.iter().map(|p| p.as_bytes()));
         let Ok(Answer::Data(related)) = builtwith::parse_relationships(&joined) else { panic!() };
