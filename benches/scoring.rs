@@ -9,7 +9,8 @@
 //!   whose input hash equals the first night's and computing the rest.
 //!
 //! - `query`: the shipped top-targets named query through DuckDB over the full
-//!   recompute's targets table.
+//!   recompute's targets table, as `query` reads it: a native copy in the lists' order
+//!   (its build, once a night, is timed apart).
 //!
 //! The incremental night must equal the full one row for row (checked every time).
 //!
@@ -190,9 +191,14 @@ fn top_targets(targets: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sql = std::fs::read_to_string(root.join("queries/top_targets.sql")).expect("the shipped query");
     let declared = params::declared("top_targets.sql", &sql).expect("its parameters");
+    // The native copy `query` reads (built once a night), then the query over it.
+    let copy = targets.with_file_name("targets.duckdb");
+    let _ = std::fs::remove_file(&copy);
+    let t = Instant::now();
+    serve::native::build(targets, &copy).expect("the native copy");
+    let build_seconds = t.elapsed().as_secs_f64();
     let conn = duckdb::Connection::open_in_memory().expect("DuckDB");
-    let view = format!("CREATE VIEW targets AS SELECT * FROM read_parquet('{}')", targets.display());
-    conn.execute_batch(&view).expect("the targets view");
+    conn.execute_batch(&serve::native::attach(&copy)).expect("the targets view");
     let mut out = serde_json::Map::new();
     for (label, given) in [("default", vec![]), ("narrowed", vec!["tier=hot".to_string(), "vertical=Commerce".into()])]
     {
@@ -211,7 +217,7 @@ fn top_targets(targets: &Path) {
     println!(
         "{}",
         serde_json::json!({"step": "query", "seconds": seconds, "rows": out["default"]["rows"], "carried": 0,
-            "queries": out, "peak_mib": peak_rss_mib()})
+            "queries": out, "copy_seconds": build_seconds, "peak_mib": peak_rss_mib()})
     );
 }
 
@@ -314,6 +320,7 @@ fn main() {
             }
         );
     }
+    println!("native copy for query (once a night) {:>7.3} s", get("query", "copy_seconds"));
     for (label, what) in [("default", "top_targets.sql"), ("narrowed", "top_targets.sql tier=hot vertical=Commerce")] {
         let q = &query["queries"][label];
         println!("query {what:<43} {:>7.1} ms  ({} rows)", q["seconds"].as_f64().unwrap_or(f64::NAN) * 1e3, q["rows"]);

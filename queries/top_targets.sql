@@ -18,7 +18,7 @@ SELECT
     array_to_string(score_reasons, '; ') AS reasons,
     family_id
 FROM targets
-WHERE (family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets))
+WHERE listed
   AND ($tier = '*' OR icp_tier_name = lower($tier))
   AND ($vertical = '*' OR lower(vertical) = lower($vertical))
   AND icp_score >= $min_score

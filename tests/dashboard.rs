@@ -111,10 +111,15 @@ fn each_audience_gets_its_accounts_and_fields_and_the_dashboard_works_in_a_brows
     // The admin sees every scored account (a family's sites are one account, each with its
     // page); APAC's AE only APAC's.
     let scored = store.query("SELECT count(*) AS n FROM targets")[0]["n"].as_u64().unwrap();
-    let accounts = store.query(&format!("SELECT count(*) AS n FROM targets WHERE {}", partnerforge::serve::LISTED))[0]
-        ["n"]
+    // One per account, counted from the family columns (the `listed` the lists read must agree).
+    let accounts = store.query(
+        "SELECT count(*) AS n FROM targets WHERE family_primary IS NULL OR family_primary = domain \
+         OR family_primary NOT IN (SELECT domain FROM targets)",
+    )[0]["n"]
         .as_u64()
         .unwrap();
+    let listed = store.query("SELECT count(*) AS n FROM targets WHERE listed")[0]["n"].as_u64().unwrap();
+    assert_eq!(listed, accounts);
     assert!(accounts <= scored);
     assert_eq!(admin_manifest["accounts"].as_u64(), Some(accounts));
     assert_eq!(target_files(&admin).len() as u64, scored);

@@ -6,6 +6,6 @@ SELECT coalesce(to_json(list(json_object(
 FROM (
     SELECT icp_tier, icp_tier_name, coalesce(vertical, '(unknown)') AS vertical, count(*) AS n
     FROM targets
-    WHERE family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets)
+    WHERE listed
     GROUP BY ALL
 );

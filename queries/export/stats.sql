@@ -1,7 +1,7 @@
 -- output: stats.json
 -- Counts per tier, per vertical and per partner technology, of accounts (a family counts once).
 WITH
-    t AS (SELECT * FROM targets WHERE family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets)),
+    t AS (SELECT * FROM targets WHERE listed),
     by_tier AS (
         SELECT to_json(list(json_object('tier', icp_tier, 'name', icp_tier_name, 'count', n) ORDER BY icp_tier)) AS j
         FROM (SELECT icp_tier, icp_tier_name, count(*) AS n FROM t GROUP BY ALL)

@@ -31,8 +31,7 @@ WITH
                                  AND (c = 'score_reasons' OR NOT ends_with(c, '_reasons'))
                                  AND NOT ends_with(c, '_evidence_on'))
               FROM targets
-              WHERE family_primary IS NULL OR family_primary = domain
-                 OR family_primary NOT IN (SELECT domain FROM targets)) AS t
+              WHERE listed) AS t
         LEFT JOIN recent_changes AS c USING (domain)
     )
 SELECT lpad(((rank - 1) // 1000 + 1)::VARCHAR, 4, '0') AS key,

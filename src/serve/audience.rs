@@ -108,7 +108,13 @@ pub fn scoped_view(audience: &Audience, view: &str, columns: &[String]) -> Strin
     if view == "runs" && !audience.sees_spend() {
         hidden.push(quote("spend_usd"));
     }
-    let select = if hidden.is_empty() { "*".to_string() } else { format!("* EXCLUDE ({})", hidden.join(", ")) };
+    let mut select = if hidden.is_empty() { "*".to_string() } else { format!("* EXCLUDE ({})", hidden.join(", ")) };
+    // A member whose primary the audience does not see is listed under its own name.
+    if view == "targets" && columns.iter().any(|c| c == "listed") && columns.iter().any(|c| c == "family_primary") {
+        select.push_str(
+            " REPLACE ((listed OR family_primary NOT IN (SELECT domain FROM scoped.audience_domains)) AS listed)",
+        );
+    }
     let mut conditions: Vec<String> = Vec::new();
     if columns.iter().any(|c| c == "domain") && view != "api_calls" {
         conditions.push("domain IN (SELECT domain FROM scoped.audience_domains)".into());

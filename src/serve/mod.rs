@@ -8,6 +8,7 @@
 pub mod audience;
 pub mod brief;
 pub mod export;
+pub mod native;
 pub mod output;
 pub mod params;
 
@@ -41,11 +42,6 @@ pub enum ServeError {
 fn sql_error(e: duckdb::Error) -> ServeError {
     ServeError::Sql(e.to_string())
 }
-
-/// The targets a list shows, one per account (see `Warehouse::accounts`); the shipped
-/// queries spell the same condition.
-pub const LISTED: &str =
-    "(family_primary IS NULL OR family_primary = domain OR family_primary NOT IN (SELECT domain FROM targets))";
 
 /// The tables every snapshot holds besides `targets` and `api_calls`, exposed as
 /// views over the latest snapshot.
@@ -384,7 +380,19 @@ impl Warehouse {
             }
         }
         for (entry, path) in &latest_files {
-            if entry.table == "targets" || MODULE_TABLES.contains(&entry.table.as_str()) {
+            if entry.table == "targets" {
+                // The lists read a native copy in their order; the Parquet file if none can be made.
+                match native::copy_for(store.url(), &latest, entry, path, cache_dir) {
+                    Ok(copy) => sql.push_str(&native::attach(&copy)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "targets: no native copy in {} ({e}); reading the Parquet file",
+                            cache_dir.display()
+                        );
+                        sql.push_str(&native::parquet_view(&conn, path)?);
+                    }
+                }
+            } else if MODULE_TABLES.contains(&entry.table.as_str()) {
                 sql.push_str(&format!(
                     "CREATE VIEW {} AS SELECT * FROM read_parquet({});\n",
                     entry.table,
@@ -410,7 +418,8 @@ impl Warehouse {
 
     /// Writes a DuckDB database file at `out` with the views of [`Warehouse::define`]
     /// over the store's Parquet files (in place for a local store; copies in
-    /// `cache_dir` for S3, which must stay there). Written beside `out`, then moved
+    /// `cache_dir` for S3, which must stay there), and the latest `targets` as a table
+    /// of its own, in the lists' order. Written beside `out`, then moved
     /// into place: an analyst's open copy is never half-written.
     pub async fn write_file(store: &Store, cache_dir: &Path, out: &Path) -> Result<Self, ServeError> {
         let io = |path: &Path| {
@@ -425,7 +434,15 @@ impl Warehouse {
         }
         let conn = Connection::open(&partial).map_err(sql_error)?;
         let warehouse = Self::define(conn, store, cache_dir).await?;
-        warehouse.conn.execute_batch("CHECKPOINT;").map_err(sql_error)?;
+        // The latest targets as a table of the file itself (the cached copy it read is
+        // this machine's): the file opens anywhere.
+        warehouse
+            .conn
+            .execute_batch(
+                "CREATE TABLE targets_table AS SELECT * FROM targets; DROP VIEW targets; \
+                 ALTER TABLE targets_table RENAME TO targets; DETACH DATABASE IF EXISTS serving; CHECKPOINT;",
+            )
+            .map_err(sql_error)?;
         let Self { conn, latest, snapshots } = warehouse;
         conn.close().map_err(|(_, e)| sql_error(e))?;
         std::fs::rename(&partial, out).map_err(io(out))?;
@@ -487,7 +504,7 @@ impl Warehouse {
             .conn
             .prepare(
                 "SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns \
-                 WHERE table_schema = 'main' GROUP BY table_name ORDER BY table_name",
+                 WHERE table_catalog = current_database() AND table_schema = 'main' GROUP BY table_name ORDER BY table_name",
             )
             .map_err(sql_error)?;
         let views: Vec<(String, Vec<String>)> = stmt
@@ -513,15 +530,12 @@ impl Warehouse {
         self.accounts()
     }
 
-    /// The accounts the lists show in the current scope: a target outside any family, a
-    /// family's primary, or a member whose primary the scope does not hold (a regional
-    /// site in another territory). A snapshot from before families: every target.
+    /// The accounts the lists show in the current scope (`listed`): a target outside any
+    /// family, a family's primary, or a member whose primary the scope does not hold (a
+    /// regional site in another territory). A snapshot from before families: every target.
     fn accounts(&self) -> Result<usize, ServeError> {
-        let listed = format!("SELECT count(*) FROM targets WHERE {LISTED}");
-        let n: i64 = match self.conn.query_row(&listed, [], |r| r.get(0)) {
-            Ok(n) => n,
-            Err(_) => self.conn.query_row("SELECT count(*) FROM targets", [], |r| r.get(0)).map_err(sql_error)?,
-        };
+        let n: i64 =
+            self.conn.query_row("SELECT count(*) FROM targets WHERE listed", [], |r| r.get(0)).map_err(sql_error)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -550,7 +564,7 @@ impl Warehouse {
             .conn
             .prepare(
                 "SELECT DISTINCT table_name FROM information_schema.columns \
-                 WHERE table_schema = ? AND column_name = 'domain' ORDER BY table_name",
+                 WHERE table_catalog = current_database() AND table_schema = ? AND column_name = 'domain' ORDER BY table_name",
             )
             .map_err(sql_error)?;
         let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
