@@ -83,13 +83,14 @@ fn main() {
         let mut writer = partnerforge::transform::SliceWriter::new(&path);
         let mut events = 0;
         let parts = partnerforge::run::changes::partition_by_range(files, &ranges).expect("partition");
-        for (range, part) in ranges.iter().zip(&parts) {
+        for (r, range) in ranges.iter().enumerate() {
+            let part = parts.load(r).expect("a range's part");
             let base = match old {
                 Some(bytes) => changes::read_state(bytes, range).expect("state"),
                 None => changes::empty_state().expect("empty"),
             };
             let observed =
-                changes::observations(part, date, "icp", &changes::DomainRange::all()).expect("observations");
+                changes::observations(&part, date, "icp", &changes::DomainRange::all()).expect("observations");
             let state = changes::next_state(base.clone(), observed, &rules)
                 .expect("state")
                 .sort(["domain"], SortMultipleOptions::default())

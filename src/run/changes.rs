@@ -116,7 +116,7 @@ pub(crate) async fn commit_changes(
     folder: &str,
     date: &str,
     previous: Option<&Manifest>,
-    files: &SnapshotFiles,
+    files: SnapshotFiles,
     book: &[&str],
     pipeline: &crate::config::LoadedPipeline,
 ) -> anyhow::Result<(Vec<FileEntry>, BTreeMap<String, u64>, u64)> {
@@ -138,15 +138,19 @@ pub(crate) async fn commit_changes(
     let slice_rows = pipeline.pipeline.run.change_slice_rows;
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
     // Each table is split by range once (the rows are in the order their calls finished).
-    let parts = partition_by_range(files, &ranges)?;
+    let parts = partition_by_range(&files, &ranges)?;
+    // Past the split only the targets are read again (for the alerts' accounts).
+    let targets = files.get("targets").cloned();
+    drop(files);
     super::commit::step(&format!("tables split into {} ranges of domains", ranges.len()));
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let local = std::env::temp_dir().join(format!("partnerforge-state-{}-{nanos:x}.parquet", std::process::id()));
     let mut writer = transform::SliceWriter::new(&local);
     let mut events = Vec::new();
     let tracked: anyhow::Result<()> = (|| {
-        for (range, part) in ranges.iter().zip(&parts) {
-            let observed = transform::changes::observations(part, date, &model.name, &DomainRange::all())
+        for (r, range) in ranges.iter().enumerate() {
+            let part = parts.load(r)?;
+            let observed = transform::changes::observations(&part, date, &model.name, &DomainRange::all())
                 .context("reading the observations")?;
             // Decoded once: the new state and the events both read it, several times over.
             let mut base = match &old {
@@ -191,7 +195,7 @@ pub(crate) async fn commit_changes(
         let mut accounts = BTreeMap::new();
         let wanted: std::collections::BTreeSet<&str> = events.iter().map(|e| e.domain.as_str()).collect();
         // The new targets first; a domain that left them keeps its last known place.
-        if let Some(bytes) = files.get("targets") {
+        if let Some(bytes) = &targets {
             read_accounts(bytes, &wanted, &mut accounts)?;
         }
         if let Some(entry) = previous.as_ref().and_then(|m| m.file("targets")) {
@@ -295,21 +299,74 @@ impl Moved {
     }
 }
 
-/// Splits every table by the domain ranges: one pass over each file, a batch at a time,
-/// each range's rows appended to a Parquet file (in memory) of its own.
-pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyhow::Result<Vec<SnapshotFiles>> {
+/// A snapshot's tables split by ranges of domains ([`partition_by_range`]): each range's
+/// rows of each table in a local file, read back one range at a time. The folder goes
+/// when the parts are dropped.
+pub struct Parts {
+    folder: std::path::PathBuf,
+    tables: Vec<String>,
+    ranges: usize,
+    /// One range only: the tables themselves, not split.
+    whole: Option<SnapshotFiles>,
+}
+
+impl Parts {
+    /// The number of ranges.
+    pub fn len(&self) -> usize {
+        self.ranges
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges == 0
+    }
+
+    fn path(&self, table: &str, range: usize) -> std::path::PathBuf {
+        self.folder.join(format!("{table}-{range:05}.parquet"))
+    }
+
+    /// The tables' rows of range `range`.
+    pub fn load(&self, range: usize) -> anyhow::Result<SnapshotFiles> {
+        if let Some(whole) = &self.whole {
+            return Ok(whole.clone());
+        }
+        let mut out = SnapshotFiles::new();
+        for table in &self.tables {
+            let path = self.path(table, range);
+            let bytes = std::fs::read(&path).with_context(|| format!("reading the part {}", path.display()))?;
+            out.insert(table.clone(), bytes::Bytes::from(bytes));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        if self.whole.is_none() {
+            let _ = std::fs::remove_dir_all(&self.folder);
+        }
+    }
+}
+
+/// Splits every table by the ranges (sorted, contiguous, as [`DomainRange::split`] makes
+/// them) in one pass over each, into local files (memory holds a batch and each range's
+/// open row group, not the parts: at a million targets the parts are the size of the
+/// tables); a table without a `domain` column has empty parts.
+pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyhow::Result<Parts> {
     use arrow::array::{Array, BooleanArray, RecordBatchReader, StringArray};
     use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bounds: Vec<&str> = ranges.iter().filter_map(|r| r.lo.as_deref()).collect();
-    let mut parts: Vec<SnapshotFiles> = ranges.iter().map(|_| SnapshotFiles::new()).collect();
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let folder = std::env::temp_dir().join(format!("partnerforge-parts-{}-{nanos:x}", std::process::id()));
+    let mut parts = Parts { folder, tables: Vec::new(), ranges: ranges.len(), whole: None };
     if ranges.len() == 1 {
-        parts[0] = files.clone();
+        parts.whole = Some(files.clone());
         return Ok(parts);
     }
+    std::fs::create_dir_all(&parts.folder).with_context(|| format!("creating {}", parts.folder.display()))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(64 * 1024))
+        .set_max_row_group_row_count(Some(8 * 1024))
         .build();
     for (table, bytes) in files {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
@@ -317,9 +374,12 @@ pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyh
             .with_context(|| format!("reading the {table} table"))?;
         let schema = reader.schema();
         let mut writers = Vec::with_capacity(ranges.len());
-        for _ in ranges {
-            writers.push(ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))?);
+        for r in 0..ranges.len() {
+            let path = parts.path(table, r);
+            let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            writers.push(ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props.clone()))?);
         }
+        parts.tables.push(table.clone());
         for batch in reader {
             let batch = batch?;
             let Some(column) = batch.column_by_name("domain") else { continue };
@@ -334,8 +394,8 @@ pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyh
                 }
             }
         }
-        for (r, writer) in writers.into_iter().enumerate() {
-            parts[r].insert(table.clone(), bytes::Bytes::from(writer.into_inner()?));
+        for writer in writers {
+            writer.close()?;
         }
     }
     Ok(parts)

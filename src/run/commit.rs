@@ -336,8 +336,7 @@ pub(crate) async fn commit(
         observed.insert("targets".into(), Bytes::from(targets));
         observed.insert("renames".into(), renames);
         let (entries, counts, matched) =
-            changes::commit_changes(store, &folder, date, previous.as_ref(), &observed, &book_domains, pipeline)
-                .await?;
+            changes::commit_changes(store, &folder, date, previous.as_ref(), observed, &book_domains, pipeline).await?;
         step("changes tracked");
         files.extend(entries);
         change_counts = counts;

@@ -224,21 +224,18 @@ impl<'b> Grouper<'b> {
             families.insert(family_id, (*root, primary));
         }
         // The other members, each once, up to the cap per family.
-        let mut listed: HashMap<u32, BTreeMap<String, Tie>> = HashMap::new();
+        let mut listed = OtherSites::default();
         again(&mut |link: LinkRef<'_>| {
             let Some(source) = self.source(&link) else { return };
             if self.book.contains_key(link.related) {
                 return;
             }
             let root = self.find(source);
-            if !book_members.contains_key(&root) {
-                return;
-            }
-            let others = listed.entry(root).or_default();
-            if others.len() < MAX_LISTED_OTHERS || others.contains_key(link.related) {
-                others.entry(link.related.to_string()).or_default().add(&link);
+            if book_members.contains_key(&root) {
+                listed.add(root, &link);
             }
         })?;
+        let listed = listed.by_family();
         const CHUNK: usize = 65_536;
         let mut chunk: Vec<FamilyRow> = Vec::with_capacity(CHUNK);
         for (family_id, (root, primary)) in &families {
@@ -258,10 +255,10 @@ impl<'b> Grouper<'b> {
                     members: total,
                 });
             }
-            for (domain, tie) in listed.remove(root).unwrap_or_default() {
+            for (domain, tie) in listed.of(*root) {
                 chunk.push(FamilyRow {
                     family_id: family_id.to_string(),
-                    domain,
+                    domain: domain.to_string(),
                     is_primary: false,
                     in_book: false,
                     identifiers: tie.identifiers.join(", "),
@@ -280,6 +277,117 @@ impl<'b> Grouper<'b> {
             emit(&chunk)?;
         }
         Ok(of_book)
+    }
+}
+
+/// The other members the families list (sites outside the book, up to
+/// [`MAX_LISTED_OTHERS`] a family), held compactly: at a million targets there are
+/// millions, and a map of names to sets of identifiers per family held 300 bytes each.
+/// Each site's name is kept once in one buffer, each identifier once, and a link is a
+/// record of 40 bytes.
+#[derive(Default)]
+struct OtherSites {
+    names: String,
+    /// A site: its family's root, and its name's place in `names`.
+    sites: Vec<(u32, usize, u32)>,
+    /// (root, hash of the name) → site.
+    by_key: HashMap<(u32, u64), u32>,
+    listed: HashMap<u32, usize>,
+    identifiers: HashMap<String, u32>,
+    identifier_text: Vec<String>,
+    /// (site, identifier, first seen, last seen), a record per link.
+    links: Vec<(u32, u32, Option<i64>, Option<i64>)>,
+}
+
+impl OtherSites {
+    fn name(&self, site: u32) -> &str {
+        let (_, start, len) = self.sites[site as usize];
+        &self.names[start..start + len as usize]
+    }
+
+    /// A link from a family (`root`) to a site outside the book.
+    fn add(&mut self, root: u32, link: &LinkRef) {
+        let key = (root, hash_of(link.related));
+        let site = match self.by_key.get(&key) {
+            // Two names with one 64-bit hash in one family: the first keeps the place.
+            Some(&site) if self.name(site) != link.related => return,
+            Some(&site) => site,
+            None => {
+                let listed = self.listed.entry(root).or_default();
+                if *listed >= MAX_LISTED_OTHERS {
+                    return;
+                }
+                *listed += 1;
+                let site = self.sites.len() as u32;
+                self.sites.push((root, self.names.len(), link.related.len() as u32));
+                self.names.push_str(link.related);
+                self.by_key.insert(key, site);
+                site
+            }
+        };
+        let id = format!("{}:{}", link.via.to_ascii_lowercase(), link.identifier);
+        let identifier = match self.identifiers.get(&id) {
+            Some(&i) => i,
+            None => {
+                let i = self.identifier_text.len() as u32;
+                self.identifier_text.push(id.clone());
+                self.identifiers.insert(id, i);
+                i
+            }
+        };
+        self.links.push((site, identifier, link.first_seen, link.last_seen));
+    }
+
+    /// The sites ordered by family and name, and each site's links together.
+    fn by_family(mut self) -> ListedOthers {
+        self.by_key = HashMap::new();
+        self.identifiers = HashMap::new();
+        self.listed = HashMap::new();
+        self.links.sort_unstable_by_key(|l| (l.0, l.1));
+        let mut starts = Vec::with_capacity(self.sites.len() + 1);
+        let mut at = 0;
+        for site in 0..self.sites.len() as u32 {
+            starts.push(at);
+            while at < self.links.len() && self.links[at].0 == site {
+                at += 1;
+            }
+        }
+        starts.push(at);
+        let mut order: Vec<u32> = (0..self.sites.len() as u32).collect();
+        order.sort_unstable_by(|a, b| {
+            let (ra, rb) = (self.sites[*a as usize].0, self.sites[*b as usize].0);
+            ra.cmp(&rb).then_with(|| self.name(*a).cmp(self.name(*b)))
+        });
+        ListedOthers { sites: self, order, starts }
+    }
+}
+
+/// [`OtherSites`] in families' order.
+struct ListedOthers {
+    sites: OtherSites,
+    order: Vec<u32>,
+    starts: Vec<usize>,
+}
+
+impl ListedOthers {
+    /// A family's other members by name, each with what ties it in.
+    fn of(&self, root: u32) -> impl Iterator<Item = (&str, Tie)> + '_ {
+        let root_of = |site: &u32| self.sites.sites[*site as usize].0;
+        let from = self.order.partition_point(|s| root_of(s) < root);
+        let to = self.order.partition_point(|s| root_of(s) <= root);
+        self.order[from..to].iter().map(move |&site| {
+            let mut tie = Tie::default();
+            let links = &self.sites.links[self.starts[site as usize]..self.starts[site as usize + 1]];
+            for (i, (_, identifier, first, last)) in links.iter().enumerate() {
+                if i == 0 || links[i - 1].1 != *identifier {
+                    tie.identifiers.push(self.sites.identifier_text[*identifier as usize].clone());
+                }
+                tie.first = min_some(tie.first, *first);
+                tie.last = tie.last.max(*last);
+            }
+            tie.identifiers.sort_unstable();
+            (self.sites.name(site), tie)
+        })
     }
 }
 
@@ -448,5 +556,35 @@ mod tests {
         assert_eq!((de.identifiers.as_str(), de.first_seen, de.last_seen), ("ga:UA-1, gtm:GTM-9", Some(70), Some(110)));
         assert!(de.is_primary && de.in_book);
         assert!(families.rows.iter().all(|r| r.family_id != "x.com"));
+    }
+
+    #[test]
+    fn a_family_lists_its_first_other_sites_up_to_the_cap_each_once_with_all_its_identifiers() {
+        let mut links = vec![
+            link("brand.com", "brand.de", "ga", "UA-7", 30),
+            // One other site tied in twice, by two members and two identifiers.
+            link("brand.com", "shop.net", "gtm", "GTM-1", 40),
+            link("brand.de", "shop.net", "ga", "UA-7", 20),
+        ];
+        let extra = MAX_LISTED_OTHERS + 5;
+        for i in 0..extra {
+            links.push(link("brand.de", &format!("micro-{i:03}.com"), "ga", "UA-7", 60));
+        }
+        // Seen again after the cap is reached: still listed once, its identifiers merged.
+        links.push(link("brand.com", "shop.net", "ga", "UA-7", 10));
+        let strong: Vec<String> = crate::config::FamilySettings::default().identifiers;
+        let book: BTreeSet<&str> = ["brand.com", "brand.de"].into_iter().collect();
+        let families = group(&links, &strong, &book, &HashMap::new());
+        let rows: Vec<&FamilyRow> = families.rows.iter().filter(|r| r.family_id == "brand.com").collect();
+        // The two book members and the first MAX_LISTED_OTHERS other sites, each once.
+        assert_eq!(rows.len(), 2 + MAX_LISTED_OTHERS);
+        assert!(rows.iter().all(|r| r.members == (2 + 1 + extra) as u64), "{:?}", rows[0]);
+        assert!(rows.windows(2).all(|w| w[0].domain < w[1].domain), "members by domain");
+        let shop = rows.iter().find(|r| r.domain == "shop.net").unwrap();
+        assert_eq!(
+            (shop.identifiers.as_str(), shop.first_seen, shop.last_seen, shop.in_book),
+            ("ga:UA-7, gtm:GTM-1", Some(10), Some(50), false)
+        );
+        assert!(rows.iter().any(|r| r.domain == "micro-098.com") && !rows.iter().any(|r| r.domain == "micro-099.com"));
     }
 }
