@@ -155,8 +155,8 @@ def main():
         cmd, out = bench("scoring", n, "--runs", runs, "--json")
         results["scoring"][n] = json.loads(out.strip().splitlines()[-1])
         keep = tempfile.mkdtemp(prefix="partnerforge-nights-")
-        _, text = bench("scoring", n, "--runs", 1, "--keep", keep)
-        sections.append((f"Scoring, {n:,} targets", cmd.replace(" --json", ""), text))
+        keep_cmd, text = bench("scoring", n, "--runs", 1, "--keep", keep)
+        sections.append((f"Scoring, {n:,} targets", keep_cmd.replace(keep, "DIR"), text))
         peers_cmd = [sys.executable, "benches/peers.py", keep, "--runs", str(runs)]
         peers = json.loads(sh(peers_cmd).strip().splitlines()[-1])
         results.setdefault("peers", {})[n] = peers
