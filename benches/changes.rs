@@ -5,6 +5,8 @@
 //! removed, a new CFO, a new posting or news item).
 //!
 //!     cargo bench --bench changes -- 1000000      # default 100000
+//!     cargo bench --bench changes -- 1000000 --keep DIR   # the snapshots stay in DIR
+//!     cargo bench --bench changes -- 1000000 --from DIR   # measure on them again
 //!
 //! Prints, per step, the wall time (median of `--runs`, default 3), rows per second and
 //! the process's peak resident memory so far (VmHWM).
@@ -55,7 +57,10 @@ fn main() {
     let (day1, day2) = match flag("--from") {
         Some(dir) => (load(std::path::Path::new(&dir), "1"), load(std::path::Path::new(&dir), "2")),
         None => {
-            let dir = std::env::temp_dir().join(format!("partnerforge-bench-changes-{}", std::process::id()));
+            let keep = flag("--keep").map(std::path::PathBuf::from);
+            let dir = keep.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("partnerforge-bench-changes-{}", std::process::id()))
+            });
             let started = Instant::now();
             save(&dir, "1", &snapshot(n, 1));
             save(&dir, "2", &snapshot(n, 2));
@@ -63,7 +68,9 @@ fn main() {
             let mut child: Vec<String> = args.clone();
             child.extend(["--from".to_string(), dir.display().to_string()]);
             let status = std::process::Command::new(std::env::current_exe().expect("exe")).args(&child).status();
-            let _ = std::fs::remove_dir_all(&dir);
+            if keep.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             std::process::exit(status.map(|s| s.code().unwrap_or(1)).unwrap_or(1));
         }
     };
@@ -111,7 +118,7 @@ fn main() {
     let (state1, rows1, _) = track_night(&day1, "2026-08-01", None);
     println!("state of night 1: {rows1} rows ({} ranges of {slice} domains)", ranges.len());
 
-    let (mut track, mut diff) = (Vec::new(), Vec::new());
+    let (mut track, mut diff, mut read) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rows, mut events) = (0, 0);
     for _ in 0..runs {
         let t = Instant::now();
@@ -130,11 +137,20 @@ fn main() {
         }
         diff.push(t.elapsed().as_secs_f64());
         assert_eq!(found, events, "the stored diff and the one on demand agree");
+        // What the diff cannot go below as long as it reads both states whole.
+        let t = Instant::now();
+        for range in &ranges {
+            for state in [&state1, &state2] {
+                changes::read_state(state, range).expect("state").collect().expect("read");
+            }
+        }
+        read.push(t.elapsed().as_secs_f64());
     }
-    let (track, diff) = (median(track), median(diff));
+    let (track, diff, read) = (median(track), median(diff), median(read));
     println!(
         "observe + track + diff (a commit): {track:.2} s ({:.0} state rows/s, {rows} rows)\n\
          diff of two stored states:        {diff:.2} s ({:.0} state rows/s, {events} events, {:.2} % of targets changed)\n\
+         of which reading both states:     {read:.2} s\n\
          peak resident:   {:.0} MiB",
         rows as f64 / track,
         rows as f64 / diff,

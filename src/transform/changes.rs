@@ -626,6 +626,11 @@ fn rule_expr(rule: &ChangeRule) -> Expr {
 /// The candidate changes between two states, each with the index of the first rule
 /// that holds (rows no rule holds for are not events).
 fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<DataFrame> {
+    // Domain-first: a domain whose tracked items (field, item, value) are the same on both
+    // sides has no event, whatever else moved; only the others (about the share of the
+    // book that changed) are joined below.
+    let (old, new) = differing_rows(old.collect()?, new.collect()?)?;
+    let (old, new) = (old.lazy(), new.lazy());
     let by_item = [col("domain"), col("field"), col("key")];
     let side = |frame: LazyFrame, prefix: &str| {
         frame.filter(col("field").neq(lit(SEEN))).select([
@@ -724,6 +729,86 @@ fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<
         ])
         .sort(["domain", "field", "key"], SortMultipleOptions::default())
         .collect()
+}
+
+/// Each run of rows with one domain (a state is sorted by domain) and an order-free
+/// digest of its items' (field, key, value, number): the sum of their hashes, and their
+/// count. The presence rows (`SEEN`) are not items: a new fetch time alone is no change.
+struct Runs<'a> {
+    /// (domain, first row, rows, digest, items), sorted by domain.
+    runs: Vec<(&'a str, usize, usize, u64, u64)>,
+}
+
+impl<'a> Runs<'a> {
+    fn of(df: &'a DataFrame) -> PolarsResult<Self> {
+        let state = PlSeedableRandomStateQuality::seed_from_u64(0x5eed_d1ff);
+        let mut hashes = Vec::with_capacity(df.height());
+        df.column("field")?.vec_hash(state.clone(), &mut hashes)?;
+        for name in ["key", "value", "number"] {
+            df.column(name)?.vec_hash_combine(state.clone(), &mut hashes)?;
+        }
+        let (domains, fields) = (df.column("domain")?.str()?, df.column("field")?.str()?);
+        let mut runs: Vec<(&str, usize, usize, u64, u64)> = Vec::new();
+        for (row, ((domain, field), hash)) in domains.iter().zip(fields.iter()).zip(hashes).enumerate() {
+            let domain = domain.unwrap_or_default();
+            match runs.last_mut() {
+                Some(run) if run.0 == domain => run.2 += 1,
+                _ => runs.push((domain, row, 1, 0, 0)),
+            }
+            if field != Some(SEEN)
+                && let Some(run) = runs.last_mut()
+            {
+                // Mixed once more, so that the hashes of several items do not cancel out.
+                run.3 = run.3.wrapping_add(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29));
+                run.4 += 1;
+            }
+        }
+        if !runs.is_sorted_by(|a, b| a.0 < b.0) {
+            // Not grouped by domain after all: the runs of one domain are summed.
+            runs.sort_by(|a, b| a.0.cmp(b.0));
+            runs.dedup_by(|later, first| {
+                let same = later.0 == first.0;
+                if same {
+                    first.2 += later.2;
+                    first.3 = first.3.wrapping_add(later.3);
+                    first.4 += later.4;
+                    first.1 = usize::MAX; // rows no longer contiguous
+                }
+                same
+            });
+        }
+        Ok(Self { runs })
+    }
+
+    /// The rows of `df` (the frame the runs are of) whose domain `differs`.
+    fn keep(&self, df: DataFrame, differs: impl Fn(&str, (u64, u64)) -> bool) -> PolarsResult<DataFrame> {
+        let wanted: Vec<&str> = self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))).map(|r| r.0).collect();
+        if wanted.len() == self.runs.len() {
+            return Ok(df);
+        }
+        if self.runs.iter().all(|r| r.1 != usize::MAX) {
+            let mut mask = vec![false; df.height()];
+            for run in self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))) {
+                mask[run.1..run.1 + run.2].fill(true);
+            }
+            return df.filter(&BooleanChunked::from_slice("keep".into(), &mask));
+        }
+        let wanted = Series::new("domain".into(), wanted);
+        df.lazy().filter(col("domain").is_in(lit(wanted).implode(false), false)).collect()
+    }
+
+    fn digest(&self, domain: &str) -> Option<(u64, u64)> {
+        let i = self.runs.binary_search_by(|r| r.0.cmp(domain)).ok()?;
+        Some((self.runs[i].3, self.runs[i].4))
+    }
+}
+
+/// The rows of both states whose domain's tracked items differ between them.
+fn differing_rows(old: DataFrame, new: DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
+    let (a, b) = (Runs::of(&old)?, Runs::of(&new)?);
+    let old_kept = a.keep(old.clone(), |d, digest| b.digest(d) != Some(digest))?;
+    let new_kept = b.keep(new.clone(), |d, digest| a.digest(d) != Some(digest))?;
+    Ok((old_kept, new_kept))
 }
 
 /// Renders a value for a summary.
@@ -940,5 +1025,70 @@ summary = "new {item}: {old} → {new}"
             [("exec_changed".to_string(), Some("CFO".into()), Some("Ann".into()), Some("Cy".into()))]
         );
         assert!(events[5].is_empty());
+    }
+
+    /// A state's rows: (domain, field, key, value, fetched_at).
+    fn state(rows: &[(&str, &str, &str, &str, i64)]) -> DataFrame {
+        let n = rows.len();
+        df!(
+            "domain" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "field" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "key" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "value" => rows.iter().map(|r| Some(r.3)).collect::<Vec<_>>(),
+            "number" => vec![None::<f64>; n],
+            "fetched_at" => rows.iter().map(|r| Some(r.4)).collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+
+    fn domains(df: &DataFrame) -> Vec<String> {
+        let mut out: Vec<String> =
+            df.column("domain").unwrap().str().unwrap().iter().flatten().map(String::from).collect();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn only_domains_whose_items_differ_are_compared() {
+        let old = state(&[
+            ("a.com", SEEN, "m02", "", 1),
+            ("a.com", "technology", "Shopify", "live", 1),
+            ("a.com", "technology", "Klevu", "live", 1),
+            ("b.com", "technology", "Klevu", "live", 1),
+            ("c.com", "exec", "CFO", "Ann", 1),
+            ("d.com", "technology", "Klevu", "live", 1),
+        ]);
+        // a.com: fetched again, its items in another order (no change); b.com: a value
+        // changed; c.com: gone; d.com: one more item; e.com: new.
+        let new = state(&[
+            ("a.com", "technology", "Klevu", "live", 2),
+            ("a.com", SEEN, "m02", "", 2),
+            ("a.com", "technology", "Shopify", "live", 2),
+            ("b.com", "technology", "Klevu", "dead", 2),
+            ("d.com", "technology", "Klevu", "live", 2),
+            ("d.com", "technology", "Algolia", "live", 2),
+            ("e.com", "technology", "Algolia", "live", 2),
+        ]);
+        let (o, n) = differing_rows(old.clone(), new.clone()).unwrap();
+        assert_eq!(domains(&o), ["b.com", "c.com", "d.com"]);
+        assert_eq!(domains(&n), ["b.com", "d.com", "e.com"]);
+        assert_eq!((o.height(), n.height()), (3, 4), "a kept domain keeps all its rows");
+        // Not grouped by domain: the same domains (a.com's rows apart, and unchanged).
+        let shuffled = state(&[
+            ("a.com", "technology", "Klevu", "live", 2),
+            ("d.com", "technology", "Algolia", "live", 2),
+            ("a.com", SEEN, "m02", "", 2),
+            ("e.com", "technology", "Algolia", "live", 2),
+            ("b.com", "technology", "Klevu", "dead", 2),
+            ("a.com", "technology", "Shopify", "live", 2),
+            ("d.com", "technology", "Klevu", "live", 2),
+        ]);
+        let (o, n) = differing_rows(old, shuffled).unwrap();
+        assert_eq!(domains(&o), ["b.com", "c.com", "d.com"]);
+        let mut kept = domains(&n);
+        kept.sort();
+        kept.dedup();
+        assert_eq!(kept, ["b.com", "d.com", "e.com"]);
+        assert_eq!(n.height(), 4);
     }
 }
