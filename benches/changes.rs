@@ -85,32 +85,53 @@ fn main() {
         .unwrap_or(25_000);
     let domains: Vec<String> = (0..n).map(|i| format!("domain-{i:08}.com")).collect();
     let ranges = changes::DomainRange::split(domains.iter().map(String::as_str), slice);
+    // Each stage's seconds in the last night tracked: split, load a range's part, observe,
+    // read the previous state, the next state, the events, write.
+    let stages = std::cell::RefCell::new([0f64; 7]);
     let track_night = |files: &HashMap<String, Bytes>, date: &str, old: Option<&Bytes>| -> (Bytes, usize, usize) {
         let path = std::env::temp_dir().join(format!("bench-state-{}-{date}.parquet", std::process::id()));
         let mut writer = partnerforge::transform::SliceWriter::new(&path);
         let mut events = 0;
+        let mut took = [0f64; 7];
+        let mut clock = Instant::now();
+        let mut lap = |stage: usize| {
+            took[stage] += clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+        };
         let parts = partnerforge::run::changes::partition_by_range(files, &ranges).expect("partition");
+        lap(0);
         for (r, range) in ranges.iter().enumerate() {
             let part = parts.load(r).expect("a range's part");
+            lap(1);
+            let observed = changes::observations(&part, date, "icp", &changes::DomainRange::all())
+                .expect("observations")
+                .collect()
+                .expect("observe");
+            lap(2);
             let base = match old {
                 Some(bytes) => changes::read_state(bytes, range).expect("state"),
                 None => changes::empty_state().expect("empty"),
             };
-            let observed =
-                changes::observations(&part, date, "icp", &changes::DomainRange::all()).expect("observations");
-            let state = changes::next_state(base.clone(), observed, &rules)
+            let base = base.collect().expect("previous state").lazy();
+            lap(3);
+            let state = changes::next_state(base.clone(), observed.lazy(), &rules)
                 .expect("state")
                 .sort(["domain"], SortMultipleOptions::default())
                 .collect()
                 .expect("collect");
+            lap(4);
             if old.is_some() {
                 events +=
                     changes::events(base, state.clone().lazy(), &rules, "2026-08-01", date).expect("events").len();
             }
+            lap(5);
             writer.write(&state).expect("write");
+            lap(6);
         }
         let rows = writer.rows;
         writer.finish().expect("finish");
+        lap(6);
+        *stages.borrow_mut() = took;
         let bytes = Bytes::from(std::fs::read(&path).expect("read state"));
         let _ = std::fs::remove_file(&path);
         (bytes, rows, events)
@@ -124,6 +145,11 @@ fn main() {
         let t = Instant::now();
         let (_, r, e) = track_night(&day2, "2026-08-02", Some(&state1));
         track.push(t.elapsed().as_secs_f64());
+        let s = *stages.borrow();
+        println!(
+            "  stages: split {:.2} s, load parts {:.2}, observe {:.2}, previous state {:.2}, next state {:.2}, events {:.2}, write {:.2}",
+            s[0], s[1], s[2], s[3], s[4], s[5], s[6]
+        );
         rows = r;
         events = e;
         // The diff alone, as `partnerforge changes` runs it on two stored states.

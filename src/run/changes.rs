@@ -347,7 +347,8 @@ impl Drop for Parts {
     }
 }
 
-/// Splits every table by the ranges (sorted, contiguous, as [`DomainRange::split`] makes
+/// Splits the tables the observations read ([`transform::changes::OBSERVED`], their
+/// columns only) by the ranges (sorted, contiguous, as [`DomainRange::split`] makes
 /// them) in one pass over each, into local files (memory holds a batch and each range's
 /// open row group, not the parts: at a million targets the parts are the size of the
 /// tables); a table without a `domain` column has empty parts.
@@ -365,35 +366,69 @@ pub fn partition_by_range(files: &SnapshotFiles, ranges: &[DomainRange]) -> anyh
     }
     std::fs::create_dir_all(&parts.folder).with_context(|| format!("creating {}", parts.folder.display()))?;
     let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(8 * 1024))
         .build();
-    for (table, bytes) in files {
+    // Only what the observations read: their tables, their columns. Local, read once and
+    // removed: no compression, no dictionaries (encoding costs what copying does).
+    for (table, columns) in transform::changes::OBSERVED {
+        let Some(bytes) = files.get(table) else { continue };
+        let table = table.to_string();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
-            .and_then(|b| b.with_batch_size(8192).build())
+            .and_then(|b| {
+                let fields = b.schema().fields();
+                let roots = (0..fields.len()).filter(|i| columns.contains(&fields[*i].name().as_str()));
+                let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+                b.with_projection(mask).with_batch_size(8192).build()
+            })
             .with_context(|| format!("reading the {table} table"))?;
         let schema = reader.schema();
         let mut writers = Vec::with_capacity(ranges.len());
         for r in 0..ranges.len() {
-            let path = parts.path(table, r);
+            let path = parts.path(&table, r);
             let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             writers.push(ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props.clone()))?);
         }
-        parts.tables.push(table.clone());
+        parts.tables.push(table);
         for batch in reader {
             let batch = batch?;
             let Some(column) = batch.column_by_name("domain") else { continue };
             let domains = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
             let Some(domains) = domains.as_any().downcast_ref::<StringArray>() else { continue };
-            // The batch's rows grouped by range (a mask per range and batch was quadratic:
-            // 400 ranges at 10M targets). Rows keep their order within a range.
-            let mut rows: Vec<(u32, u32)> = (0..domains.len())
-                .map(|i| (bounds.partition_point(|b| *b <= domains.value(i)) as u32, i as u32))
-                .collect();
-            rows.sort_unstable();
-            for group in rows.chunk_by(|a, b| a.0 == b.0) {
-                let indices = UInt32Array::from_iter_values(group.iter().map(|(_, i)| *i));
-                writers[group[0].0 as usize].write(&arrow::compute::take_record_batch(&batch, &indices)?)?;
+            // The batch's rows grouped by range, a counting sort (a mask per range and batch
+            // was quadratic: 400 ranges at 10M targets). Rows keep their order within a range;
+            // a row in the previous row's range (tables written in domain order) is found
+            // without a search.
+            let mut of_row = Vec::with_capacity(domains.len());
+            let mut counts = vec![0u32; ranges.len() + 1];
+            let mut last = usize::MAX;
+            for i in 0..domains.len() {
+                let d = domains.value(i);
+                let within = last != usize::MAX
+                    && (last == 0 || bounds[last - 1] <= d)
+                    && bounds.get(last).is_none_or(|b| d < *b);
+                if !within {
+                    last = bounds.partition_point(|b| *b <= d);
+                }
+                of_row.push(last as u32);
+                counts[last + 1] += 1;
+            }
+            for r in 1..counts.len() {
+                counts[r] += counts[r - 1];
+            }
+            let mut grouped = vec![0u32; domains.len()];
+            let mut next = counts.clone();
+            for (i, r) in of_row.iter().enumerate() {
+                grouped[next[*r as usize] as usize] = i as u32;
+                next[*r as usize] += 1;
+            }
+            for (r, writer) in writers.iter_mut().enumerate() {
+                let (from, to) = (counts[r] as usize, counts[r + 1] as usize);
+                if from < to {
+                    let indices = UInt32Array::from_iter_values(grouped[from..to].iter().copied());
+                    writer.write(&arrow::compute::take_record_batch(&batch, &indices)?)?;
+                }
             }
         }
         for writer in writers {
@@ -623,17 +658,20 @@ mod tests {
 
     #[test]
     fn each_range_gets_exactly_its_rows_in_their_order() {
-        // Rows in the order their calls finished, not by domain; a table without domains too.
+        // Rows in the order their calls finished, not by domain; a table without domains
+        // too, and one the observations do not read.
         let domains: Vec<String> = (0..40).map(|i| format!("d{:02}.com", (i * 17) % 40)).collect();
         let batch = TableBuilder::new()
             .text("domain", domains.iter().map(Some))
-            .int("n", (0..40).map(|i| Some(i as i64)))
+            .text("technology", (0..40).map(|i| Some(format!("{i:02}"))))
+            .text("unread", (0..40).map(|_| Some("x")))
             .finish()
             .unwrap();
-        let plain = TableBuilder::new().int("n", [Some(1)]).finish().unwrap();
+        let plain = TableBuilder::new().int("market_cap", [Some(1)]).finish().unwrap();
         let mut files = SnapshotFiles::new();
         files.insert("tech_stack".into(), to_parquet(&batch).unwrap());
-        files.insert("plain".into(), to_parquet(&plain).unwrap());
+        files.insert("stock".into(), to_parquet(&plain).unwrap());
+        files.insert("company".into(), to_parquet(&batch).unwrap());
         let mut sorted: Vec<&str> = domains.iter().map(String::as_str).collect();
         sorted.sort_unstable();
         let ranges = DomainRange::split(sorted.iter().copied(), 7);
@@ -643,20 +681,29 @@ mod tests {
         let mut seen = 0;
         for (r, range) in ranges.iter().enumerate() {
             let part = parts.load(r).unwrap();
-            let rows =
-                transform::read_parquet(part["tech_stack"].clone(), &["domain", "n"]).unwrap().collect().unwrap();
-            let (d, n) = (rows.column("domain").unwrap().str().unwrap(), rows.column("n").unwrap().i64().unwrap());
+            assert!(!part.contains_key("company"), "a table the observations do not read is not split");
+            let rows = transform::read_parquet(part["tech_stack"].clone(), &["domain", "technology"])
+                .unwrap()
+                .collect()
+                .unwrap();
+            assert_eq!(rows.width(), 2);
+            assert!(transform::read_parquet(part["tech_stack"].clone(), &["unread"]).is_err(), "only its columns");
+            let (d, n) =
+                (rows.column("domain").unwrap().str().unwrap(), rows.column("technology").unwrap().str().unwrap());
             for i in 0..rows.height() {
                 let domain = d.get(i).unwrap();
                 assert!(
                     range.lo.as_deref().is_none_or(|lo| domain >= lo)
                         && range.hi.as_deref().is_none_or(|hi| domain < hi)
                 );
-                assert_eq!(domains[n.get(i).unwrap() as usize], domain);
+                assert_eq!(domains[n.get(i).unwrap().parse::<usize>().unwrap()], domain);
             }
-            assert!(n.into_no_null_iter().is_sorted(), "the input's order within a range");
+            assert!(n.iter().is_sorted(), "the input's order within a range");
             seen += rows.height();
-            assert_eq!(transform::read_parquet(part["plain"].clone(), &["n"]).unwrap().collect().unwrap().height(), 0);
+            assert_eq!(
+                transform::read_parquet(part["stock"].clone(), &["market_cap"]).unwrap().collect().unwrap().height(),
+                0
+            );
         }
         assert_eq!(seen, 40);
         drop(parts);

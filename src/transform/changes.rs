@@ -211,6 +211,24 @@ pub type SnapshotFiles = HashMap<String, Bytes>;
 /// fetched, plus one marker row per such pair. `date` is the snapshot's date:
 /// fetches dated earlier were carried forward, not made. The targets table (m14)
 /// is observed for every domain of `scored_domains` (the run's work).
+/// The tables and columns [`observations`] reads (change tracking's split keeps only these).
+pub const OBSERVED: [(&str, &[&str]); 11] = [
+    ("fetches", &["module", "domain", "outcome", "fetched_on", "fetched_at"]),
+    ("tech_spend", &["domain", "current_search", "tech_spend", "source", "fetched_at"]),
+    (
+        "tech_stack",
+        &["domain", "technology", "tag", "first_detected", "live", "is_partner_tech", "source", "fetched_at"],
+    ),
+    ("traffic", &["domain", "monthly_visits", "bounce_rate", "source", "fetched_at"]),
+    ("traffic_sources", &["domain", "search_traffic_pct", "source", "fetched_at"]),
+    ("financials", &["domain", "revenue", "gross_margin", "source", "fetched_at"]),
+    ("executives", &["domain", "name", "role", "divisional", "source", "fetched_at"]),
+    ("stock", &["domain", "market_cap", "source", "fetched_at"]),
+    ("job_postings", &["domain", "title", "signals", "source", "fetched_at"]),
+    ("trigger_events", &["domain", "event_type", "headline", "source", "fetched_at"]),
+    ("targets", &["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched"]),
+];
+
 pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &DomainRange) -> PolarsResult<LazyFrame> {
     let read = |bytes: &Bytes, columns: &[&str]| read_range(bytes, columns, range);
     let get = |table: &str| {
@@ -219,7 +237,11 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &Doma
             .cloned()
             .ok_or_else(|| PolarsError::NoData(format!("the snapshot has no {table} table").into()))
     };
-    let fetches = read(&get("fetches")?, &["module", "domain", "outcome", "fetched_on", "fetched_at"])?
+    let read_table = |table: &str| -> PolarsResult<LazyFrame> {
+        let columns = OBSERVED.iter().find(|(t, _)| *t == table).map(|(_, c)| *c).unwrap_or_default();
+        read(&get(table)?, columns)
+    };
+    let fetches = read_table("fetches")?
         // Typed dates, or `YYYY-MM-DD` text in snapshots written before dates were typed.
         .filter(col("fetched_on").cast(DataType::String).eq(lit(date.to_string())).and(col("outcome").eq(lit("ok"))))
         .select([
@@ -232,30 +254,17 @@ pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &Doma
         let seen = fetches.clone().filter(col("module").eq(lit(module.to_string()))).select([col("domain")]);
         frame.join(seen, [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
     };
-    let tech_spend =
-        within(read(&get("tech_spend")?, &["domain", "current_search", "tech_spend", "source", "fetched_at"])?, "m02");
-    let tech_stack = within(
-        read(
-            &get("tech_stack")?,
-            &["domain", "technology", "tag", "first_detected", "live", "is_partner_tech", "source", "fetched_at"],
-        )?,
-        "m02",
-    )
-    .filter(col("live").fill_null(lit(false)));
-    let traffic =
-        within(read(&get("traffic")?, &["domain", "monthly_visits", "bounce_rate", "source", "fetched_at"])?, "m03");
-    let sources =
-        within(read(&get("traffic_sources")?, &["domain", "search_traffic_pct", "source", "fetched_at"])?, "m04");
-    let financials =
-        within(read(&get("financials")?, &["domain", "revenue", "gross_margin", "source", "fetched_at"])?, "m07");
-    let executives =
-        within(read(&get("executives")?, &["domain", "name", "role", "divisional", "source", "fetched_at"])?, "m07")
-            .filter(col("role").is_not_null().and(col("divisional").fill_null(lit(false)).not()));
-    let stock = within(read(&get("stock")?, &["domain", "market_cap", "source", "fetched_at"])?, "m08");
-    let postings = within(read(&get("job_postings")?, &["domain", "title", "signals", "source", "fetched_at"])?, "m10");
-    let triggers =
-        within(read(&get("trigger_events")?, &["domain", "event_type", "headline", "source", "fetched_at"])?, "m12");
-    let targets = read(&get("targets")?, &["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched"])?
+    let tech_spend = within(read_table("tech_spend")?, "m02");
+    let tech_stack = within(read_table("tech_stack")?, "m02").filter(col("live").fill_null(lit(false)));
+    let traffic = within(read_table("traffic")?, "m03");
+    let sources = within(read_table("traffic_sources")?, "m04");
+    let financials = within(read_table("financials")?, "m07");
+    let executives = within(read_table("executives")?, "m07")
+        .filter(col("role").is_not_null().and(col("divisional").fill_null(lit(false)).not()));
+    let stock = within(read_table("stock")?, "m08");
+    let postings = within(read_table("job_postings")?, "m10");
+    let triggers = within(read_table("trigger_events")?, "m12");
+    let targets = read_table("targets")?
         .with_columns([lit(format!("partnerforge:{model}")).alias("source"), col("last_enriched").alias("fetched_at")]);
 
     // The search vendor's FirstDetected is its technology row's.
