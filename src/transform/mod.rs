@@ -99,6 +99,12 @@ pub fn read_parquet(bytes: Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
     Ok(ParquetReader::new(Cursor::new(bytes)).with_columns(columns).finish()?.lazy())
 }
 
+/// The named columns of one Parquet file as a scan: filters and projections that follow
+/// are applied row group by row group as it is decoded.
+fn scan_parquet(bytes: &Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
+    changes::read_range(bytes, columns, &changes::DomainRange::all())
+}
+
 /// `read_parquet` of the columns a `select` names, then the select.
 fn read_selected(bytes: &Bytes, select: Vec<(&str, &str)>) -> PolarsResult<LazyFrame> {
     let names: Vec<&str> = select.iter().map(|(name, _)| *name).collect();
@@ -212,33 +218,33 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
         let (key, order) = desc(by);
         col(value).sort_by([key], order).first()
     };
-    let history = read_parquet(
-        files.financial_history.clone(),
-        &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"],
-    )?
-    .filter(col("revenue").is_not_null())
-    .group_by([col("domain")])
-    .agg([
-        latest("revenue", "fiscal_year_end").alias("r0"),
-        {
-            let (key, order) = desc("fiscal_year_end");
-            col("revenue").sort_by([key], order).slice(lit(1), lit(1)).first().alias("r1")
-        },
-        col("source").first().alias("history_source"),
-        col("fetched_at").max().alias("history_fetched_at"),
-    ])
-    .select([
-        col("domain"),
-        when(col("r1").gt(lit(0.0)))
-            .then(col("r0") / col("r1") - lit(1.0))
-            .otherwise(lit(NULL).cast(DataType::Float64))
-            .alias("revenue_growth"),
-        col("history_source"),
-        col("history_fetched_at"),
-    ])
-    .collect()?;
-    let dead = read_parquet(
-        files.tech_stack.clone(),
+    // Scanned, not read: each filter is applied as the row groups are decoded, so memory
+    // holds the rows kept (a few search vendors of a tech stack of 25 items a domain).
+    let history =
+        scan_parquet(&files.financial_history, &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"])?
+            .filter(col("revenue").is_not_null())
+            .group_by([col("domain")])
+            .agg([
+                latest("revenue", "fiscal_year_end").alias("r0"),
+                {
+                    let (key, order) = desc("fiscal_year_end");
+                    col("revenue").sort_by([key], order).slice(lit(1), lit(1)).first().alias("r1")
+                },
+                col("source").first().alias("history_source"),
+                col("fetched_at").max().alias("history_fetched_at"),
+            ])
+            .select([
+                col("domain"),
+                when(col("r1").gt(lit(0.0)))
+                    .then(col("r0") / col("r1") - lit(1.0))
+                    .otherwise(lit(NULL).cast(DataType::Float64))
+                    .alias("revenue_growth"),
+                col("history_source"),
+                col("history_fetched_at"),
+            ])
+            .collect()?;
+    let dead = scan_parquet(
+        &files.tech_stack,
         &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"],
     )?
     .filter(col("is_search_vendor").and(col("live").not()))
@@ -251,8 +257,8 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
     ])
     .collect()?;
     let since = epoch_day(snapshot_id)? - rules.window_days as i32;
-    let recent = read_parquet(
-        files.trigger_events.clone(),
+    let recent = scan_parquet(
+        &files.trigger_events,
         &["domain", "event_type", "headline", "published", "source", "fetched_at"],
     )?
     .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)));
@@ -281,7 +287,7 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
         ])
         .collect()?;
     // When the news was read (with or without events): its fetch.
-    let news_read = read_parquet(files.fetches.clone(), &["module", "domain", "outcome", "fetched_at"])?
+    let news_read = scan_parquet(&files.fetches, &["module", "domain", "outcome", "fetched_at"])?
         .filter(col("module").eq(lit("m12")))
         .group_by([col("domain")])
         .agg([col("fetched_at").max().alias("news_fetched_at")])
