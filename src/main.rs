@@ -642,7 +642,8 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
                 rules,
                 domain.as_deref(),
                 min_significance.as_deref(),
-                pipeline.pipeline.run.score_slice_rows,
+                // The ranges the states were written in (a row group each).
+                pipeline.pipeline.run.change_slice_rows,
             )
             .await?;
             let rank = |s: &str| partnerforge::config::changes::significance_rank(s).unwrap_or(usize::MAX);

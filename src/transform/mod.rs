@@ -261,7 +261,9 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
         &files.trigger_events,
         &["domain", "event_type", "headline", "published", "source", "fetched_at"],
     )?
-    .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)));
+    .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)))
+    .collect()?
+    .lazy();
     let triggers = recent
         .clone()
         .group_by([col("domain")])
