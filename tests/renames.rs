@@ -93,6 +93,27 @@ fn a_moved_site_is_followed_to_its_new_domain_and_keeps_its_history() {
     ));
     let live = store.query(&format!("SELECT count(*) AS n FROM tech_stack WHERE domain = '{new}' AND live"));
     assert!(entered[0]["n"].as_i64().unwrap() < live[0]["n"].as_i64().unwrap(), "{entered:?} of {live:?}");
+    // `changes` on demand between the same two snapshots follows the move as the night did.
+    let json = store.ok(&[
+        "changes",
+        "--store",
+        &store.store(),
+        "--pipeline",
+        &pipeline,
+        "--from",
+        &night(on),
+        "--to",
+        &night(after),
+        "--format",
+        "json",
+    ]);
+    let on_demand: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json");
+    let mut ids: Vec<String> = on_demand.iter().filter_map(|r| r["event_id"].as_str().map(str::to_string)).collect();
+    ids.sort();
+    let stored =
+        store.query(&format!("SELECT event_id FROM changes WHERE to_snapshot = '{}' ORDER BY 1", night(after)));
+    let stored: Vec<String> = stored.iter().filter_map(|r| r["event_id"].as_str().map(str::to_string)).collect();
+    assert_eq!(ids, stored, "on demand {on_demand:#?}");
 
     // One account across the three nights, under its current domain.
     let history = store.query(&format!(

@@ -640,10 +640,45 @@ pub async fn diff(
             None => vec![DomainRange::all()],
         },
     };
+    // The newer snapshot's renames, as its commit applied them: the old domain's items
+    // continue under the new one (one `renamed` event, no removals and additions).
+    let renamed = match to.file("renames") {
+        Some(entry) => {
+            use polars::prelude::*;
+            let renames = store.get(&entry.path).await?;
+            let named: Vec<String> =
+                transform::renames::read(&renames)?.into_iter().flat_map(|r| [r.domain, r.renamed_to]).collect();
+            // "In the book" as the commit saw it: tracked in the newer state.
+            let names = Series::new("names".into(), named);
+            let mut tracked: Vec<String> = transform::changes::read_state(&new, &DomainRange::all())?
+                .select([col("domain")])
+                .filter(col("domain").is_in(lit(names).implode(false), false))
+                .unique(None, UniqueKeepStrategy::Any)
+                .collect()?
+                .column("domain")?
+                .str()?
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect();
+            tracked.sort();
+            let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
+            moved_state(&old, &renames, &tracked)?
+        }
+        None => None,
+    };
     let mut events = Vec::new();
     for range in &ranges {
-        let (a, b) = (transform::changes::read_state(&old, range)?, transform::changes::read_state(&new, range)?);
+        let mut a = transform::changes::read_state(&old, range)?;
+        if let Some(moved) = &renamed {
+            a = moved.in_range(a, range)?;
+        }
+        let b = transform::changes::read_state(&new, range)?;
         events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
+    }
+    if let Some(moved) = &renamed {
+        let wanted = |e: &Event| domain.is_none_or(|d| e.domain == d);
+        events.extend(moved.events(&from.snapshot_id, &to.snapshot_id).into_iter().filter(wanted));
     }
     if let Some(min) = min_significance {
         let bar = significance_rank(min).context("unknown significance")?;
