@@ -641,13 +641,19 @@ pub async fn diff(
         },
     };
     // The newer snapshot's renames, as its commit applied them: the old domain's items
-    // continue under the new one (one `renamed` event, no removals and additions).
-    let renamed = match to.file("renames") {
-        Some(entry) => {
+    // continue under the new one (one `renamed` event, no removals and additions); the
+    // state is read for them only when there are any.
+    let renames = match to.file("renames") {
+        Some(entry) => Some(store.get(&entry.path).await?),
+        None => None,
+    };
+    let named: Vec<String> = match &renames {
+        Some(bytes) => transform::renames::read(bytes)?.into_iter().flat_map(|r| [r.domain, r.renamed_to]).collect(),
+        None => Vec::new(),
+    };
+    let renamed = match renames {
+        Some(renames) if !named.is_empty() => {
             use polars::prelude::*;
-            let renames = store.get(&entry.path).await?;
-            let named: Vec<String> =
-                transform::renames::read(&renames)?.into_iter().flat_map(|r| [r.domain, r.renamed_to]).collect();
             // "In the book" as the commit saw it: tracked in the newer state.
             let names = Series::new("names".into(), named);
             let mut tracked: Vec<String> = transform::changes::read_state(&new, &DomainRange::all())?
@@ -665,7 +671,7 @@ pub async fn diff(
             let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
             moved_state(&old, &renames, &tracked)?
         }
-        None => None,
+        _ => None,
     };
     let mut events = Vec::new();
     for range in &ranges {

@@ -207,10 +207,6 @@ fn shaped_since(
 /// A snapshot's tables as Parquet bytes, by table name.
 pub type SnapshotFiles = HashMap<String, Bytes>;
 
-/// What a snapshot observed: every field's items of the (module, domain) pairs it
-/// fetched, plus one marker row per such pair. `date` is the snapshot's date:
-/// fetches dated earlier were carried forward, not made. The targets table (m14)
-/// is observed for every domain of `scored_domains` (the run's work).
 /// The tables and columns [`observations`] reads (change tracking's split keeps only these).
 pub const OBSERVED: [(&str, &[&str]); 11] = [
     ("fetches", &["module", "domain", "outcome", "fetched_on", "fetched_at"]),
@@ -229,6 +225,10 @@ pub const OBSERVED: [(&str, &[&str]); 11] = [
     ("targets", &["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched"]),
 ];
 
+/// What a snapshot observed: every field's items of the (module, domain) pairs it
+/// fetched, plus one marker row per such pair. `date` is the snapshot's date:
+/// fetches dated earlier were carried forward, not made. The targets table (m14)
+/// is observed for every domain of `scored_domains` (the run's work).
 pub fn observations(files: &SnapshotFiles, date: &str, model: &str, range: &DomainRange) -> PolarsResult<LazyFrame> {
     let read = |bytes: &Bytes, columns: &[&str]| read_range(bytes, columns, range);
     let get = |table: &str| {
@@ -791,18 +791,18 @@ impl<'a> Runs<'a> {
 
     /// The rows of `df` (the frame the runs are of) whose domain `differs`.
     fn keep(&self, df: DataFrame, differs: impl Fn(&str, (u64, u64)) -> bool) -> PolarsResult<DataFrame> {
-        let wanted: Vec<&str> = self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))).map(|r| r.0).collect();
+        let wanted: Vec<_> = self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))).collect();
         if wanted.len() == self.runs.len() {
             return Ok(df);
         }
         if self.runs.iter().all(|r| r.1 != usize::MAX) {
             let mut mask = vec![false; df.height()];
-            for run in self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))) {
+            for run in wanted {
                 mask[run.1..run.1 + run.2].fill(true);
             }
             return df.filter(&BooleanChunked::from_slice("keep".into(), &mask));
         }
-        let wanted = Series::new("domain".into(), wanted);
+        let wanted = Series::new("domain".into(), wanted.iter().map(|r| r.0).collect::<Vec<_>>());
         df.lazy().filter(col("domain").is_in(lit(wanted).implode(false), false)).collect()
     }
 
