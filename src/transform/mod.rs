@@ -581,9 +581,9 @@ pub fn assemble_in_slices(
             .sort(["domain"], SortMultipleOptions::default())
             .collect()
     };
-    for slice in slices {
-        let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
-        let within = |df: &DataFrame| match &range {
+    // A slice's rows joined with their inputs (the book's fields and every module value).
+    let join = |slice: &[&BookRow], range: &Option<(String, String)>| -> PolarsResult<DataFrame> {
+        let within = |df: &DataFrame| match range {
             Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
             None => Ok(df.clone().lazy()),
         };
@@ -609,48 +609,10 @@ pub fn assemble_in_slices(
                 frame = frame.left_join(within(input)?, col("domain"), col("domain"));
             }
         }
-        // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
-        let joined = frame.collect()?;
-        let hashes = df!(
-            "domain" => joined.column("domain")?.as_materialized_series().clone(),
-            "input_hash" => input_hashes(&joined, seed)?,
-        )?;
-        let same = match (reuse, &range) {
-            (Some(reuse), Some((lo, hi))) => Some(reusable(reuse, &hashes, lo, hi)?).filter(|d| d.height() > 0),
-            _ => None,
-        };
-        let mut reused = 0;
-        let targets = match (&same, reuse, &range) {
-            (Some(same), Some(reuse), Some((lo, hi))) => {
-                let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                let carried = read_between(&reuse.targets, &names, lo, hi)?
-                    .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
-                    .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
-                    .collect()?;
-                let fresh = joined
-                    .clone()
-                    .lazy()
-                    .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
-                    .collect()?;
-                // A slice whose rows are all carried computes nothing.
-                let fresh = if fresh.height() > 0 { storage_form(&score(fresh)?)? } else { fresh };
-                if carried.height() != same.height() || (fresh.height() > 0 && fresh.schema() != carried.schema()) {
-                    // The stored rows are not in this code's shape after all: compute them too.
-                    tracing::warn!(
-                        "targets {lo} … {hi}: the stored rows cannot be carried forward ({} of {} found, or another schema); computed again",
-                        carried.height(),
-                        same.height()
-                    );
-                    score(joined)?
-                } else {
-                    reused = carried.height();
-                    let mut both = if fresh.height() > 0 { fresh.vstack(&carried)? } else { carried };
-                    both.sort_in_place(["domain"], SortMultipleOptions::default())?;
-                    both
-                }
-            }
-            _ => score(joined)?,
-        };
+        frame.collect()
+    };
+    // A slice's scored rows and its inputs' hashes become the slice handed to `emit`.
+    let mut emit = |targets: DataFrame, hashes: DataFrame, reused: usize| -> PolarsResult<()> {
         let dated =
             if targets.schema().get("conflicts").is_some() { col("conflicts").is_not_null() } else { lit(false) };
         let inputs = hashes
@@ -663,9 +625,188 @@ pub fn assemble_in_slices(
             )
             .sort(["domain"], SortMultipleOptions::default())
             .collect()?;
-        emit(ScoredSlice { targets, inputs, reused })?;
+        emit(ScoredSlice { targets, inputs, reused })
+    };
+    // With a stored snapshot, the rows to compute of several slices are scored together (a
+    // night changes a few rows of each slice: scoring them slice by slice cost more in each
+    // call's fixed work than in the rows); the slices wait, in order, holding only their
+    // hashes and the domains they carry.
+    let mut pending: Vec<Pending<'_, '_, '_>> = Vec::new();
+    let mut fresh: Vec<DataFrame> = Vec::new();
+    let mut fresh_rows = 0;
+    for slice in slices {
+        let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
+        let joined = join(slice, &range)?;
+        // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
+        let hashes = df!(
+            "domain" => joined.column("domain")?.as_materialized_series().clone(),
+            "input_hash" => input_hashes(&joined, seed)?,
+        )?;
+        let (Some(reuse), Some((lo, hi))) = (reuse, &range) else {
+            let targets = score(joined)?;
+            emit(targets, hashes, 0)?;
+            continue;
+        };
+        let same = reusable(reuse, &hashes, lo, hi)?;
+        let rows = joined
+            .lazy()
+            .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
+            .collect()?;
+        fresh_rows += rows.height();
+        if rows.height() > 0 {
+            fresh.push(rows);
+        }
+        pending.push(Pending { slice, lo: lo.clone(), hi: hi.clone(), hashes, same });
+        if fresh_rows >= slice_rows || pending.len() >= MAX_PENDING_SLICES {
+            let scored = score_fresh(&mut fresh, &mut score)?;
+            fresh_rows = 0;
+            for waiting in pending.drain(..) {
+                carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
+            }
+        }
+    }
+    if let Some(reuse) = reuse {
+        let scored = score_fresh(&mut fresh, &mut score)?;
+        for waiting in pending.drain(..) {
+            carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
+        }
     }
     Ok(())
+}
+
+/// How many slices wait for their rows to be scored together, at most.
+const MAX_PENDING_SLICES: usize = 32;
+
+/// A slice waiting for its computed rows: its book rows and range, its inputs' hashes
+/// and the domains whose stored rows it carries.
+struct Pending<'a, 'b, 'c> {
+    slice: &'a [&'b BookRow<'c>],
+    lo: String,
+    hi: String,
+    hashes: DataFrame,
+    same: DataFrame,
+}
+
+/// Scores the rows waiting to be computed, together (sorted by domain, as `score` leaves them).
+fn score_fresh(
+    fresh: &mut Vec<DataFrame>,
+    score: &mut impl FnMut(DataFrame) -> PolarsResult<DataFrame>,
+) -> PolarsResult<DataFrame> {
+    let frames = std::mem::take(fresh);
+    let Some(first) = frames.first() else { return Ok(DataFrame::empty()) };
+    let mut rows = first.clone();
+    for frame in &frames[1..] {
+        rows.vstack_mut(frame)?;
+    }
+    storage_form(&score(rows)?)
+}
+
+/// A waiting slice's rows: its stored rows carried forward and its computed rows, in
+/// domain order, handed to `emit`. Stored rows that cannot be carried after all (missing,
+/// or of another schema) have the whole slice computed again.
+#[allow(clippy::too_many_arguments)]
+fn carry(
+    waiting: Pending<'_, '_, '_>,
+    scored: &DataFrame,
+    reuse: &Reuse,
+    columns: &[String],
+    snapshot_id: &str,
+    join: &impl Fn(&[&BookRow], &Option<(String, String)>) -> PolarsResult<DataFrame>,
+    score: &mut impl FnMut(DataFrame) -> PolarsResult<DataFrame>,
+    emit: &mut impl FnMut(DataFrame, DataFrame, usize) -> PolarsResult<()>,
+) -> PolarsResult<()> {
+    let Pending { slice, lo, hi, hashes, same } = waiting;
+    let computed = if scored.height() > 0 { domain_range(scored, &lo, &hi)? } else { scored.clone() };
+    if same.height() == 0 {
+        return emit(computed, hashes, 0);
+    }
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let carried = read_between(&reuse.targets, &names, &lo, &hi)?
+        .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
+        .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
+        .collect()?;
+    // Polars keeps a zone on a cast only with its `timezones` feature, so the rows computed
+    // and those read back may differ in their timestamps' zones (all UTC in the file): both
+    // are compared and merged without zones, and the writer stores every timestamp as UTC.
+    let (computed, carried) = (zoneless(computed)?, zoneless(carried)?);
+    if carried.height() != same.height() || (computed.height() > 0 && computed.schema() != carried.schema()) {
+        // The stored rows are not in this code's shape after all: compute them too.
+        let differ: Vec<String> = match computed.height() {
+            0 => Vec::new(),
+            _ => computed
+                .schema()
+                .iter()
+                .filter(|(name, dtype)| carried.schema().get(name.as_str()) != Some(*dtype))
+                .map(|(name, dtype)| {
+                    format!("{name}: {dtype} computed, {:?} stored", carried.schema().get(name.as_str()))
+                })
+                .collect(),
+        };
+        tracing::warn!(
+            "targets {lo} … {hi}: the stored rows cannot be carried forward ({} of {} found; {}); computed again",
+            carried.height(),
+            same.height(),
+            if differ.is_empty() { "same columns".to_string() } else { differ.join(", ") }
+        );
+        let targets = score(join(slice, &Some((lo, hi)))?)?;
+        return emit(targets, hashes, 0);
+    }
+    let reused = carried.height();
+    let both = merge_by_domain(&carried, &computed)?;
+    emit(both, hashes, reused)
+}
+
+/// The frame with its timestamps, at any depth, in milliseconds without a zone.
+fn zoneless(df: DataFrame) -> PolarsResult<DataFrame> {
+    fn naive(dtype: &DataType) -> DataType {
+        match dtype {
+            DataType::Datetime(..) => DataType::Datetime(TimeUnit::Milliseconds, None),
+            DataType::List(inner) => DataType::List(Box::new(naive(inner))),
+            DataType::Struct(fields) => {
+                DataType::Struct(fields.iter().map(|f| Field::new(f.name().clone(), naive(f.dtype()))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let schema = df.schema().clone();
+    if schema.iter().all(|(_, dtype)| naive(dtype) == *dtype) {
+        return Ok(df);
+    }
+    let cast = schema.iter().map(|(name, dtype)| match naive(dtype) {
+        same if same == *dtype => col(name.clone()),
+        other => col(name.clone()).cast(other),
+    });
+    df.lazy().select(cast.collect::<Vec<_>>()).collect()
+}
+
+/// Two frames sorted by domain (no domain in both) as one, in domain order: runs of
+/// `a` with the rows of `b` between them, sliced and stacked (no row is gathered).
+fn merge_by_domain(a: &DataFrame, b: &DataFrame) -> PolarsResult<DataFrame> {
+    if b.height() == 0 {
+        return Ok(a.clone());
+    }
+    if a.height() == 0 {
+        return Ok(b.clone());
+    }
+    let a_domains = a.column("domain")?.as_materialized_series().rechunk();
+    let a_domains = a_domains.str()?;
+    let b_domains = b.column("domain")?.as_materialized_series().rechunk();
+    let b_domains = b_domains.str()?;
+    let a_values: Vec<&str> = a_domains.iter().map(Option::unwrap_or_default).collect();
+    let mut out = a.slice(0, 0);
+    let mut from = 0;
+    for (i, domain) in b_domains.iter().map(Option::unwrap_or_default).enumerate() {
+        let at = from + a_values[from..].partition_point(|d| *d < domain);
+        if at > from {
+            out.vstack_mut(&a.slice(from as i64, at - from))?;
+        }
+        out.vstack_mut(&b.slice(i as i64, 1))?;
+        from = at;
+    }
+    if from < a.height() {
+        out.vstack_mut(&a.slice(from as i64, a.height() - from))?;
+    }
+    Ok(out)
 }
 
 /// `size_band`: the first band whose revenue or monthly visits the row reaches (null
@@ -734,9 +875,14 @@ fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
     Ok(df.slice(start as i64, end.saturating_sub(start)))
 }
 
-/// Writes frames one after another into one Parquet file (zstd), a row group each.
+/// Writes frames one after another into one Parquet file, a row group each, as every
+/// table of the store is written (`store::table::writer_properties`).
+///
+/// The frames go to arrow-rs's writer (through the Arrow C Data Interface, no copy), not
+/// Polars' own: on the targets table (lists of structs, a struct of 24 structs) Polars'
+/// writer spent 15–18 s on a million rows where arrow-rs takes 4.5 s (`BENCHMARKS.md`).
 pub struct SliceWriter {
-    writer: Option<polars::io::parquet::write::BatchedWriter<std::fs::File>>,
+    writer: Option<(parquet::arrow::ArrowWriter<std::fs::File>, arrow::datatypes::SchemaRef)>,
     path: std::path::PathBuf,
     pub rows: usize,
 }
@@ -747,13 +893,29 @@ impl SliceWriter {
     }
 
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        let mut batch = record_batch(&storage_form(df)?)?;
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path)?;
-            let df = storage_form(df)?;
-            self.writer = Some(parquet_writer(file, df.schema())?.batched(df.schema())?);
+            self.writer = Some((arrow_writer(file, &batch)?, batch.schema()));
         }
-        if let Some(writer) = self.writer.as_mut() {
-            writer.write_batch(&storage_form(df)?)?;
+        if let Some((writer, schema)) = self.writer.as_mut() {
+            if batch.schema() != *schema {
+                // A slice whose column Polars typed otherwise (all null, say): the file's types.
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
+                    .map_err(|e| {
+                        PolarsError::SchemaMismatch(format!("a slice of {}: {e}", self.path.display()).into())
+                    })?;
+                batch = columns;
+            }
+            writer.write(&batch).map_err(parquet_error)?;
+            // One row group per frame: a slice's rows are found by their row group's statistics.
+            writer.flush().map_err(parquet_error)?;
         }
         self.rows += df.height();
         Ok(())
@@ -762,75 +924,122 @@ impl SliceWriter {
     /// Closes the file (`assemble_in_slices` always emits at least one slice).
     pub fn finish(self) -> PolarsResult<()> {
         match self.writer {
-            Some(writer) => writer.finish().map(|_| ()),
+            Some((writer, _)) => writer.close().map(|_| ()).map_err(parquet_error),
             None => Err(PolarsError::NoData("no slice was written".into())),
         }
     }
 }
 
-/// Encodes a frame as Parquet (zstd).
+/// Encodes a frame as one Parquet file.
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Bytes> {
+    let df = storage_form(df)?;
+    let batch = record_batch(&df)?;
     let mut buffer = Vec::new();
-    let mut df = storage_form(df)?;
-    parquet_writer(&mut buffer, df.schema())?.finish(&mut df)?;
+    let mut writer = arrow_writer(&mut buffer, &batch)?;
+    writer.write(&batch).map_err(parquet_error)?;
+    writer.close().map_err(parquet_error)?;
     Ok(Bytes::from(buffer))
 }
 
-/// How Polars writes a stored table: zstd, with the Arrow schema that readers take
-/// their types from spelled in plain Arrow types. Polars would embed its own, which
-/// declares `string_view` and `list<string_view>` (its in-memory string layout) and
-/// which pandas cannot convert; this one says `utf8` and `list<utf8>`, as the tables
-/// arrow-rs writes do, so pandas, pyarrow, DuckDB, Spark and Trino read every table as it is.
-fn parquet_writer<W: std::io::Write>(writer: W, schema: &Schema) -> PolarsResult<ParquetWriter<W>> {
-    let fields = schema
-        .iter()
-        .map(|(name, dtype)| Ok(arrow::datatypes::Field::new(name.as_str(), plain_arrow_type(dtype)?, true)))
-        .collect::<PolarsResult<Vec<_>>>()?;
-    let hint = parquet::arrow::encode_arrow_schema(&arrow::datatypes::Schema::new(fields));
-    let metadata = vec![("ARROW:schema".to_string(), hint)];
-    Ok(ParquetWriter::new(writer)
-        .with_compression(ParquetCompression::Zstd(None))
-        .with_key_value_metadata(Some(polars::io::parquet::write::KeyValueMetadata::from_static(metadata))))
+fn parquet_error(e: parquet::errors::ParquetError) -> PolarsError {
+    PolarsError::ComputeError(format!("writing Parquet: {e}").into())
 }
 
-/// The plain Arrow type a Polars column is stored as.
-fn plain_arrow_type(dtype: &DataType) -> PolarsResult<arrow::datatypes::DataType> {
-    use arrow::datatypes::{DataType as A, Field, TimeUnit as U};
-    Ok(match dtype {
-        DataType::Boolean => A::Boolean,
-        DataType::Int8 => A::Int8,
-        DataType::Int16 => A::Int16,
-        DataType::Int32 => A::Int32,
-        DataType::Int64 => A::Int64,
-        DataType::UInt8 => A::UInt8,
-        DataType::UInt16 => A::UInt16,
-        DataType::UInt32 => A::UInt32,
-        DataType::UInt64 => A::UInt64,
-        DataType::Float32 => A::Float32,
-        DataType::Float64 => A::Float64,
-        DataType::String => A::Utf8,
-        DataType::Binary => A::Binary,
-        DataType::Date => A::Date32,
-        DataType::Datetime(unit, zone) => A::Timestamp(
-            match unit {
-                TimeUnit::Milliseconds => U::Millisecond,
-                TimeUnit::Microseconds => U::Microsecond,
-                TimeUnit::Nanoseconds => U::Nanosecond,
-            },
-            zone.as_ref().map(|z| z.as_str().into()),
-        ),
-        DataType::List(inner) => A::List(std::sync::Arc::new(Field::new("item", plain_arrow_type(inner)?, true))),
-        DataType::Struct(fields) => A::Struct(
-            fields
-                .iter()
-                .map(|f| Ok(Field::new(f.name().as_str(), plain_arrow_type(f.dtype())?, true)))
-                .collect::<PolarsResult<Vec<_>>>()?
-                .into(),
-        ),
-        other => {
-            return Err(PolarsError::ComputeError(format!("no plain Arrow type for a stored {other} column").into()));
+/// A frame as an arrow-rs record batch: each column's arrays exported through the Arrow
+/// C Data Interface and imported on the other side (the buffers are shared, not copied).
+fn record_batch(df: &DataFrame) -> PolarsResult<arrow::record_batch::RecordBatch> {
+    let mut df = df.clone();
+    df.rechunk_mut();
+    let mut fields = Vec::with_capacity(df.width());
+    let mut arrays = Vec::with_capacity(df.width());
+    for column in df.columns() {
+        let series = column.as_materialized_series();
+        let array = series.to_arrow(0, CompatLevel::newest());
+        let field = polars_arrow::datatypes::Field::new(series.name().clone(), array.dtype().clone(), true);
+        let schema = polars_arrow::ffi::export_field_to_c(&field);
+        let exported = polars_arrow::ffi::export_array_to_c(array);
+        // SAFETY: both crates declare these two structs `#[repr(C)]` after the C Data
+        // Interface's `ArrowSchema` and `ArrowArray`, so they have one layout; ownership
+        // (the release callbacks) moves to the arrow-rs values, and the Polars values are
+        // forgotten so that they are not released twice.
+        let data = unsafe {
+            let schema = std::mem::ManuallyDrop::new(schema);
+            let exported = std::mem::ManuallyDrop::new(exported);
+            let schema: arrow::ffi::FFI_ArrowSchema =
+                std::ptr::read((&*schema as *const polars_arrow::ffi::ArrowSchema).cast());
+            let exported: arrow::ffi::FFI_ArrowArray =
+                std::ptr::read((&*exported as *const polars_arrow::ffi::ArrowArray).cast());
+            let field = arrow::datatypes::Field::try_from(&schema);
+            let data = arrow::ffi::from_ffi(exported, &schema);
+            (field, data)
+        };
+        let (field, data) = data;
+        let failed =
+            |e: arrow::error::ArrowError| PolarsError::ComputeError(format!("column {}: {e}", series.name()).into());
+        let (field, data) = (field.map_err(failed)?, data.map_err(failed)?);
+        let mut array = arrow::array::make_array(data);
+        // A timestamp inside a list or struct is stored as the top-level ones are (UTC
+        // milliseconds): every slice then has one schema, whichever zone Polars left on it.
+        let stored = stored_type(field.data_type(), false);
+        if &stored != field.data_type() {
+            array = arrow::compute::cast(&array, &stored).map_err(failed)?;
         }
-    })
+        fields.push(field.with_data_type(stored));
+        arrays.push(array);
+    }
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(df.height()));
+    arrow::record_batch::RecordBatch::try_new_with_options(schema, arrays, &options)
+        .map_err(|e| PolarsError::ComputeError(format!("a record batch of the frame: {e}").into()))
+}
+
+/// The arrow-rs type a column is stored with: its timestamps, at any depth, UTC
+/// milliseconds. `plain`: the type the stored schema declares, also without Polars'
+/// in-memory layouts (`string_view` is `utf8`, a large list a list).
+fn stored_type(dtype: &arrow::datatypes::DataType, plain: bool) -> arrow::datatypes::DataType {
+    use arrow::datatypes::{DataType as A, TimeUnit as U};
+    let field = |f: &arrow::datatypes::FieldRef| {
+        std::sync::Arc::new(f.as_ref().clone().with_data_type(stored_type(f.data_type(), plain)))
+    };
+    match dtype {
+        A::Timestamp(..) => A::Timestamp(U::Millisecond, Some("UTC".into())),
+        A::Utf8View | A::LargeUtf8 if plain => A::Utf8,
+        A::BinaryView | A::LargeBinary if plain => A::Binary,
+        A::List(inner) => A::List(field(inner)),
+        A::LargeList(inner) if plain => A::List(field(inner)),
+        A::LargeList(inner) => A::LargeList(field(inner)),
+        A::Struct(fields) => A::Struct(fields.iter().map(field).collect()),
+        other => other.clone(),
+    }
+}
+
+/// How a frame becomes a stored table: the store's writer properties, with the Arrow
+/// schema that readers take their types from spelled in plain Arrow types. Polars' arrays
+/// are `string_view` and `list<string_view>` (its in-memory layout), which pandas cannot
+/// convert; the schema stored says `utf8` and `list<utf8>` (the Parquet columns are the
+/// same either way), so pandas, pyarrow, DuckDB, Spark and Trino read every table as it is.
+fn arrow_writer<W: std::io::Write + Send>(
+    writer: W,
+    batch: &arrow::record_batch::RecordBatch,
+) -> PolarsResult<parquet::arrow::ArrowWriter<W>> {
+    let fields: Vec<arrow::datatypes::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| arrow::datatypes::Field::new(f.name(), stored_type(f.data_type(), true), true))
+        .collect();
+    let hint = parquet::arrow::encode_arrow_schema(&arrow::datatypes::Schema::new(fields));
+    let properties = crate::store::table::writer_properties()
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?
+        .into_builder()
+        // Lists stored as the Parquet specification names them (`list.element`), as before.
+        .set_coerce_types(true)
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("ARROW:schema".to_string(), hint)]))
+        .build();
+    let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+        .with_properties(properties)
+        .with_skip_arrow_metadata(true);
+    parquet::arrow::ArrowWriter::try_new_with_options(writer, batch.schema(), options).map_err(parquet_error)
 }
 
 /// Every timestamp as a UTC instant in milliseconds (a zone-less one is UTC already:
@@ -877,5 +1086,18 @@ mod tests {
         assert_eq!(range("a", "b"), [1], "bounds need not be present");
         assert_eq!(range("a.com", "z"), [1, 2, 3, 5, 4]);
         assert!(range("e", "f").is_empty() && range("0", "1").is_empty());
+    }
+
+    #[test]
+    fn computed_rows_are_merged_into_the_carried_ones_in_domain_order() {
+        let carried = df!("domain" => ["b.com", "c.com", "e.com", "f.com"], "n" => [2, 3, 5, 6]).unwrap();
+        let computed = df!("domain" => ["a.com", "d.com", "g.com"], "n" => [1, 4, 7]).unwrap();
+        let merged = merge_by_domain(&carried, &computed).unwrap();
+        let n: Vec<i32> = merged.column("n").unwrap().i32().unwrap().into_no_null_iter().collect();
+        assert_eq!(n, [1, 2, 3, 4, 5, 6, 7], "before, between and after the carried rows");
+        let sorted = carried.vstack(&computed).unwrap().sort(["domain"], Default::default()).unwrap();
+        assert!(merged.equals(&sorted), "the same frame a sort gives");
+        assert!(merge_by_domain(&carried, &computed.slice(0, 0)).unwrap().equals(&carried));
+        assert!(merge_by_domain(&carried.slice(0, 0), &computed).unwrap().equals(&computed));
     }
 }
