@@ -718,7 +718,10 @@ fn carry(
     let Pending { slice, lo, hi, hashes, same } = waiting;
     let computed = if scored.height() > 0 { domain_range(scored, &lo, &hi)? } else { scored.clone() };
     if same.height() == 0 {
-        return emit(computed, hashes, 0);
+        // Nothing carried: the computed rows are the slice (an empty slice is still scored,
+        // so that its frame has the table's columns).
+        let targets = if computed.width() == 0 { score(join(slice, &Some((lo, hi)))?)? } else { computed };
+        return emit(targets, hashes, 0);
     }
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     let carried = read_between(&reuse.targets, &names, &lo, &hi)?
@@ -780,32 +783,41 @@ fn zoneless(df: DataFrame) -> PolarsResult<DataFrame> {
 }
 
 /// Two frames sorted by domain (no domain in both) as one, in domain order: runs of
-/// `a` with the rows of `b` between them, sliced and stacked (no row is gathered).
+/// `a` with the runs of `b` that fall between them, sliced and stacked (no row is
+/// gathered), in one chunk. Frames that are not sorted after all are stacked and sorted.
 fn merge_by_domain(a: &DataFrame, b: &DataFrame) -> PolarsResult<DataFrame> {
-    if b.height() == 0 {
+    if b.height() == 0 || b.width() == 0 {
         return Ok(a.clone());
     }
     if a.height() == 0 {
         return Ok(b.clone());
     }
-    let a_domains = a.column("domain")?.as_materialized_series().rechunk();
-    let a_domains = a_domains.str()?;
-    let b_domains = b.column("domain")?.as_materialized_series().rechunk();
-    let b_domains = b_domains.str()?;
-    let a_values: Vec<&str> = a_domains.iter().map(Option::unwrap_or_default).collect();
+    let domains = |df: &DataFrame| -> PolarsResult<Vec<String>> {
+        let column = df.column("domain")?.as_materialized_series().rechunk();
+        Ok(column.str()?.iter().map(|d| d.unwrap_or_default().to_string()).collect())
+    };
+    let (a_domains, b_domains) = (domains(a)?, domains(b)?);
+    if !a_domains.is_sorted() || !b_domains.is_sorted() {
+        return a.vstack(b)?.sort(["domain"], SortMultipleOptions::default());
+    }
     let mut out = a.slice(0, 0);
-    let mut from = 0;
-    for (i, domain) in b_domains.iter().map(Option::unwrap_or_default).enumerate() {
-        let at = from + a_values[from..].partition_point(|d| *d < domain);
+    let (mut from, mut i) = (0, 0);
+    while i < b_domains.len() {
+        let at = from + a_domains[from..].partition_point(|d| *d < b_domains[i]);
+        // The rows of `b` that go into the same gap of `a`, as one run.
+        let run = i + b_domains[i..].partition_point(|d| at == a_domains.len() || *d < a_domains[at]);
+        // (A domain in both would end no run: it goes in alone.)
+        let run = run.max(i + 1);
         if at > from {
             out.vstack_mut(&a.slice(from as i64, at - from))?;
         }
-        out.vstack_mut(&b.slice(i as i64, 1))?;
-        from = at;
+        out.vstack_mut(&b.slice(i as i64, run - i))?;
+        (from, i) = (at, run);
     }
     if from < a.height() {
         out.vstack_mut(&a.slice(from as i64, a.height() - from))?;
     }
+    out.rechunk_mut();
     Ok(out)
 }
 
@@ -901,11 +913,20 @@ impl SliceWriter {
         if let Some((writer, schema)) = self.writer.as_mut() {
             if batch.schema() != *schema {
                 // A slice whose column Polars typed otherwise (all null, say): the file's types.
-                let columns = batch
-                    .columns()
+                let columns = schema
+                    .fields()
                     .iter()
-                    .zip(schema.fields())
-                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .map(|f| match batch.column_by_name(f.name()) {
+                        Some(c) if batch.num_columns() == schema.fields().len() => {
+                            arrow::compute::cast(c, f.data_type())
+                        }
+                        _ => Err(arrow::error::ArrowError::SchemaError(format!(
+                            "its columns are not the file's (no {:?}, or {} columns for {})",
+                            f.name(),
+                            batch.num_columns(),
+                            schema.fields().len()
+                        ))),
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
                     .map_err(|e| {
@@ -976,7 +997,9 @@ fn record_batch(df: &DataFrame) -> PolarsResult<arrow::record_batch::RecordBatch
         let (field, data) = data;
         let failed =
             |e: arrow::error::ArrowError| PolarsError::ComputeError(format!("column {}: {e}", series.name()).into());
-        let (field, data) = (field.map_err(failed)?, data.map_err(failed)?);
+        let (field, mut data) = (field.map_err(failed)?, data.map_err(failed)?);
+        // Imported buffers are taken as they are; arrow-rs needs them aligned to their type.
+        data.align_buffers();
         let mut array = arrow::array::make_array(data);
         // A timestamp inside a list or struct is stored as the top-level ones are (UTC
         // milliseconds): every slice then has one schema, whichever zone Polars left on it.
@@ -1097,6 +1120,15 @@ mod tests {
         assert_eq!(n, [1, 2, 3, 4, 5, 6, 7], "before, between and after the carried rows");
         let sorted = carried.vstack(&computed).unwrap().sort(["domain"], Default::default()).unwrap();
         assert!(merged.equals(&sorted), "the same frame a sort gives");
+        assert_eq!(merged.first_col_n_chunks(), 1, "one chunk, whatever the runs");
+        // Several computed rows in one gap, and at both ends.
+        let runs = df!("domain" => ["a.com", "a.net", "d.com", "d.net", "z.com"], "n" => [1, 1, 4, 4, 9]).unwrap();
+        let n: Vec<i32> =
+            merge_by_domain(&carried, &runs).unwrap().column("n").unwrap().i32().unwrap().into_no_null_iter().collect();
+        assert_eq!(n, [1, 1, 2, 3, 4, 4, 5, 6, 9]);
+        // Not sorted after all: still the sorted frame.
+        let shuffled = carried.slice(2, 2).vstack(&carried.slice(0, 2)).unwrap();
+        assert!(merge_by_domain(&shuffled, &computed).unwrap().equals(&sorted));
         assert!(merge_by_domain(&carried, &computed.slice(0, 0)).unwrap().equals(&carried));
         assert!(merge_by_domain(&carried.slice(0, 0), &computed).unwrap().equals(&computed));
     }
