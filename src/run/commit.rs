@@ -54,7 +54,7 @@ pub(crate) fn step(name: &str) {
 /// Adds a scored slice's targets to the counts per tier of the model (best tier first).
 fn count_tiers(tiers: &mut [TierCount], scored: &polars::prelude::DataFrame) -> anyhow::Result<()> {
     let tier_column = scored.column("icp_tier")?.i32()?;
-    for tier in (0..tier_column.len()).filter_map(|i| tier_column.get(i)) {
+    for tier in tier_column.iter().flatten() {
         if let Some(count) = tiers.iter_mut().find(|t| t.tier == tier) {
             count.targets += 1;
         }
