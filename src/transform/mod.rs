@@ -698,7 +698,7 @@ fn score_fresh(
     for frame in &frames[1..] {
         rows.vstack_mut(frame)?;
     }
-    storage_form(&score(rows)?)
+    score(rows)
 }
 
 /// A waiting slice's rows: its stored rows carried forward and its computed rows, in
@@ -792,11 +792,10 @@ fn merge_by_domain(a: &DataFrame, b: &DataFrame) -> PolarsResult<DataFrame> {
     if a.height() == 0 {
         return Ok(b.clone());
     }
-    let domains = |df: &DataFrame| -> PolarsResult<Vec<String>> {
-        let column = df.column("domain")?.as_materialized_series().rechunk();
-        Ok(column.str()?.iter().map(|d| d.unwrap_or_default().to_string()).collect())
-    };
-    let (a_domains, b_domains) = (domains(a)?, domains(b)?);
+    let column = |df: &DataFrame| df.column("domain").map(|c| c.as_materialized_series().rechunk());
+    let (a_column, b_column) = (column(a)?, column(b)?);
+    let a_domains: Vec<&str> = a_column.str()?.iter().map(Option::unwrap_or_default).collect();
+    let b_domains: Vec<&str> = b_column.str()?.iter().map(Option::unwrap_or_default).collect();
     if !a_domains.is_sorted() || !b_domains.is_sorted() {
         return a.vstack(b)?.sort(["domain"], SortMultipleOptions::default());
     }
@@ -894,7 +893,7 @@ fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
 /// Polars' own: on the targets table (lists of structs, a struct of 24 structs) Polars'
 /// writer spent 15–18 s on a million rows where arrow-rs takes 4.5 s (`BENCHMARKS.md`).
 pub struct SliceWriter {
-    writer: Option<(parquet::arrow::ArrowWriter<std::fs::File>, arrow::datatypes::SchemaRef)>,
+    writer: Option<parquet::arrow::ArrowWriter<std::fs::File>>,
     path: std::path::PathBuf,
     pub rows: usize,
 }
@@ -905,38 +904,16 @@ impl SliceWriter {
     }
 
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        let mut batch = record_batch(&storage_form(df)?)?;
+        let batch = record_batch(df)?;
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path)?;
-            self.writer = Some((arrow_writer(file, &batch)?, batch.schema()));
+            self.writer = Some(arrow_writer(file, &batch)?);
         }
-        if let Some((writer, schema)) = self.writer.as_mut() {
-            if batch.schema() != *schema {
-                // A slice whose column Polars typed otherwise (all null, say): the file's types.
-                let columns = schema
-                    .fields()
-                    .iter()
-                    .map(|f| match batch.column_by_name(f.name()) {
-                        Some(c) if batch.num_columns() == schema.fields().len() => {
-                            arrow::compute::cast(c, f.data_type())
-                        }
-                        _ => Err(arrow::error::ArrowError::SchemaError(format!(
-                            "its columns are not the file's (no {:?}, or {} columns for {})",
-                            f.name(),
-                            batch.num_columns(),
-                            schema.fields().len()
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
-                    .map_err(|e| {
-                        PolarsError::SchemaMismatch(format!("a slice of {}: {e}", self.path.display()).into())
-                    })?;
-                batch = columns;
-            }
-            writer.write(&batch).map_err(parquet_error)?;
+        if let Some(writer) = self.writer.as_mut() {
+            let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", self.path.display()).into());
+            writer.write(&batch).map_err(failed)?;
             // One row group per frame: a slice's rows are found by their row group's statistics.
-            writer.flush().map_err(parquet_error)?;
+            writer.flush().map_err(failed)?;
         }
         self.rows += df.height();
         Ok(())
@@ -945,7 +922,7 @@ impl SliceWriter {
     /// Closes the file (`assemble_in_slices` always emits at least one slice).
     pub fn finish(self) -> PolarsResult<()> {
         match self.writer {
-            Some((writer, _)) => writer.close().map(|_| ()).map_err(parquet_error),
+            Some(writer) => writer.close().map(|_| ()).map_err(parquet_error),
             None => Err(PolarsError::NoData("no slice was written".into())),
         }
     }
@@ -953,8 +930,7 @@ impl SliceWriter {
 
 /// Encodes a frame as one Parquet file.
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Bytes> {
-    let df = storage_form(df)?;
-    let batch = record_batch(&df)?;
+    let batch = record_batch(df)?;
     let mut buffer = Vec::new();
     let mut writer = arrow_writer(&mut buffer, &batch)?;
     writer.write(&batch).map_err(parquet_error)?;
@@ -983,7 +959,7 @@ fn record_batch(df: &DataFrame) -> PolarsResult<arrow::record_batch::RecordBatch
         // Interface's `ArrowSchema` and `ArrowArray`, so they have one layout; ownership
         // (the release callbacks) moves to the arrow-rs values, and the Polars values are
         // forgotten so that they are not released twice.
-        let data = unsafe {
+        let (field, data) = unsafe {
             let schema = std::mem::ManuallyDrop::new(schema);
             let exported = std::mem::ManuallyDrop::new(exported);
             let schema: arrow::ffi::FFI_ArrowSchema =
@@ -994,7 +970,6 @@ fn record_batch(df: &DataFrame) -> PolarsResult<arrow::record_batch::RecordBatch
             let data = arrow::ffi::from_ffi(exported, &schema);
             (field, data)
         };
-        let (field, data) = data;
         let failed =
             |e: arrow::error::ArrowError| PolarsError::ComputeError(format!("column {}: {e}", series.name()).into());
         let (field, mut data) = (field.map_err(failed)?, data.map_err(failed)?);
@@ -1063,19 +1038,6 @@ fn arrow_writer<W: std::io::Write + Send>(
         .with_properties(properties)
         .with_skip_arrow_metadata(true);
     parquet::arrow::ArrowWriter::try_new_with_options(writer, batch.schema(), options).map_err(parquet_error)
-}
-
-/// Every timestamp as a UTC instant in milliseconds (a zone-less one is UTC already:
-/// the store keeps no local times).
-fn storage_form(df: &DataFrame) -> PolarsResult<DataFrame> {
-    let mut out = df.clone();
-    for (name, dtype) in df.schema().iter() {
-        if matches!(dtype, DataType::Datetime(unit, zone) if *unit != TimeUnit::Milliseconds || zone.is_none()) {
-            let column = df.column(name)?.as_materialized_series().clone();
-            out.replace(name, utc_ms(&column)?.into_column())?;
-        }
-    }
-    Ok(out)
 }
 
 /// A timestamp (or milliseconds) column as UTC milliseconds. Built from the numbers:
