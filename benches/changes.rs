@@ -23,6 +23,15 @@ use partnerforge::transform::changes;
 use polars::prelude::*;
 use synthetic::{changed, hash, load, median, peak_rss_mib, save};
 
+/// A tracked night: its state and (after the first) its change feed, as stored; the
+/// state's rows and the events against the night before.
+struct Night {
+    state: Bytes,
+    feed: Option<Bytes>,
+    rows: usize,
+    events: usize,
+}
+
 /// A night's module tables and the targets table the alerts read accounts from.
 fn snapshot(n: usize, day: usize) -> HashMap<String, Bytes> {
     let mut files = synthetic::night(n, day);
@@ -88,9 +97,13 @@ fn main() {
     // Each stage's seconds in the last night tracked: split, load a range's part, observe,
     // read the previous state, the next state, the events, write.
     let stages = std::cell::RefCell::new([0f64; 7]);
-    let track_night = |files: &HashMap<String, Bytes>, date: &str, old: Option<&Bytes>| -> (Bytes, usize, usize) {
+    let track_night = |files: &HashMap<String, Bytes>, date: &str, old: Option<&Bytes>| -> Night {
         let path = std::env::temp_dir().join(format!("bench-state-{}-{date}.parquet", std::process::id()));
         let mut writer = partnerforge::transform::SliceWriter::new(&path);
+        let feed_path = std::env::temp_dir().join(format!("bench-feed-{}-{date}.parquet", std::process::id()));
+        let mut feed = old.map(|_| {
+            partnerforge::transform::SliceWriter::new(&feed_path).with_metadata(changes::FEED_BASE, "night 1")
+        });
         let mut events = 0;
         let mut took = [0f64; 7];
         let mut clock = Instant::now();
@@ -120,67 +133,86 @@ fn main() {
                 .collect()
                 .expect("collect");
             lap(4);
-            if old.is_some() {
-                events +=
-                    changes::events(base, state.clone().lazy(), &rules, "2026-08-01", date).expect("events").len();
+            if let Some(feed) = feed.as_mut() {
+                let (before, after) = changes::differing(base.collect().expect("base"), state.clone()).expect("differ");
+                events += changes::events(before.clone().lazy(), after.clone().lazy(), &rules, "2026-08-01", date)
+                    .expect("events")
+                    .len();
+                feed.write(&changes::feed_part(&before, &after).expect("feed")).expect("write the feed");
             }
             lap(5);
-            writer.write(&state).expect("write");
+            writer.write(&changes::state_for_storage(&state).expect("stored")).expect("write");
             lap(6);
         }
         let rows = writer.rows;
         writer.finish().expect("finish");
+        let feed = feed.map(|feed| {
+            feed.finish().expect("finish the feed");
+            let bytes = Bytes::from(std::fs::read(&feed_path).expect("read the feed"));
+            let _ = std::fs::remove_file(&feed_path);
+            bytes
+        });
         lap(6);
         *stages.borrow_mut() = took;
-        let bytes = Bytes::from(std::fs::read(&path).expect("read state"));
+        let state = Bytes::from(std::fs::read(&path).expect("read state"));
         let _ = std::fs::remove_file(&path);
-        (bytes, rows, events)
+        Night { state, feed, rows, events }
     };
-    let (state1, rows1, _) = track_night(&day1, "2026-08-01", None);
-    println!("state of night 1: {rows1} rows ({} ranges of {slice} domains)", ranges.len());
+    let state1 = track_night(&day1, "2026-08-01", None);
+    println!("state of night 1: {} rows ({} ranges of {slice} domains)", state1.rows, ranges.len());
+    let state1 = state1.state;
 
-    let (mut track, mut diff, mut read) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut rows, mut events) = (0, 0);
+    let (mut track, mut diff, mut full, mut read) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut events, mut feed_rows) = (0, 0, 0);
     for _ in 0..runs {
         let t = Instant::now();
-        let (_, r, e) = track_night(&day2, "2026-08-02", Some(&state1));
+        let night = track_night(&day2, "2026-08-02", Some(&state1));
         track.push(t.elapsed().as_secs_f64());
         let s = *stages.borrow();
         println!(
-            "  stages: split {:.2} s, load parts {:.2}, observe {:.2}, previous state {:.2}, next state {:.2}, events {:.2}, write {:.2}",
+            "  stages: split {:.2} s, load parts {:.2}, observe {:.2}, previous state {:.2}, next state {:.2}, events + feed {:.2}, write {:.2}",
             s[0], s[1], s[2], s[3], s[4], s[5], s[6]
         );
-        rows = r;
-        events = e;
-        // The diff alone, as `partnerforge changes` runs it on two stored states.
-        let (state2, _, _) = track_night(&day2, "2026-08-02", Some(&state1));
+        (rows, events) = (night.rows, night.events);
+        let feed = night.feed.expect("a night after the first has a feed");
+        // The diff as `partnerforge changes` runs it on a snapshot and the one it was
+        // committed on: the newer one's change feed alone.
+        let t = Instant::now();
+        let (before, after) = changes::read_feed(&feed, &changes::DomainRange::all()).expect("feed");
+        let found =
+            changes::events(before.clone(), after.clone(), &rules, "2026-08-01", "2026-08-02").expect("events").len();
+        diff.push(t.elapsed().as_secs_f64());
+        assert_eq!(found, events, "the stored diff and the one from the feed agree");
+        feed_rows = [before, after].into_iter().map(|side| side.collect().expect("a side").height()).sum::<usize>();
+        // Any two snapshots: both states read, a range at a time.
         let t = Instant::now();
         let mut found = 0;
         for range in &ranges {
             let (a, b) =
-                (changes::read_state(&state1, range).expect("a"), changes::read_state(&state2, range).expect("b"));
+                (changes::read_state(&state1, range).expect("a"), changes::read_state(&night.state, range).expect("b"));
             found += changes::events(a, b, &rules, "2026-08-01", "2026-08-02").expect("events").len();
         }
-        diff.push(t.elapsed().as_secs_f64());
-        assert_eq!(found, events, "the stored diff and the one on demand agree");
-        // What the diff cannot go below as long as it reads both states whole.
+        full.push(t.elapsed().as_secs_f64());
+        assert_eq!(found, events, "the stored diff and the one from both states agree");
+        // What that path cannot go below as long as it reads both states whole.
         let t = Instant::now();
         for range in &ranges {
-            for state in [&state1, &state2] {
+            for state in [&state1, &night.state] {
                 changes::read_state(state, range).expect("state").collect().expect("read");
             }
         }
         read.push(t.elapsed().as_secs_f64());
     }
-    let (track, diff, read) = (median(track), median(diff), median(read));
+    let (track, diff, full, read) = (median(track), median(diff), median(full), median(read));
     println!(
         "observe + track + diff (a commit): {track:.2} s ({:.0} state rows/s, {rows} rows)\n\
-         diff of two stored states:        {diff:.2} s ({:.0} state rows/s, {events} events, {:.2} % of targets changed)\n\
+         diff of consecutive snapshots:    {diff:.2} s (the change feed: {feed_rows} rows; {events} events, {:.2} % of targets changed)\n\
+         diff of any two stored states:    {full:.2} s ({:.0} state rows/s)\n\
          of which reading both states:     {read:.2} s\n\
          peak resident:   {:.0} MiB",
         rows as f64 / track,
-        rows as f64 / diff,
         (0..n).filter(|i| changed(*i)).count() as f64 * 100.0 / n as f64,
+        rows as f64 / full,
         peak_rss_mib()
     );
 }

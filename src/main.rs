@@ -635,17 +635,13 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             if older.date >= newest.date {
                 anyhow::bail!("--from {} is not before --to {}", older.date, newest.date);
             }
-            let mut events = run::changes::diff(
-                &store,
-                older,
-                newest,
-                rules,
-                domain.as_deref(),
-                min_significance.as_deref(),
-                // The ranges the states were written in (a row group each).
-                pipeline.pipeline.run.change_slice_rows,
-            )
-            .await?;
+            let options = run::changes::DiffOptions {
+                domain: domain.as_deref(),
+                min_significance: min_significance.as_deref(),
+                slice_rows: pipeline.pipeline.run.change_slice_rows,
+                use_feed: true,
+            };
+            let mut events = run::changes::diff(&store, older, newest, rules, &options).await?;
             let rank = |s: &str| partnerforge::config::changes::significance_rank(s).unwrap_or(usize::MAX);
             events.sort_by(|a, b| rank(&a.significance).cmp(&rank(&b.significance)).then(a.domain.cmp(&b.domain)));
             eprintln!(

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use partnerforge::config::changes::{ChangeRules, Condition, Direction};
 use partnerforge::providers::Answer;
 use partnerforge::providers::builtwith::parse_domain;
+use partnerforge::run::changes::DiffOptions;
 use partnerforge::simulate::World;
 use partnerforge::simulate::world::{SEARCH_VENDORS, day_index};
 use serde_json::Value;
@@ -344,4 +345,74 @@ fn a_bad_rules_file_stops_before_any_call() {
     assert!(err.contains("changes.toml") && err.contains("line ") && err.contains(".field"), "{err}");
     assert!(err.contains("search_vendr"), "{err}");
     assert!(!store.path().join("store").join("snapshots").exists(), "nothing was committed");
+}
+
+#[test]
+fn the_change_feed_gives_the_diff_of_both_states() {
+    // The first 40 targets of the book over three nights: the diff of a snapshot and the
+    // one it was committed on reads its change feed; every other pair reads both states.
+    let store = TestStore::new();
+    let text = std::fs::read_to_string(support::repo().join("data/seed/targets.csv")).expect("book");
+    let path = store.path().join("book.csv");
+    std::fs::write(&path, text.lines().take(41).collect::<Vec<_>>().join("\n") + "\n").expect("write");
+    let seed = format!("{}/data/seed/targets.csv", support::repo().display());
+    let pipeline = store.pipeline(|t| t.replace(&seed, &path.display().to_string()));
+    for night in NIGHTS {
+        store.ok(&["run", "--pipeline", &pipeline, "--date", night, "--force", "m02,m03,m04,m10,m12"]);
+    }
+    // A night that fetches only what is due: the domains whose modules were all carried
+    // have the same items, and are not in the feed.
+    store.ok(&["run", "--pipeline", &pipeline, "--date", "2026-08-03"]);
+    let manifests = store.manifests();
+    let table = |m: &Value, name: &str| {
+        m["files"].as_array().and_then(|files| files.iter().find(|f| f["table"] == name).cloned())
+    };
+    assert!(table(&manifests[0].1, "change_feed").is_none(), "the first snapshot has nothing to compare with");
+    let rows = |m: &Value, name: &str| table(m, name).and_then(|t| t["rows"].as_u64()).expect(name);
+    for (_, m) in &manifests[1..] {
+        assert!(rows(m, "change_feed") <= 2 * rows(m, "change_state"), "{m}");
+    }
+    let last = &manifests[3].1;
+    assert!(rows(last, "change_feed") < rows(last, "change_state"), "{last}");
+
+    let rules = rules();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let path_of_store = store.store();
+    runtime.block_on(async {
+        let store = partnerforge::store::Store::open(&path_of_store).expect("store");
+        let snapshots = store.snapshots().await.expect("snapshots");
+        assert_eq!(snapshots.len(), 4);
+        let ids = |events: Vec<partnerforge::transform::changes::Event>| {
+            let mut ids: Vec<(String, String)> = events.into_iter().map(|e| (e.event_id, e.summary)).collect();
+            ids.sort();
+            ids
+        };
+        let mut last = Vec::new();
+        for (from, to) in [(0, 2), (1, 3), (0, 1), (1, 2), (2, 3)] {
+            let (a, b) = (&snapshots[from], &snapshots[to]);
+            let diff = async |domain: Option<&str>, use_feed: bool| {
+                let options = DiffOptions { domain, min_significance: None, slice_rows: 7, use_feed };
+                partnerforge::run::changes::diff(&store, a, b, &rules, &options).await.expect("diff")
+            };
+            let all = diff(None, true).await;
+            assert_eq!(ids(all.clone()), ids(diff(None, false).await), "snapshots {from} → {to}");
+            // One domain's events, both ways: the domain with the most.
+            let count = |d: &str| all.iter().filter(|e| e.domain == d).count();
+            if let Some(domain) = all.iter().map(|e| e.domain.as_str()).max_by_key(|d| count(d)) {
+                let (fed, read) = (ids(diff(Some(domain), true).await), ids(diff(Some(domain), false).await));
+                assert_eq!(fed.len(), count(domain), "{domain}: {fed:?}");
+                assert_eq!(fed, read, "{domain}");
+            }
+            last = ids(all);
+        }
+        assert!(!last.is_empty(), "the last night changed something");
+        // The feed is what the last diff read: without the older state it gives the same events.
+        let older = snapshots[2].file("change_state").expect("a state");
+        std::fs::remove_file(std::path::Path::new(&path_of_store).join(&older.path)).expect("remove the state");
+        let options = DiffOptions { domain: None, min_significance: None, slice_rows: 7, use_feed: true };
+        let fed = partnerforge::run::changes::diff(&store, &snapshots[2], &snapshots[3], &rules, &options)
+            .await
+            .expect("the diff from the feed alone");
+        assert_eq!(ids(fed), last);
+    });
 }

@@ -143,9 +143,18 @@ pub(crate) async fn commit_changes(
     let targets = files.get("targets").cloned();
     drop(files);
     super::commit::step(&format!("tables split into {} ranges of domains", ranges.len()));
-    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let local = std::env::temp_dir().join(format!("partnerforge-state-{}-{nanos:x}.parquet", std::process::id()));
-    let mut writer = transform::SliceWriter::new(&local);
+    let local = |table: &str| {
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        std::env::temp_dir().join(format!("partnerforge-{table}-{}-{nanos:x}.parquet", std::process::id()))
+    };
+    let (state_file, feed_file) = (local("state"), local("feed"));
+    let mut writer = transform::SliceWriter::new(&state_file);
+    // The change feed: the rows of both states of the domains whose items differ, so that
+    // the diff of this snapshot and the previous one reads them alone (about 1 % of a night).
+    let base_path = previous.and_then(|m| m.file("change_state")).map(|e| e.path.clone());
+    let mut feed = base_path
+        .as_deref()
+        .map(|path| transform::SliceWriter::new(&feed_file).with_metadata(transform::changes::FEED_BASE, path));
     let mut events = Vec::new();
     let tracked: anyhow::Result<()> = (|| {
         for (r, range) in ranges.iter().enumerate() {
@@ -160,13 +169,21 @@ pub(crate) async fn commit_changes(
             if let Some(moved) = &renamed {
                 base = moved.in_range(base, range)?;
             }
-            let base = base.collect().context("reading the previous state")?.lazy();
-            let state = transform::changes::next_state(base.clone(), observed, rules)?
+            let base = base.collect().context("reading the previous state")?;
+            let state = transform::changes::next_state(base.clone().lazy(), observed, rules)?
                 .sort(["domain"], polars::prelude::SortMultipleOptions::default())
                 .collect()
                 .context("tracking changes")?;
-            if let (Some(_), Some(m)) = (&old, &previous) {
-                events.extend(transform::changes::events(base, state.clone().lazy(), rules, &m.snapshot_id, date)?);
+            if let (Some(feed), Some(m)) = (feed.as_mut(), &previous) {
+                let (before, after) = transform::changes::differing(base, state.clone())?;
+                events.extend(transform::changes::events(
+                    before.clone().lazy(),
+                    after.clone().lazy(),
+                    rules,
+                    &m.snapshot_id,
+                    date,
+                )?);
+                feed.write(&transform::changes::feed_part(&before, &after)?)?;
             }
             writer.write(&transform::changes::state_for_storage(&state)?)?;
         }
@@ -175,17 +192,19 @@ pub(crate) async fn commit_changes(
         }
         Ok(())
     })();
-    let rows = writer.rows;
-    let finished = tracked.and_then(|()| writer.finish().map_err(anyhow::Error::from));
-    let path = format!("{folder}/change_state.parquet");
-    let stored = match finished {
-        Ok(()) => store.put_file(&path, &local).await.map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&local);
-    let size = stored?;
-    let mut entries =
-        vec![FileEntry { table: "change_state".into(), path, bytes: size, rows: rows as u64, schema: None }];
+    let mut entries = Vec::new();
+    let mut stored = tracked;
+    for (table, writer, local) in [("change_state", Some(writer), &state_file), ("change_feed", feed, &feed_file)] {
+        let Some(writer) = writer else { continue };
+        stored = match stored {
+            Ok(()) => stored_local(store, &format!("{folder}/{table}.parquet"), table, writer, local)
+                .await
+                .map(|entry| entries.push(entry)),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(local);
+    }
+    stored?;
     let batch = changes_batch(&events)?;
     let mut entry = store.put_table(folder, "changes", to_parquet(&batch)?, batch.num_rows()).await?;
     entry.schema = Some(schema_fingerprint(&batch.schema()));
@@ -209,6 +228,20 @@ pub(crate) async fn commit_changes(
         entries.push(entry);
     }
     Ok((entries, count(&events), matched))
+}
+
+/// Closes a table written to a local file and stores it at `path`.
+async fn stored_local(
+    store: &Store,
+    path: &str,
+    table: &str,
+    writer: transform::SliceWriter,
+    local: &std::path::Path,
+) -> anyhow::Result<FileEntry> {
+    let rows = writer.rows as u64;
+    writer.finish()?;
+    let bytes = store.put_file(path, local).await?;
+    Ok(FileEntry { table: table.into(), path: path.to_string(), bytes, rows, schema: None })
 }
 
 /// The previous state's rows of renamed domains, under their new names.
@@ -606,17 +639,37 @@ pub async fn deliver_pending(
     }
     Ok(report)
 }
-/// The events between two committed snapshots, by `rules`, at least
-/// `min_significance`, for one domain if given.
+
+/// What a [`diff`] reports, and how it reads the states.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffOptions<'a> {
+    /// One domain's events only.
+    pub domain: Option<&'a str>,
+    /// Events at least this significant only.
+    pub min_significance: Option<&'a str>,
+    /// Where both states are read, the domains of a range read at a time (the ranges
+    /// the states were written in: a row group each).
+    pub slice_rows: usize,
+    /// Read the newer snapshot's `change_feed` where it was taken against the older
+    /// state (the default); `false` reads both states whole (the two give the same
+    /// events: a test compares them).
+    pub use_feed: bool,
+}
+
+/// The events between two committed snapshots, by `rules`.
+///
+/// When `to` was committed on top of `from` (the nightly case), its `change_feed` holds
+/// the rows of both states that can make an event, and only they are read; any other
+/// pair reads both states, a range of `slice_rows` domains at a time.
 pub async fn diff(
     store: &Store,
     from: &Manifest,
     to: &Manifest,
     rules: &ChangeRules,
-    domain: Option<&str>,
-    min_significance: Option<&str>,
-    slice_rows: usize,
+    options: &DiffOptions<'_>,
 ) -> anyhow::Result<Vec<Event>> {
+    let DiffOptions { domain, min_significance, slice_rows, use_feed } = *options;
+    use transform::changes::DomainRange;
     let missing = |m: &Manifest| {
         anyhow::anyhow!(
             "snapshot {} tracks no changes (it was committed before change tracking, or without change rules): \
@@ -625,63 +678,49 @@ pub async fn diff(
             m.date
         )
     };
-    let old = stored_state(store, from).await?.ok_or_else(|| missing(from))?;
-    let new = stored_state(store, to).await?.ok_or_else(|| missing(to))?;
-    use transform::changes::DomainRange;
-    let ranges = match domain {
-        Some(d) => vec![DomainRange { lo: Some(d.to_string()), hi: Some(format!("{d}\u{0}")) }],
-        // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
-        None => match to.file("targets") {
-            Some(entry) => {
-                let df = transform::read_parquet(store.get(&entry.path).await?, &["domain"])?.collect()?;
-                let domains: Vec<&str> = df.column("domain")?.str()?.iter().flatten().collect();
-                DomainRange::split(domains.into_iter(), slice_rows)
-            }
-            None => vec![DomainRange::all()],
-        },
-    };
-    // The newer snapshot's renames, as its commit applied them: the old domain's items
-    // continue under the new one (one `renamed` event, no removals and additions); the
-    // state is read for them only when there are any.
-    let renames = match to.file("renames") {
-        Some(entry) => Some(store.get(&entry.path).await?),
-        None => None,
-    };
-    let named: Vec<String> = match &renames {
-        Some(bytes) => transform::renames::read(bytes)?.into_iter().flat_map(|r| [r.domain, r.renamed_to]).collect(),
-        None => Vec::new(),
-    };
-    let renamed = match renames {
-        Some(renames) if !named.is_empty() => {
-            use polars::prelude::*;
-            // "In the book" as the commit saw it: tracked in the newer state.
-            let names = Series::new("names".into(), named);
-            let mut tracked: Vec<String> = transform::changes::read_state(&new, &DomainRange::all())?
-                .select([col("domain")])
-                .filter(col("domain").is_in(lit(names).implode(false), false))
-                .unique(None, UniqueKeepStrategy::Any)
-                .collect()?
-                .column("domain")?
-                .str()?
-                .iter()
-                .flatten()
-                .map(str::to_string)
-                .collect();
-            tracked.sort();
-            let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
-            moved_state(&old, &renames, &tracked)?
+    let old_entry = from.file("change_state").ok_or_else(|| missing(from))?;
+    to.file("change_state").ok_or_else(|| missing(to))?;
+    let only = domain.map(|d| DomainRange { lo: Some(d.to_string()), hi: Some(format!("{d}\u{0}")) });
+    let feed = match to.file("change_feed") {
+        Some(entry) if use_feed => {
+            let bytes = store.get(&entry.path).await?;
+            let base = transform::changes::feed_base(&bytes).with_context(|| format!("reading {}", entry.path))?;
+            (base.as_deref() == Some(old_entry.path.as_str())).then_some(bytes)
         }
         _ => None,
     };
     let mut events = Vec::new();
-    for range in &ranges {
-        let mut a = transform::changes::read_state(&old, range)?;
-        if let Some(moved) = &renamed {
-            a = moved.in_range(a, range)?;
+    let renamed = match feed {
+        Some(feed) => {
+            // The feed's previous rows are the ones the commit compared: renamed domains' already moved.
+            let (before, after) = transform::changes::read_feed(&feed, &only.clone().unwrap_or_default())?;
+            events.extend(transform::changes::events(before, after, rules, &from.snapshot_id, &to.snapshot_id)?);
+            moved_between(store, from, to, None).await?
         }
-        let b = transform::changes::read_state(&new, range)?;
-        events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
-    }
+        None => {
+            let (old, new) = both_states(store, from, to).await?;
+            let renamed = moved_between(store, from, to, Some((&old, &new))).await?;
+            let ranges = match (&only, to.file("targets")) {
+                (Some(range), _) => vec![range.clone()],
+                // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
+                (None, Some(entry)) => {
+                    let df = transform::read_parquet(store.get(&entry.path).await?, &["domain"])?.collect()?;
+                    let domains: Vec<&str> = df.column("domain")?.str()?.iter().flatten().collect();
+                    DomainRange::split(domains.into_iter(), slice_rows)
+                }
+                (None, None) => vec![DomainRange::all()],
+            };
+            for range in &ranges {
+                let mut a = transform::changes::read_state(&old, range)?;
+                if let Some(moved) = &renamed {
+                    a = moved.in_range(a, range)?;
+                }
+                let b = transform::changes::read_state(&new, range)?;
+                events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
+            }
+            renamed
+        }
+    };
     if let Some(moved) = &renamed {
         let wanted = |e: &Event| domain.is_none_or(|d| e.domain == d);
         events.extend(moved.events(&from.snapshot_id, &to.snapshot_id).into_iter().filter(wanted));
@@ -691,6 +730,58 @@ pub async fn diff(
         events.retain(|e| significance_rank(&e.significance).is_some_and(|r| r <= bar));
     }
     Ok(events)
+}
+
+/// The stored states of two snapshots (both track changes: `diff` checked).
+async fn both_states(store: &Store, from: &Manifest, to: &Manifest) -> anyhow::Result<(bytes::Bytes, bytes::Bytes)> {
+    let state = async |m: &Manifest| match stored_state(store, m).await? {
+        Some(bytes) => Ok(bytes),
+        None => anyhow::bail!("snapshot {} tracks no changes", m.snapshot_id),
+    };
+    Ok((state(from).await?, state(to).await?))
+}
+
+/// The newer snapshot's renames, as its commit applied them: the old domain's items
+/// continue under the new one (one `renamed` event, no removals and additions); the
+/// states (`states`, or read here) are read for them only when there are any.
+async fn moved_between(
+    store: &Store,
+    from: &Manifest,
+    to: &Manifest,
+    states: Option<(&bytes::Bytes, &bytes::Bytes)>,
+) -> anyhow::Result<Option<Moved>> {
+    let Some(entry) = to.file("renames") else { return Ok(None) };
+    let renames = store.get(&entry.path).await?;
+    let named: Vec<String> =
+        transform::renames::read(&renames)?.into_iter().flat_map(|r| [r.domain, r.renamed_to]).collect();
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let read;
+    let (old, new) = match states {
+        Some(states) => states,
+        None => {
+            read = both_states(store, from, to).await?;
+            (&read.0, &read.1)
+        }
+    };
+    use polars::prelude::*;
+    // "In the book" as the commit saw it: tracked in the newer state.
+    let names = Series::new("names".into(), named);
+    let mut tracked: Vec<String> = transform::changes::read_state(new, &transform::changes::DomainRange::all())?
+        .select([col("domain")])
+        .filter(col("domain").is_in(lit(names).implode(false), false))
+        .unique(None, UniqueKeepStrategy::Any)
+        .collect()?
+        .column("domain")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    tracked.sort();
+    let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
+    moved_state(old, &renames, &tracked)
 }
 
 #[cfg(test)]

@@ -420,6 +420,42 @@ fn first_per_item(frame: LazyFrame) -> LazyFrame {
     frame.unique_stable(Some(cols(["domain", "key"])), UniqueKeepStrategy::First)
 }
 
+/// The name of `change_feed`'s column that says which state a row is from.
+const SIDE: &str = "side";
+
+/// The key, in `change_feed`'s file metadata, of the stored `change_state` path the feed
+/// was taken against: a diff uses the feed only from exactly that state.
+pub const FEED_BASE: &str = "partnerforge.feed_base";
+
+/// A range's part of a snapshot's `change_feed`: the rows of the previous state
+/// (`side` = `before`) and of the new one (`after`) of every domain whose tracked items
+/// differ between them ([`differing`]), as stored. The diff of the two snapshots needs
+/// nothing else, whatever rules it is run with: every other domain has no event.
+pub fn feed_part(before: &DataFrame, after: &DataFrame) -> PolarsResult<DataFrame> {
+    let side = |df: &DataFrame, side: &str| -> PolarsResult<LazyFrame> {
+        Ok(state_for_storage(df)?.lazy().select(STATE_COLUMNS.map(col)).with_column(lit(side).alias(SIDE)))
+    };
+    concat([side(before, "before")?, side(after, "after")?], UnionArgs::default())?.collect()
+}
+
+/// Reads a stored `change_feed`'s rows in `range`: (the previous state's, the new one's).
+pub fn read_feed(bytes: &Bytes, range: &DomainRange) -> PolarsResult<(LazyFrame, LazyFrame)> {
+    let mut columns = STATE_COLUMNS.to_vec();
+    columns.push(SIDE);
+    let rows = read_range(bytes, &columns, range)?.with_columns([ms("since"), ms("fetched_at")]).collect()?;
+    let side = |side: &str| rows.clone().lazy().filter(col(SIDE).eq(lit(side))).select(STATE_COLUMNS.map(col));
+    Ok((side("before"), side("after")))
+}
+
+/// The stored `change_state` a `change_feed` was taken against ([`FEED_BASE`]).
+pub fn feed_base(bytes: &Bytes) -> PolarsResult<Option<String>> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| PolarsError::ComputeError(format!("reading change_feed's metadata: {e}").into()))?;
+    let pairs = metadata.file_metadata().key_value_metadata();
+    Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == FEED_BASE)).and_then(|p| p.value.clone()))
+}
+
 /// An empty state (a store's first snapshot, or one from before change tracking).
 pub fn empty_state() -> PolarsResult<LazyFrame> {
     let df = df!(
@@ -638,7 +674,7 @@ fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<
     // Domain-first: a domain whose tracked items (field, item, value) are the same on both
     // sides has no event, whatever else moved; only the others (about the share of the
     // book that changed) are joined below.
-    let (old, new) = differing_rows(old.collect()?, new.collect()?)?;
+    let (old, new) = differing(old.collect()?, new.collect()?)?;
     let (old, new) = (old.lazy(), new.lazy());
     let by_item = [col("domain"), col("field"), col("key")];
     let side = |frame: LazyFrame, prefix: &str| {
@@ -812,8 +848,9 @@ impl<'a> Runs<'a> {
     }
 }
 
-/// The rows of both states whose domain's tracked items differ between them.
-fn differing_rows(old: DataFrame, new: DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
+/// The rows of both states whose domain's tracked items differ between them: the only
+/// rows that can make an event, whatever the rules say.
+pub fn differing(old: DataFrame, new: DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
     let (a, b) = (Runs::of(&old)?, Runs::of(&new)?);
     let old_kept = a.keep(old.clone(), |d, digest| b.digest(d) != Some(digest))?;
     let new_kept = b.keep(new.clone(), |d, digest| a.digest(d) != Some(digest))?;
@@ -1078,14 +1115,14 @@ summary = "new {item}: {old} → {new}"
             ("d.com", "technology", "Algolia", "live", 2),
             ("e.com", "technology", "Algolia", "live", 2),
         ]);
-        let (o, n) = differing_rows(old.clone(), new.clone()).unwrap();
+        let (o, n) = differing(old.clone(), new.clone()).unwrap();
         assert_eq!(domains(&o), ["b.com", "c.com", "d.com"]);
         assert_eq!(domains(&n), ["b.com", "d.com", "e.com"]);
         assert_eq!((o.height(), n.height()), (3, 4), "a kept domain keeps all its rows");
         // Not grouped by domain: the same domains (a.com's rows apart, and unchanged).
         let order = IdxCa::from_vec("row".into(), vec![0, 5, 1, 6, 3, 2, 4]);
         let shuffled = new.take(&order).unwrap();
-        let (o, n) = differing_rows(old, shuffled).unwrap();
+        let (o, n) = differing(old, shuffled).unwrap();
         assert_eq!(domains(&o), ["b.com", "c.com", "d.com"]);
         let mut kept = domains(&n);
         kept.sort();

@@ -895,21 +895,33 @@ fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
 pub struct SliceWriter {
     writer: Option<parquet::arrow::ArrowWriter<std::fs::File>>,
     path: std::path::PathBuf,
+    metadata: Vec<(String, String)>,
     pub rows: usize,
 }
 
 impl SliceWriter {
     pub fn new(path: &std::path::Path) -> Self {
-        Self { writer: None, path: path.to_path_buf(), rows: 0 }
+        Self { writer: None, path: path.to_path_buf(), metadata: Vec::new(), rows: 0 }
+    }
+
+    /// A (key, value) pair for the file's metadata.
+    pub fn with_metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
         let batch = record_batch(df)?;
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path)?;
-            self.writer = Some(arrow_writer(file, &batch)?);
+            let mut writer = arrow_writer(file, &batch)?;
+            for (key, value) in &self.metadata {
+                writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(key.clone(), value.clone()));
+            }
+            self.writer = Some(writer);
         }
-        if let Some(writer) = self.writer.as_mut() {
+        // An empty frame gives the file its schema, not an empty row group.
+        if let Some(writer) = self.writer.as_mut().filter(|_| df.height() > 0) {
             let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", self.path.display()).into());
             writer.write(&batch).map_err(failed)?;
             // One row group per frame: a slice's rows are found by their row group's statistics.
