@@ -178,6 +178,9 @@ fn main() {
         // The diff as `partnerforge changes` runs it on a snapshot and the one it was
         // committed on: the newer one's change feed alone.
         let t = Instant::now();
+        for key in [changes::FEED_BASE, changes::FEED_RENAMES] {
+            changes::feed_metadata(&feed, key).expect("the feed's metadata");
+        }
         let (before, after) = changes::read_feed(&feed, &changes::DomainRange::all()).expect("feed");
         let found =
             changes::events(before.clone(), after.clone(), &rules, "2026-08-01", "2026-08-02").expect("events").len();

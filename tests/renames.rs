@@ -108,6 +108,14 @@ fn a_moved_site_is_followed_to_its_new_domain_and_keeps_its_history() {
         "json",
     ]);
     let on_demand: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json");
+    // It read the night's change feed, which names the move its commit applied.
+    let (_, manifest) = store.manifests().pop().expect("the night's manifest");
+    let files = manifest["files"].as_array().cloned().unwrap_or_default();
+    let feed = files.iter().find(|f| f["table"] == "change_feed").expect("a change feed");
+    let bytes = std::fs::read(std::path::Path::new(&store.store()).join(feed["path"].as_str().unwrap())).unwrap();
+    let applied =
+        partnerforge::transform::changes::feed_metadata(&bytes.into(), partnerforge::transform::changes::FEED_RENAMES);
+    assert_eq!(applied.unwrap(), Some(serde_json::json!({ &old: &new }).to_string()));
     let mut ids: Vec<String> = on_demand.iter().filter_map(|r| r["event_id"].as_str().map(str::to_string)).collect();
     ids.sort();
     let stored =

@@ -152,9 +152,16 @@ pub(crate) async fn commit_changes(
     // The change feed: the rows of both states of the domains whose items differ, so that
     // the diff of this snapshot and the previous one reads them alone (about 1 % of a night).
     let base_path = previous.and_then(|m| m.file("change_state")).map(|e| e.path.clone());
-    let mut feed = base_path
-        .as_deref()
-        .map(|path| transform::SliceWriter::new(&feed_file).with_metadata(transform::changes::FEED_BASE, path));
+    let mut feed = base_path.as_deref().map(|path| {
+        let writer = transform::SliceWriter::new(&feed_file).with_metadata(transform::changes::FEED_BASE, path);
+        match &renamed {
+            Some(moved) => writer.with_metadata(
+                transform::changes::FEED_RENAMES,
+                &serde_json::to_string(&moved.renames).unwrap_or_default(),
+            ),
+            None => writer,
+        }
+    });
     let mut events = Vec::new();
     let tracked: anyhow::Result<()> = (|| {
         for (r, range) in ranges.iter().enumerate() {
@@ -304,32 +311,37 @@ impl Moved {
 
     /// One `renamed` event per move.
     fn events(&self, from_snapshot: &str, to_snapshot: &str) -> Vec<Event> {
-        self.renames
-            .iter()
-            .map(|(old, new)| Event {
-                event_id: transform::changes::event_id(new, "target", "", old, new, to_snapshot),
-                domain: new.clone(),
-                module: "m01".into(),
-                field: "target".into(),
-                item: None,
-                change: "renamed".into(),
-                old_value: Some(old.clone()),
-                new_value: Some(new.clone()),
-                category: "target_change".into(),
-                significance: "medium".into(),
-                summary: format!("Renamed: {old} → {new} (the site moved; its history carries over)"),
-                algolia_relevance: "The same account under its new domain.".into(),
-                rule: "target_renamed".into(),
-                from_snapshot: from_snapshot.to_string(),
-                to_snapshot: to_snapshot.to_string(),
-                old_source: Some("builtwith".into()),
-                old_fetched_at: None,
-                new_source: Some("builtwith".into()),
-                new_fetched_at: None,
-                first_detected: None,
-            })
-            .collect()
+        renamed_events(&self.renames, from_snapshot, to_snapshot)
     }
+}
+
+/// One `renamed` event per move (old domain → new).
+fn renamed_events(renames: &BTreeMap<String, String>, from_snapshot: &str, to_snapshot: &str) -> Vec<Event> {
+    renames
+        .iter()
+        .map(|(old, new)| Event {
+            event_id: transform::changes::event_id(new, "target", "", old, new, to_snapshot),
+            domain: new.clone(),
+            module: "m01".into(),
+            field: "target".into(),
+            item: None,
+            change: "renamed".into(),
+            old_value: Some(old.clone()),
+            new_value: Some(new.clone()),
+            category: "target_change".into(),
+            significance: "medium".into(),
+            summary: format!("Renamed: {old} → {new} (the site moved; its history carries over)"),
+            algolia_relevance: "The same account under its new domain.".into(),
+            rule: "target_renamed".into(),
+            from_snapshot: from_snapshot.to_string(),
+            to_snapshot: to_snapshot.to_string(),
+            old_source: Some("builtwith".into()),
+            old_fetched_at: None,
+            new_source: Some("builtwith".into()),
+            new_fetched_at: None,
+            first_detected: None,
+        })
+        .collect()
 }
 
 /// A snapshot's tables split by ranges of domains ([`partition_by_range`]): each range's
@@ -684,22 +696,28 @@ pub async fn diff(
     let feed = match to.file("change_feed") {
         Some(entry) if use_feed => {
             let bytes = store.get(&entry.path).await?;
-            let base = transform::changes::feed_base(&bytes).with_context(|| format!("reading {}", entry.path))?;
-            (base.as_deref() == Some(old_entry.path.as_str())).then_some(bytes)
+            let base = transform::changes::feed_metadata(&bytes, transform::changes::FEED_BASE)
+                .with_context(|| format!("reading {}", entry.path))?;
+            (base.as_deref() == Some(old_entry.path.as_str())).then_some((entry, bytes))
         }
         _ => None,
     };
     let mut events = Vec::new();
     let renamed = match feed {
-        Some(feed) => {
-            // The feed's previous rows are the ones the commit compared: renamed domains' already moved.
+        Some((entry, feed)) => {
+            // The feed's previous rows are the ones the commit compared: renamed domains'
+            // already moved, and the renames it applied are in its metadata.
             let (before, after) = transform::changes::read_feed(&feed, &only.clone().unwrap_or_default())?;
             events.extend(transform::changes::events(before, after, rules, &from.snapshot_id, &to.snapshot_id)?);
-            moved_between(store, from, to, None).await?
+            match transform::changes::feed_metadata(&feed, transform::changes::FEED_RENAMES)? {
+                Some(text) => serde_json::from_str::<BTreeMap<String, String>>(&text)
+                    .with_context(|| format!("{}: the renames in its metadata", entry.path))?,
+                None => BTreeMap::new(),
+            }
         }
         None => {
             let (old, new) = both_states(store, from, to).await?;
-            let renamed = moved_between(store, from, to, Some((&old, &new))).await?;
+            let renamed = moved_between(store, to, &old, &new).await?;
             let ranges = match (&only, to.file("targets")) {
                 (Some(range), _) => vec![range.clone()],
                 // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
@@ -718,13 +736,11 @@ pub async fn diff(
                 let b = transform::changes::read_state(&new, range)?;
                 events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
             }
-            renamed
+            renamed.map(|moved| moved.renames).unwrap_or_default()
         }
     };
-    if let Some(moved) = &renamed {
-        let wanted = |e: &Event| domain.is_none_or(|d| e.domain == d);
-        events.extend(moved.events(&from.snapshot_id, &to.snapshot_id).into_iter().filter(wanted));
-    }
+    let wanted = |e: &Event| domain.is_none_or(|d| e.domain == d);
+    events.extend(renamed_events(&renamed, &from.snapshot_id, &to.snapshot_id).into_iter().filter(wanted));
     if let Some(min) = min_significance {
         let bar = significance_rank(min).context("unknown significance")?;
         events.retain(|e| significance_rank(&e.significance).is_some_and(|r| r <= bar));
@@ -742,13 +758,12 @@ async fn both_states(store: &Store, from: &Manifest, to: &Manifest) -> anyhow::R
 }
 
 /// The newer snapshot's renames, as its commit applied them: the old domain's items
-/// continue under the new one (one `renamed` event, no removals and additions); the
-/// states (`states`, or read here) are read for them only when there are any.
+/// continue under the new one (one `renamed` event, no removals and additions).
 async fn moved_between(
     store: &Store,
-    from: &Manifest,
     to: &Manifest,
-    states: Option<(&bytes::Bytes, &bytes::Bytes)>,
+    old: &bytes::Bytes,
+    new: &bytes::Bytes,
 ) -> anyhow::Result<Option<Moved>> {
     let Some(entry) = to.file("renames") else { return Ok(None) };
     let renames = store.get(&entry.path).await?;
@@ -757,14 +772,6 @@ async fn moved_between(
     if named.is_empty() {
         return Ok(None);
     }
-    let read;
-    let (old, new) = match states {
-        Some(states) => states,
-        None => {
-            read = both_states(store, from, to).await?;
-            (&read.0, &read.1)
-        }
-    };
     use polars::prelude::*;
     // "In the book" as the commit saw it: tracked in the newer state.
     let names = Series::new("names".into(), named);

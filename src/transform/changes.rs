@@ -447,13 +447,17 @@ pub fn read_feed(bytes: &Bytes, range: &DomainRange) -> PolarsResult<(LazyFrame,
     Ok((side("before"), side("after")))
 }
 
-/// The stored `change_state` a `change_feed` was taken against ([`FEED_BASE`]).
-pub fn feed_base(bytes: &Bytes) -> PolarsResult<Option<String>> {
+/// The key, in `change_feed`'s file metadata, of the renames the commit applied (a JSON
+/// object, old domain → new): the feed's previous rows are already under the new names.
+pub const FEED_RENAMES: &str = "partnerforge.feed_renames";
+
+/// A value of a `change_feed`'s file metadata ([`FEED_BASE`], [`FEED_RENAMES`]).
+pub fn feed_metadata(bytes: &Bytes, key: &str) -> PolarsResult<Option<String>> {
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(bytes)
         .map_err(|e| PolarsError::ComputeError(format!("reading change_feed's metadata: {e}").into()))?;
     let pairs = metadata.file_metadata().key_value_metadata();
-    Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == FEED_BASE)).and_then(|p| p.value.clone()))
+    Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone()))
 }
 
 /// An empty state (a store's first snapshot, or one from before change tracking).
