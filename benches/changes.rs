@@ -159,7 +159,12 @@ fn main() {
         Night { state, feed, rows, events }
     };
     let state1 = track_night(&day1, "2026-08-01", None);
-    println!("state of night 1: {} rows ({} ranges of {slice} domains)", state1.rows, ranges.len());
+    println!(
+        "state of night 1: {} rows ({} ranges of {slice} domains); peak {:.0} MiB so far",
+        state1.rows,
+        ranges.len(),
+        peak_rss_mib()
+    );
     let state1 = state1.state;
 
     let (mut track, mut diff, mut full, mut read) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -173,6 +178,7 @@ fn main() {
             "  stages: split {:.2} s, load parts {:.2}, observe {:.2}, previous state {:.2}, next state {:.2}, events + feed {:.2}, write {:.2}",
             s[0], s[1], s[2], s[3], s[4], s[5], s[6]
         );
+        println!("  tracked: peak {:.0} MiB so far", peak_rss_mib());
         (rows, events) = (night.rows, night.events);
         let feed = night.feed.expect("a night after the first has a feed");
         // The diff as `partnerforge changes` runs it on a snapshot and the one it was
@@ -186,6 +192,7 @@ fn main() {
             changes::events(before.clone(), after.clone(), &rules, "2026-08-01", "2026-08-02").expect("events").len();
         diff.push(t.elapsed().as_secs_f64());
         assert_eq!(found, events, "the stored diff and the one from the feed agree");
+        println!("  diff from the feed: peak {:.0} MiB so far", peak_rss_mib());
         feed_rows = [before, after].into_iter().map(|side| side.collect().expect("a side").height()).sum::<usize>();
         // Any two snapshots: both states read, a range at a time.
         let t = Instant::now();
