@@ -707,8 +707,14 @@ pub async fn diff(
         Some((entry, feed)) => {
             // The feed's previous rows are the ones the commit compared: renamed domains'
             // already moved, and the renames it applied are in its metadata.
-            let (before, after) = transform::changes::read_feed(&feed, &only.clone().unwrap_or_default())?;
-            events.extend(transform::changes::events(before, after, rules, &from.snapshot_id, &to.snapshot_id)?);
+            let chunks = match &only {
+                Some(range) => vec![range.clone()],
+                None => transform::changes::feed_chunks(&feed, transform::changes::FEED_CHUNK_ROWS)?,
+            };
+            for chunk in &chunks {
+                let (before, after) = transform::changes::read_feed(&feed, chunk)?;
+                events.extend(transform::changes::events(before, after, rules, &from.snapshot_id, &to.snapshot_id)?);
+            }
             match transform::changes::feed_metadata(&feed, transform::changes::FEED_RENAMES)? {
                 Some(text) => serde_json::from_str::<BTreeMap<String, String>>(&text)
                     .with_context(|| format!("{}: the renames in its metadata", entry.path))?,

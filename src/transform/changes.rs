@@ -460,6 +460,49 @@ pub fn feed_metadata(bytes: &Bytes, key: &str) -> PolarsResult<Option<String>> {
     Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone()))
 }
 
+/// The rows of a change feed a diff reads at a time: a night of a 10M book changes about
+/// 5 million (joined at once they held 2 GB); a 1M book's feed is one chunk.
+pub const FEED_CHUNK_ROWS: usize = 1_000_000;
+
+/// Ranges of domains that cover a `change_feed` in chunks of about `rows` rows each: its
+/// row groups (one per range the commit tracked, in domain order) taken together until
+/// they hold that many, a chunk starting at its first row group's smallest domain. Each
+/// chunk is read by domain, so a domain's rows are in one chunk whatever the boundaries.
+pub fn feed_chunks(bytes: &Bytes, rows: usize) -> PolarsResult<Vec<DomainRange>> {
+    use parquet::file::statistics::Statistics;
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| PolarsError::ComputeError(format!("reading change_feed's metadata: {e}").into()))?;
+    let columns = metadata.file_metadata().schema_descr().columns().to_vec();
+    let Some(at) = columns.iter().position(|c| c.path().string() == "domain") else {
+        return Ok(vec![DomainRange::all()]);
+    };
+    let mut starts: Vec<String> = Vec::new();
+    let mut held = 0;
+    for group in metadata.row_groups() {
+        let count = usize::try_from(group.num_rows()).unwrap_or(0);
+        if held >= rows && count > 0 {
+            let smallest = match group.column(at).statistics() {
+                Some(Statistics::ByteArray(s)) => s.min_opt().and_then(|m| m.as_utf8().ok()).map(str::to_string),
+                _ => None,
+            };
+            // Without statistics the feed is one chunk.
+            let Some(smallest) = smallest else { return Ok(vec![DomainRange::all()]) };
+            starts.push(smallest);
+            held = 0;
+        }
+        held += count;
+    }
+    let mut ranges = Vec::with_capacity(starts.len() + 1);
+    let mut lo = None;
+    for start in starts {
+        ranges.push(DomainRange { lo: lo.take(), hi: Some(start.clone()) });
+        lo = Some(start);
+    }
+    ranges.push(DomainRange { lo, hi: None });
+    Ok(ranges)
+}
+
 /// An empty state (a store's first snapshot, or one from before change tracking).
 pub fn empty_state() -> PolarsResult<LazyFrame> {
     let df = df!(
@@ -979,6 +1022,63 @@ pub fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_is_read_in_chunks_of_whole_row_groups_and_each_domain_in_one() {
+        // A feed written as commits write it: a part per range of domains, in order.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.parquet");
+        let mut writer = crate::transform::SliceWriter::new(&path).with_metadata(FEED_BASE, "base");
+        let mut domains = Vec::new();
+        for part in 0..6 {
+            let names: Vec<String> = (0..3).map(|i| format!("d{part}{i}.com")).collect();
+            let rows = |night: i64| {
+                night_rows(&names.iter().map(String::as_str).collect::<Vec<_>>(), night).collect().unwrap()
+            };
+            writer.write(&feed_part(&rows(1), &rows(2)).unwrap()).unwrap();
+            domains.extend(names);
+        }
+        writer.finish().unwrap();
+        let bytes = Bytes::from(std::fs::read(&path).unwrap());
+        assert_eq!(feed_metadata(&bytes, FEED_BASE).unwrap().as_deref(), Some("base"));
+        let whole = feed_chunks(&bytes, 1_000_000).unwrap();
+        assert_eq!(whole, vec![DomainRange::all()]);
+        // Parts of 12 rows (3 domains × 2 rows × 2 sides): chunks of at least 20 rows take two.
+        let chunks = feed_chunks(&bytes, 20).unwrap();
+        assert_eq!(chunks.len(), 3, "{chunks:?}");
+        let mut seen = Vec::new();
+        for chunk in &chunks {
+            let (before, after) = read_feed(&bytes, chunk).unwrap();
+            let (before, after) = (before.collect().unwrap(), after.collect().unwrap());
+            assert_eq!(before.height(), after.height());
+            assert_eq!(before.height(), 12, "two parts' domains, each in one chunk");
+            seen.extend(before.column("domain").unwrap().str().unwrap().iter().flatten().map(str::to_string));
+        }
+        seen.dedup();
+        assert_eq!(seen, domains);
+    }
+
+    /// A state's rows for `domains`: a tracked value and a marker each, as of `night`.
+    fn night_rows(domains: &[&str], night: i64) -> LazyFrame {
+        let n = domains.len();
+        let twice: Vec<&str> = domains.iter().flat_map(|d| [*d, *d]).collect();
+        df!(
+            "domain" => twice,
+            "field" => (0..n).flat_map(|_| ["monthly_visits", SEEN]).collect::<Vec<_>>(),
+            "key" => (0..n).flat_map(|_| ["", "m03"]).collect::<Vec<_>>(),
+            "value" => vec![None::<String>; 2 * n],
+            "number" => (0..n).flat_map(|i| [Some((i as i64 * 10 + night) as f64), Some(night as f64)]).collect::<Vec<_>>(),
+            "since" => vec![None::<i64>; 2 * n],
+            "module" => vec!["m03"; 2 * n],
+            "source" => vec![Some("similarweb"); 2 * n],
+            "fetched_at" => vec![Some(night * 86_400_000); 2 * n],
+            "absent" => vec![0i64; 2 * n],
+            "pending" => vec![None::<String>; 2 * n],
+            "pending_count" => vec![0i64; 2 * n],
+        )
+        .unwrap()
+        .lazy()
+    }
 
     /// Observations of one night: (domain, field, key, value), all of module m02 for `d.com`.
     fn night(items: &[(&str, &str, &str)], fetched_at: i64, date_ms: i64) -> LazyFrame {
