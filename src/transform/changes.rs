@@ -126,7 +126,11 @@ impl DomainRange {
 
     /// Ranges that cover every domain, each holding about `per` of the given sorted domains.
     pub fn split<'a>(sorted: impl Iterator<Item = &'a str>, per: usize) -> Vec<Self> {
-        let bounds: Vec<String> = sorted.step_by(per.max(1)).skip(1).map(str::to_string).collect();
+        Self::between(sorted.step_by(per.max(1)).skip(1).map(str::to_string).collect())
+    }
+
+    /// The ranges that cover every domain with these ascending bounds between them.
+    pub fn between(bounds: Vec<String>) -> Vec<Self> {
         let mut ranges = Vec::with_capacity(bounds.len() + 1);
         let mut lo = None;
         for bound in bounds {
@@ -493,14 +497,7 @@ pub fn feed_chunks(bytes: &Bytes, rows: usize) -> PolarsResult<Vec<DomainRange>>
         }
         held += count;
     }
-    let mut ranges = Vec::with_capacity(starts.len() + 1);
-    let mut lo = None;
-    for start in starts {
-        ranges.push(DomainRange { lo: lo.take(), hi: Some(start.clone()) });
-        lo = Some(start);
-    }
-    ranges.push(DomainRange { lo, hi: None });
-    Ok(ranges)
+    Ok(DomainRange::between(starts))
 }
 
 /// An empty state (a store's first snapshot, or one from before change tracking).
