@@ -696,26 +696,26 @@ pub async fn diff(
     let feed = match to.file("change_feed") {
         Some(entry) if use_feed => {
             let bytes = store.get(&entry.path).await?;
-            let base = transform::changes::feed_metadata(&bytes, transform::changes::FEED_BASE)
+            let info = transform::changes::feed_info(&bytes, transform::changes::FEED_CHUNK_ROWS)
                 .with_context(|| format!("reading {}", entry.path))?;
-            (base.as_deref() == Some(old_entry.path.as_str())).then_some((entry, bytes))
+            (info.base.as_deref() == Some(old_entry.path.as_str())).then_some((entry, bytes, info))
         }
         _ => None,
     };
     let mut events = Vec::new();
     let renamed = match feed {
-        Some((entry, feed)) => {
+        Some((entry, feed, info)) => {
             // The feed's previous rows are the ones the commit compared: renamed domains'
             // already moved, and the renames it applied are in its metadata.
             let chunks = match &only {
                 Some(range) => vec![range.clone()],
-                None => transform::changes::feed_chunks(&feed, transform::changes::FEED_CHUNK_ROWS)?,
+                None => info.chunks,
             };
             for chunk in &chunks {
                 let (before, after) = transform::changes::read_feed(&feed, chunk)?;
                 events.extend(transform::changes::events(before, after, rules, &from.snapshot_id, &to.snapshot_id)?);
             }
-            match transform::changes::feed_metadata(&feed, transform::changes::FEED_RENAMES)? {
+            match info.renames {
                 Some(text) => serde_json::from_str::<BTreeMap<String, String>>(&text)
                     .with_context(|| format!("{}: the renames in its metadata", entry.path))?,
                 None => BTreeMap::new(),

@@ -455,49 +455,53 @@ pub fn read_feed(bytes: &Bytes, range: &DomainRange) -> PolarsResult<(LazyFrame,
 /// object, old domain → new): the feed's previous rows are already under the new names.
 pub const FEED_RENAMES: &str = "partnerforge.feed_renames";
 
-/// A value of a `change_feed`'s file metadata ([`FEED_BASE`], [`FEED_RENAMES`]).
-pub fn feed_metadata(bytes: &Bytes, key: &str) -> PolarsResult<Option<String>> {
-    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(bytes)
-        .map_err(|e| PolarsError::ComputeError(format!("reading change_feed's metadata: {e}").into()))?;
-    let pairs = metadata.file_metadata().key_value_metadata();
-    Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone()))
-}
-
 /// The rows of a change feed a diff reads at a time: a night of a 10M book changes about
 /// 5 million (joined at once they held 2 GB); a 1M book's feed is one chunk.
 pub const FEED_CHUNK_ROWS: usize = 1_000_000;
 
-/// Ranges of domains that cover a `change_feed` in chunks of about `rows` rows each: its
-/// row groups (one per range the commit tracked, in domain order) taken together until
-/// they hold that many, a chunk starting at its first row group's smallest domain. Each
-/// chunk is read by domain, so a domain's rows are in one chunk whatever the boundaries.
-pub fn feed_chunks(bytes: &Bytes, rows: usize) -> PolarsResult<Vec<DomainRange>> {
+/// What a `change_feed`'s footer says, read once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedInfo {
+    /// The stored `change_state` it was taken against ([`FEED_BASE`]).
+    pub base: Option<String>,
+    /// The renames its commit applied, as JSON ([`FEED_RENAMES`]).
+    pub renames: Option<String>,
+    /// Ranges of domains that cover it in chunks of about `chunk_rows` rows each: its row
+    /// groups (one per range the commit tracked, in domain order) taken together until
+    /// they hold that many, a chunk starting at its first row group's smallest domain.
+    /// Each chunk is read by domain, so a domain's rows are in one whatever the boundaries.
+    pub chunks: Vec<DomainRange>,
+}
+
+/// Reads a `change_feed`'s footer ([`FeedInfo`]).
+pub fn feed_info(bytes: &Bytes, chunk_rows: usize) -> PolarsResult<FeedInfo> {
     use parquet::file::statistics::Statistics;
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(bytes)
         .map_err(|e| PolarsError::ComputeError(format!("reading change_feed's metadata: {e}").into()))?;
-    let columns = metadata.file_metadata().schema_descr().columns().to_vec();
-    let Some(at) = columns.iter().position(|c| c.path().string() == "domain") else {
-        return Ok(vec![DomainRange::all()]);
-    };
+    let pairs = metadata.file_metadata().key_value_metadata();
+    let value = |key: &str| pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone());
+    let (base, renames) = (value(FEED_BASE), value(FEED_RENAMES));
+    let whole = |base, renames| Ok(FeedInfo { base, renames, chunks: vec![DomainRange::all()] });
+    let columns = metadata.file_metadata().schema_descr().columns();
+    let Some(at) = columns.iter().position(|c| c.path().string() == "domain") else { return whole(base, renames) };
     let mut starts: Vec<String> = Vec::new();
     let mut held = 0;
     for group in metadata.row_groups() {
         let count = usize::try_from(group.num_rows()).unwrap_or(0);
-        if held >= rows && count > 0 {
+        if held >= chunk_rows && count > 0 {
             let smallest = match group.column(at).statistics() {
                 Some(Statistics::ByteArray(s)) => s.min_opt().and_then(|m| m.as_utf8().ok()).map(str::to_string),
                 _ => None,
             };
             // Without statistics the feed is one chunk.
-            let Some(smallest) = smallest else { return Ok(vec![DomainRange::all()]) };
+            let Some(smallest) = smallest else { return whole(base, renames) };
             starts.push(smallest);
             held = 0;
         }
         held += count;
     }
-    Ok(DomainRange::between(starts))
+    Ok(FeedInfo { base, renames, chunks: DomainRange::between(starts) })
 }
 
 /// An empty state (a store's first snapshot, or one from before change tracking).
@@ -1037,11 +1041,11 @@ mod tests {
         }
         writer.finish().unwrap();
         let bytes = Bytes::from(std::fs::read(&path).unwrap());
-        assert_eq!(feed_metadata(&bytes, FEED_BASE).unwrap().as_deref(), Some("base"));
-        let whole = feed_chunks(&bytes, 1_000_000).unwrap();
-        assert_eq!(whole, vec![DomainRange::all()]);
+        let whole = feed_info(&bytes, 1_000_000).unwrap();
+        assert_eq!((whole.base.as_deref(), whole.renames), (Some("base"), None));
+        assert_eq!(whole.chunks, vec![DomainRange::all()]);
         // Parts of 12 rows (3 domains × 2 rows × 2 sides): chunks of at least 20 rows take two.
-        let chunks = feed_chunks(&bytes, 20).unwrap();
+        let chunks = feed_info(&bytes, 20).unwrap().chunks;
         assert_eq!(chunks.len(), 3, "{chunks:?}");
         let mut seen = Vec::new();
         for chunk in &chunks {
