@@ -111,7 +111,12 @@ fn main() {
             took[stage] += clock.elapsed().as_secs_f64();
             clock = Instant::now();
         };
-        let parts = partnerforge::run::changes::partition_by_range(files, &ranges).expect("partition");
+        let parts = partnerforge::transform::parts::partition_by_range(
+            files,
+            &partnerforge::transform::changes::OBSERVED,
+            &ranges,
+        )
+        .expect("partition");
         lap(0);
         for (r, range) in ranges.iter().enumerate() {
             let part = parts.load(r).expect("a range's part");

@@ -14,7 +14,7 @@
 //!
 //! The incremental night must equal the full one row for row (checked every time).
 //!
-//!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice ROWS] [--json] [--keep DIR]
+//!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice ROWS] [--part ROWS] [--json] [--keep DIR]
 //!
 //! `--keep DIR` leaves the nights (and `book.csv`) in DIR for benches/peers.py.
 //!
@@ -31,51 +31,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use partnerforge::config::LoadedPipeline;
 use partnerforge::serve::{self, params};
-use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter};
+use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter, Slicing};
 use polars::prelude::*;
 use synthetic::{DATES, flag, load, median, peak_rss_mib, save};
-
-/// The columns the assembly decodes, per table.
-const NEEDED: [(&str, &[&str]); 10] = [
-    ("company", &["domain", "company_name", "vertical", "country", "city", "state", "source", "fetched_at"]),
-    (
-        "tech_spend",
-        &["domain", "tech_spend", "current_search", "partner_tech_detected", "runs_algolia", "source", "fetched_at"],
-    ),
-    (
-        "traffic",
-        &[
-            "domain",
-            "monthly_visits",
-            "visits_growth_mom",
-            "bounce_rate",
-            "pages_per_visit",
-            "avg_visit_duration",
-            "source",
-            "fetched_at",
-        ],
-    ),
-    ("traffic_sources", &["domain", "search_traffic_pct", "source", "fetched_at"]),
-    (
-        "financials",
-        &[
-            "domain",
-            "revenue",
-            "gross_margin",
-            "market_cap",
-            "exec_name",
-            "exec_title",
-            "country",
-            "source",
-            "fetched_at",
-        ],
-    ),
-    ("hiring", &["domain", "open_roles", "search_roles", "source", "fetched_at"]),
-    ("financial_history", &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"]),
-    ("tech_stack", &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"]),
-    ("trigger_events", &["domain", "event_type", "headline", "published", "source", "fetched_at"]),
-    ("fetches", &["module", "domain", "outcome", "fetched_at"]),
-];
 
 /// One night's targets table (and its inputs) into `out`: `(rows, carried)`.
 fn assemble(
@@ -83,7 +41,7 @@ fn assemble(
     day: usize,
     files: &HashMap<String, Bytes>,
     reuse: Option<&Reuse>,
-    slice: usize,
+    slicing: Slicing,
     out: &Path,
 ) -> (usize, usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -107,7 +65,7 @@ fn assemble(
         &pipeline.model,
         pipeline.signals.as_ref(),
         DATES[day - 1],
-        slice,
+        slicing,
         reuse,
         |s| {
             carried += s.reused;
@@ -123,27 +81,27 @@ fn assemble(
 }
 
 /// A step in this process: prints one JSON line.
-fn step(name: &str, n: usize, dir: &Path, slice: usize) {
+fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
     let night2 = load(dir, "2");
     let t = Instant::now();
     let (rows, carried) = match name {
         "read" => {
             let mut rows = 0;
-            for (table, columns) in NEEDED {
+            for (table, columns) in transform::scored_columns() {
                 let bytes = night2.get(table).cloned().unwrap_or_default();
-                rows += transform::read_parquet(bytes, columns).and_then(|f| f.collect()).expect("read").height();
+                rows += transform::read_parquet(bytes, &columns).and_then(|f| f.collect()).expect("read").height();
             }
             (rows, 0)
         }
-        "prepare" => assemble(n, 1, &load(dir, "1"), None, slice, &ensure(dir.join("out1"))),
-        "full" => assemble(n, 2, &night2, None, slice, &ensure(dir.join("full2"))),
+        "prepare" => assemble(n, 1, &load(dir, "1"), None, slicing, &ensure(dir.join("out1"))),
+        "full" => assemble(n, 2, &night2, None, slicing, &ensure(dir.join("full2"))),
         "incremental" => {
             let previous = dir.join("out1");
             let read = |f: &str| Bytes::from(std::fs::read(previous.join(f)).expect("the first night's output"));
             let reuse =
                 Reuse { targets: read("targets.parquet"), inputs: read("target_inputs.parquet"), same_day: false };
             let t = Instant::now();
-            let done = assemble(n, 2, &night2, Some(&reuse), slice, &ensure(dir.join("incremental2")));
+            let done = assemble(n, 2, &night2, Some(&reuse), slicing, &ensure(dir.join("incremental2")));
             let seconds = t.elapsed().as_secs_f64();
             println!(
                 "{}",
@@ -258,11 +216,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let runs: usize = flag(&args, "--runs").and_then(|r| r.parse().ok()).unwrap_or(3);
-    let slice: usize = flag(&args, "--slice")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(partnerforge::config::RunSettings::default().score_slice_rows);
+    let defaults = Slicing::of(&partnerforge::config::RunSettings::default());
+    let slicing = Slicing {
+        rows: flag(&args, "--slice").and_then(|r| r.parse().ok()).unwrap_or(defaults.rows),
+        part_rows: flag(&args, "--part").and_then(|r| r.parse().ok()).unwrap_or(defaults.part_rows),
+    };
     if let (Some(name), Some(dir)) = (flag(&args, "--step"), flag(&args, "--from")) {
-        return step(&name, n, Path::new(&dir), slice);
+        return step(&name, n, Path::new(&dir), slicing);
     }
     let keep = flag(&args, "--keep").map(PathBuf::from);
     let dir = keep
@@ -294,8 +254,7 @@ fn main() {
     }
     let get = |step: &str, key: &str| results[step][key].as_f64().unwrap_or(f64::NAN);
     if args.iter().any(|a| a == "--json") {
-        let summary =
-            serde_json::json!({"targets": n, "changed": changed, "runs": runs, "slice": slice, "steps": results});
+        let summary = serde_json::json!({"targets": n, "changed": changed, "runs": runs, "slice": slicing.rows, "part": slicing.part_rows, "steps": results});
         println!("{summary}");
         return;
     }

@@ -74,8 +74,10 @@ fn a_night_carries_unchanged_targets_rows_and_equals_a_full_recompute() {
     let day = |d: u64| (chrono::Utc::now().date_naive() + chrono::Days::new(d)).to_string();
     let (d1, d2, d3) = (day(40), day(41), day(42));
     // Slices of 7 rows: the rows to compute of several slices are scored together and
-    // merged back into each slice's carried rows.
-    let sliced = store.pipeline(|t| t.replace("[fetch]", "[run]\nscore_slice_rows = 7\n\n[fetch]"));
+    // merged back into each slice's carried rows; the module tables are read in parts of
+    // 30 targets' domains.
+    let sliced =
+        store.pipeline(|t| t.replace("[fetch]", "[run]\nscore_slice_rows = 7\nscore_part_rows = 30\n\n[fetch]"));
     let night = |date: &str| {
         store.ok_both(&[
             "run",

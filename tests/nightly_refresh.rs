@@ -240,12 +240,14 @@ fn the_summary_reads_as_json_for_an_operators_script() {
 }
 
 #[test]
-fn scoring_in_slices_gives_the_same_targets_as_scoring_at_once() {
+fn scoring_in_slices_and_parts_gives_the_same_targets_as_scoring_at_once() {
     let whole = TestStore::new();
     whole.ok(&["run", "--limit", "40", "--date", "2026-11-20"]);
     let sliced = TestStore::new();
-    // Slices of 7 targets: the joins work on one range of domains at a time.
-    let pipeline = sliced.pipeline(|text| text.replace("[fetch]", "[run]\nscore_slice_rows = 7\n\n[fetch]"));
+    // Slices of 7 targets: the joins work on one range of domains at a time; the module
+    // tables are split into parts of 15 targets' domains, each read alone.
+    let pipeline =
+        sliced.pipeline(|text| text.replace("[fetch]", "[run]\nscore_slice_rows = 7\nscore_part_rows = 15\n\n[fetch]"));
     let out = sliced.ok(&["run", "--pipeline", &pipeline, "--limit", "40", "--date", "2026-11-20"]);
     assert!(out.contains("snapshot 2026-11-20 committed"), "{out}");
     let folder = |s: &TestStore| s.path().join("store/snapshots/2026-11-20/0001/targets.parquet");

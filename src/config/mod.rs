@@ -192,6 +192,10 @@ pub struct RunSettings {
     /// Targets scored together when the targets table is assembled: its joins'
     /// memory follows this, not the size of the book.
     pub score_slice_rows: usize,
+    /// Targets whose module rows are decoded together when the targets table is
+    /// assembled: a larger book has its module tables split by domain range once, and
+    /// each part read alone, so their memory follows this, not the size of the book.
+    pub score_part_rows: usize,
     /// Domains whose changes are tracked together: the tables are split by domain
     /// range once, and each range is tracked and diffed alone.
     pub change_slice_rows: usize,
@@ -199,7 +203,7 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15, score_slice_rows: 10_000, change_slice_rows: 25_000 }
+        Self { lock_ttl_minutes: 15, score_slice_rows: 10_000, score_part_rows: 1_000_000, change_slice_rows: 25_000 }
     }
 }
 

@@ -259,7 +259,6 @@ pub(crate) async fn commit(
         let mut inputs_writer = transform::SliceWriter::new(&local_inputs);
         let mut counted: anyhow::Result<()> = Ok(());
         let mut reused = 0;
-        let slice_rows = pipeline.pipeline.run.score_slice_rows;
         let signals = pipeline.signals.as_ref();
         let assembled = transform::assemble_in_slices(
             book_rows,
@@ -267,7 +266,7 @@ pub(crate) async fn commit(
             model,
             signals,
             date,
-            slice_rows,
+            transform::Slicing::of(&pipeline.pipeline.run),
             reuse.as_ref(),
             |slice| {
                 if counted.is_ok() {

@@ -10,6 +10,7 @@ pub mod case_studies;
 pub mod changes;
 pub mod conflicts;
 pub mod families;
+pub mod parts;
 pub mod renames;
 pub mod scoring;
 pub mod signals;
@@ -106,43 +107,150 @@ fn scan_parquet(bytes: &Bytes, columns: &[&str]) -> PolarsResult<LazyFrame> {
 }
 
 /// `read_parquet` of the columns a `select` names, then the select.
-fn read_selected(bytes: &Bytes, select: Vec<(&str, &str)>) -> PolarsResult<LazyFrame> {
+fn read_selected(bytes: &Bytes, select: &[(&str, &str)]) -> PolarsResult<LazyFrame> {
     let names: Vec<&str> = select.iter().map(|(name, _)| *name).collect();
     let exprs: Vec<Expr> =
         select.iter().map(|(name, alias)| if name == alias { col(*name) } else { col(*name).alias(*alias) }).collect();
     Ok(read_parquet(bytes.clone(), &names)?.select(exprs))
 }
 
-/// The module tables `assemble` joins, as Parquet bytes.
-pub struct ModuleFiles {
-    pub company: Bytes,
-    pub tech_spend: Bytes,
-    pub traffic: Bytes,
-    pub traffic_sources: Bytes,
-    pub financials: Bytes,
-    pub hiring: Bytes,
-    pub tech_stack: Bytes,
-    pub trigger_events: Bytes,
-    pub financial_history: Bytes,
-    pub fetches: Bytes,
+/// The module tables joined one row per domain, with the columns read from each and the
+/// names they take in the joined rows.
+const JOINED: [(&str, &[(&str, &str)]); 6] = [
+    (
+        "company",
+        &[
+            ("domain", "domain"),
+            ("company_name", "bw_company_name"),
+            ("vertical", "bw_vertical"),
+            ("country", "bw_country"),
+            ("city", "city"),
+            ("state", "state"),
+            ("source", "company_source"),
+            ("fetched_at", "company_fetched_at"),
+        ],
+    ),
+    (
+        "tech_spend",
+        &[
+            ("domain", "domain"),
+            ("tech_spend", "tech_spend"),
+            ("current_search", "current_search"),
+            ("partner_tech_detected", "partner_tech_detected"),
+            ("runs_algolia", "runs_algolia"),
+            ("source", "tech_source"),
+            ("fetched_at", "tech_fetched_at"),
+        ],
+    ),
+    (
+        "traffic",
+        &[
+            ("domain", "domain"),
+            ("monthly_visits", "sw_monthly_visits"),
+            ("visits_growth_mom", "sw_visits_growth_mom"),
+            ("bounce_rate", "sw_bounce_rate"),
+            ("pages_per_visit", "sw_pages_per_visit"),
+            ("avg_visit_duration", "sw_avg_duration"),
+            ("source", "traffic_source"),
+            ("fetched_at", "traffic_fetched_at"),
+        ],
+    ),
+    (
+        "traffic_sources",
+        &[
+            ("domain", "domain"),
+            ("search_traffic_pct", "sw_search_traffic_pct"),
+            ("source", "sources_source"),
+            ("fetched_at", "sources_fetched_at"),
+        ],
+    ),
+    (
+        "financials",
+        &[
+            ("domain", "domain"),
+            ("revenue", "revenue"),
+            ("gross_margin", "gross_margin"),
+            ("market_cap", "market_cap"),
+            ("exec_name", "exec_name"),
+            ("exec_title", "exec_title"),
+            ("country", "yahoo_country"),
+            ("source", "financials_source"),
+            ("fetched_at", "financials_fetched_at"),
+        ],
+    ),
+    (
+        "hiring",
+        &[
+            ("domain", "domain"),
+            ("open_roles", "open_roles"),
+            ("search_roles", "search_roles"),
+            ("source", "hiring_source"),
+            ("fetched_at", "hiring_fetched_at"),
+        ],
+    ),
+];
+
+/// The tables the signals' inputs are aggregated from, with the columns read from each.
+const SIGNAL_TABLES: [(&str, &[&str]); 4] = [
+    ("financial_history", &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"]),
+    ("tech_stack", &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"]),
+    ("trigger_events", &["domain", "event_type", "headline", "published", "source", "fetched_at"]),
+    ("fetches", &["module", "domain", "outcome", "fetched_at"]),
+];
+
+/// The tables the targets' assembly reads and the columns it decodes from each: what a
+/// full recompute cannot do without reading.
+pub fn scored_columns() -> Vec<(&'static str, Vec<&'static str>)> {
+    JOINED
+        .iter()
+        .map(|(table, select)| (*table, select.iter().map(|(name, _)| *name).collect()))
+        .chain(SIGNAL_TABLES.iter().map(|(table, columns)| (*table, columns.to_vec())))
+        .collect()
 }
+
+/// The module tables `assemble` reads, as Parquet bytes by table name.
+pub struct ModuleFiles(changes::SnapshotFiles);
 
 impl ModuleFiles {
     /// The tables by name (`company`, `tech_spend`, …); a table `bytes` lacks is empty.
     pub fn from_tables(bytes: impl Fn(&str) -> Option<Bytes>) -> Self {
-        let take = |name: &str| bytes(name).unwrap_or_default();
-        Self {
-            company: take("company"),
-            tech_spend: take("tech_spend"),
-            traffic: take("traffic"),
-            traffic_sources: take("traffic_sources"),
-            financials: take("financials"),
-            hiring: take("hiring"),
-            tech_stack: take("tech_stack"),
-            trigger_events: take("trigger_events"),
-            financial_history: take("financial_history"),
-            fetches: take("fetches"),
-        }
+        Self(
+            scored_columns()
+                .into_iter()
+                .map(|(table, _)| (table.to_string(), bytes(table).unwrap_or_default()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, table: &str) -> Bytes {
+        self.0.get(table).cloned().unwrap_or_default()
+    }
+
+    /// The named columns of a signal table, scanned.
+    fn scan_signal_table(&self, table: &str) -> PolarsResult<LazyFrame> {
+        let columns = SIGNAL_TABLES.iter().find(|(t, _)| *t == table).map(|(_, c)| *c).unwrap_or_default();
+        scan_parquet(&self.get(table), columns)
+    }
+
+    /// The joined tables' rows, each sorted by domain (in [`JOINED`]'s order).
+    fn joined(&self) -> PolarsResult<Vec<DataFrame>> {
+        JOINED.iter().map(|(table, select)| by_domain(read_selected(&self.get(table), select)?.collect()?)).collect()
+    }
+}
+
+/// How the targets' assembly cuts the book: `rows` targets scored together (a slice, a
+/// row group of the table), and the module tables split by domain range into parts of
+/// `part_rows` targets when the book is larger, each part's rows decoded alone (memory
+/// follows the part, not the book).
+#[derive(Debug, Clone, Copy)]
+pub struct Slicing {
+    pub rows: usize,
+    pub part_rows: usize,
+}
+
+impl Slicing {
+    pub fn of(run: &crate::config::RunSettings) -> Self {
+        Self { rows: run.score_slice_rows, part_rows: run.score_part_rows }
     }
 }
 
@@ -220,50 +328,46 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
     };
     // Scanned, not read: each filter is applied as the row groups are decoded, so memory
     // holds the rows kept (a few search vendors of a tech stack of 25 items a domain).
-    let history =
-        scan_parquet(&files.financial_history, &["domain", "fiscal_year_end", "revenue", "source", "fetched_at"])?
-            .filter(col("revenue").is_not_null())
-            .group_by([col("domain")])
-            .agg([
-                latest("revenue", "fiscal_year_end").alias("r0"),
-                {
-                    let (key, order) = desc("fiscal_year_end");
-                    col("revenue").sort_by([key], order).slice(lit(1), lit(1)).first().alias("r1")
-                },
-                col("source").first().alias("history_source"),
-                col("fetched_at").max().alias("history_fetched_at"),
-            ])
-            .select([
-                col("domain"),
-                when(col("r1").gt(lit(0.0)))
-                    .then(col("r0") / col("r1") - lit(1.0))
-                    .otherwise(lit(NULL).cast(DataType::Float64))
-                    .alias("revenue_growth"),
-                col("history_source"),
-                col("history_fetched_at"),
-            ])
-            .collect()?;
-    let dead = scan_parquet(
-        &files.tech_stack,
-        &["domain", "technology", "last_detected", "live", "is_search_vendor", "source", "fetched_at"],
-    )?
-    .filter(col("is_search_vendor").and(col("live").not()))
-    .group_by([col("domain")])
-    .agg([
-        latest("technology", "last_detected").alias("dead_search_vendor"),
-        col("last_detected").max().cast(DataType::Date).alias("dead_search_last_seen"),
-        col("source").first().alias("stack_source"),
-        col("fetched_at").max().alias("stack_fetched_at"),
-    ])
-    .collect()?;
+    let history = files
+        .scan_signal_table("financial_history")?
+        .filter(col("revenue").is_not_null())
+        .group_by([col("domain")])
+        .agg([
+            latest("revenue", "fiscal_year_end").alias("r0"),
+            {
+                let (key, order) = desc("fiscal_year_end");
+                col("revenue").sort_by([key], order).slice(lit(1), lit(1)).first().alias("r1")
+            },
+            col("source").first().alias("history_source"),
+            col("fetched_at").max().alias("history_fetched_at"),
+        ])
+        .select([
+            col("domain"),
+            when(col("r1").gt(lit(0.0)))
+                .then(col("r0") / col("r1") - lit(1.0))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("revenue_growth"),
+            col("history_source"),
+            col("history_fetched_at"),
+        ])
+        .collect()?;
+    let dead = files
+        .scan_signal_table("tech_stack")?
+        .filter(col("is_search_vendor").and(col("live").not()))
+        .group_by([col("domain")])
+        .agg([
+            latest("technology", "last_detected").alias("dead_search_vendor"),
+            col("last_detected").max().cast(DataType::Date).alias("dead_search_last_seen"),
+            col("source").first().alias("stack_source"),
+            col("fetched_at").max().alias("stack_fetched_at"),
+        ])
+        .collect()?;
     let since = epoch_day(snapshot_id)? - rules.window_days as i32;
-    let recent = scan_parquet(
-        &files.trigger_events,
-        &["domain", "event_type", "headline", "published", "source", "fetched_at"],
-    )?
-    .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)))
-    .collect()?
-    .lazy();
+    let recent = files
+        .scan_signal_table("trigger_events")?
+        .filter(col("published").cast(DataType::Int32).gt_eq(lit(since)))
+        .collect()?
+        .lazy();
     let triggers = recent
         .clone()
         .group_by([col("domain")])
@@ -289,7 +393,8 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
         ])
         .collect()?;
     // When the news was read (with or without events): its fetch.
-    let news_read = scan_parquet(&files.fetches, &["module", "domain", "outcome", "fetched_at"])?
+    let news_read = files
+        .scan_signal_table("fetches")?
         .filter(col("module").eq(lit("m12")))
         .group_by([col("domain")])
         .agg([col("fetched_at").max().alias("news_fetched_at")])
@@ -415,82 +520,10 @@ pub fn assemble_in_slices(
     model: &ScoringModel,
     signals: Option<&SignalSetup>,
     snapshot_id: &str,
-    slice_rows: usize,
+    slicing: Slicing,
     reuse: Option<&Reuse>,
     mut emit: impl FnMut(ScoredSlice) -> PolarsResult<()>,
 ) -> PolarsResult<()> {
-    let company = read_selected(
-        &files.company,
-        vec![
-            ("domain", "domain"),
-            ("company_name", "bw_company_name"),
-            ("vertical", "bw_vertical"),
-            ("country", "bw_country"),
-            ("city", "city"),
-            ("state", "state"),
-            ("source", "company_source"),
-            ("fetched_at", "company_fetched_at"),
-        ],
-    )?;
-    let spend = read_selected(
-        &files.tech_spend,
-        vec![
-            ("domain", "domain"),
-            ("tech_spend", "tech_spend"),
-            ("current_search", "current_search"),
-            ("partner_tech_detected", "partner_tech_detected"),
-            ("runs_algolia", "runs_algolia"),
-            ("source", "tech_source"),
-            ("fetched_at", "tech_fetched_at"),
-        ],
-    )?;
-    let traffic = read_selected(
-        &files.traffic,
-        vec![
-            ("domain", "domain"),
-            ("monthly_visits", "sw_monthly_visits"),
-            ("visits_growth_mom", "sw_visits_growth_mom"),
-            ("bounce_rate", "sw_bounce_rate"),
-            ("pages_per_visit", "sw_pages_per_visit"),
-            ("avg_visit_duration", "sw_avg_duration"),
-            ("source", "traffic_source"),
-            ("fetched_at", "traffic_fetched_at"),
-        ],
-    )?;
-    let sources = read_selected(
-        &files.traffic_sources,
-        vec![
-            ("domain", "domain"),
-            ("search_traffic_pct", "sw_search_traffic_pct"),
-            ("source", "sources_source"),
-            ("fetched_at", "sources_fetched_at"),
-        ],
-    )?;
-    let financials = read_selected(
-        &files.financials,
-        vec![
-            ("domain", "domain"),
-            ("revenue", "revenue"),
-            ("gross_margin", "gross_margin"),
-            ("market_cap", "market_cap"),
-            ("exec_name", "exec_name"),
-            ("exec_title", "exec_title"),
-            ("country", "yahoo_country"),
-            ("source", "financials_source"),
-            ("fetched_at", "financials_fetched_at"),
-        ],
-    )?;
-    let hiring = read_selected(
-        &files.hiring,
-        vec![
-            ("domain", "domain"),
-            ("open_roles", "open_roles"),
-            ("search_roles", "search_roles"),
-            ("source", "hiring_source"),
-            ("fetched_at", "hiring_fetched_at"),
-        ],
-    )?;
-
     let present = |c: &str| col(c).is_not_null().cast(DataType::Int32);
     let found = present("company_fetched_at")
         + present("tech_fetched_at")
@@ -511,12 +544,6 @@ pub fn assemble_in_slices(
         col("financials_fetched_at"),
         col("hiring_fetched_at"),
     ])?;
-    let inputs = match signals {
-        Some((rules, _)) => Some(
-            signal_inputs(files, rules, snapshot_id)?.map(by_domain).into_iter().collect::<PolarsResult<Vec<_>>>()?,
-        ),
-        None => None,
-    };
     let columns = target_columns(signals.map(|(rules, _)| rules));
     // Freshness is weighed as of the snapshot's day (its end, so today's fetches are fresh).
     let now_ms = (i64::from(epoch_day(snapshot_id)?) + 1) * 86_400_000;
@@ -525,19 +552,23 @@ pub fn assemble_in_slices(
         None => None,
     };
 
-    // Decoded once and sorted by domain; each slice takes its range of rows by binary search.
-    let (company, spend, traffic, sources, financials, hiring) = (
-        by_domain(company.collect()?)?,
-        by_domain(spend.collect()?)?,
-        by_domain(traffic.collect()?)?,
-        by_domain(sources.collect()?)?,
-        by_domain(financials.collect()?)?,
-        by_domain(hiring.collect()?)?,
-    );
+    let slice_rows = slicing.rows.max(1);
     let mut order: Vec<&BookRow> = book.iter().collect();
     order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
+    // The module tables split once by ranges of the book's domains (none for a book of one
+    // part): each part's rows are decoded (only the columns joined), sorted by domain and
+    // aggregated alone, and each slice of the part takes its rows by binary search.
+    let part_rows = slicing.part_rows.max(slice_rows);
+    let ranges = changes::DomainRange::split(order.iter().map(|r| r.target.domain.as_str()), part_rows);
+    let read = scored_columns();
+    let read: Vec<(&str, &[&str])> = read.iter().map(|(table, columns)| (*table, columns.as_slice())).collect();
+    let split = parts::partition_by_range(&files.0, &read, &ranges)
+        .map_err(|e| PolarsError::ComputeError(format!("splitting the module tables: {e:#}").into()))?;
+    if ranges.len() > 1 {
+        tracing::debug!("module tables split into {} parts of {part_rows} targets", ranges.len());
+    }
     // An empty book still makes one (empty) slice: the table keeps its columns.
-    let slices: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(slice_rows.max(1)).collect() };
+    let book_parts: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(part_rows).collect() };
     let seed = inputs_fingerprint(model, signals);
     let mut checked = false;
     // A slice's rows from their joined inputs: conflicts, score, signals, provenance,
@@ -581,36 +612,6 @@ pub fn assemble_in_slices(
             .sort(["domain"], SortMultipleOptions::default())
             .collect()
     };
-    // A slice's rows joined with their inputs (the book's fields and every module value).
-    let join = |slice: &[&BookRow], range: &Option<(String, String)>| -> PolarsResult<DataFrame> {
-        let within = |df: &DataFrame| match range {
-            Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
-            None => Ok(df.clone().lazy()),
-        };
-        let mut frame = book_frame(slice)?
-            .left_join(within(&company)?, col("domain"), col("domain"))
-            .left_join(within(&spend)?, col("domain"), col("domain"))
-            .left_join(within(&traffic)?, col("domain"), col("domain"))
-            .left_join(within(&sources)?, col("domain"), col("domain"))
-            .left_join(within(&financials)?, col("domain"), col("domain"))
-            .left_join(within(&hiring)?, col("domain"), col("domain"))
-            .filter(col("runs_algolia").fill_null(lit(false)).not())
-            .with_columns([
-                // The book is curated by sales: its values win; the providers fill gaps.
-                coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
-                coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
-                coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
-                coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
-                col("ticker").is_not_null().alias("is_public"),
-            ])
-            .with_columns([enrichment.clone().alias("enrichment_level"), last_enriched.clone().alias("last_enriched")]);
-        if let Some(inputs) = &inputs {
-            for input in inputs {
-                frame = frame.left_join(within(input)?, col("domain"), col("domain"));
-            }
-        }
-        frame.collect()
-    };
     // A slice's scored rows and its inputs' hashes become the slice handed to `emit`.
     let mut emit = |targets: DataFrame, hashes: DataFrame, reused: usize| -> PolarsResult<()> {
         let dated =
@@ -634,41 +635,85 @@ pub fn assemble_in_slices(
     let mut pending: Vec<Pending<'_, '_, '_>> = Vec::new();
     let mut fresh: Vec<DataFrame> = Vec::new();
     let mut fresh_rows = 0;
-    for slice in slices {
-        let range = slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
-        let joined = join(slice, &range)?;
-        // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
-        let hashes = df!(
-            "domain" => joined.column("domain")?.as_materialized_series().clone(),
-            "input_hash" => input_hashes(&joined, seed)?,
-        )?;
-        let (Some(reuse), Some((lo, hi))) = (reuse, &range) else {
-            let targets = score(joined)?;
-            emit(targets, hashes, 0)?;
-            continue;
+    for (p, part) in book_parts.into_iter().enumerate() {
+        let files = ModuleFiles(
+            split.load(p).map_err(|e| PolarsError::ComputeError(format!("reading the module tables: {e:#}").into()))?,
+        );
+        let joined = files.joined()?;
+        let inputs = match signals {
+            Some((rules, _)) => signal_inputs(&files, rules, snapshot_id)?.map(by_domain).into_iter().collect(),
+            None => Ok(Vec::new()),
+        }?;
+        drop(files);
+        // A slice's rows joined with their inputs (the book's fields and every module value).
+        let join = |slice: &[&BookRow], range: &Option<(String, String)>| -> PolarsResult<DataFrame> {
+            let within = |df: &DataFrame| match range {
+                Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
+                None => Ok(df.clone().lazy()),
+            };
+            let mut frame = book_frame(slice)?;
+            for table in &joined {
+                frame = frame.left_join(within(table)?, col("domain"), col("domain"));
+            }
+            let mut frame = frame
+                .filter(col("runs_algolia").fill_null(lit(false)).not())
+                .with_columns([
+                    // The book is curated by sales: its values win; the providers fill gaps.
+                    coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
+                    coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
+                    coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
+                    coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
+                    col("ticker").is_not_null().alias("is_public"),
+                ])
+                .with_columns([
+                    enrichment.clone().alias("enrichment_level"),
+                    last_enriched.clone().alias("last_enriched"),
+                ]);
+            for input in &inputs {
+                frame = frame.left_join(within(input)?, col("domain"), col("domain"));
+            }
+            frame.collect()
         };
-        let same = reusable(reuse, &hashes, lo, hi)?;
-        let rows = joined
-            .lazy()
-            .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
-            .collect()?;
-        fresh_rows += rows.height();
-        if rows.height() > 0 {
-            fresh.push(rows);
+        let slices: Vec<&[&BookRow]> = if part.is_empty() { vec![&[]] } else { part.chunks(slice_rows).collect() };
+        for slice in slices {
+            let range =
+                slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
+            let joined = join(slice, &range)?;
+            // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
+            let hashes = df!(
+                "domain" => joined.column("domain")?.as_materialized_series().clone(),
+                "input_hash" => input_hashes(&joined, seed)?,
+            )?;
+            let (Some(reuse), Some((lo, hi))) = (reuse, &range) else {
+                let targets = score(joined)?;
+                emit(targets, hashes, 0)?;
+                continue;
+            };
+            let same = reusable(reuse, &hashes, lo, hi)?;
+            let rows = joined
+                .lazy()
+                .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
+                .collect()?;
+            fresh_rows += rows.height();
+            if rows.height() > 0 {
+                fresh.push(rows);
+            }
+            pending.push(Pending { slice, lo: lo.clone(), hi: hi.clone(), hashes, same });
+            if fresh_rows >= slice_rows || pending.len() >= MAX_PENDING_SLICES {
+                let scored = score_fresh(&mut fresh, &mut score)?;
+                fresh_rows = 0;
+                for waiting in pending.drain(..) {
+                    carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
+                }
+            }
         }
-        pending.push(Pending { slice, lo: lo.clone(), hi: hi.clone(), hashes, same });
-        if fresh_rows >= slice_rows || pending.len() >= MAX_PENDING_SLICES {
+        // The part's waiting slices are done before its tables go.
+        if let Some(reuse) = reuse {
             let scored = score_fresh(&mut fresh, &mut score)?;
             fresh_rows = 0;
             for waiting in pending.drain(..) {
                 carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
             }
-        }
-    }
-    if let Some(reuse) = reuse {
-        let scored = score_fresh(&mut fresh, &mut score)?;
-        for waiting in pending.drain(..) {
-            carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
         }
     }
     Ok(())
