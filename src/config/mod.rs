@@ -203,7 +203,7 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15, score_slice_rows: 10_000, score_part_rows: 1_000_000, change_slice_rows: 25_000 }
+        Self { lock_ttl_minutes: 15, score_slice_rows: 10_000, score_part_rows: 250_000, change_slice_rows: 25_000 }
     }
 }
 
