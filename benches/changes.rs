@@ -114,6 +114,7 @@ fn main() {
         let parts = partnerforge::transform::parts::partition_by_range(
             files,
             &partnerforge::transform::changes::OBSERVED,
+            &[],
             &ranges,
         )
         .expect("partition");

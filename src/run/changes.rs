@@ -138,7 +138,7 @@ pub(crate) async fn commit_changes(
     let slice_rows = pipeline.pipeline.run.change_slice_rows;
     let ranges = transform::changes::DomainRange::split(book.iter().copied(), slice_rows);
     // Each table is split by range once (the rows are in the order their calls finished).
-    let parts = transform::parts::partition_by_range(&files, &transform::changes::OBSERVED, &ranges)?;
+    let parts = transform::parts::partition_by_range(&files, &transform::changes::OBSERVED, &[], &ranges)?;
     // Past the split only the targets are read again (for the alerts' accounts).
     let targets = files.get("targets").cloned();
     drop(files);

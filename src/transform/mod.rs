@@ -198,6 +198,13 @@ const SIGNAL_TABLES: [(&str, &[&str]); 4] = [
     ("fetches", &["module", "domain", "outcome", "fetched_at"]),
 ];
 
+/// The module whose fetches say when the news was read.
+const NEWS_MODULE: &str = "m12";
+
+/// The rows of the signal tables a split keeps: all the signal inputs read of them (their
+/// filters in [`signal_inputs`] keep a subset: dead search vendors, the news's fetches).
+const SIGNAL_ROWS: [parts::Keep; 2] = [("tech_stack", "is_search_vendor", "true"), ("fetches", "module", NEWS_MODULE)];
+
 /// The tables the targets' assembly reads and the columns it decodes from each: what a
 /// full recompute cannot do without reading.
 pub fn scored_columns() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -395,7 +402,7 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
     // When the news was read (with or without events): its fetch.
     let news_read = files
         .scan_signal_table("fetches")?
-        .filter(col("module").eq(lit("m12")))
+        .filter(col("module").eq(lit(NEWS_MODULE)))
         .group_by([col("domain")])
         .agg([col("fetched_at").max().alias("news_fetched_at")])
         .collect()?;
@@ -560,9 +567,14 @@ pub fn assemble_in_slices(
     // aggregated alone, and each slice of the part takes its rows by binary search.
     let part_rows = slicing.part_rows.max(slice_rows);
     let ranges = changes::DomainRange::split(order.iter().map(|r| r.target.domain.as_str()), part_rows);
+    // Without signal rules, only the joined tables are read.
     let read = scored_columns();
-    let read: Vec<(&str, &[&str])> = read.iter().map(|(table, columns)| (*table, columns.as_slice())).collect();
-    let split = parts::partition_by_range(&files.0, &read, &ranges)
+    let read: Vec<(&str, &[&str])> = read
+        .iter()
+        .filter(|(table, _)| signals.is_some() || JOINED.iter().any(|(joined, _)| joined == table))
+        .map(|(table, columns)| (*table, columns.as_slice()))
+        .collect();
+    let split = parts::partition_by_range(&files.0, &read, &SIGNAL_ROWS, &ranges)
         .map_err(|e| PolarsError::ComputeError(format!("splitting the module tables: {e:#}").into()))?;
     if ranges.len() > 1 {
         tracing::debug!("module tables split into {} parts of {part_rows} targets", ranges.len());

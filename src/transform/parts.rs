@@ -54,13 +54,19 @@ impl Drop for Parts {
     }
 }
 
-/// Splits `tables` (each with the columns read from it; another table is not split) by the ranges (sorted, contiguous, as [`DomainRange::split`] makes
-/// them) in one pass over each, into local files (memory holds a batch and each range's
-/// open row group, not the parts: at a million targets the parts are the size of the
-/// tables); a table without a `domain` column has empty parts.
+/// Rows a split keeps of a table: `(table, column, value)`, the rows whose `column` reads
+/// `value` as text (`true` for a boolean). A table without one keeps every row.
+pub type Keep<'a> = (&'a str, &'a str, &'a str);
+
+/// Splits `tables` (each with the columns read from it; another table is not split) by the
+/// ranges (sorted, contiguous, as [`DomainRange::split`] makes them) in one pass over each,
+/// into local files (memory holds a batch and each range's open row group, not the parts:
+/// at a million targets the parts are the size of the tables), keeping the rows `keep`
+/// names; a table without a `domain` column has empty parts.
 pub fn partition_by_range(
     files: &SnapshotFiles,
     tables: &[(&str, &[&str])],
+    keep: &[Keep],
     ranges: &[DomainRange],
 ) -> anyhow::Result<Parts> {
     use arrow::array::{Array, RecordBatchReader, StringArray, UInt32Array};
@@ -83,7 +89,8 @@ pub fn partition_by_range(
     // (encoding costs what copying does), but dictionaries — the repeated sources, modules
     // and technologies of a million targets took 1.3 GB plain, 0.2 GB with them.
     for (table, columns) in tables {
-        let Some(bytes) = files.get(*table) else { continue };
+        // A table the snapshot lacks (or holds empty) has no parts.
+        let Some(bytes) = files.get(*table).filter(|b| !b.is_empty()) else { continue };
         let table = table.to_string();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
             .and_then(|b| {
@@ -100,9 +107,17 @@ pub fn partition_by_range(
             let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             writers.push(ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props.clone()))?);
         }
+        let kept = keep.iter().find(|(t, _, _)| *t == table).map(|(_, column, value)| (*column, *value));
         parts.tables.push(table);
         for batch in reader {
-            let batch = batch?;
+            let mut batch = batch?;
+            // (Without the column every row is kept, and its reader says what is missing.)
+            if let Some((values, value)) = kept.and_then(|(column, value)| Some((batch.column_by_name(column)?, value)))
+            {
+                let text = arrow::compute::cast(values, &arrow::datatypes::DataType::Utf8)?;
+                let mask = arrow::compute::kernels::cmp::eq(&text, &StringArray::new_scalar(value))?;
+                batch = arrow::compute::filter_record_batch(&batch, &mask)?;
+            }
             let Some(column) = batch.column_by_name("domain") else { continue };
             let domains = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
             let Some(domains) = domains.as_any().downcast_ref::<StringArray>() else { continue };
@@ -173,7 +188,7 @@ mod tests {
         sorted.sort_unstable();
         let ranges = DomainRange::split(sorted.iter().copied(), 7);
         assert_eq!(ranges.len(), 6);
-        let parts = partition_by_range(&files, &crate::transform::changes::OBSERVED, &ranges).unwrap();
+        let parts = partition_by_range(&files, &crate::transform::changes::OBSERVED, &[], &ranges).unwrap();
         let folder = parts.folder.clone();
         let mut seen = 0;
         for (r, range) in ranges.iter().enumerate() {
@@ -212,5 +227,50 @@ mod tests {
         assert_eq!(seen, 40);
         drop(parts);
         assert!(!folder.exists(), "the parts' folder goes with them");
+    }
+
+    #[test]
+    fn a_split_keeps_the_rows_named_by_text_or_boolean_value() {
+        let domains: Vec<String> = (0..30).map(|i| format!("d{:02}.com", (i * 7) % 30)).collect();
+        let fetches = TableBuilder::new()
+            .text("module", (0..30).map(|i| Some(if i % 3 == 0 { "m12" } else { "m03" })))
+            .text("domain", domains.iter().map(Some))
+            .finish()
+            .unwrap();
+        let stack = TableBuilder::new()
+            .text("domain", domains.iter().map(Some))
+            .boolean("is_search_vendor", (0..30).map(|i| if i % 5 == 0 { None } else { Some(i % 2 == 0) }))
+            .finish()
+            .unwrap();
+        let mut files = SnapshotFiles::new();
+        files.insert("fetches".into(), to_parquet(&fetches).unwrap());
+        files.insert("tech_stack".into(), to_parquet(&stack).unwrap());
+        files.insert("empty".into(), bytes::Bytes::new());
+        let mut sorted: Vec<&str> = domains.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let ranges = DomainRange::split(sorted.iter().copied(), 10);
+        let tables: [(&str, &[&str]); 3] = [
+            ("fetches", &["module", "domain"]),
+            ("tech_stack", &["domain", "is_search_vendor"]),
+            ("empty", &["domain"]),
+        ];
+        let keep = [("fetches", "module", "m12"), ("tech_stack", "is_search_vendor", "true")];
+        let parts = partition_by_range(&files, &tables, &keep, &ranges).unwrap();
+        let (mut modules, mut vendors) = (Vec::new(), Vec::new());
+        for r in 0..parts.len() {
+            let part = parts.load(r).unwrap();
+            assert!(!part.contains_key("empty"), "an empty table has no parts");
+            let read = |table: &str, column: &str| {
+                crate::transform::read_parquet(part[table].clone(), &[column]).unwrap().collect().unwrap()
+            };
+            let m = read("fetches", "module");
+            modules.extend(m.column("module").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()));
+            let v = read("tech_stack", "is_search_vendor");
+            vendors.extend(v.column("is_search_vendor").unwrap().bool().unwrap().iter());
+        }
+        assert_eq!(modules.len(), 10, "{modules:?}");
+        assert!(modules.iter().all(|m| m == "m12"));
+        // i even and not a multiple of 5 (null is not true): 0..30 → 12 rows.
+        assert_eq!(vendors, vec![Some(true); 12]);
     }
 }
