@@ -69,34 +69,43 @@ fn same(a: &Option<String>, b: &str) -> bool {
     a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b))
 }
 
+/// What a key and a study may share: (weight, shared, what the reason says, the study's value).
+fn shared<'s>(key: &Key, s: &'s CaseStudy, weights: &MatchWeights) -> [(u32, bool, &'static str, &'s str); 5] {
+    [
+        (weights.vertical, same(&key.vertical, &s.vertical), "vertical", &s.vertical),
+        (weights.partner_tech, same(&key.partner_tech, &s.partner_tech), "partner tech", &s.partner_tech),
+        (weights.region, same(&key.region, &s.region), "region", &s.region),
+        (weights.country, same(&key.country, &s.country), "country", &s.country),
+        (weights.size_band, same(&key.size_band, &s.size_band), "size", &s.size_band),
+    ]
+}
+
 /// The best `n` case studies for a key (none that share nothing), best first; ties in file order.
+/// Every study is scored; only the `n` kept get their reason written.
 pub fn best<'a>(key: &Key, studies: &'a [CaseStudy], weights: &MatchWeights, n: usize) -> Vec<Match<'a>> {
-    let mut scored: Vec<(usize, Match<'a>)> = studies
+    let mut scored: Vec<(usize, u32)> = studies
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            let mut score = 0;
-            let mut why = Vec::new();
-            let mut shared = |w: u32, hit: bool, what: String| {
-                if hit && w > 0 {
-                    score += w;
-                    why.push(what);
-                }
-            };
-            shared(weights.vertical, same(&key.vertical, &s.vertical), format!("same vertical ({})", s.vertical));
-            shared(
-                weights.partner_tech,
-                same(&key.partner_tech, &s.partner_tech),
-                format!("same partner tech ({})", s.partner_tech),
-            );
-            shared(weights.region, same(&key.region, &s.region), format!("same region ({})", s.region));
-            shared(weights.country, same(&key.country, &s.country), format!("same country ({})", s.country));
-            shared(weights.size_band, same(&key.size_band, &s.size_band), format!("same size ({})", s.size_band));
-            (score > 0).then(|| (i, Match { study: s, score, reason: why.join(", ") }))
+            let score: u32 =
+                shared(key, s, weights).iter().filter(|(w, hit, _, _)| *hit && *w > 0).map(|(w, ..)| w).sum();
+            (score > 0).then_some((i, score))
         })
         .collect();
-    scored.sort_by(|(i, a), (j, b)| b.score.cmp(&a.score).then(i.cmp(j)));
-    scored.into_iter().take(n).map(|(_, m)| m).collect()
+    scored.sort_by(|(i, a), (j, b)| b.cmp(a).then(i.cmp(j)));
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(i, score)| {
+            let study = &studies[i];
+            let why: Vec<String> = shared(key, study, weights)
+                .iter()
+                .filter(|(w, hit, _, _)| *hit && *w > 0)
+                .map(|(_, _, what, value)| format!("same {what} ({value})"))
+                .collect();
+            Match { study, score, reason: why.join(", ") }
+        })
+        .collect()
 }
 
 const KEY_COLUMNS: [&str; 5] = ["vertical", "partner_tech", "region", "country", "size_band"];
@@ -185,4 +194,57 @@ pub fn add_matches(
         .lazy()
         .join(gathered, on_frame, key_names, JoinArgs { nulls_equal: true, ..JoinArgs::new(JoinType::Left) })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study(id: &str, vertical: &str, partner_tech: &str, country: &str) -> CaseStudy {
+        CaseStudy {
+            id: id.into(),
+            customer: format!("Customer {id}"),
+            domain: format!("{id}.com"),
+            vertical: vertical.into(),
+            partner_tech: partner_tech.into(),
+            country: country.into(),
+            region: "EMEA".into(),
+            size_band: "large".into(),
+            use_case: String::new(),
+            headline_metric: String::new(),
+            url: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_best_studies_come_by_score_then_file_order_each_with_what_it_shares() {
+        let studies = vec![
+            study("a", "Commerce", "Shopify Plus", "US"),
+            study("b", "Media", "Adobe AEM", "DE"),
+            study("c", "commerce", "Adobe AEM", "DE"),
+            study("d", "Commerce", "Adobe AEM", "FR"),
+        ];
+        let weights = MatchWeights { vertical: 3, partner_tech: 2, region: 0, country: 1, size_band: 1 };
+        let key = Key {
+            vertical: Some("Commerce".into()),
+            partner_tech: Some("Adobe AEM".into()),
+            region: Some("EMEA".into()),
+            country: Some("DE".into()),
+            size_band: None,
+        };
+        let got: Vec<(&str, u32, String)> =
+            best(&key, &studies, &weights, 3).into_iter().map(|m| (m.study.id.as_str(), m.score, m.reason)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("c", 6, "same vertical (commerce), same partner tech (Adobe AEM), same country (DE)".to_string()),
+                ("d", 5, "same vertical (Commerce), same partner tech (Adobe AEM)".to_string()),
+                ("a", 3, "same vertical (Commerce)".to_string()),
+            ],
+            "a shared region weighs 0 and is not a reason; b (3) ties a and comes after it"
+        );
+        let nothing =
+            Key { vertical: Some("Travel".into()), partner_tech: None, region: None, country: None, size_band: None };
+        assert!(best(&nothing, &studies, &weights, 3).is_empty(), "a study that shares nothing is not a match");
+    }
 }
