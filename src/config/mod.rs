@@ -194,7 +194,8 @@ pub struct RunSettings {
     pub score_slice_rows: usize,
     /// Targets whose module rows are decoded together when the targets table is
     /// assembled: a larger book has its module tables split by domain range once, and
-    /// each part read alone, so their memory follows this, not the size of the book.
+    /// each part read alone, so their memory follows this, not the size of the book
+    /// (a part holds at least `score_slice_rows`).
     pub score_part_rows: usize,
     /// Domains whose changes are tracked together: the tables are split by domain
     /// range once, and each range is tracked and diffed alone.
