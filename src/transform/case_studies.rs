@@ -69,15 +69,22 @@ fn same(a: &Option<String>, b: &str) -> bool {
     a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b))
 }
 
-/// What a key and a study may share: (weight, shared, what the reason says, the study's value).
-fn shared<'s>(key: &Key, s: &'s CaseStudy, weights: &MatchWeights) -> [(u32, bool, &'static str, &'s str); 5] {
+/// What a key and a study share that weighs: (weight, what the reason says, the study's value).
+fn shared<'s>(
+    key: &Key,
+    s: &'s CaseStudy,
+    weights: &MatchWeights,
+) -> impl Iterator<Item = (u32, &'static str, &'s str)> {
     [
-        (weights.vertical, same(&key.vertical, &s.vertical), "vertical", &s.vertical),
-        (weights.partner_tech, same(&key.partner_tech, &s.partner_tech), "partner tech", &s.partner_tech),
-        (weights.region, same(&key.region, &s.region), "region", &s.region),
-        (weights.country, same(&key.country, &s.country), "country", &s.country),
-        (weights.size_band, same(&key.size_band, &s.size_band), "size", &s.size_band),
+        (weights.vertical, same(&key.vertical, &s.vertical), "vertical", s.vertical.as_str()),
+        (weights.partner_tech, same(&key.partner_tech, &s.partner_tech), "partner tech", s.partner_tech.as_str()),
+        (weights.region, same(&key.region, &s.region), "region", s.region.as_str()),
+        (weights.country, same(&key.country, &s.country), "country", s.country.as_str()),
+        (weights.size_band, same(&key.size_band, &s.size_band), "size", s.size_band.as_str()),
     ]
+    .into_iter()
+    .filter(|(weight, hit, _, _)| *hit && *weight > 0)
+    .map(|(weight, _, what, value)| (weight, what, value))
 }
 
 /// The best `n` case studies for a key (none that share nothing), best first; ties in file order.
@@ -87,8 +94,7 @@ pub fn best<'a>(key: &Key, studies: &'a [CaseStudy], weights: &MatchWeights, n: 
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            let score: u32 =
-                shared(key, s, weights).iter().filter(|(w, hit, _, _)| *hit && *w > 0).map(|(w, ..)| w).sum();
+            let score: u32 = shared(key, s, weights).map(|(weight, _, _)| weight).sum();
             (score > 0).then_some((i, score))
         })
         .collect();
@@ -98,11 +104,8 @@ pub fn best<'a>(key: &Key, studies: &'a [CaseStudy], weights: &MatchWeights, n: 
         .take(n)
         .map(|(i, score)| {
             let study = &studies[i];
-            let why: Vec<String> = shared(key, study, weights)
-                .iter()
-                .filter(|(w, hit, _, _)| *hit && *w > 0)
-                .map(|(_, _, what, value)| format!("same {what} ({value})"))
-                .collect();
+            let why: Vec<String> =
+                shared(key, study, weights).map(|(_, what, value)| format!("same {what} ({value})")).collect();
             Match { study, score, reason: why.join(", ") }
         })
         .collect()

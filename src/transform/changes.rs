@@ -466,6 +466,8 @@ pub struct FeedInfo {
     pub base: Option<String>,
     /// The renames its commit applied, as JSON ([`FEED_RENAMES`]).
     pub renames: Option<String>,
+    /// Its rows, both sides.
+    pub rows: usize,
     /// Ranges of domains that cover it in chunks of about `chunk_rows` rows each: its row
     /// groups (one per range the commit tracked, in domain order) taken together until
     /// they hold that many, a chunk starting at its first row group's smallest domain.
@@ -482,7 +484,8 @@ pub fn feed_info(bytes: &Bytes, chunk_rows: usize) -> PolarsResult<FeedInfo> {
     let pairs = metadata.file_metadata().key_value_metadata();
     let value = |key: &str| pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone());
     let (base, renames) = (value(FEED_BASE), value(FEED_RENAMES));
-    let whole = |base, renames| Ok(FeedInfo { base, renames, chunks: vec![DomainRange::all()] });
+    let rows = usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
+    let whole = |base, renames| Ok(FeedInfo { base, renames, rows, chunks: vec![DomainRange::all()] });
     let columns = metadata.file_metadata().schema_descr().columns();
     let Some(at) = columns.iter().position(|c| c.path().string() == "domain") else { return whole(base, renames) };
     let mut starts: Vec<String> = Vec::new();
@@ -501,7 +504,7 @@ pub fn feed_info(bytes: &Bytes, chunk_rows: usize) -> PolarsResult<FeedInfo> {
         }
         held += count;
     }
-    Ok(FeedInfo { base, renames, chunks: DomainRange::between(starts) })
+    Ok(FeedInfo { base, renames, rows, chunks: DomainRange::between(starts) })
 }
 
 /// An empty state (a store's first snapshot, or one from before change tracking).
@@ -1043,6 +1046,7 @@ mod tests {
         let bytes = Bytes::from(std::fs::read(&path).unwrap());
         let whole = feed_info(&bytes, 1_000_000).unwrap();
         assert_eq!((whole.base.as_deref(), whole.renames), (Some("base"), None));
+        assert_eq!(whole.rows, 6 * 12, "both sides of six parts");
         assert_eq!(whole.chunks, vec![DomainRange::all()]);
         // Parts of 12 rows (3 domains × 2 rows × 2 sides): chunks of at least 20 rows take two.
         let chunks = feed_info(&bytes, 20).unwrap().chunks;

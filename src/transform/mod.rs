@@ -511,8 +511,9 @@ fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResu
 /// rows, in domain order, each handed to `emit` as it is scored (an empty book
 /// is one empty slice, so the table keeps its columns). Domains found running
 /// Algolia are not targets and are dropped here (customers were dropped from the
-/// book before). The module tables are decoded once (only the columns joined),
-/// and the joins work on one slice of domains at a time.
+/// book before). The module tables are decoded a part of the book at a time (only
+/// the columns joined; a book larger than `slicing.part_rows` has them split by domain
+/// range once), and the joins work on one slice of domains of the part at a time.
 ///
 /// Work grows with change: each row's inputs (the book's fields and every module
 /// value joined for it) are hashed, and with `reuse` a row whose hash equals the one
@@ -651,7 +652,7 @@ pub fn assemble_in_slices(
         let files = ModuleFiles(
             split.load(p).map_err(|e| PolarsError::ComputeError(format!("reading the module tables: {e:#}").into()))?,
         );
-        let joined = files.joined()?;
+        let tables = files.joined()?;
         let inputs = match signals {
             Some((rules, _)) => signal_inputs(&files, rules, snapshot_id)?.map(by_domain).into_iter().collect(),
             None => Ok(Vec::new()),
@@ -664,7 +665,7 @@ pub fn assemble_in_slices(
                 None => Ok(df.clone().lazy()),
             };
             let mut frame = book_frame(slice)?;
-            for table in &joined {
+            for table in &tables {
                 frame = frame.left_join(within(table)?, col("domain"), col("domain"));
             }
             let mut frame = frame
