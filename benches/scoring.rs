@@ -5,14 +5,18 @@
 //!   floor a full recompute is held to;
 //! - `full`: the whole table computed — joins, conflicts, ICP score, signals,
 //!   provenance, case studies — and written, as `rebuild` does;
-//! - `incremental`: the second night as a run commits it, carrying forward every row
-//!   whose input hash equals the first night's and computing the rest.
+//! - `incremental`: the second night as a run of a large book commits it, carrying
+//!   forward every row whose input hash equals the first night's and computing the rest:
+//!   the first night's rows by reference (not read, not written again), then the columns
+//!   change tracking reads of the table, from its own rows and the base's;
+//! - `incremental-whole`: the same night written whole (the carried rows read and written
+//!   again), as a book below `[run] targets_by_reference_rows` or a rewrite night does.
 //!
 //! - `query`: the shipped top-targets named query through DuckDB over the full
 //!   recompute's targets table, as `query` reads it: a native copy in the lists' order
 //!   (its build, once a night, is timed apart).
 //!
-//! The incremental night must equal the full one row for row (checked every time).
+//! Both incremental nights must equal the full one row for row (checked every time).
 //!
 //!     cargo bench --bench scoring -- 1000000 [--runs 3] [--slice ROWS] [--part ROWS] [--json] [--keep DIR]
 //!
@@ -32,10 +36,10 @@ use bytes::Bytes;
 use partnerforge::config::LoadedPipeline;
 use partnerforge::serve::{self, params};
 use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter, Slicing};
-use polars::prelude::*;
 use synthetic::{DATES, flag, load, median, peak_rss_mib, save};
 
-/// One night's targets table (and its inputs) into `out`: `(rows, carried)`.
+/// One night's targets table (and its inputs) into `out`: `(rows, carried)` (the rows
+/// carried by reference counted in both).
 fn assemble(
     n: usize,
     day: usize,
@@ -58,7 +62,7 @@ fn assemble(
         .collect();
     let mut writer = SliceWriter::new(&out.join("targets.parquet"));
     let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet"));
-    let mut carried = 0;
+    let (mut carried, mut referenced) = (0, 0);
     transform::assemble_in_slices(
         &rows,
         &ModuleFiles::from_tables(|t| files.get(t).cloned()),
@@ -69,6 +73,7 @@ fn assemble(
         reuse,
         |s| {
             carried += s.reused;
+            referenced += s.referenced;
             writer.write(&s.targets)?;
             inputs.write(&s.inputs)
         },
@@ -77,7 +82,7 @@ fn assemble(
     let written = writer.rows;
     writer.finish().expect("targets written");
     inputs.finish().expect("inputs written");
-    (written, carried)
+    (written + referenced, carried)
 }
 
 /// A step in this process: prints one JSON line.
@@ -95,13 +100,27 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
         }
         "prepare" => assemble(n, 1, &load(dir, "1"), None, slicing, &ensure(dir.join("out1"))),
         "full" => assemble(n, 2, &night2, None, slicing, &ensure(dir.join("full2"))),
-        "incremental" => {
+        "incremental" | "incremental-whole" => {
+            // As a run commits it: by reference to the first night's table (and the columns
+            // change tracking reads of the table, its own rows and the base's); or whole.
+            let by_reference = name == "incremental";
             let previous = dir.join("out1");
             let read = |f: &str| Bytes::from(std::fs::read(previous.join(f)).expect("the first night's output"));
-            let reuse =
-                Reuse { targets: read("targets.parquet"), inputs: read("target_inputs.parquet"), same_day: false };
+            let (targets, inputs) = (read("targets.parquet"), read("target_inputs.parquet"));
+            let reuse = Reuse { targets: targets.clone(), base: None, inputs, same_day: false, by_reference };
+            let out = ensure(dir.join(if by_reference { "incremental2" } else { "whole2" }));
             let t = Instant::now();
-            let done = assemble(n, 2, &night2, Some(&reuse), slicing, &ensure(dir.join("incremental2")));
+            let done = assemble(n, 2, &night2, Some(&reuse), slicing, &out);
+            if by_reference {
+                let own = Bytes::from(std::fs::read(out.join("targets.parquet")).expect("own rows"));
+                let inputs = Bytes::from(std::fs::read(out.join("target_inputs.parquet")).expect("inputs"));
+                let base = transform::Base { targets: &targets, inputs: &inputs };
+                let all = transform::changes::DomainRange::all();
+                let tracked =
+                    transform::read_targets(&own, Some(base), &transform::TRACKED_TARGET_COLUMNS, DATES[1], &all)
+                        .expect("the tracked columns");
+                assert_eq!(tracked.height(), done.0);
+            }
             let seconds = t.elapsed().as_secs_f64();
             println!(
                 "{}",
@@ -111,24 +130,38 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
         }
         "query" => return top_targets(&dir.join("full2").join("targets.parquet")),
         "compare" => {
-            // A million rows at a time, so that comparing 10M-row tables fits in memory.
-            let scan = |d: &str| {
-                let path = dir.join(d).join("targets.parquet");
-                LazyFrame::scan_parquet(
-                    PlRefPath::from(path.to_str().expect("a UTF-8 path")),
-                    ScanArgsParquet::default(),
-                )
-                .expect("scan targets")
-            };
-            let (mut rows, step) = (0usize, 1_000_000usize);
-            loop {
-                let part = |d: &str| scan(d).slice(rows as i64, step as IdxSize).collect().expect("read targets");
-                let (full, incremental) = (part("full2"), part("incremental2"));
-                assert!(full.equals_missing(&incremental), "the incremental night differs from the full recompute");
-                rows += full.height();
-                if full.height() < step {
-                    break;
-                }
+            // A million domains at a time, so that comparing 10M-row tables fits in memory.
+            let read = |d: &str, f: &str| Bytes::from(std::fs::read(dir.join(d).join(f)).expect("a night's output"));
+            let (full, whole, own) = (
+                read("full2", "targets.parquet"),
+                read("whole2", "targets.parquet"),
+                read("incremental2", "targets.parquet"),
+            );
+            let (first, inputs) = (read("out1", "targets.parquet"), read("incremental2", "target_inputs.parquet"));
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let pipeline = LoadedPipeline::load(&root.join("pipelines/nightly.toml")).expect("the shipped pipeline");
+            let names = transform::target_columns(pipeline.signals.as_ref().map(|(rules, _)| rules));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let domains =
+                transform::read_parquet(inputs.clone(), &["domain"]).and_then(|f| f.collect()).expect("domains");
+            let domains: Vec<&str> =
+                domains.column("domain").expect("domain").str().expect("text").iter().flatten().collect();
+            let mut rows = 0usize;
+            for range in transform::changes::DomainRange::split(domains.into_iter(), 1_000_000) {
+                let table = |bytes: &Bytes, base: Option<transform::Base>| {
+                    transform::read_targets(bytes, base, &names, DATES[1], &range).expect("read targets")
+                };
+                let expected = table(&full, None);
+                let base = transform::Base { targets: &first, inputs: &inputs };
+                assert!(
+                    expected.equals_missing(&table(&whole, None)),
+                    "the incremental night (whole) differs from the full recompute"
+                );
+                assert!(
+                    expected.equals_missing(&table(&own, Some(base))),
+                    "the incremental night (by reference) differs from the full recompute"
+                );
+                rows += expected.height();
             }
             assert!(rows > 0);
             (rows, 0)
@@ -153,7 +186,7 @@ fn top_targets(targets: &Path) {
     let copy = targets.with_file_name("targets.duckdb");
     let _ = std::fs::remove_file(&copy);
     let t = Instant::now();
-    serve::native::build(targets, &copy).expect("the native copy");
+    serve::native::build(&serve::native::parquet_relation(targets), &copy).expect("the native copy");
     let build_seconds = t.elapsed().as_secs_f64();
     let conn = duckdb::Connection::open_in_memory().expect("DuckDB");
     conn.execute_batch(&serve::native::attach(&copy)).expect("the targets view");
@@ -236,7 +269,7 @@ fn main() {
     let generated = started.elapsed().as_secs_f64();
     child(&args, "prepare", &dir);
     let mut results = serde_json::Map::new();
-    for name in ["read", "full", "incremental"] {
+    for name in ["read", "full", "incremental", "incremental-whole"] {
         let measured: Vec<serde_json::Value> = (0..runs).map(|_| child(&args, name, &dir)).collect();
         let seconds = median(measured.iter().map(|m| m["seconds"].as_f64().unwrap_or(f64::NAN)).collect());
         let peak = measured.iter().map(|m| m["peak_mib"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
@@ -265,14 +298,15 @@ fn main() {
     for (step, what) in [
         ("read", "read the needed columns     "),
         ("full", "full recompute (+ write)    "),
-        ("incremental", "incremental night (+ write) "),
+        ("incremental", "incremental night, by ref.  "),
+        ("incremental-whole", "incremental night (+ write) "),
     ] {
         println!(
             "{what} {:>7.3} s  {:>10.0} rows/s  peak {:>6.0} MiB{}",
             get(step, "seconds"),
             get(step, "rows") / get(step, "seconds"),
             get(step, "peak_mib"),
-            if step == "incremental" {
+            if step.starts_with("incremental") {
                 format!("  ({} rows carried)", results[step]["carried"])
             } else {
                 String::new()

@@ -48,4 +48,24 @@ fn committed_tables_read_back_from_delta_equal_to_query() {
     // Nothing new committed, nothing new published.
     store.fails(&["run", "--limit", "30", "--date", "2026-11-21"]);
     assert_eq!(std::fs::read_dir(&log).unwrap().count(), versions);
+
+    // A night whose targets are stored by reference to an earlier night's table is
+    // published whole: Delta readers see the same rows as `query`.
+    let by_reference = store.pipeline(|t| {
+        t.replace("[fetch]", "[run]\ntargets_by_reference_rows = 0\ntargets_rewrite_share = 1.0\n\n[fetch]")
+    });
+    store.ok(&["run", "--limit", "30", "--date", "2026-11-23", "--pipeline", &by_reference]);
+    let manifest = store.manifests().into_iter().map(|(_, m)| m).find(|m| m["date"] == "2026-11-23").unwrap();
+    let entry = manifest["files"].as_array().unwrap().iter().find(|f| f["table"] == "targets").unwrap().clone();
+    assert!(entry["base"].as_str().is_some_and(|b| b.starts_with("snapshots/2026-11-21/")), "{entry}");
+    let report = read_with_deltalake(&store, &store.store(), &[]);
+    assert_eq!(report["ok"], true, "{report}");
+    let history = &store.query("SELECT count(*) AS n FROM targets_history")[0];
+    assert_eq!(report["tables"]["targets"]["rows"], history["n"], "{report}");
+    let published = store.query(&format!(
+        "SELECT count(*) AS n, count(DISTINCT snapshot_id) AS ids FROM read_parquet('{}/delta/targets/snapshot_date=2026-11-23/*.parquet')",
+        root.display()
+    ));
+    assert_eq!(published[0]["n"], manifest["counts"]["targets"], "{published:?}");
+    assert_eq!(published[0]["ids"], 1, "{published:?}");
 }

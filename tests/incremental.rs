@@ -142,3 +142,85 @@ fn a_night_carries_unchanged_targets_rows_and_equals_a_full_recompute() {
     assert_eq!(commerce.len(), 1, "{commerce:?}");
     assert_eq!(commerce[0]["points"], 20);
 }
+
+/// `partnerforge query` of `sql` written to a Parquet file at `out`.
+fn query_to_file(store: &TestStore, sql: &str, out: &std::path::Path) {
+    store.ok(&["query", "--store", &store.store(), "--format", "parquet", "--out", out.to_str().unwrap(), sql]);
+}
+
+#[test]
+fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
+    let store = TestStore::new();
+    // Every night that can carry rows stores them by reference (the default waits for a
+    // book of 100,000 targets), until its own rows pass 90 % of the table.
+    let by_reference = |share: &str| {
+        store.pipeline(|t| {
+            t.replace(
+                "[fetch]",
+                &format!(
+                    "[run]\nscore_slice_rows = 7\nscore_part_rows = 30\ntargets_by_reference_rows = 0\n\
+                     targets_rewrite_share = {share}\n\n[fetch]"
+                ),
+            )
+        })
+    };
+    let pipeline = by_reference("0.9");
+    let night =
+        |date: &str, pipeline: &str| store.ok_both(&["run", "--limit", "120", "--date", date, "--pipeline", pipeline]);
+    night("2026-11-20", &pipeline);
+    let (_, log) = night("2026-11-21", &pipeline);
+    assert!(log.contains("of them by reference"), "{log}");
+    let base = "snapshots/2026-11-20/0001/targets.parquet";
+    let targets_entry = |date: &str| {
+        let m = manifest_of(&store, date, 1);
+        let entry = m["files"].as_array().unwrap().iter().find(|f| f["table"] == "targets").unwrap().clone();
+        (entry, m["counts"].clone())
+    };
+    let (second, counts) = targets_entry("2026-11-21");
+    assert_eq!(second["base"], base, "{second}");
+    let (own, rows) = (second["rows"].as_u64().unwrap(), counts["targets"].as_u64().unwrap());
+    assert!(own > 0 && own < rows, "{own} of {rows} rows stored with the night");
+    let tiers: u64 = counts["tiers"].as_array().unwrap().iter().map(|t| t["targets"].as_u64().unwrap()).sum();
+    assert_eq!(tiers, rows, "every row counted in a tier, the base's too: {counts}");
+
+    // A third night keeps the same base: the rows it stores are every row changed since.
+    night("2026-11-22", &pipeline);
+    let (third, counts) = targets_entry("2026-11-22");
+    assert_eq!(third["base"], base, "{third}");
+    let rows = counts["targets"].as_u64().unwrap();
+    // What `query` reads of it — the lists' native copy and the history — is the whole table.
+    let dir = tempfile::tempdir().unwrap();
+    let (latest, history) = (dir.path().join("latest.parquet"), dir.path().join("history.parquet"));
+    query_to_file(&store, "SELECT * EXCLUDE (listed) FROM targets", &latest);
+    query_to_file(
+        &store,
+        "SELECT * EXCLUDE (account_domain) FROM targets_history WHERE snapshot_id = '2026-11-22'",
+        &history,
+    );
+    let history_rows = store.query("SELECT snapshot_id, count(*) AS n FROM targets_history GROUP BY 1 ORDER BY 1");
+    assert_eq!(history_rows.len(), 3, "{history_rows:?}");
+    assert_eq!(history_rows[2]["n"].as_u64(), Some(rows), "{history_rows:?}");
+    // Equal to the same night computed whole from its raw bodies.
+    store.ok(&["rebuild", "--store", &store.store(), "--snapshot", "2026-11-22"]);
+    let rebuilt = store.path().join("store/snapshots/2026-11-22/0002/targets.parquet");
+    assert_eq!(rows_apart(&store, &latest, &rebuilt), 0, "the table stored by reference equals the rebuilt one");
+    assert_eq!(rows_apart(&store, &history, &rebuilt), 0, "its history rows equal the rebuilt ones");
+    // The comparison can fail: the base's rows are another night's.
+    assert!(rows_apart(&store, &store.path().join("store").join(base), &rebuilt) > 0);
+
+    // A night whose own rows pass the share writes the whole table, the next nights' base.
+    let (_, log) = night("2026-11-23", &by_reference("0.0"));
+    assert!(log.contains("the table is written whole"), "{log}");
+    let (fourth, counts) = targets_entry("2026-11-23");
+    assert!(fourth.get("base").is_none(), "{fourth}");
+    assert_eq!(fourth["rows"], counts["targets"]);
+
+    // gc keeps the date a kept night's targets refer to: keeping two dates keeps 2026-11-22
+    // (stored by reference to 2026-11-20) and 2026-11-20 with it; keeping one keeps the
+    // whole 2026-11-23 alone.
+    let dry = store.ok(&["gc", "--store", &store.store(), "--keep-daily", "2", "--keep-monthly", "0", "--dry-run"]);
+    assert!(dry.contains("would remove snapshot 2026-11-21"), "{dry}");
+    assert!(!dry.contains("would remove snapshot 2026-11-20"), "the base of a kept night stays: {dry}");
+    let dry = store.ok(&["gc", "--store", &store.store(), "--keep-daily", "1", "--keep-monthly", "0", "--dry-run"]);
+    assert!(dry.contains("would remove snapshot 2026-11-20"), "{dry}");
+}

@@ -200,11 +200,26 @@ pub struct RunSettings {
     /// Domains whose changes are tracked together: the tables are split by domain
     /// range once, and each range is tracked and diffed alone.
     pub change_slice_rows: usize,
+    /// A book of at least this many targets stores a night's targets table by
+    /// reference: the rows computed since an earlier night's whole table (its base),
+    /// and the base's rows for every other target, carried without being read or
+    /// written again. 0: every night that can carry rows forward.
+    pub targets_by_reference_rows: usize,
+    /// Once the rows a table stored by reference holds pass this share of its rows,
+    /// the night writes the whole table (the base of the nights after it).
+    pub targets_rewrite_share: f64,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { lock_ttl_minutes: 15, score_slice_rows: 10_000, score_part_rows: 250_000, change_slice_rows: 25_000 }
+        Self {
+            lock_ttl_minutes: 15,
+            score_slice_rows: 10_000,
+            score_part_rows: 250_000,
+            change_slice_rows: 25_000,
+            targets_by_reference_rows: 100_000,
+            targets_rewrite_share: 0.1,
+        }
     }
 }
 

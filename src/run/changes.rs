@@ -222,10 +222,16 @@ pub(crate) async fn commit_changes(
         let wanted: std::collections::BTreeSet<&str> = events.iter().map(|e| e.domain.as_str()).collect();
         // The new targets first; a domain that left them keeps its last known place.
         if let Some(bytes) = &targets {
-            read_accounts(bytes, &wanted, &mut accounts)?;
+            read_accounts(
+                &transform::read_parquet(bytes.clone(), &ACCOUNT_COLUMNS)?.collect()?,
+                &wanted,
+                &mut accounts,
+            )?;
         }
-        if let Some(entry) = previous.as_ref().and_then(|m| m.file("targets")) {
-            read_accounts(&store.get(&entry.path).await?, &wanted, &mut accounts)?;
+        if let Some(previous) = previous.as_ref()
+            && let Some(df) = super::commit::stored_targets(store, previous, &ACCOUNT_COLUMNS).await?
+        {
+            read_accounts(&df, &wanted, &mut accounts)?;
         }
         let alerts = transform::alerts::match_alerts(alert_rules, &events, &accounts);
         matched = alerts.len() as u64;
@@ -248,7 +254,7 @@ async fn stored_local(
     let rows = writer.rows as u64;
     writer.finish()?;
     let bytes = store.put_file(path, local).await?;
-    Ok(FileEntry { table: table.into(), path: path.to_string(), bytes, rows, schema: None })
+    Ok(FileEntry { table: table.into(), path: path.to_string(), bytes, rows, schema: None, base: None })
 }
 
 /// The previous state's rows of renamed domains, under their new names.
@@ -346,12 +352,14 @@ fn renamed_events(renames: &BTreeMap<String, String>, from_snapshot: &str, to_sn
 
 /// Country, vertical and score of the `wanted` domains of a targets table, for
 /// those not in `accounts` yet.
+/// What the alerts know of an account, from the targets table.
+const ACCOUNT_COLUMNS: [&str; 4] = ["domain", "country", "vertical", "icp_score"];
+
 fn read_accounts(
-    bytes: &bytes::Bytes,
+    df: &polars::prelude::DataFrame,
     wanted: &std::collections::BTreeSet<&str>,
     accounts: &mut BTreeMap<String, Account>,
 ) -> anyhow::Result<()> {
-    let df = transform::read_parquet(bytes.clone(), &["domain", "country", "vertical", "icp_score"])?.collect()?;
     let text = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
         Ok(df.column(name)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
     };
@@ -588,8 +596,8 @@ pub async fn diff(
             let ranges = match (&only, to.file("targets")) {
                 (Some(range), _) => vec![range.clone()],
                 // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
-                (None, Some(entry)) => {
-                    let df = transform::read_parquet(store.get(&entry.path).await?, &["domain"])?.collect()?;
+                (None, Some(_)) => {
+                    let df = super::commit::stored_targets(store, to, &["domain"]).await?.unwrap_or_default();
                     let domains: Vec<&str> = df.column("domain")?.str()?.iter().flatten().collect();
                     DomainRange::split(domains.into_iter(), slice_rows)
                 }

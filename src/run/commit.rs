@@ -43,7 +43,7 @@ async fn put_staged(store: &Store, folder: &str, table: &str, staged: &StagedTab
     let path = format!("{folder}/{table}.parquet");
     let bytes = store.put_file(&path, &staged.path).await?;
     let schema = Some(staged.schema.clone());
-    Ok(FileEntry { table: table.to_string(), path, bytes, rows: staged.rows as u64, schema })
+    Ok(FileEntry { table: table.to_string(), path, bytes, rows: staged.rows as u64, schema, base: None })
 }
 
 /// Logs (at debug level) that a commit step is done, with the resident memory then.
@@ -128,14 +128,51 @@ pub(crate) struct Draft {
 }
 
 /// The stored targets and their inputs of `from`, when it has both (a snapshot an
-/// earlier build wrote has no `target_inputs`: every row is computed then).
-async fn reuse_from(store: &Store, from: &Manifest, date: &str) -> anyhow::Result<Option<transform::Reuse>> {
+/// earlier build wrote has no `target_inputs`: every row is computed then), and the path
+/// of the whole targets file a table carried by reference from them refers to.
+async fn reuse_from(
+    store: &Store,
+    from: &Manifest,
+    date: &str,
+    by_reference: bool,
+) -> anyhow::Result<Option<(transform::Reuse, String)>> {
     let (Some(targets), Some(inputs)) = (from.file("targets"), from.file("target_inputs")) else { return Ok(None) };
-    Ok(Some(transform::Reuse {
+    let base = match &targets.base {
+        Some(path) => Some(store.get(path).await?),
+        None => None,
+    };
+    let reuse = transform::Reuse {
         targets: store.get(&targets.path).await?,
+        base,
         inputs: store.get(&inputs.path).await?,
         same_day: from.date == date,
-    }))
+        by_reference,
+    };
+    Ok(Some((reuse, targets.base.clone().unwrap_or_else(|| targets.path.clone()))))
+}
+
+/// The named columns (`domain` among them) of a committed snapshot's targets table, whole
+/// or stored by reference, in domain order (`None`: it has no targets table).
+pub(crate) async fn stored_targets(
+    store: &Store,
+    manifest: &Manifest,
+    columns: &[&str],
+) -> anyhow::Result<Option<polars::prelude::DataFrame>> {
+    let Some(entry) = manifest.file("targets") else { return Ok(None) };
+    let own = store.get(&entry.path).await?;
+    let all = transform::changes::DomainRange::all();
+    let frame = match (&entry.base, manifest.file("target_inputs")) {
+        (Some(base), Some(inputs)) => {
+            let (base, inputs) = (store.get(base).await?, store.get(&inputs.path).await?);
+            let base = transform::Base { targets: &base, inputs: &inputs };
+            transform::read_targets(&own, Some(base), columns, &manifest.snapshot_id, &all)
+        }
+        (Some(base), None) => {
+            anyhow::bail!("{}: its targets refer to {base}, but it has no target_inputs table", entry.path)
+        }
+        (None, _) => transform::read_targets(&own, None, columns, &manifest.snapshot_id, &all),
+    };
+    Ok(Some(frame.with_context(|| format!("reading the targets table {}", entry.path))?))
 }
 
 /// Writes the tables into a generation folder claimed for this commit, assembles
@@ -245,20 +282,22 @@ pub(crate) async fn commit(
     let model = &pipeline.model;
     let mut tiers: Vec<TierCount> =
         model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
-    let reuse = match &draft.reuse_from {
-        Some(from) => reuse_from(store, from, date).await?,
-        None => None,
+    let run = &pipeline.pipeline.run;
+    let by_reference = book_rows.len() >= run.targets_by_reference_rows;
+    let (reuse, base_path) = match &draft.reuse_from {
+        Some(from) => reuse_from(store, from, date, by_reference).await?.unzip(),
+        None => (None, None),
     };
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let scratch = |table: &str| {
         std::env::temp_dir().join(format!("partnerforge-{table}-{}-{nanos:x}.parquet", std::process::id()))
     };
     let (local, local_inputs) = (scratch("targets"), scratch("target-inputs"));
-    let (written, reused) = {
+    let (written, reused, referenced) = {
         let mut writer = transform::SliceWriter::new(&local);
         let mut inputs_writer = transform::SliceWriter::new(&local_inputs);
         let mut counted: anyhow::Result<()> = Ok(());
-        let mut reused = 0;
+        let (mut reused, mut referenced) = (0, 0);
         let signals = pipeline.signals.as_ref();
         let assembled = transform::assemble_in_slices(
             book_rows,
@@ -273,6 +312,7 @@ pub(crate) async fn commit(
                     counted = count_tiers(&mut tiers, &slice.targets);
                 }
                 reused += slice.reused;
+                referenced += slice.referenced;
                 writer.write(&slice.targets)?;
                 inputs_writer.write(&slice.inputs)
             },
@@ -289,20 +329,58 @@ pub(crate) async fn commit(
             let _ = std::fs::remove_file(&local_inputs);
             let _ = std::fs::remove_file(&local);
         }
-        (finished?, reused)
+        (finished?, reused, referenced)
     };
     step("targets scored");
-    // The previous targets are not needed past the scoring: change tracking runs without them.
-    let reusing = reuse.is_some();
-    drop(reuse);
-    if reusing {
+    let rows = written + referenced;
+    if reuse.is_some() {
         tracing::info!(
-            computed = written - reused,
+            computed = rows - reused,
             carried = reused,
-            "targets: {} rows computed, {reused} carried forward unchanged (same inputs)",
-            written - reused
+            by_reference = referenced,
+            "targets: {} rows computed, {reused} carried forward unchanged (same inputs), {referenced} of them by reference",
+            rows - reused
         );
     }
+    // A table carried by reference keeps its base (the previous table's base, or the
+    // previous table when that was whole) until its own rows pass the share; then, and on
+    // every night that carries nothing by reference, the table is written whole.
+    let mut base = match (reuse, base_path) {
+        (Some(reuse), Some(path)) if referenced > 0 => Some((path, reuse.base.unwrap_or(reuse.targets))),
+        _ => None,
+    };
+    if let Some((path, bytes)) = base.as_ref().filter(|_| written as f64 > run.targets_rewrite_share * rows as f64) {
+        let rewritten = (|| -> anyhow::Result<()> {
+            let own = Bytes::from(std::fs::read(&local)?);
+            let inputs = Bytes::from(std::fs::read(&local_inputs)?);
+            let whole = scratch("targets-whole");
+            let mut writer = transform::SliceWriter::new(&whole);
+            let base = transform::Base { targets: bytes, inputs: &inputs };
+            let done = transform::write_whole(&own, base, date, run.score_slice_rows, &mut writer)
+                .and_then(|n| writer.finish().map(|()| n));
+            let n = match done {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&whole);
+                    return Err(e.into());
+                }
+            };
+            anyhow::ensure!(n == rows, "writing the targets whole from {path}: {n} rows, {rows} expected");
+            std::fs::rename(&whole, &local)?;
+            Ok(())
+        })();
+        if let Err(e) = rewritten {
+            let _ = std::fs::remove_file(&local_inputs);
+            let _ = std::fs::remove_file(&local);
+            return Err(e.context("writing the targets table whole"));
+        }
+        tracing::info!(
+            "targets: {written} of {rows} rows changed since {path} (more than {:.0} %): the table is written whole",
+            run.targets_rewrite_share * 100.0
+        );
+        base = None;
+    }
+    let written = if base.is_some() { written } else { rows };
     let inputs_path = format!("{folder}/target_inputs.parquet");
     let stored = store.put_file(&inputs_path, &local_inputs).await;
     let _ = std::fs::remove_file(&local_inputs);
@@ -313,17 +391,46 @@ pub(crate) async fn commit(
     let path = format!("{folder}/targets.parquet");
     // Read before it is stored: a local store moves the file into place.
     let targets = std::fs::read(&local);
+    let inputs = match &base {
+        Some(_) => Some(store.get(&inputs_path).await?),
+        None => None,
+    };
     let stored = store.put_file(&path, &local).await;
     let _ = std::fs::remove_file(&local);
     let size = stored?;
-    files.push(FileEntry { table: "targets".into(), path, bytes: size, rows: written as u64, schema: None });
+    let base_path = base.as_ref().map(|(path, _)| path.clone());
+    files.push(FileEntry {
+        table: "targets".into(),
+        path,
+        bytes: size,
+        rows: written as u64,
+        schema: None,
+        base: base_path,
+    });
     files.push(FileEntry {
         table: "target_inputs".into(),
         path: inputs_path,
         bytes: inputs_size,
-        rows: written as u64,
+        rows: rows as u64,
         schema: None,
+        base: None,
     });
+    // A table stored by reference: what change tracking reads of it, and its tiers, from
+    // its own rows and its base's.
+    let targets = match (targets, &base, &inputs) {
+        (Ok(own), Some((_, base)), Some(inputs)) => {
+            let base = transform::Base { targets: base, inputs };
+            let all = transform::changes::DomainRange::all();
+            let mut table =
+                transform::read_targets(&Bytes::from(own), Some(base), &transform::TRACKED_TARGET_COLUMNS, date, &all)
+                    .context("reading the targets table by reference")?;
+            tiers.iter_mut().for_each(|t| t.targets = 0);
+            count_tiers(&mut tiers, &table)?;
+            Ok(transform::to_parquet(&mut table)?.to_vec())
+        }
+        (targets, _, _) => targets,
+    };
+    drop(base);
     let mut change_counts = BTreeMap::new();
     let mut alerts_matched = 0;
     if pipeline.changes.is_some() {
@@ -359,7 +466,7 @@ pub(crate) async fn commit(
         spend_recorded: true,
         files,
         counts: Counts {
-            targets: written as u64,
+            targets: rows as u64,
             tiers,
             changes: change_counts,
             alerts: alerts_matched,

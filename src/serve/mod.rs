@@ -12,6 +12,7 @@ pub mod native;
 pub mod output;
 pub mod params;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use duckdb::Connection;
@@ -272,6 +273,19 @@ fn path_list(paths: &[PathBuf]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A targets table stored by reference (see `FileEntry::base`) as a relation: its own
+/// rows, and its base's rows of the other domains its inputs list, as of its snapshot.
+fn by_reference_relation(own: &Path, base: &Path, inputs: &Path, snapshot_id: &str) -> String {
+    let file = |p: &Path| format!("read_parquet({})", quote_literal(&p.to_string_lossy()));
+    let (own, base, inputs) = (file(own), file(base), file(inputs));
+    format!(
+        "(SELECT * REPLACE ({} AS snapshot_id) FROM {base} \
+         WHERE domain IN (SELECT domain FROM {inputs}) AND domain NOT IN (SELECT domain FROM {own}) \
+         UNION ALL BY NAME SELECT * FROM {own})",
+        quote_literal(snapshot_id)
+    )
+}
+
 /// The tables read across snapshots: `targets_history`, `changes`, `alerts` over each
 /// date's current generation, `api_calls` over every generation that made calls.
 const HISTORY_TABLES: [&str; 4] = ["targets", "api_calls", "changes", "alerts"];
@@ -296,6 +310,8 @@ impl Warehouse {
         };
         let current = |m: &Manifest| snapshots.iter().any(|s| s.date == m.date && s.generation == m.generation);
         let mut history: Vec<(String, PathBuf)> = Vec::new();
+        // Targets tables stored by reference, as relations (per snapshot).
+        let mut referenced: BTreeMap<(String, u32), String> = BTreeMap::new();
         let mut latest_files = Vec::new();
         for manifest in &generations {
             let tables: Vec<&str> = if current(manifest) {
@@ -308,6 +324,12 @@ impl Warehouse {
             let tables: Vec<&str> =
                 tables.into_iter().filter(|t| *t != "api_calls" || manifest.rebuilt_from.is_none()).collect();
             let is_latest = manifest.date == latest.date && manifest.generation == latest.generation;
+            let by_reference =
+                manifest.file("targets").is_some_and(|e| e.base.is_some()) && tables.contains(&"targets");
+            let mut tables = tables;
+            if by_reference {
+                tables.push("target_inputs");
+            }
             let wanted = if is_latest { None } else { Some(tables.as_slice()) };
             // Absolute paths: a warehouse file's views must resolve from wherever it is opened.
             let files: Vec<(crate::store::FileEntry, PathBuf)> = store
@@ -319,8 +341,20 @@ impl Warehouse {
                     Ok((entry, absolute))
                 })
                 .collect::<Result<_, ServeError>>()?;
+            let local = |table: &str| files.iter().find(|(e, _)| e.table == table);
+            if let (Some((entry, own)), Some((_, inputs))) = (local("targets"), local("target_inputs"))
+                && let Some(base) = entry.base.as_deref().filter(|_| by_reference)
+            {
+                let base = store.local_base(manifest, base, cache_dir).await?;
+                let base = std::fs::canonicalize(&base).map_err(|source| ServeError::Io { path: base, source })?;
+                referenced.insert(
+                    (manifest.date.clone(), manifest.generation),
+                    by_reference_relation(own, &base, inputs, &manifest.snapshot_id),
+                );
+            }
             for (entry, path) in &files {
-                if tables.contains(&entry.table.as_str()) {
+                let stored_by_reference = entry.table == "targets" && by_reference;
+                if tables.contains(&entry.table.as_str()) && entry.table != "target_inputs" && !stored_by_reference {
                     history.push((entry.table.clone(), path.clone()));
                 }
             }
@@ -359,6 +393,14 @@ impl Warehouse {
         for view in HISTORY_TABLES {
             let all: Vec<PathBuf> = history.iter().filter(|(t, _)| t == view).map(|(_, p)| p.clone()).collect();
             let files = match (all.is_empty(), empty_view_columns(view)) {
+                // The targets of the snapshots stored by reference join the whole files'.
+                _ if view == "targets" && !referenced.is_empty() => {
+                    let whole = (!all.is_empty())
+                        .then(|| format!("SELECT * FROM read_parquet({}, union_by_name = true)", path_list(&all)));
+                    let relations: Vec<String> =
+                        whole.into_iter().chain(referenced.values().map(|r| format!("SELECT * FROM {r}"))).collect();
+                    format!("({})", relations.join(" UNION ALL BY NAME "))
+                }
                 (false, _) => format!("read_parquet({}, union_by_name = true)", path_list(&all)),
                 // Snapshots from before change tracking (or without alert rules): an empty view
                 // with the table's columns, so queries and exports over it still run.
@@ -381,15 +423,19 @@ impl Warehouse {
         }
         for (entry, path) in &latest_files {
             if entry.table == "targets" {
-                // The lists read a native copy in their order; the Parquet file if none can be made.
-                match native::copy_for(store.url(), &latest, entry, path, cache_dir) {
+                let from = match referenced.get(&(latest.date.clone(), latest.generation)) {
+                    Some(relation) => relation.clone(),
+                    None => native::parquet_relation(path),
+                };
+                // The lists read a native copy in their order; the Parquet files if none can be made.
+                match native::copy_for(store.url(), &latest, entry, &from, cache_dir) {
                     Ok(copy) => sql.push_str(&native::attach(&copy)),
                     Err(e) => {
                         tracing::warn!(
                             "targets: no native copy in {} ({e}); reading the Parquet file",
                             cache_dir.display()
                         );
-                        sql.push_str(&native::parquet_view(&conn, path)?);
+                        sql.push_str(&native::parquet_view(&conn, &from)?);
                     }
                 }
             } else if MODULE_TABLES.contains(&entry.table.as_str()) {

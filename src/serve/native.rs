@@ -48,21 +48,27 @@ fn listed(conn: &Connection, from: &str) -> Result<String, ServeError> {
     })
 }
 
-/// The select of the targets rows with `listed`, from a Parquet file, in the lists' order.
-fn targets_select(conn: &Connection, parquet: &Path) -> Result<String, ServeError> {
-    let from = format!("read_parquet({})", quote_literal(&parquet.to_string_lossy()));
-    Ok(format!("SELECT *, ({}) AS listed FROM {from} ORDER BY {LIST_ORDER}", listed(conn, &from)?))
+/// A targets table stored in one Parquet file, as a relation.
+pub fn parquet_relation(parquet: &Path) -> String {
+    format!("read_parquet({})", quote_literal(&parquet.to_string_lossy()))
 }
 
-/// The view over the Parquet file itself, with the copy's columns, when no copy can be made.
-pub fn parquet_view(conn: &Connection, parquet: &Path) -> Result<String, ServeError> {
-    Ok(format!("CREATE VIEW targets AS {};\n", targets_select(conn, parquet)?))
+/// The select of the targets rows with `listed`, from a relation (a Parquet file, or a
+/// table stored by reference), in the lists' order.
+fn targets_select(conn: &Connection, from: &str) -> Result<String, ServeError> {
+    Ok(format!("SELECT *, ({}) AS listed FROM {from} ORDER BY {LIST_ORDER}", listed(conn, from)?))
 }
 
-/// Writes the copy of a targets Parquet file into a new DuckDB file at `out` (table `targets`).
-pub fn build(parquet: &Path, out: &Path) -> Result<(), ServeError> {
+/// The view over the stored files themselves, with the copy's columns, when no copy can be made.
+pub fn parquet_view(conn: &Connection, from: &str) -> Result<String, ServeError> {
+    Ok(format!("CREATE VIEW targets AS {};\n", targets_select(conn, from)?))
+}
+
+/// Writes the copy of a targets table (a relation over its Parquet files) into a new
+/// DuckDB file at `out` (table `targets`).
+pub fn build(from: &str, out: &Path) -> Result<(), ServeError> {
     let conn = Connection::open(out).map_err(sql_error)?;
-    let select = targets_select(&conn, parquet)?;
+    let select = targets_select(&conn, from)?;
     // Sorting a million rows with their lists held 3.4 GB unbounded; DuckDB spills past its limit.
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; SET memory_limit = '{BUILD_MEMORY}'; CREATE TABLE targets AS {select}; CHECKPOINT;"
@@ -79,13 +85,13 @@ pub fn attach(copy: &Path) -> String {
     )
 }
 
-/// The copy of a snapshot's targets (`entry`, on this machine at `parquet`) in
-/// `cache_dir/serving/<store>/`, built when it is not there yet.
+/// The copy of a snapshot's targets (`entry`, read on this machine through the relation
+/// `from`) in `cache_dir/serving/<store>/`, built when it is not there yet.
 pub fn copy_for(
     store_url: &str,
     manifest: &Manifest,
     entry: &FileEntry,
-    parquet: &Path,
+    from: &str,
     cache_dir: &Path,
 ) -> Result<PathBuf, ServeError> {
     use sha2::Digest as _;
@@ -103,7 +109,7 @@ pub fn copy_for(
     std::fs::create_dir_all(&folder).map_err(io(&folder))?;
     let partial = folder.join(format!("{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_file(&partial);
-    let built = build(parquet, &partial);
+    let built = build(from, &partial);
     if let Err(e) = built {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
@@ -149,7 +155,7 @@ mod tests {
             ))
             .unwrap();
         let copy = dir.path().join("targets.duckdb");
-        build(&parquet, &copy).unwrap();
+        build(&parquet_relation(&parquet), &copy).unwrap();
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(&attach(&copy)).unwrap();
         let rows = |sql: &str| -> Vec<(String, bool)> {

@@ -153,8 +153,14 @@ async fn publish_table(
             let fields = file_schema(store, table, &entry.path, entry.bytes).await?;
             merge_schema(&mut schema, fields);
             let path = format!("{PARTITION}={}/g{:04}.parquet", manifest.date, manifest.generation);
-            store.copy(&entry.path, &format!("{ROOT}/{table}/{path}")).await?;
-            added.push((entry.path.clone(), DataFile { path, date: manifest.date.clone(), size: entry.bytes }));
+            let size = match entry.base.as_deref() {
+                Some(base) => whole_targets(store, manifest, entry, base, &format!("{ROOT}/{table}/{path}")).await?,
+                None => {
+                    store.copy(&entry.path, &format!("{ROOT}/{table}/{path}")).await?;
+                    entry.bytes
+                }
+            };
+            added.push((entry.path.clone(), DataFile { path, date: manifest.date.clone(), size }));
         }
         if added.is_empty() && removed.is_empty() && previous.is_some() {
             return Ok(None);
@@ -229,6 +235,48 @@ async fn publish_table(
         message: "other publishers kept writing the next version; try again".into(),
     })
 }
+
+/// A targets table stored by reference, written whole to `dest` (its rows and its base's;
+/// `transform::write_whole`): a version lists whole files. (Deletion vectors on the base
+/// file would spare the write, but Python's `deltalake` 1.6 refuses a table with them in
+/// `to_pyarrow_table` and `to_pandas`.) Returns the file's size.
+async fn whole_targets(
+    store: &Store,
+    manifest: &Manifest,
+    entry: &super::FileEntry,
+    base: &str,
+    dest: &str,
+) -> Result<u64, DeltaError> {
+    let bad =
+        |message: String| DeltaError::Table { table: "targets".into(), message: format!("{}: {message}", entry.path) };
+    let Some(inputs) = manifest.file("target_inputs") else {
+        return Err(bad(format!("stored by reference to {base}, but the snapshot has no target_inputs")));
+    };
+    let (own, base_bytes, inputs) =
+        (store.get(&entry.path).await?, store.get(base).await?, store.get(&inputs.path).await?);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let local =
+        std::env::temp_dir().join(format!("partnerforge-delta-targets-{}-{nanos:x}.parquet", std::process::id()));
+    let mut writer = crate::transform::SliceWriter::new(&local);
+    let written = crate::transform::write_whole(
+        &own,
+        crate::transform::Base { targets: &base_bytes, inputs: &inputs },
+        &manifest.snapshot_id,
+        WHOLE_ROW_GROUP,
+        &mut writer,
+    )
+    .and_then(|rows| writer.finish().map(|()| rows));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&local);
+        return Err(bad(format!("writing it whole with {base}: {e}")));
+    }
+    let size = store.put_file(dest, &local).await;
+    let _ = std::fs::remove_file(&local);
+    Ok(size?)
+}
+
+/// The rows of a row group of a targets table written whole (the scoring's slice).
+const WHOLE_ROW_GROUP: usize = 10_000;
 
 /// A stable id for a table of this store.
 fn table_id(store: &Store, table: &str) -> String {

@@ -5,7 +5,8 @@
 //! loses every generation. Removal takes the manifest first, then the files, so
 //! a reader never sees a snapshot with files missing. Folders under `snapshots/`
 //! that never got a manifest (a run that died before its commit) are removed
-//! once older than `stale_after`.
+//! once older than `stale_after`. A date whose targets file is the base of a kept
+//! snapshot's targets (stored by reference) is kept with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -63,7 +64,14 @@ impl Store {
         }
         let all: Vec<Manifest> = self.all_generations().await?;
         let dates: Vec<String> = all.iter().map(|m| m.date.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let keep = dates_to_keep(&dates, retention);
+        let mut keep = dates_to_keep(&dates, retention);
+        // A kept snapshot whose targets are stored by reference keeps the date of its base.
+        let bases: BTreeSet<String> = all
+            .iter()
+            .filter(|m| keep.contains(&m.date))
+            .filter_map(|m| m.file("targets")?.base.as_deref()?.split('/').nth(1).map(str::to_string))
+            .collect();
+        keep.extend(bases);
         let mut plan = GcPlan { kept: keep.iter().cloned().collect(), ..Default::default() };
         let committed: BTreeSet<String> = all.iter().map(|m| m.folder()).collect();
         for date in dates.iter().filter(|d| !keep.contains(*d)) {

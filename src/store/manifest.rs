@@ -89,6 +89,12 @@ pub struct FileEntry {
     /// lets the next run know whether it can carry rows forward without reading the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// A targets table stored by reference: the whole targets file (an earlier
+    /// snapshot's) that holds its other rows. The table is this file's rows and the
+    /// base's rows of the domains the snapshot's `target_inputs` lists and this file
+    /// does not, their `snapshot_id` this snapshot's ([`crate::transform::read_targets`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

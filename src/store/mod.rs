@@ -303,7 +303,7 @@ impl Store {
         let path = format!("{folder}/{table}.parquet");
         let size = bytes.len() as u64;
         self.put(&path, bytes).await?;
-        Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64, schema: None })
+        Ok(FileEntry { table: table.to_string(), path, bytes: size, rows: rows as u64, schema: None, base: None })
     }
 
     /// Copies an object within the store (a hard link on a local store, a server-side
@@ -411,6 +411,33 @@ impl Store {
             std::fs::write(&local, &bytes).map_err(|source| StoreError::Cache { path: local.clone(), source })?;
         }
         Ok(local)
+    }
+
+    /// This machine's copy of the whole targets file a table stored by reference names as
+    /// its base (another snapshot's; see [`FileEntry::base`]), checked to be one.
+    pub async fn local_base(&self, manifest: &Manifest, base: &str, cache_dir: &Path) -> Result<PathBuf, StoreError> {
+        let parts: Vec<&str> = base.split('/').collect();
+        let valid = parts.len() == 4
+            && parts[0] == "snapshots"
+            && parts[3] == "targets.parquet"
+            && !parts.iter().any(|p| p.is_empty() || *p == ".." || p.contains(['*', '?', '[', '\\']));
+        if !valid {
+            return Err(StoreError::BadManifest {
+                url: self.url.clone(),
+                path: format!("{}/{MANIFEST_FILE}", manifest.folder()),
+                message: format!("the targets' base {base:?} is not a snapshot's targets file"),
+            });
+        }
+        if let Some(root) = &self.local_root
+            && !root.join(base).is_file()
+        {
+            return Err(StoreError::MissingFile {
+                url: self.url.clone(),
+                snapshot: manifest.snapshot_id.clone(),
+                path: base.to_string(),
+            });
+        }
+        self.local_object(base, cache_dir).await
     }
 
     pub async fn local_files(

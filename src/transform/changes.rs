@@ -166,6 +166,15 @@ pub(crate) fn read_range(bytes: &Bytes, columns: &[&str], range: &DomainRange) -
     Ok(range.filter(frame))
 }
 
+/// The schema of a Parquet file's table (from its footer).
+pub(crate) fn read_range_schema(bytes: &Bytes) -> PolarsResult<SchemaRef> {
+    let buffer = polars_buffer::Buffer::from_owner(bytes.clone());
+    let sources = ScanSources::Buffers(std::sync::Arc::from([buffer]));
+    let mut args = ScanArgsParquet::default();
+    args.hive_options.enabled = Some(false);
+    LazyFrame::scan_parquet_sources(sources, args)?.collect_schema()
+}
+
 fn null_text() -> Expr {
     lit(NULL).cast(DataType::String)
 }

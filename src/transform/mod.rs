@@ -440,21 +440,97 @@ fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
 }
 
 /// A scored slice of the targets table: its rows, each row's inputs (`target_inputs`:
-/// domain, `input_hash`, `dated`), and how many rows were carried forward unchanged.
+/// domain, `input_hash`, `dated`), how many rows were carried forward unchanged, and how
+/// many of those are carried by reference (in `inputs`, not in `targets`).
 pub struct ScoredSlice {
     pub targets: DataFrame,
     pub inputs: DataFrame,
     pub reused: usize,
+    pub referenced: usize,
 }
 
 /// What a commit may carry forward from an earlier snapshot instead of computing again:
 /// its `targets` and `target_inputs` files.
 pub struct Reuse {
+    /// The stored targets file: the whole table, or, with `base`, the rows stored with
+    /// that snapshot (its table is those and the base's rows of its other domains).
     pub targets: Bytes,
+    /// The base of a table stored by reference (see [`by_reference`]).
+    pub base: Option<Bytes>,
     pub inputs: Bytes,
     /// Whether it is of this snapshot's date. A row whose values depend on the date
     /// (`dated`: a conflict weighed by the age of its claims) is reusable only then.
     pub same_day: bool,
+    /// Whether this table is stored by reference: a carried row that is a row of the
+    /// base (the stored table's base, or the stored table itself when it is whole) is
+    /// left out of the slices' rows and counted in `referenced`; the others are copied.
+    pub by_reference: bool,
+}
+
+/// A targets table stored by reference: the base file (an earlier snapshot's whole
+/// table) and this snapshot's `target_inputs` (every domain of its table).
+#[derive(Clone, Copy)]
+pub struct Base<'a> {
+    pub targets: &'a Bytes,
+    pub inputs: &'a Bytes,
+}
+
+/// The columns of the targets table change tracking and the alerts read.
+pub const TRACKED_TARGET_COLUMNS: [&str; 8] =
+    ["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched", "country", "vertical", "icp_score"];
+
+/// The named columns (`domain` among them) of a stored targets table's rows in `range`, in
+/// domain order (timestamps without a zone, as [`SliceWriter`] takes them): `own`'s rows for a whole table; with a [`Base`], also the base's rows of
+/// the domains the inputs list and `own` does not, their `snapshot_id` set to this one's.
+pub fn read_targets(
+    own: &Bytes,
+    base: Option<Base>,
+    columns: &[&str],
+    snapshot_id: &str,
+    range: &changes::DomainRange,
+) -> PolarsResult<DataFrame> {
+    let own_rows = changes::read_range(own, columns, range)?;
+    let Some(base) = base else {
+        return zoneless(own_rows.sort(["domain"], SortMultipleOptions::default()).collect()?);
+    };
+    let domains = |bytes: &Bytes| changes::read_range(bytes, &["domain"], range);
+    let on = || ([col("domain")], [col("domain")]);
+    let (l, r) = on();
+    let (l2, r2) = on();
+    let mut kept = changes::read_range(base.targets, columns, range)?
+        .join(domains(base.inputs)?, l, r, JoinArgs::new(JoinType::Semi))
+        .join(domains(own)?, l2, r2, JoinArgs::new(JoinType::Anti));
+    if columns.contains(&"snapshot_id") {
+        kept = kept.with_column(lit(snapshot_id.to_string()).alias("snapshot_id"));
+    }
+    merge_by_domain(&zoneless(kept.collect()?)?, &zoneless(own_rows.collect()?)?)
+}
+
+/// Writes a targets table stored by reference whole, `range_rows` domains at a time (a
+/// row group each): every column of `own`, in domain order. Returns the rows written.
+pub fn write_whole(
+    own: &Bytes,
+    base: Base,
+    snapshot_id: &str,
+    range_rows: usize,
+    writer: &mut SliceWriter,
+) -> PolarsResult<usize> {
+    let names: Vec<String> = changes::read_range_schema(own)?.iter_names().map(|n| n.to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let inputs =
+        read_parquet(base.inputs.clone(), &["domain"])?.sort(["domain"], SortMultipleOptions::default()).collect()?;
+    let domains: Vec<&str> = inputs.column("domain")?.str()?.iter().flatten().collect();
+    let ranges = changes::DomainRange::split(domains.into_iter(), range_rows.max(1));
+    let mut rows = 0;
+    for range in &ranges {
+        let slice = read_targets(own, Some(base), &names, snapshot_id, range)?;
+        // An empty range still gives the file its columns.
+        if slice.height() > 0 || rows == 0 {
+            writer.write(&slice)?;
+        }
+        rows += slice.height();
+    }
+    Ok(rows)
 }
 
 /// The seed of every row's `input_hash`: the code that computes a targets row (the
@@ -493,8 +569,8 @@ fn read_between(bytes: &Bytes, columns: &[&str], lo: &str, hi: &str) -> PolarsRe
     Ok(changes::read_range(bytes, columns, &from)?.filter(col("domain").lt_eq(lit(hi.to_string()))))
 }
 
-/// The domains of a slice whose stored row can be carried forward: same input hash, and
-/// not dated unless the stored snapshot is of the same date.
+/// The domains of a slice whose stored row can be carried forward (with their stored
+/// `dated`): same input hash, and not dated unless the stored snapshot is of the same date.
 fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
     let stored = read_between(&reuse.inputs, &["domain", "input_hash", "dated"], lo, hi)?;
     let keys = [col("domain"), col("input_hash")];
@@ -503,8 +579,31 @@ fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResu
         .lazy()
         .join(stored, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
         .filter(col("dated").fill_null(lit(true)).not().or(lit(reuse.same_day)))
-        .select([col("domain")])
+        .select([col("domain"), col("dated")])
         .collect()
+}
+
+/// The rows of `domains` (a frame with a `domain` column) of a Parquet file's range.
+fn rows_of(bytes: &Bytes, names: &[&str], lo: &str, hi: &str, domains: &DataFrame) -> PolarsResult<DataFrame> {
+    read_between(bytes, names, lo, hi)?
+        .join(
+            domains.clone().lazy().select([col("domain")]),
+            [col("domain")],
+            [col("domain")],
+            JoinArgs::new(JoinType::Semi),
+        )
+        .collect()
+}
+
+/// `domains` split by whether a Parquet file's range holds them: (held, not held).
+fn split_by_file(bytes: &Bytes, lo: &str, hi: &str, domains: &DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
+    let held = read_between(bytes, &["domain"], lo, hi)?;
+    let on = || ([col("domain")], [col("domain")]);
+    let (l, r) = on();
+    let inside = domains.clone().lazy().join(held.clone(), l, r, JoinArgs::new(JoinType::Semi)).collect()?;
+    let (l, r) = on();
+    let outside = domains.clone().lazy().join(held, l, r, JoinArgs::new(JoinType::Anti)).collect()?;
+    Ok((inside, outside))
 }
 
 /// Builds and scores the targets table in slices of at most `slice_rows` book
@@ -518,7 +617,8 @@ fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResu
 /// Work grows with change: each row's inputs (the book's fields and every module
 /// value joined for it) are hashed, and with `reuse` a row whose hash equals the one
 /// stored for it is carried forward from the stored targets table (its `snapshot_id`
-/// set to this one); only the others go through conflicts, scoring, signals and case
+/// set to this one) — or, with [`Reuse::by_reference`], left in the base it is a row of
+/// and only counted — and only the others go through conflicts, scoring, signals and case
 /// studies. Without `reuse` every row is computed: the same rows, as `rebuild` and a
 /// test check.
 #[allow(clippy::too_many_arguments)]
@@ -626,21 +726,23 @@ pub fn assemble_in_slices(
             .collect()
     };
     // A slice's scored rows and its inputs' hashes become the slice handed to `emit`.
-    let mut emit = |targets: DataFrame, hashes: DataFrame, reused: usize| -> PolarsResult<()> {
-        let dated =
-            if targets.schema().get("conflicts").is_some() { col("conflicts").is_not_null() } else { lit(false) };
-        let inputs = hashes
-            .lazy()
-            .join(
-                targets.clone().lazy().select([col("domain"), dated.alias("dated")]),
-                [col("domain")],
-                [col("domain")],
-                JoinArgs::new(JoinType::Left),
-            )
-            .sort(["domain"], SortMultipleOptions::default())
-            .collect()?;
-        emit(ScoredSlice { targets, inputs, reused })
-    };
+    // The rows carried by reference keep the `dated` stored for them.
+    let mut emit =
+        |targets: DataFrame, hashes: DataFrame, reused: usize, referenced: Option<DataFrame>| -> PolarsResult<()> {
+            let dated =
+                if targets.schema().get("conflicts").is_some() { col("conflicts").is_not_null() } else { lit(false) };
+            let mut known = targets.clone().lazy().select([col("domain"), dated.alias("dated")]);
+            let by_reference = referenced.as_ref().map_or(0, DataFrame::height);
+            if let Some(referenced) = referenced.filter(|r| r.height() > 0) {
+                known = concat([known, referenced.lazy().select([col("domain"), col("dated")])], UnionArgs::default())?;
+            }
+            let inputs = hashes
+                .lazy()
+                .join(known, [col("domain")], [col("domain")], JoinArgs::new(JoinType::Left))
+                .sort(["domain"], SortMultipleOptions::default())
+                .collect()?;
+            emit(ScoredSlice { targets, inputs, reused, referenced: by_reference })
+        };
     // With a stored snapshot, the rows to compute of several slices are scored together (a
     // night changes a few rows of each slice: scoring them slice by slice cost more in each
     // call's fixed work than in the rows); the slices wait, in order, holding only their
@@ -699,7 +801,7 @@ pub fn assemble_in_slices(
             )?;
             let (Some(reuse), Some((lo, hi))) = (reuse, &range) else {
                 let targets = score(joined)?;
-                emit(targets, hashes, 0)?;
+                emit(targets, hashes, 0, None)?;
                 continue;
             };
             let same = reusable(reuse, &hashes, lo, hi)?;
@@ -760,8 +862,9 @@ fn score_fresh(
 }
 
 /// A waiting slice's rows: its stored rows carried forward and its computed rows, in
-/// domain order, handed to `emit`. Stored rows that cannot be carried after all (missing,
-/// or of another schema) have the whole slice computed again.
+/// domain order, handed to `emit` (with [`Reuse::by_reference`], the rows of the base
+/// are named, not read). Stored rows that cannot be carried after all (missing, or of
+/// another schema) have the whole slice computed again.
 #[allow(clippy::too_many_arguments)]
 fn carry(
     waiting: Pending<'_, '_, '_>,
@@ -771,7 +874,7 @@ fn carry(
     snapshot_id: &str,
     join: &impl Fn(&[&BookRow], &Option<(String, String)>) -> PolarsResult<DataFrame>,
     score: &mut impl FnMut(DataFrame) -> PolarsResult<DataFrame>,
-    emit: &mut impl FnMut(DataFrame, DataFrame, usize) -> PolarsResult<()>,
+    emit: &mut impl FnMut(DataFrame, DataFrame, usize, Option<DataFrame>) -> PolarsResult<()>,
 ) -> PolarsResult<()> {
     let Pending { slice, lo, hi, hashes, same } = waiting;
     let computed = if scored.height() > 0 { domain_range(scored, &lo, &hi)? } else { scored.clone() };
@@ -779,23 +882,45 @@ fn carry(
         // Nothing carried: the computed rows are the slice (an empty slice is still scored,
         // so that its frame has the table's columns).
         let targets = if computed.width() == 0 { score(join(slice, &Some((lo, hi)))?)? } else { computed };
-        return emit(targets, hashes, 0);
+        return emit(targets, hashes, 0, None);
     }
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let carried = read_between(&reuse.targets, &names, &lo, &hi)?
-        .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Semi))
-        .with_column(lit(snapshot_id.to_string()).alias("snapshot_id"))
-        .collect()?;
+    // The carried rows copied (read from the stored files) and those carried by reference.
+    let (copied, referenced) = match (&reuse.base, reuse.by_reference) {
+        // The stored table is whole and is this one's base: every carried row is one of its rows.
+        (None, true) => (None, Some(same.clone())),
+        (None, false) => (Some(rows_of(&reuse.targets, &names, &lo, &hi, &same)?), None),
+        (Some(base), by_reference) => {
+            // Stored by reference: the snapshot's own rows, and its base's for the rest.
+            let (own, from_base) = split_by_file(&reuse.targets, &lo, &hi, &same)?;
+            let own = rows_of(&reuse.targets, &names, &lo, &hi, &own)?;
+            match by_reference {
+                true => (Some(own), Some(from_base)),
+                false => {
+                    let from_base = rows_of(base, &names, &lo, &hi, &from_base)?;
+                    (Some(merge_by_domain(&zoneless(own)?, &zoneless(from_base)?)?), None)
+                }
+            }
+        }
+    };
+    let expected = same.height() - referenced.as_ref().map_or(0, DataFrame::height);
+    let carried = match copied {
+        Some(rows) => rows.lazy().with_column(lit(snapshot_id.to_string()).alias("snapshot_id")).collect()?,
+        // Nothing copied: no rows, the computed rows' columns, or (none computed either) the
+        // stored file's (its statistics skip every row group).
+        None if computed.width() > 0 => computed.slice(0, 0),
+        None => read_between(&reuse.targets, &names, "\u{10FFFF}", "\u{10FFFF}")?.collect()?,
+    };
     // Polars keeps a zone on a cast only with its `timezones` feature, so the rows computed
     // and those read back may differ in their timestamps' zones (all UTC in the file): both
     // are compared and merged without zones, and the writer stores every timestamp as UTC.
     let (computed, carried) = (zoneless(computed)?, zoneless(carried)?);
-    if carried.height() != same.height() || (computed.height() > 0 && computed.schema() != carried.schema()) {
+    let computed_schema = (computed.height() > 0).then(|| computed.schema().clone());
+    if carried.height() != expected || computed_schema.as_ref().is_some_and(|s| s != carried.schema()) {
         // The stored rows are not in this code's shape after all: compute them too.
-        let differ: Vec<String> = match computed.height() {
-            0 => Vec::new(),
-            _ => computed
-                .schema()
+        let differ: Vec<String> = match &computed_schema {
+            None => Vec::new(),
+            Some(schema) => schema
                 .iter()
                 .filter(|(name, dtype)| carried.schema().get(name.as_str()) != Some(*dtype))
                 .map(|(name, dtype)| {
@@ -804,17 +929,16 @@ fn carry(
                 .collect(),
         };
         tracing::warn!(
-            "targets {lo} … {hi}: the stored rows cannot be carried forward ({} of {} found; {}); computed again",
+            "targets {lo} … {hi}: the stored rows cannot be carried forward ({} of {expected} found; {}); computed again",
             carried.height(),
-            same.height(),
             if differ.is_empty() { "same columns".to_string() } else { differ.join(", ") }
         );
         let targets = score(join(slice, &Some((lo, hi)))?)?;
-        return emit(targets, hashes, 0);
+        return emit(targets, hashes, 0, None);
     }
-    let reused = carried.height();
+    let reused = same.height();
     let both = merge_by_domain(&carried, &computed)?;
-    emit(both, hashes, reused)
+    emit(both, hashes, reused, referenced)
 }
 
 /// The frame with its timestamps, at any depth, in milliseconds without a zone.
@@ -1163,5 +1287,40 @@ mod tests {
         assert!(merge_by_domain(&shuffled, &computed).unwrap().equals(&sorted));
         assert!(merge_by_domain(&carried, &computed.slice(0, 0)).unwrap().equals(&carried));
         assert!(merge_by_domain(&carried.slice(0, 0), &computed).unwrap().equals(&computed));
+    }
+
+    #[test]
+    fn a_table_by_reference_is_its_own_rows_and_its_bases_rows_of_the_other_listed_domains() {
+        let file = |mut df: DataFrame| to_parquet(&mut df).unwrap();
+        // The base's night: four targets.
+        let base = file(
+            df!("domain" => ["a.com", "b.com", "c.com", "d.com"], "n" => [1, 2, 3, 4],
+                "snapshot_id" => ["2026-11-20"; 4])
+            .unwrap(),
+        );
+        // Tonight: b.com computed again, e.com new, c.com gone from the book.
+        let own =
+            file(df!("domain" => ["b.com", "e.com"], "n" => [20, 50], "snapshot_id" => ["2026-11-22"; 2]).unwrap());
+        let inputs =
+            file(df!("domain" => ["a.com", "b.com", "d.com", "e.com"], "input_hash" => [1i64, 2, 3, 4]).unwrap());
+        let base = Base { targets: &base, inputs: &inputs };
+        let all = changes::DomainRange::all();
+        let table = read_targets(&own, Some(base), &["domain", "n", "snapshot_id"], "2026-11-22", &all).unwrap();
+        let expected = df!("domain" => ["a.com", "b.com", "d.com", "e.com"], "n" => [1, 20, 4, 50],
+            "snapshot_id" => ["2026-11-22"; 4])
+        .unwrap();
+        assert!(table.equals(&expected), "{table}");
+        // A range holds its rows alone; without the snapshot's id among the columns, none is set.
+        let range = changes::DomainRange { lo: Some("b.com".into()), hi: Some("e.com".into()) };
+        let part = read_targets(&own, Some(base), &["domain", "n"], "2026-11-22", &range).unwrap();
+        assert!(part.equals(&expected.select(["domain", "n"]).unwrap().slice(1, 2)), "{part}");
+        // Written whole, a row group per range: the same table.
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SliceWriter::new(&dir.path().join("whole.parquet"));
+        assert_eq!(write_whole(&own, base, "2026-11-22", 2, &mut writer).unwrap(), 4);
+        writer.finish().unwrap();
+        let whole = Bytes::from(std::fs::read(dir.path().join("whole.parquet")).unwrap());
+        let read = read_targets(&whole, None, &["domain", "n", "snapshot_id"], "2026-11-22", &all).unwrap();
+        assert!(read.equals(&expected), "{read}");
     }
 }
