@@ -5,12 +5,14 @@
 //!   floor a full recompute is held to;
 //! - `full`: the whole table computed — joins, conflicts, ICP score, signals,
 //!   provenance, case studies — and written, as `rebuild` does;
-//! - `incremental`: the second night as a run of a large book commits it, carrying
+//! - `incremental`: the second night as a run with `[run] targets_by_reference_rows` commits it, carrying
 //!   forward every row whose input hash equals the first night's and computing the rest:
 //!   the first night's rows by reference (not read, not written again), then the columns
 //!   change tracking reads of the table, from its own rows and the base's;
 //! - `incremental-whole`: the same night written whole (the carried rows read and written
-//!   again), as a book below `[run] targets_by_reference_rows` or a rewrite night does.
+//!   again), as a run commits it by default (and a rewrite night);
+//! - `publish`: the by-reference night's table written whole from its rows and its base's,
+//!   as the Delta publish after its commit does.
 //!
 //! - `query`: the shipped top-targets named query through DuckDB over the full
 //!   recompute's targets table, as `query` reads it: a native copy in the lists' order
@@ -88,6 +90,8 @@ fn assemble(
 /// A step in this process: prints one JSON line.
 fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
     let night2 = load(dir, "2");
+    // A file a step before this one wrote.
+    let output = |d: &str, f: &str| Bytes::from(std::fs::read(dir.join(d).join(f)).expect("a night's output"));
     let t = Instant::now();
     let (rows, carried) = match name {
         "read" => {
@@ -104,9 +108,7 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
             // As a run commits it: by reference to the first night's table (and the columns
             // change tracking reads of the table, its own rows and the base's); or whole.
             let by_reference = name == "incremental";
-            let previous = dir.join("out1");
-            let read = |f: &str| Bytes::from(std::fs::read(previous.join(f)).expect("the first night's output"));
-            let (targets, inputs) = (read("targets.parquet"), read("target_inputs.parquet"));
+            let (targets, inputs) = (output("out1", "targets.parquet"), output("out1", "target_inputs.parquet"));
             let reuse = Reuse { targets: targets.clone(), base: None, inputs, same_day: false, by_reference };
             let out = ensure(dir.join(if by_reference { "incremental2" } else { "whole2" }));
             let t = Instant::now();
@@ -129,15 +131,27 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
             return;
         }
         "query" => return top_targets(&dir.join("full2").join("targets.parquet")),
+        "publish" => {
+            // What the Delta publish of the by-reference night writes: the table whole.
+            let (own, inputs, first) = (
+                output("incremental2", "targets.parquet"),
+                output("incremental2", "target_inputs.parquet"),
+                output("out1", "targets.parquet"),
+            );
+            let mut writer = SliceWriter::new(&ensure(dir.join("published2")).join("targets.parquet"));
+            let base = transform::Base { targets: &first, inputs: &inputs };
+            let rows = transform::write_whole(&own, base, DATES[1], slicing.rows, &mut writer).expect("written whole");
+            writer.finish().expect("finished");
+            (rows, 0)
+        }
         "compare" => {
             // A million domains at a time, so that comparing 10M-row tables fits in memory.
-            let read = |d: &str, f: &str| Bytes::from(std::fs::read(dir.join(d).join(f)).expect("a night's output"));
             let (full, whole, own) = (
-                read("full2", "targets.parquet"),
-                read("whole2", "targets.parquet"),
-                read("incremental2", "targets.parquet"),
+                output("full2", "targets.parquet"),
+                output("whole2", "targets.parquet"),
+                output("incremental2", "targets.parquet"),
             );
-            let (first, inputs) = (read("out1", "targets.parquet"), read("incremental2", "target_inputs.parquet"));
+            let (first, inputs) = (output("out1", "targets.parquet"), output("incremental2", "target_inputs.parquet"));
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let pipeline = LoadedPipeline::load(&root.join("pipelines/nightly.toml")).expect("the shipped pipeline");
             let names = transform::target_columns(pipeline.signals.as_ref().map(|(rules, _)| rules));
@@ -280,6 +294,7 @@ fn main() {
         );
     }
     child(&args, "compare", &dir);
+    results.insert("publish".into(), child(&args, "publish", &dir));
     let query = child(&args, "query", &dir);
     results.insert("query".into(), query.clone());
     if keep.is_none() {
@@ -313,6 +328,11 @@ fn main() {
             }
         );
     }
+    println!(
+        "the by-reference night written whole (its Delta publish) {:>7.3} s  peak {:>6.0} MiB",
+        get("publish", "seconds"),
+        get("publish", "peak_mib")
+    );
     println!("native copy for query (once a night) {:>7.3} s", get("query", "copy_seconds"));
     for (label, what) in [("default", "top_targets.sql"), ("narrowed", "top_targets.sql tier=hot vertical=Commerce")] {
         let q = &query["queries"][label];

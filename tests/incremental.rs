@@ -151,8 +151,8 @@ fn query_to_file(store: &TestStore, sql: &str, out: &std::path::Path) {
 #[test]
 fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
     let store = TestStore::new();
-    // Every night that can carry rows stores them by reference (the default waits for a
-    // book of 100,000 targets), until its own rows pass 90 % of the table.
+    // Every night that can carry rows stores them by reference (by default none does),
+    // until its own rows pass 90 % of the table.
     let by_reference = |share: &str| {
         store.pipeline(|t| {
             t.replace(

@@ -203,8 +203,9 @@ pub struct RunSettings {
     /// A book of at least this many targets stores a night's targets table by
     /// reference: the rows computed since an earlier night's whole table (its base),
     /// and the base's rows for every other target, carried without being read or
-    /// written again. 0: every night that can carry rows forward.
-    pub targets_by_reference_rows: usize,
+    /// written again. Unset (the default): never — the Delta table still takes such a
+    /// night written whole, which costs more than the night saves (README).
+    pub targets_by_reference_rows: Option<usize>,
     /// Once the rows a table stored by reference holds pass this share of its rows,
     /// the night writes the whole table (the base of the nights after it).
     pub targets_rewrite_share: f64,
@@ -217,7 +218,7 @@ impl Default for RunSettings {
             score_slice_rows: 10_000,
             score_part_rows: 250_000,
             change_slice_rows: 25_000,
-            targets_by_reference_rows: 100_000,
+            targets_by_reference_rows: None,
             targets_rewrite_share: 0.1,
         }
     }

@@ -283,7 +283,7 @@ pub(crate) async fn commit(
     let mut tiers: Vec<TierCount> =
         model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
     let run = &pipeline.pipeline.run;
-    let by_reference = book_rows.len() >= run.targets_by_reference_rows;
+    let by_reference = run.targets_by_reference_rows.is_some_and(|rows| book_rows.len() >= rows);
     let (reuse, base_path) = match &draft.reuse_from {
         Some(from) => reuse_from(store, from, date, by_reference).await?.unzip(),
         None => (None, None),
@@ -334,11 +334,15 @@ pub(crate) async fn commit(
     step("targets scored");
     let rows = written + referenced;
     if reuse.is_some() {
+        let by_reference = match referenced {
+            0 => String::new(),
+            n => format!(", {n} of them by reference"),
+        };
         tracing::info!(
             computed = rows - reused,
             carried = reused,
             by_reference = referenced,
-            "targets: {} rows computed, {reused} carried forward unchanged (same inputs), {referenced} of them by reference",
+            "targets: {} rows computed, {reused} carried forward unchanged (same inputs){by_reference}",
             rows - reused
         );
     }

@@ -455,7 +455,7 @@ pub struct Reuse {
     /// The stored targets file: the whole table, or, with `base`, the rows stored with
     /// that snapshot (its table is those and the base's rows of its other domains).
     pub targets: Bytes,
-    /// The base of a table stored by reference (see [`by_reference`]).
+    /// The base of a stored table that is itself stored by reference.
     pub base: Option<Bytes>,
     pub inputs: Bytes,
     /// Whether it is of this snapshot's date. A row whose values depend on the date
@@ -480,8 +480,9 @@ pub const TRACKED_TARGET_COLUMNS: [&str; 8] =
     ["domain", "company_name", "icp_tier", "icp_tier_name", "last_enriched", "country", "vertical", "icp_score"];
 
 /// The named columns (`domain` among them) of a stored targets table's rows in `range`, in
-/// domain order (timestamps without a zone, as [`SliceWriter`] takes them): `own`'s rows for a whole table; with a [`Base`], also the base's rows of
-/// the domains the inputs list and `own` does not, their `snapshot_id` set to this one's.
+/// domain order, timestamps without a zone (as [`SliceWriter`] takes them): `own`'s rows
+/// for a whole table; with a [`Base`], also the base's rows of the domains the inputs list
+/// and `own` does not, their `snapshot_id` set to this one's.
 pub fn read_targets(
     own: &Bytes,
     base: Option<Base>,
