@@ -214,6 +214,11 @@ fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
     let (fourth, counts) = targets_entry("2026-11-23");
     assert!(fourth.get("base").is_none(), "{fourth}");
     assert_eq!(fourth["rows"], counts["targets"]);
+    let tiers: u64 = counts["tiers"].as_array().unwrap().iter().map(|t| t["targets"].as_u64().unwrap()).sum();
+    assert_eq!(Some(tiers), counts["targets"].as_u64(), "the rows taken from the base counted too: {counts}");
+    // A share that is not one is refused before any call.
+    let err = store.fails(&["run", "--limit", "120", "--date", "2026-11-24", "--pipeline", &by_reference("1.5")]);
+    assert!(err.contains("run.targets_rewrite_share") && err.contains("from 0 to 1"), "{err}");
 
     // gc keeps the date a kept night's targets refer to: keeping two dates keeps 2026-11-22
     // (stored by reference to 2026-11-20) and 2026-11-20 with it; keeping one keeps the

@@ -200,11 +200,11 @@ pub struct RunSettings {
     /// Domains whose changes are tracked together: the tables are split by domain
     /// range once, and each range is tracked and diffed alone.
     pub change_slice_rows: usize,
-    /// A book of at least this many targets stores a night's targets table by
-    /// reference: the rows computed since an earlier night's whole table (its base),
-    /// and the base's rows for every other target, carried without being read or
-    /// written again. Unset (the default): never — the Delta table still takes such a
-    /// night written whole, which costs more than the night saves (README).
+    /// A book of at least this many rows stores a night's targets table by reference:
+    /// the rows computed since an earlier night's whole table (its base), and the base's
+    /// rows for every other target, carried without being decoded whole or written again.
+    /// Unset (the default): never — the Delta table still takes such a night written
+    /// whole, which costs more than the night saves (README).
     pub targets_by_reference_rows: Option<usize>,
     /// Once the rows a table stored by reference holds pass this share of its rows,
     /// the night writes the whole table (the base of the nights after it).
@@ -663,6 +663,9 @@ impl LoadedPipeline {
         };
         if pipeline.fetch.concurrency == 0 {
             return Err(invalid("fetch.concurrency", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&pipeline.run.targets_rewrite_share) {
+            return Err(invalid("run.targets_rewrite_share", "must be a share from 0 to 1".into()));
         }
         if pipeline.detection.search_vendors.is_empty() {
             return Err(invalid("detection.search_vendors", "must list at least one vendor".into()));

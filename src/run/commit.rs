@@ -419,22 +419,35 @@ pub(crate) async fn commit(
         schema: None,
         base: None,
     });
-    // A table stored by reference: what change tracking reads of it, and its tiers, from
-    // its own rows and its base's.
+    // A table stored by reference: what change tracking reads of it, from its own rows and
+    // its base's.
     let targets = match (targets, &base, &inputs) {
-        (Ok(own), Some((_, base)), Some(inputs)) => {
+        (Ok(own), Some((base_path, base)), Some(inputs)) => {
             let base = transform::Base { targets: base, inputs };
             let all = transform::changes::DomainRange::all();
             let mut table =
                 transform::read_targets(&Bytes::from(own), Some(base), &transform::TRACKED_TARGET_COLUMNS, date, &all)
-                    .context("reading the targets table by reference")?;
-            tiers.iter_mut().for_each(|t| t.targets = 0);
-            count_tiers(&mut tiers, &table)?;
+                    .with_context(|| {
+                        format!("reading the targets table {folder}/targets.parquet with its base {base_path}")
+                    })?;
+            anyhow::ensure!(
+                table.height() == rows,
+                "the targets table {folder}/targets.parquet with its base {base_path}: {} rows, {rows} expected",
+                table.height()
+            );
             Ok(transform::to_parquet(&mut table)?.to_vec())
         }
         (targets, _, _) => targets,
     };
     drop(base);
+    // The slices counted their own rows' tiers; rows carried by reference (kept so, or
+    // written whole since) are counted from the table.
+    if referenced > 0 {
+        let bytes = targets.as_ref().map_err(|e| anyhow::anyhow!("reading back the targets table: {e}"))?;
+        let table = transform::read_parquet(Bytes::from(bytes.clone()), &["icp_tier"])?.collect()?;
+        tiers.iter_mut().for_each(|t| t.targets = 0);
+        count_tiers(&mut tiers, &table)?;
+    }
     let mut change_counts = BTreeMap::new();
     let mut alerts_matched = 0;
     if pipeline.changes.is_some() {

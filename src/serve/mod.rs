@@ -280,7 +280,8 @@ fn by_reference_relation(own: &Path, base: &Path, inputs: &Path, snapshot_id: &s
     let (own, base, inputs) = (file(own), file(base), file(inputs));
     format!(
         "(SELECT * REPLACE ({} AS snapshot_id) FROM {base} \
-         WHERE domain IN (SELECT domain FROM {inputs}) AND domain NOT IN (SELECT domain FROM {own}) \
+         WHERE domain IN (SELECT domain FROM {inputs}) \
+         AND domain NOT IN (SELECT domain FROM {own} WHERE domain IS NOT NULL) \
          UNION ALL BY NAME SELECT * FROM {own})",
         quote_literal(snapshot_id)
     )
@@ -342,6 +343,13 @@ impl Warehouse {
                 })
                 .collect::<Result<_, ServeError>>()?;
             let local = |table: &str| files.iter().find(|(e, _)| e.table == table);
+            if by_reference && local("target_inputs").is_none() {
+                return Err(ServeError::Store(StoreError::BadManifest {
+                    url: store.url().to_string(),
+                    path: format!("{}/_manifest.json", manifest.folder()),
+                    message: "its targets are stored by reference, but it lists no target_inputs table".into(),
+                }));
+            }
             if let (Some((entry, own)), Some((_, inputs))) = (local("targets"), local("target_inputs"))
                 && let Some(base) = entry.base.as_deref().filter(|_| by_reference)
             {

@@ -408,7 +408,10 @@ impl Store {
                 std::fs::create_dir_all(parent)
                     .map_err(|source| StoreError::Cache { path: parent.to_path_buf(), source })?;
             }
-            std::fs::write(&local, &bytes).map_err(|source| StoreError::Cache { path: local.clone(), source })?;
+            // Whole or not at all: a download cut short is not taken for the object next time.
+            let partial = local.with_extension("partial");
+            std::fs::write(&partial, &bytes).map_err(|source| StoreError::Cache { path: partial.clone(), source })?;
+            std::fs::rename(&partial, &local).map_err(|source| StoreError::Cache { path: local.clone(), source })?;
         }
         Ok(local)
     }
