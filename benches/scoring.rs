@@ -138,11 +138,9 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
                 output("incremental2", "target_inputs.parquet"),
                 output("out1", "targets.parquet"),
             );
-            let mut writer = SliceWriter::new(&ensure(dir.join("published2")).join("targets.parquet"));
+            let path = ensure(dir.join("published2")).join("targets.parquet");
             let base = transform::Base { targets: &first, inputs: &inputs };
-            let rows = transform::write_whole(&own, base, DATES[1], slicing.rows, &mut writer).expect("written whole");
-            writer.finish().expect("finished");
-            (rows, 0)
+            (transform::write_whole(&own, base, DATES[1], slicing.rows, &path).expect("written whole"), 0)
         }
         "compare" => {
             // A million domains at a time, so that comparing 10M-row tables fits in memory.

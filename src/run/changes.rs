@@ -350,11 +350,11 @@ fn renamed_events(renames: &BTreeMap<String, String>, from_snapshot: &str, to_sn
         .collect()
 }
 
-/// Country, vertical and score of the `wanted` domains of a targets table, for
-/// those not in `accounts` yet.
 /// What the alerts know of an account, from the targets table.
 const ACCOUNT_COLUMNS: [&str; 4] = ["domain", "country", "vertical", "icp_score"];
 
+/// Country, vertical and score of the `wanted` domains of a targets table, for
+/// those not in `accounts` yet.
 fn read_accounts(
     df: &polars::prelude::DataFrame,
     wanted: &std::collections::BTreeSet<&str>,

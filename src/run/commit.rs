@@ -353,22 +353,26 @@ pub(crate) async fn commit(
         (Some(reuse), Some(path)) if referenced > 0 => Some((path, reuse.base.unwrap_or(reuse.targets))),
         _ => None,
     };
-    if let Some((path, bytes)) = base.as_ref().filter(|_| written as f64 > run.targets_rewrite_share * rows as f64) {
+    // The night's inputs (every domain of its table), read once for whatever reads the base.
+    let inputs = match &base {
+        Some(_) => match std::fs::read(&local_inputs) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&local_inputs);
+                let _ = std::fs::remove_file(&local);
+                return Err(anyhow::Error::from(e).context(format!("reading back {}", local_inputs.display())));
+            }
+        },
+        None => None,
+    };
+    if let (Some((path, bytes)), Some(inputs)) =
+        (base.as_ref().filter(|_| written as f64 > run.targets_rewrite_share * rows as f64), &inputs)
+    {
         let rewritten = (|| -> anyhow::Result<()> {
             let own = Bytes::from(std::fs::read(&local)?);
-            let inputs = Bytes::from(std::fs::read(&local_inputs)?);
             let whole = scratch("targets-whole");
-            let mut writer = transform::SliceWriter::new(&whole);
-            let base = transform::Base { targets: bytes, inputs: &inputs };
-            let done = transform::write_whole(&own, base, date, run.score_slice_rows, &mut writer)
-                .and_then(|n| writer.finish().map(|()| n));
-            let n = match done {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&whole);
-                    return Err(e.into());
-                }
-            };
+            let base = transform::Base { targets: bytes, inputs };
+            let n = transform::write_whole(&own, base, date, run.score_slice_rows, &whole)?;
             anyhow::ensure!(n == rows, "writing the targets whole from {path}: {n} rows, {rows} expected");
             std::fs::rename(&whole, &local)?;
             Ok(())
@@ -395,10 +399,6 @@ pub(crate) async fn commit(
     let path = format!("{folder}/targets.parquet");
     // Read before it is stored: a local store moves the file into place.
     let targets = std::fs::read(&local);
-    let inputs = match &base {
-        Some(_) => Some(store.get(&inputs_path).await?),
-        None => None,
-    };
     let stored = store.put_file(&path, &local).await;
     let _ = std::fs::remove_file(&local);
     let size = stored?;

@@ -257,19 +257,9 @@ async fn whole_targets(
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let local =
         std::env::temp_dir().join(format!("partnerforge-delta-targets-{}-{nanos:x}.parquet", std::process::id()));
-    let mut writer = crate::transform::SliceWriter::new(&local);
-    let written = crate::transform::write_whole(
-        &own,
-        crate::transform::Base { targets: &base_bytes, inputs: &inputs },
-        &manifest.snapshot_id,
-        WHOLE_ROW_GROUP,
-        &mut writer,
-    )
-    .and_then(|rows| writer.finish().map(|()| rows));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&local);
-        return Err(bad(format!("writing it whole with {base}: {e}")));
-    }
+    let base_rows = crate::transform::Base { targets: &base_bytes, inputs: &inputs };
+    crate::transform::write_whole(&own, base_rows, &manifest.snapshot_id, WHOLE_ROW_GROUP, &local)
+        .map_err(|e| bad(format!("writing it whole with {base}: {e}")))?;
     let size = store.put_file(dest, &local).await;
     let _ = std::fs::remove_file(&local);
     Ok(size?)

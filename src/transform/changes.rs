@@ -157,22 +157,17 @@ impl DomainRange {
 /// The named columns of a Parquet file's rows in `range`: scanned, so the filter runs
 /// as each row group is decoded (and skips row groups whose statistics are outside).
 pub(crate) fn read_range(bytes: &Bytes, columns: &[&str], range: &DomainRange) -> PolarsResult<LazyFrame> {
-    let buffer = polars_buffer::Buffer::from_owner(bytes.clone());
-    let sources = ScanSources::Buffers(std::sync::Arc::from([buffer]));
-    let mut args = ScanArgsParquet::default();
-    args.hive_options.enabled = Some(false);
-    let frame =
-        LazyFrame::scan_parquet_sources(sources, args)?.select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>());
+    let frame = scan(bytes)?.select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>());
     Ok(range.filter(frame))
 }
 
-/// The schema of a Parquet file's table (from its footer).
-pub(crate) fn read_range_schema(bytes: &Bytes) -> PolarsResult<SchemaRef> {
+/// A Parquet file in memory as a scan of every column.
+pub(crate) fn scan(bytes: &Bytes) -> PolarsResult<LazyFrame> {
     let buffer = polars_buffer::Buffer::from_owner(bytes.clone());
     let sources = ScanSources::Buffers(std::sync::Arc::from([buffer]));
     let mut args = ScanArgsParquet::default();
     args.hive_options.enabled = Some(false);
-    LazyFrame::scan_parquet_sources(sources, args)?.collect_schema()
+    LazyFrame::scan_parquet_sources(sources, args)
 }
 
 fn null_text() -> Expr {

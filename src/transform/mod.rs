@@ -507,31 +507,38 @@ pub fn read_targets(
     merge_by_domain(&zoneless(kept.collect()?)?, &zoneless(own_rows.collect()?)?)
 }
 
-/// Writes a targets table stored by reference whole, `range_rows` domains at a time (a
-/// row group each): every column of `own`, in domain order. Returns the rows written.
+/// Writes a targets table stored by reference whole to a new file at `path`, `range_rows`
+/// domains at a time (a row group each): every column of `own`, in domain order. Returns
+/// the rows written; on an error no file is left.
 pub fn write_whole(
     own: &Bytes,
     base: Base,
     snapshot_id: &str,
     range_rows: usize,
-    writer: &mut SliceWriter,
+    path: &std::path::Path,
 ) -> PolarsResult<usize> {
-    let names: Vec<String> = changes::read_range_schema(own)?.iter_names().map(|n| n.to_string()).collect();
+    let names: Vec<String> = changes::scan(own)?.collect_schema()?.iter_names().map(|n| n.to_string()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let inputs =
         read_parquet(base.inputs.clone(), &["domain"])?.sort(["domain"], SortMultipleOptions::default()).collect()?;
     let domains: Vec<&str> = inputs.column("domain")?.str()?.iter().flatten().collect();
     let ranges = changes::DomainRange::split(domains.into_iter(), range_rows.max(1));
-    let mut rows = 0;
-    for range in &ranges {
-        let slice = read_targets(own, Some(base), &names, snapshot_id, range)?;
-        // An empty range still gives the file its columns.
-        if slice.height() > 0 || rows == 0 {
-            writer.write(&slice)?;
-        }
-        rows += slice.height();
+    let mut writer = SliceWriter::new(path);
+    let written = ranges
+        .iter()
+        .try_fold(0, |rows, range| {
+            let slice = read_targets(own, Some(base), &names, snapshot_id, range)?;
+            // An empty range still gives the file its columns.
+            if slice.height() > 0 || rows == 0 {
+                writer.write(&slice)?;
+            }
+            Ok(rows + slice.height())
+        })
+        .and_then(|rows| writer.finish().map(|()| rows));
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
     }
-    Ok(rows)
+    written
 }
 
 /// The seed of every row's `input_hash`: the code that computes a targets row (the
@@ -1317,9 +1324,7 @@ mod tests {
         assert!(part.equals(&expected.select(["domain", "n"]).unwrap().slice(1, 2)), "{part}");
         // Written whole, a row group per range: the same table.
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = SliceWriter::new(&dir.path().join("whole.parquet"));
-        assert_eq!(write_whole(&own, base, "2026-11-22", 2, &mut writer).unwrap(), 4);
-        writer.finish().unwrap();
+        assert_eq!(write_whole(&own, base, "2026-11-22", 2, &dir.path().join("whole.parquet")).unwrap(), 4);
         let whole = Bytes::from(std::fs::read(dir.path().join("whole.parquet")).unwrap());
         let read = read_targets(&whole, None, &["domain", "n", "snapshot_id"], "2026-11-22", &all).unwrap();
         assert!(read.equals(&expected), "{read}");
