@@ -37,7 +37,8 @@ fn committed_tables_read_back_from_delta_equal_to_query() {
     let versions = std::fs::read_dir(&log).unwrap().count();
     let replaced = std::fs::read_to_string(log.join("00000000000000000002.json")).unwrap();
     assert!(
-        replaced.contains("\"remove\"") && replaced.contains("snapshot_date=2026-11-21/g0001.parquet"),
+        replaced.contains("\"remove\"")
+            && replaced.contains("snapshot_date=2026-11-21/snapshot_id=2026-11-21/g0001.parquet"),
         "{replaced}"
     );
     assert!(
@@ -49,23 +50,110 @@ fn committed_tables_read_back_from_delta_equal_to_query() {
     store.fails(&["run", "--limit", "30", "--date", "2026-11-21"]);
     assert_eq!(std::fs::read_dir(&log).unwrap().count(), versions);
 
+    // Until a table needs deletion vectors it declares none: every reader reads it.
+    assert_eq!(report["tables"]["targets"]["deletion_vectors"], false, "{report}");
+
     // A night whose targets are stored by reference to an earlier night's table is
-    // published whole: Delta readers see the same rows as `query`.
+    // published without writing its rows again: its own file, and the base's file linked
+    // beside it with a deletion vector of the base's rows the night does not hold. Delta
+    // readers see the same rows as `query`.
     let by_reference = store.pipeline(|t| {
         t.replace("[fetch]", "[run]\ntargets_by_reference_rows = 0\ntargets_rewrite_share = 1.0\n\n[fetch]")
     });
     store.ok(&["run", "--limit", "30", "--date", "2026-11-23", "--pipeline", &by_reference]);
     let manifest = store.manifests().into_iter().map(|(_, m)| m).find(|m| m["date"] == "2026-11-23").unwrap();
     let entry = manifest["files"].as_array().unwrap().iter().find(|f| f["table"] == "targets").unwrap().clone();
-    assert!(entry["base"].as_str().is_some_and(|b| b.starts_with("snapshots/2026-11-21/")), "{entry}");
+    let base = entry["base"].as_str().unwrap_or_default().to_string();
+    assert!(base.starts_with("snapshots/2026-11-21/"), "{entry}");
     let report = read_with_deltalake(&store, &store.store(), &[]);
     assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["tables"]["targets"]["deletion_vectors"], true, "{report}");
     let history = &store.query("SELECT count(*) AS n FROM targets_history")[0];
     assert_eq!(report["tables"]["targets"]["rows"], history["n"], "{report}");
-    let published = store.query(&format!(
-        "SELECT count(*) AS n, count(DISTINCT snapshot_id) AS ids FROM read_parquet('{}/delta/targets/snapshot_date=2026-11-23/*.parquet')",
-        root.display()
-    ));
-    assert_eq!(published[0]["n"], manifest["counts"]["targets"], "{published:?}");
-    assert_eq!(published[0]["ids"], 1, "{published:?}");
+
+    let folder = root.join("delta/targets/snapshot_date=2026-11-23/snapshot_id=2026-11-23");
+    let count = |file: &std::path::Path| {
+        store.query(&format!("SELECT count(*) AS n FROM read_parquet('{}')", file.display()))[0]["n"].as_u64().unwrap()
+    };
+    let own = count(&folder.join("g0001.parquet"));
+    let base_rows = count(&folder.join("g0001-base.parquet"));
+    assert_eq!(own, entry["rows"].as_u64().unwrap());
+    assert_eq!(base_rows, count(&root.join(&base)));
+    let targets = manifest["counts"]["targets"].as_u64().unwrap();
+    assert!(own < targets, "own {own} of {targets}: nothing was carried by reference");
+    let last = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let actions: Vec<serde_json::Value> =
+        std::fs::read_to_string(&last).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let protocol = actions.iter().find_map(|a| a.get("protocol")).expect("the version declares deletion vectors");
+    assert_eq!(protocol["readerFeatures"], serde_json::json!(["deletionVectors"]), "{protocol}");
+    let link = actions
+        .iter()
+        .filter_map(|a| a.get("add"))
+        .find(|a| a["path"].as_str().unwrap().ends_with("g0001-base.parquet"))
+        .expect("the base's link is added");
+    // The deletion vector leaves out exactly the base's rows the night's table does not hold.
+    assert_eq!(link["deletionVector"]["cardinality"].as_u64().unwrap(), base_rows + own - targets, "{link}");
+    assert_eq!(link["partitionValues"]["snapshot_id"], "2026-11-23", "{link}");
+    assert_eq!(link["stats"], serde_json::json!(serde_json::json!({"numRecords": base_rows}).to_string()));
+}
+
+/// A targets table published before `snapshot_id` was one of its partition columns (its
+/// files in `snapshot_date=<d>/`) is laid out again in one version: every file removed
+/// and added in its new folder; readers see the same rows.
+#[test]
+fn a_targets_table_of_the_date_alone_is_laid_out_again_in_one_version() {
+    let store = TestStore::new();
+    store.ok(&["run", "--limit", "20", "--date", "2026-11-20"]);
+    let table = store.path().join("store/delta/targets");
+    let first = table.join("_delta_log/00000000000000000000.json");
+    // The log as a publish of the date alone wrote it.
+    let old_path = |path: &str| path.replace("/snapshot_id=2026-11-20/", "/");
+    let mut lines = Vec::new();
+    for line in std::fs::read_to_string(&first).unwrap().lines() {
+        let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(meta) = action.get_mut("metaData") {
+            meta["partitionColumns"] = serde_json::json!(["snapshot_date"]);
+        }
+        if let Some(add) = action.get_mut("add") {
+            let path = add["path"].as_str().unwrap().to_string();
+            std::fs::rename(table.join(&path), table.join(old_path(&path))).unwrap();
+            add["path"] = old_path(&path).into();
+            add["partitionValues"].as_object_mut().unwrap().remove("snapshot_id");
+            add.as_object_mut().unwrap().remove("stats");
+        }
+        if let Some(state) = action.pointer_mut("/commitInfo/partnerforge") {
+            let state = state.as_object_mut().unwrap();
+            state.remove("partitions");
+            state.remove("deletion_vectors");
+            for file in state["files"].as_object_mut().unwrap().values_mut() {
+                file["path"] = old_path(file["path"].as_str().unwrap()).into();
+                file.as_object_mut().unwrap().remove("snapshot_id");
+                file.as_object_mut().unwrap().remove("rows");
+            }
+        }
+        lines.push(action.to_string());
+    }
+    std::fs::write(&first, lines.join("\n") + "\n").unwrap();
+    assert!(table.join("snapshot_date=2026-11-20/g0001.parquet").exists());
+
+    store.ok(&["run", "--limit", "20", "--date", "2026-11-21"]);
+    let second = std::fs::read_to_string(table.join("_delta_log/00000000000000000001.json")).unwrap();
+    let actions: Vec<serde_json::Value> = second.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let paths = |kind: &str| -> Vec<String> {
+        actions.iter().filter_map(|a| a.get(kind)).map(|a| a["path"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(paths("remove"), ["snapshot_date=2026-11-20/g0001.parquet"], "{second}");
+    assert_eq!(
+        paths("add"),
+        [
+            "snapshot_date=2026-11-20/snapshot_id=2026-11-20/g0001.parquet",
+            "snapshot_date=2026-11-21/snapshot_id=2026-11-21/g0001.parquet"
+        ],
+        "{second}"
+    );
+    let meta = actions.iter().find_map(|a| a.get("metaData")).expect("the new layout's metadata");
+    assert_eq!(meta["partitionColumns"], serde_json::json!(["snapshot_date", "snapshot_id"]));
+    let report = read_with_deltalake(&store, &store.store(), &[]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["targets_version_0_dates"], serde_json::json!(["2026-11-20"]), "{report}");
 }

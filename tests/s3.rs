@@ -170,6 +170,18 @@ fn the_nightly_path_runs_on_s3() {
     let (resumed, status) = store.ok_both(&["run", "--store", url, "--resume", "last"]);
     assert!(status.contains("calls already made are reused"), "{status}");
     assert!(resumed.contains("snapshot 2026-11-22 committed"), "{resumed}");
+
+    // A night stored by reference: on S3 its base is copied server-side into the Delta
+    // table beside its own file, with a deletion vector; `deltalake` reads what `query` does.
+    let by_reference = store.pipeline(|t| {
+        t.replace("[fetch]", "[run]\ntargets_by_reference_rows = 0\ntargets_rewrite_share = 1.0\n\n[fetch]")
+    });
+    store.ok(&["run", "--store", url, "--limit", "40", "--date", "2026-11-23", "--pipeline", &by_reference]);
+    let listed = keys(&s3.endpoint, "pf-bucket", "partnerforge/delta/targets/snapshot_date=2026-11-23/");
+    assert!(listed.contains("snapshot_id=2026-11-23/g0001-base.parquet"), "{listed}");
+    let report = support::read_with_deltalake(&store, url, &options);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["tables"]["targets"]["deletion_vectors"], true, "{report}");
 }
 
 /// The standard `AWS_*` settings for the moto server at `endpoint`.

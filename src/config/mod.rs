@@ -200,12 +200,12 @@ pub struct RunSettings {
     /// Domains whose changes are tracked together: the tables are split by domain
     /// range once, and each range is tracked and diffed alone.
     pub change_slice_rows: usize,
-    /// A book of at least this many rows stores a night's targets table by reference:
-    /// the rows computed since an earlier night's whole table (its base), and the base's
-    /// rows for every other target, carried without being decoded whole or written again.
-    /// Unset (the default): never — the Delta table still takes such a night written
-    /// whole, which costs more than the night saves (README).
-    pub targets_by_reference_rows: Option<usize>,
+    /// A book of at least this many rows (100,000) stores a night's targets table by
+    /// reference: the rows computed since an earlier night's whole table (its base), and
+    /// the base's rows for every other target, carried without being decoded whole or
+    /// written again (the Delta table refers to the base too, by a deletion vector). 0:
+    /// any book; a number above the book's size: never.
+    pub targets_by_reference_rows: usize,
     /// Once the rows a table stored by reference holds pass this share of its rows,
     /// the night writes the whole table (the base of the nights after it).
     pub targets_rewrite_share: f64,
@@ -218,7 +218,7 @@ impl Default for RunSettings {
             score_slice_rows: 10_000,
             score_part_rows: 250_000,
             change_slice_rows: 25_000,
-            targets_by_reference_rows: None,
+            targets_by_reference_rows: 100_000,
             targets_rewrite_share: 0.1,
         }
     }

@@ -283,7 +283,7 @@ pub(crate) async fn commit(
     let mut tiers: Vec<TierCount> =
         model.tiers.iter().map(|t| TierCount { tier: t.tier, name: t.name.clone(), targets: 0 }).collect();
     let run = &pipeline.pipeline.run;
-    let by_reference = run.targets_by_reference_rows.is_some_and(|rows| book_rows.len() >= rows);
+    let by_reference = book_rows.len() >= run.targets_by_reference_rows;
     let (reuse, base_path) = match &draft.reuse_from {
         Some(from) => reuse_from(store, from, date, by_reference).await?.unzip(),
         None => (None, None),

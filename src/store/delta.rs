@@ -12,9 +12,16 @@
 //! folder (a hard link on a local store, a server-side copy on S3). A version is written
 //! create-only, so two publishers cannot both write version N; a crash between a
 //! snapshot's commit and its publish is caught up by the next publish.
+//!
+//! The targets table is partitioned by `snapshot_id` too: a night stored by reference is
+//! its own file and its base's file linked beside it, with a deletion vector leaving out
+//! the base's rows the night does not hold; the base's rows take the night's
+//! `snapshot_id` from the partition. From its first deletion vector the table declares
+//! the feature (reader 3 / writer 7).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use arrow::array::StringArray;
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use bytes::Bytes;
 use chrono::Utc;
@@ -22,11 +29,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, deletion_vector};
 use crate::store::manifest::Manifest;
 
 pub const ROOT: &str = "delta";
 const PARTITION: &str = "snapshot_date";
+const SNAPSHOT_ID: &str = "snapshot_id";
 
 /// What a table's latest version holds, as PartnerForge recorded it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -36,6 +44,17 @@ struct Published {
     /// The table's schema (Delta's JSON), without the partition column.
     schema: Vec<Value>,
     table_id: String,
+    /// The partition columns the files are laid out by (a state recorded before the
+    /// targets table had two: the date alone).
+    #[serde(default = "date_only")]
+    partitions: Vec<String>,
+    /// Whether the table declares deletion vectors (reader 3 / writer 7).
+    #[serde(default)]
+    deletion_vectors: bool,
+}
+
+fn date_only() -> Vec<String> {
+    vec![PARTITION.to_string()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +63,65 @@ struct DataFile {
     path: String,
     date: String,
     size: u64,
+    /// Its rows (the `add` action's `numRecords`; readers of deletion vectors need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<u64>,
+    /// The `snapshot_id` partition's value (the targets table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_id: Option<String>,
+    /// The descriptor of the rows of the file the table leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deletion_vector: Option<Value>,
+    /// A targets table stored by reference: its base's file, linked beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<Box<DataFile>>,
+}
+
+impl DataFile {
+    /// The file and, for a table stored by reference, its base's.
+    fn files(&self) -> impl Iterator<Item = &DataFile> {
+        std::iter::once(self).chain(self.base.as_deref())
+    }
+
+    fn partition_values(&self) -> Value {
+        let mut values = json!({PARTITION: self.date});
+        if let Some(id) = &self.snapshot_id {
+            values[SNAPSHOT_ID] = json!(id);
+        }
+        values
+    }
+
+    fn add(&self, now: i64) -> Value {
+        let mut add = json!({
+            "path": self.path,
+            "partitionValues": self.partition_values(),
+            "size": self.size,
+            "modificationTime": now,
+            "dataChange": true,
+        });
+        if let Some(rows) = self.rows {
+            add["stats"] = json!(json!({"numRecords": rows}).to_string());
+        }
+        if let Some(dv) = &self.deletion_vector {
+            add["deletionVector"] = dv.clone();
+        }
+        json!({"add": add})
+    }
+
+    fn remove(&self, now: i64) -> Value {
+        let mut remove = json!({
+            "path": self.path,
+            "deletionTimestamp": now,
+            "dataChange": true,
+            "extendedFileMetadata": true,
+            "partitionValues": self.partition_values(),
+            "size": self.size,
+        });
+        if let Some(dv) = &self.deletion_vector {
+            remove["deletionVector"] = dv.clone();
+        }
+        json!({"remove": remove})
+    }
 }
 
 /// What one publish did, per table that got a new version.
@@ -130,84 +208,98 @@ async fn publish_table(
     table: &str,
     files: &[(&Manifest, &super::FileEntry)],
 ) -> Result<Option<TableVersion>, DeltaError> {
+    let partitions = partition_columns(table);
     // A version lost to another publisher is read again and the difference recomputed.
     for _ in 0..5 {
         let previous = latest(store, table).await?;
         let (version, mut state) = match &previous {
             Some((v, state)) => (v + 1, state.clone()),
-            None => (0, Published { table_id: table_id(store, table), ..Default::default() }),
+            None => (
+                0,
+                Published { table_id: table_id(store, table), partitions: partitions.clone(), ..Default::default() },
+            ),
         };
+        // A table laid out with other partition columns (the targets table before
+        // `snapshot_id` was one) gets every file again, in the new folders.
+        let relayout = state.partitions != partitions;
         let wanted: BTreeSet<&str> = files.iter().map(|(_, e)| e.path.as_str()).collect();
         let removed: Vec<(String, DataFile)> = state
             .files
             .iter()
-            .filter(|(source, _)| !wanted.contains(source.as_str()))
+            .filter(|(source, _)| relayout || !wanted.contains(source.as_str()))
             .map(|(s, f)| (s.clone(), f.clone()))
             .collect();
         let mut added: Vec<(String, DataFile)> = Vec::new();
         let mut schema = state.schema.clone();
         for (manifest, entry) in files {
-            if state.files.contains_key(&entry.path) {
+            if !relayout && state.files.contains_key(&entry.path) {
                 continue;
             }
-            let fields = file_schema(store, table, &entry.path, entry.bytes).await?;
-            merge_schema(&mut schema, fields);
-            let path = format!("{PARTITION}={}/g{:04}.parquet", manifest.date, manifest.generation);
-            let size = match entry.base.as_deref() {
-                Some(base) => whole_targets(store, manifest, entry, base, &format!("{ROOT}/{table}/{path}")).await?,
-                None => {
-                    store.copy(&entry.path, &format!("{ROOT}/{table}/{path}")).await?;
-                    entry.bytes
-                }
+            let footer = footer(store, table, &entry.path, entry.bytes).await?;
+            merge_schema(&mut schema, footer.fields);
+            let snapshot_id = (partitions.len() > 1).then(|| manifest.snapshot_id.clone());
+            let folder = match &snapshot_id {
+                Some(id) => format!("{PARTITION}={}/{SNAPSHOT_ID}={id}", manifest.date),
+                None => format!("{PARTITION}={}", manifest.date),
             };
-            added.push((entry.path.clone(), DataFile { path, date: manifest.date.clone(), size }));
+            let path = format!("{folder}/g{:04}.parquet", manifest.generation);
+            store.copy(&entry.path, &format!("{ROOT}/{table}/{path}")).await?;
+            let mut file = DataFile {
+                path,
+                date: manifest.date.clone(),
+                size: entry.bytes,
+                rows: Some(footer.rows),
+                snapshot_id,
+                deletion_vector: None,
+                base: None,
+            };
+            if let Some(base) = entry.base.as_deref() {
+                let link = format!("{folder}/g{:04}-base.parquet", manifest.generation);
+                file.base = Some(Box::new(base_link(store, table, manifest, entry, base, link, &file).await?));
+            }
+            added.push((entry.path.clone(), file));
         }
         if added.is_empty() && removed.is_empty() && previous.is_some() {
             return Ok(None);
         }
+        let deletion_vectors =
+            state.deletion_vectors || added.iter().any(|(_, f)| f.files().any(|f| f.deletion_vector.is_some()));
         let now = Utc::now().timestamp_millis();
         let mut actions: Vec<Value> = Vec::new();
-        if previous.is_none() {
-            actions.push(json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}));
+        if previous.is_none() || deletion_vectors != state.deletion_vectors {
+            actions.push(protocol(deletion_vectors));
         }
-        if previous.is_none() || schema != state.schema {
+        if previous.is_none() || schema != state.schema || relayout || deletion_vectors != state.deletion_vectors {
             let mut fields = schema.clone();
+            // The date is the folders' only (the files have no such column); `snapshot_id`
+            // is the files' own column too, and readers take the partition's value.
             fields.push(json!({"name": PARTITION, "type": "date", "nullable": true, "metadata": {}}));
             let schema_string = json!({"type": "struct", "fields": fields}).to_string();
+            let configuration =
+                if deletion_vectors { json!({"delta.enableDeletionVectors": "true"}) } else { json!({}) };
             actions.push(json!({"metaData": {
                 "id": state.table_id,
                 "name": table,
                 "format": {"provider": "parquet", "options": {}},
                 "schemaString": schema_string,
-                "partitionColumns": [PARTITION],
-                "configuration": {},
+                "partitionColumns": partitions,
+                "configuration": configuration,
                 "createdTime": now,
             }}));
         }
-        for (_, file) in &removed {
-            actions.push(json!({"remove": {
-                "path": file.path,
-                "deletionTimestamp": now,
-                "dataChange": true,
-                "extendedFileMetadata": true,
-                "partitionValues": {PARTITION: file.date},
-                "size": file.size,
-            }}));
+        for (_, removed) in &removed {
+            actions.extend(removed.files().map(|f| f.remove(now)));
         }
-        for (_, file) in &added {
-            actions.push(json!({"add": {
-                "path": file.path,
-                "partitionValues": {PARTITION: file.date},
-                "size": file.size,
-                "modificationTime": now,
-                "dataChange": true,
-            }}));
+        for (_, added) in &added {
+            actions.extend(added.files().map(|f| f.add(now)));
         }
         for (source, _) in &removed {
             state.files.remove(source);
         }
         state.files.extend(added.iter().cloned());
         state.schema = schema;
+        state.partitions = partitions.clone();
+        state.deletion_vectors = deletion_vectors;
         actions.push(json!({"commitInfo": {
             "timestamp": now,
             "operation": "WRITE",
@@ -236,37 +328,82 @@ async fn publish_table(
     })
 }
 
-/// A targets table stored by reference, written whole to `dest` (its rows and its base's;
-/// `transform::write_whole`): a version lists whole files. (Deletion vectors on the base
-/// file would spare the write, but Python's `deltalake` 1.6 refuses a table with them in
-/// `to_pyarrow_table` and `to_pandas`.) Returns the file's size.
-async fn whole_targets(
+/// The table's partition columns. A targets table stored by reference takes most of its
+/// rows from an earlier night's file, whose `snapshot_id` column is that night's: in the
+/// targets table `snapshot_id` is a partition column too, and readers take its value from
+/// the partition.
+fn partition_columns(table: &str) -> Vec<String> {
+    match table {
+        "targets" => vec![PARTITION.to_string(), SNAPSHOT_ID.to_string()],
+        _ => vec![PARTITION.to_string()],
+    }
+}
+
+/// The protocol a version needs: deletion vectors are a reader and writer feature
+/// (reader 3, writer 7); a table that never had one stays readable by every reader.
+fn protocol(deletion_vectors: bool) -> Value {
+    if deletion_vectors {
+        json!({"protocol": {
+            "minReaderVersion": 3,
+            "minWriterVersion": 7,
+            "readerFeatures": ["deletionVectors"],
+            "writerFeatures": ["deletionVectors"],
+        }})
+    } else {
+        json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
+    }
+}
+
+/// A targets table stored by reference, published without writing its rows again: its
+/// base's file linked into the night's folder (a hard link on a local store, a
+/// server-side copy on S3: readers match a deletion vector by the file's path, so each
+/// night has its own), with a deletion vector of the base's rows the night's table does
+/// not hold — those of domains out of its `target_inputs` and those its own file holds
+/// (`transform::read_targets`). `own` is the night's own file, already published.
+async fn base_link(
     store: &Store,
+    table: &str,
     manifest: &Manifest,
     entry: &super::FileEntry,
     base: &str,
-    dest: &str,
-) -> Result<u64, DeltaError> {
+    link: String,
+    own: &DataFile,
+) -> Result<DataFile, DeltaError> {
     let bad =
-        |message: String| DeltaError::Table { table: "targets".into(), message: format!("{}: {message}", entry.path) };
+        |message: String| DeltaError::Table { table: table.into(), message: format!("{}: {message}", entry.path) };
     let Some(inputs) = manifest.file("target_inputs") else {
         return Err(bad(format!("stored by reference to {base}, but the snapshot has no target_inputs")));
     };
-    let (own, base_bytes, inputs) =
+    let (own_bytes, base_bytes, inputs) =
         (store.get(&entry.path).await?, store.get(base).await?, store.get(&inputs.path).await?);
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let local =
-        std::env::temp_dir().join(format!("partnerforge-delta-targets-{}-{nanos:x}.parquet", std::process::id()));
-    let base_rows = crate::transform::Base { targets: &base_bytes, inputs: &inputs };
-    crate::transform::write_whole(&own, base_rows, &manifest.snapshot_id, WHOLE_ROW_GROUP, &local)
-        .map_err(|e| bad(format!("writing it whole with {base}: {e}")))?;
-    let size = store.put_file(dest, &local).await;
-    let _ = std::fs::remove_file(&local);
-    Ok(size?)
+    let size = base_bytes.len() as u64;
+    let Deletions { deleted, base_rows } =
+        base_deletions(own_bytes, base_bytes, inputs).map_err(|e| bad(format!("with its base {base}: {e}")))?;
+    store.copy(base, &format!("{ROOT}/{table}/{link}")).await?;
+    let deletion_vector = if deleted.is_empty() {
+        None
+    } else {
+        let digest =
+            Sha256::digest(format!("{}\n{link}\n{}", store.url(), Utc::now().timestamp_nanos_opt().unwrap_or(0)));
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        // A version-4 (random) UUID's bits.
+        id[6] = (id[6] & 0x0f) | 0x40;
+        id[8] = (id[8] & 0x3f) | 0x80;
+        let dv = deletion_vector::file(&deleted, id);
+        store.put(&format!("{ROOT}/{table}/{}", dv.file_name), Bytes::from(dv.bytes)).await?;
+        Some(dv.descriptor)
+    };
+    Ok(DataFile {
+        path: link,
+        date: own.date.clone(),
+        size,
+        rows: Some(base_rows),
+        snapshot_id: own.snapshot_id.clone(),
+        deletion_vector,
+        base: None,
+    })
 }
-
-/// The rows of a row group of a targets table written whole (the scoring's slice).
-const WHOLE_ROW_GROUP: usize = 10_000;
 
 /// A stable id for a table of this store.
 fn table_id(store: &Store, table: &str) -> String {
@@ -275,8 +412,81 @@ fn table_id(store: &Store, table: &str) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// The Delta fields of a Parquet file, read from its footer (two range reads).
-async fn file_schema(store: &Store, table: &str, path: &str, size: u64) -> Result<Vec<Value>, DeltaError> {
+/// The rows of a by-reference night's base its table does not hold.
+pub struct Deletions {
+    /// Their indexes in the base's file, ascending.
+    pub deleted: Vec<u64>,
+    pub base_rows: u64,
+}
+
+/// Which of the base's rows a targets table stored by reference leaves out, from the
+/// night's own file, its base's and its `target_inputs` (the domains of the table): a
+/// base's row is the table's when its domain is listed and not in the night's own file.
+/// Checks that the rows add up to the listed ones.
+pub fn base_deletions(own: Bytes, base: Bytes, inputs: Bytes) -> Result<Deletions, String> {
+    let (own, listed, base) = (
+        domains(own).map_err(|e| format!("its own file: {e}"))?,
+        domains(inputs).map_err(|e| format!("its target_inputs: {e}"))?,
+        domains(base).map_err(|e| format!("the base: {e}"))?,
+    );
+    // The files are in domain order; sorting what is sorted is one pass.
+    fn sorted(arrays: &[StringArray]) -> Vec<&str> {
+        let mut all: Vec<&str> = arrays.iter().flat_map(|a| a.iter().flatten()).collect();
+        all.sort();
+        all
+    }
+    let (own, listed) = (sorted(&own), sorted(&listed));
+    // The listed domains the night's own file does not hold: those the base must give.
+    let mut kept = Vec::with_capacity(listed.len());
+    let mut mine = own.iter().peekable();
+    for &domain in &listed {
+        while mine.next_if(|d| **d < domain).is_some() {}
+        if mine.peek() != Some(&&domain) {
+            kept.push(domain);
+        }
+    }
+    let base: Vec<&str> = base.iter().flat_map(|a| a.iter().flatten()).collect();
+    let deleted: Vec<u64> =
+        (0..base.len()).filter(|&i| kept.binary_search(&base[i]).is_err()).map(|i| i as u64).collect();
+    let from_base = base.len() - deleted.len();
+    if own.len() + from_base != listed.len() {
+        return Err(format!(
+            "its own {} rows and {from_base} of the base's do not make the {} rows its target_inputs lists",
+            own.len(),
+            listed.len()
+        ));
+    }
+    Ok(Deletions { deleted, base_rows: base.len() as u64 })
+}
+
+/// The `domain` column of a Parquet file, in the file's row order, a batch at a time.
+fn domains(bytes: Bytes) -> Result<Vec<StringArray>, String> {
+    use arrow::array::{Array, AsArray};
+    use parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder};
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["domain"]);
+    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = batch.column_by_name("domain").ok_or("no domain column")?;
+        let column = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+        if column.null_count() > 0 {
+            return Err("a row without a domain".into());
+        }
+        out.push(column.as_string::<i32>().clone());
+    }
+    Ok(out)
+}
+
+/// What a data file's footer says: its Delta fields and its rows.
+struct Footer {
+    fields: Vec<Value>,
+    rows: u64,
+}
+
+/// A Parquet file's footer, read with two range reads.
+async fn footer(store: &Store, table: &str, path: &str, size: u64) -> Result<Footer, DeltaError> {
     let bad = |message: String| DeltaError::Table { table: table.to_string(), message: format!("{path}: {message}") };
     if size < 12 {
         return Err(bad("too short for a Parquet file".into()));
@@ -294,7 +504,12 @@ async fn file_schema(store: &Store, table: &str, path: &str, size: u64) -> Resul
     let file = metadata.file_metadata();
     let schema = parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
         .map_err(|e| bad(e.to_string()))?;
-    schema.fields().iter().map(|f| field(f).map_err(|m| bad(format!("column {}: {m}", f.name())))).collect()
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| field(f).map_err(|m| bad(format!("column {}: {m}", f.name()))))
+        .collect::<Result<_, _>>()?;
+    Ok(Footer { fields, rows: file.num_rows() as u64 })
 }
 
 /// Adds the fields a new file has to the table's schema (a column an older file lacks

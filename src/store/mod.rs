@@ -8,6 +8,7 @@
 //! overwrite.
 
 pub mod audit;
+pub mod deletion_vector;
 pub mod delta;
 pub mod gc;
 pub mod lock;
