@@ -151,8 +151,8 @@ fn query_to_file(store: &TestStore, sql: &str, out: &std::path::Path) {
 #[test]
 fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
     let store = TestStore::new();
-    // Every night that can carry rows stores them by reference (by default none does),
-    // until its own rows pass 90 % of the table.
+    // Every night that can carry rows stores them by reference (by default a book of
+    // 100,000 rows and more), until its own rows pass 90 % of the table.
     let by_reference = |share: &str| {
         store.pipeline(|t| {
             t.replace(
@@ -211,6 +211,7 @@ fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
     // A night whose own rows pass the share writes the whole table, the next nights' base.
     let (_, log) = night("2026-11-23", &by_reference("0.0"));
     assert!(log.contains("the table is written whole"), "{log}");
+    assert!(!log.contains("of them by reference"), "nothing stays by reference: {log}");
     let (fourth, counts) = targets_entry("2026-11-23");
     assert!(fourth.get("base").is_none(), "{fourth}");
     assert_eq!(fourth["rows"], counts["targets"]);

@@ -138,7 +138,7 @@ async fn reuse_from(
 ) -> anyhow::Result<Option<(transform::Reuse, String)>> {
     let (Some(targets), Some(inputs)) = (from.file("targets"), from.file("target_inputs")) else { return Ok(None) };
     let base = match &targets.base {
-        Some(path) => Some(store.get(path).await?),
+        Some(path) => Some(store.get(store.checked_base(from, path)?).await?),
         None => None,
     };
     let reuse = transform::Reuse {
@@ -163,7 +163,8 @@ pub(crate) async fn stored_targets(
     let all = transform::changes::DomainRange::all();
     let frame = match (&entry.base, manifest.file("target_inputs")) {
         (Some(base), Some(inputs)) => {
-            let (base, inputs) = (store.get(base).await?, store.get(&inputs.path).await?);
+            let (base, inputs) =
+                (store.get(store.checked_base(manifest, base)?).await?, store.get(&inputs.path).await?);
             let base = transform::Base { targets: &base, inputs: &inputs };
             transform::read_targets(&own, Some(base), columns, &manifest.snapshot_id, &all)
         }
@@ -333,22 +334,10 @@ pub(crate) async fn commit(
     };
     step("targets scored");
     let rows = written + referenced;
-    if reuse.is_some() {
-        let by_reference = match referenced {
-            0 => String::new(),
-            n => format!(", {n} of them by reference"),
-        };
-        tracing::info!(
-            computed = rows - reused,
-            carried = reused,
-            by_reference = referenced,
-            "targets: {} rows computed, {reused} carried forward unchanged (same inputs){by_reference}",
-            rows - reused
-        );
-    }
     // A table carried by reference keeps its base (the previous table's base, or the
     // previous table when that was whole) until its own rows pass the share; then, and on
     // every night that carries nothing by reference, the table is written whole.
+    let carried_any = reuse.is_some();
     let mut base = match (reuse, base_path) {
         (Some(reuse), Some(path)) if referenced > 0 => Some((path, reuse.base.unwrap_or(reuse.targets))),
         _ => None,
@@ -387,6 +376,21 @@ pub(crate) async fn commit(
             run.targets_rewrite_share * 100.0
         );
         base = None;
+    }
+    if carried_any {
+        // Rows carried by reference stay so only when the table is not written whole.
+        let by_reference = if base.is_some() { referenced } else { 0 };
+        tracing::info!(
+            computed = rows - reused,
+            carried = reused,
+            by_reference,
+            "targets: {} rows computed, {reused} carried forward unchanged (same inputs){}",
+            rows - reused,
+            match by_reference {
+                0 => String::new(),
+                n => format!(", {n} of them by reference"),
+            }
+        );
     }
     let written = if base.is_some() { written } else { rows };
     let inputs_path = format!("{folder}/target_inputs.parquet");

@@ -55,10 +55,14 @@ impl Stage {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let name = format!("stage-{}-{nanos:x}", std::process::id());
+        let shared = |base: PathBuf| {
+            sweep(&base);
+            base.join(format!("partnerforge-{run_id}-{name}"))
+        };
         let dir = match (std::env::var_os("PARTNERFORGE_STAGE"), store.local_path(&format!("runs/{run_id}"))) {
-            (Some(base), _) => PathBuf::from(base).join(format!("partnerforge-{run_id}-{name}")),
+            (Some(base), _) => shared(PathBuf::from(base)),
             (None, Some(run_folder)) => run_folder.join(name),
-            (None, None) => std::env::temp_dir().join(format!("partnerforge-{run_id}-{name}")),
+            (None, None) => shared(std::env::temp_dir()),
         };
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         Ok(Self { dir, writers: BTreeMap::new(), order: Vec::new() })
@@ -105,8 +109,80 @@ impl Stage {
     }
 }
 
+/// Removes the staging folders a killed run left in a shared folder (the temporary one,
+/// `$PARTNERFORGE_STAGE`): `partnerforge-<run_id>-stage-<pid>-<time>` whose process is gone.
+/// A resumed run stages afresh (its calls come from the journal), so they are of no use, and
+/// a large book's are gigabytes. Where processes cannot be looked up (no `/proc`), none is
+/// removed; a folder whose process id was taken by another process waits for that one.
+fn sweep(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stage_pid) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, the staging folder of a run that did not finish",
+                    entry.path().display()
+                ),
+                Err(e) => {
+                    tracing::warn!("could not remove {}, a killed run's staging folder: {e}", entry.path().display())
+                }
+            }
+        }
+    }
+}
+
+/// The process id in a shared staging folder's name, `partnerforge-<run_id>-stage-<pid>-<time>`.
+fn stage_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("partnerforge-")?;
+    let (_, tail) = rest.rsplit_once("-stage-")?;
+    let (pid, time) = tail.split_once('-')?;
+    if time.is_empty() || !time.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 impl Drop for Stage {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_staging_folders_name_gives_a_process_id() {
+        assert_eq!(stage_pid("partnerforge-run-20261207T011838Z-27ac-stage-10156-18eed3edadf6b2ce"), Some(10156));
+        assert_eq!(stage_pid("partnerforge-run-x-stage-12-"), None);
+        assert_eq!(stage_pid("partnerforge-delta-targets-12-18eed3"), None);
+        assert_eq!(stage_pid("other-run-x-stage-12-ab"), None);
+    }
+
+    #[test]
+    fn a_dead_runs_folder_goes_and_a_live_ones_stays() {
+        let base = std::env::temp_dir().join(format!("pf-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        // A process that has exited: its id names no process (until the system reuses it).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let gone = base.join(format!("partnerforge-run-a-stage-{dead}-1f"));
+        let live = base.join(format!("partnerforge-run-b-stage-{}-2f", std::process::id()));
+        let other = base.join("partnerforge-notes");
+        for dir in [&gone, &live, &other] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("company.parquet"), b"rows").unwrap();
+        }
+        sweep(&base);
+        assert!(!gone.exists() || Path::new(&format!("/proc/{dead}")).exists());
+        assert!(live.exists() && other.exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

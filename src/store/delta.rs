@@ -374,6 +374,7 @@ async fn base_link(
     let Some(inputs) = manifest.file("target_inputs") else {
         return Err(bad(format!("stored by reference to {base}, but the snapshot has no target_inputs")));
     };
+    let base = store.checked_base(manifest, base)?;
     let (own_bytes, base_bytes, inputs) =
         (store.get(&entry.path).await?, store.get(base).await?, store.get(&inputs.path).await?);
     let size = base_bytes.len() as u64;

@@ -417,9 +417,9 @@ impl Store {
         Ok(local)
     }
 
-    /// This machine's copy of the whole targets file a table stored by reference names as
-    /// its base (another snapshot's; see [`FileEntry::base`]), checked to be one.
-    pub async fn local_base(&self, manifest: &Manifest, base: &str, cache_dir: &Path) -> Result<PathBuf, StoreError> {
+    /// The base a manifest's targets table names (see [`FileEntry::base`]), checked to be
+    /// a snapshot's targets file before anything reads it.
+    pub fn checked_base<'a>(&self, manifest: &Manifest, base: &'a str) -> Result<&'a str, StoreError> {
         let parts: Vec<&str> = base.split('/').collect();
         let valid = parts.len() == 4
             && parts[0] == "snapshots"
@@ -432,6 +432,13 @@ impl Store {
                 message: format!("the targets' base {base:?} is not a snapshot's targets file"),
             });
         }
+        Ok(base)
+    }
+
+    /// This machine's copy of the whole targets file a table stored by reference names as
+    /// its base (another snapshot's; see [`FileEntry::base`]), checked to be one.
+    pub async fn local_base(&self, manifest: &Manifest, base: &str, cache_dir: &Path) -> Result<PathBuf, StoreError> {
+        let base = self.checked_base(manifest, base)?;
         if let Some(root) = &self.local_root
             && !root.join(base).is_file()
         {
