@@ -68,6 +68,7 @@ fn committed_tables_read_back_from_delta_equal_to_query() {
     let report = read_with_deltalake(&store, &store.store(), &[]);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["tables"]["targets"]["deletion_vectors"], true, "{report}");
+    assert_eq!(report["tables"]["targets"]["polars_equal"], true, "{report}");
     let history = &store.query("SELECT count(*) AS n FROM targets_history")[0];
     assert_eq!(report["tables"]["targets"]["rows"], history["n"], "{report}");
 
