@@ -96,6 +96,21 @@ fn committed_tables_read_back_from_delta_equal_to_query() {
     assert_eq!(link["deletionVector"]["cardinality"].as_u64().unwrap(), base_rows + own - targets, "{link}");
     assert_eq!(link["partitionValues"]["snapshot_id"], "2026-11-23", "{link}");
     assert_eq!(link["stats"], serde_json::json!(serde_json::json!({"numRecords": base_rows}).to_string()));
+
+    // The night replaced: both of its files go, the base's with its deletion vector (the
+    // action names the file and the vector), and the new generation comes in their place.
+    store.ok(&["run", "--limit", "30", "--date", "2026-11-23", "--replace", "--pipeline", &by_reference]);
+    let report = read_with_deltalake(&store, &store.store(), &[]);
+    assert_eq!(report["ok"], true, "{report}");
+    let history = &store.query("SELECT count(*) AS n FROM targets_history")[0];
+    assert_eq!(report["tables"]["targets"]["rows"], history["n"], "{report}");
+    let last = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let actions: Vec<serde_json::Value> =
+        std::fs::read_to_string(&last).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let removed: Vec<&serde_json::Value> = actions.iter().filter_map(|a| a.get("remove")).collect();
+    assert_eq!(removed.len(), 2, "{actions:?}");
+    let base_removed = removed.iter().find(|r| r["path"] == link["path"]).expect("the base's link removed");
+    assert_eq!(base_removed["deletionVector"], link["deletionVector"], "{base_removed}");
 }
 
 /// A targets table published before `snapshot_id` was one of its partition columns (its
@@ -126,6 +141,9 @@ fn a_targets_table_of_the_date_alone_is_laid_out_again_in_one_version() {
             let state = state.as_object_mut().unwrap();
             state.remove("partitions");
             state.remove("deletion_vectors");
+            state.remove("created_time");
+            let files = state.remove("data_files").expect("the state's files");
+            state.insert("files".into(), files);
             for file in state["files"].as_object_mut().unwrap().values_mut() {
                 file["path"] = old_path(file["path"].as_str().unwrap()).into();
                 file.as_object_mut().unwrap().remove("snapshot_id");
@@ -154,6 +172,14 @@ fn a_targets_table_of_the_date_alone_is_laid_out_again_in_one_version() {
     );
     let meta = actions.iter().find_map(|a| a.get("metaData")).expect("the new layout's metadata");
     assert_eq!(meta["partitionColumns"], serde_json::json!(["snapshot_date", "snapshot_id"]));
+    // The first date's rows moved, not changed; the second date's are new.
+    let changed = |kind: &str| -> Vec<bool> {
+        actions.iter().filter_map(|a| a.get(kind)).map(|a| a["dataChange"].as_bool().unwrap()).collect()
+    };
+    assert_eq!(changed("remove"), [false]);
+    assert_eq!(changed("add"), [false, true]);
+    let info = actions.iter().find_map(|a| a.get("commitInfo")).unwrap();
+    assert_eq!(info["operation"], "REPLACE PARTITIONING", "{info}");
     let report = read_with_deltalake(&store, &store.store(), &[]);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["targets_version_0_dates"], serde_json::json!(["2026-11-20"]), "{report}");

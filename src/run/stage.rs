@@ -37,6 +37,8 @@ struct TableWriter {
 /// One Parquet file per table, appended to a row group at a time.
 pub(crate) struct Stage {
     dir: PathBuf,
+    /// Held while the stage lives: a folder whose lock can be taken is no run's.
+    _lock: File,
     writers: BTreeMap<&'static str, TableWriter>,
     /// Tables in the order they were first written (the order of the manifest).
     order: Vec<&'static str>,
@@ -56,7 +58,7 @@ impl Stage {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let name = format!("stage-{}-{nanos:x}", std::process::id());
         let shared = |base: PathBuf| {
-            sweep(&base);
+            sweep(&base, SWEEP_MIN_AGE);
             base.join(format!("partnerforge-{run_id}-{name}"))
         };
         let dir = match (std::env::var_os("PARTNERFORGE_STAGE"), store.local_path(&format!("runs/{run_id}"))) {
@@ -65,7 +67,10 @@ impl Stage {
             (None, None) => shared(std::env::temp_dir()),
         };
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Self { dir, writers: BTreeMap::new(), order: Vec::new() })
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        lock.lock().map_err(|e| io(&lock_path, e))?;
+        Ok(Self { dir, _lock: lock, writers: BTreeMap::new(), order: Vec::new() })
     }
 
     /// Appends a batch to its table's file, as a row group of its own.
@@ -109,28 +114,41 @@ impl Stage {
     }
 }
 
-/// Removes the staging folders a killed run left in a shared folder (the temporary one,
-/// `$PARTNERFORGE_STAGE`): `partnerforge-<run_id>-stage-<pid>-<time>` whose process is gone.
-/// A resumed run stages afresh (its calls come from the journal), so they are of no use, and
-/// a large book's are gigabytes. Where processes cannot be looked up (no `/proc`), none is
-/// removed; a folder whose process id was taken by another process waits for that one.
-fn sweep(base: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
+/// The lock file a live stage holds (an exclusive `flock`).
+const LOCK_FILE: &str = ".lock";
+/// A folder younger than this is left alone (its run may not hold its lock yet).
+const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the staging folders killed runs left in a shared folder (the temporary one,
+/// `$PARTNERFORGE_STAGE`): `partnerforge-<run_id>-stage-<pid>-<time>` whose lock no process
+/// holds (a live run holds its folder's lock, in any container of the host; a folder
+/// from before the lock goes when its process id names no process). A resumed run
+/// stages afresh (its calls come from the journal), so they are of no use, and a large
+/// book's are gigabytes. Folders younger than `min_age` are left alone.
+fn sweep(base: &Path, min_age: std::time::Duration) {
     let Ok(entries) = std::fs::read_dir(base) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(stage_pid) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => tracing::info!(
-                    "removed {}, the staging folder of a run that did not finish",
-                    entry.path().display()
-                ),
-                Err(e) => {
-                    tracing::warn!("could not remove {}, a killed run's staging folder: {e}", entry.path().display())
-                }
+        let path = entry.path();
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || old.is_none_or(|age| age < min_age) {
+            continue;
+        }
+        // Held while the folder goes, so that no run takes it meanwhile.
+        let lock = File::open(path.join(LOCK_FILE));
+        let abandoned = match &lock {
+            Ok(file) => file.try_lock().is_ok(),
+            Err(_) => {
+                Path::new("/proc/self").exists()
+                    && pid != std::process::id()
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+            }
+        };
+        if abandoned {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::info!("removed {}, the staging folder of a run that did not finish", path.display()),
+                Err(e) => tracing::warn!("could not remove {}, a killed run's staging folder: {e}", path.display()),
             }
         }
     }
@@ -166,23 +184,49 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_runs_folder_goes_and_a_live_ones_stays() {
+    fn an_abandoned_folder_goes_and_a_live_ones_stays() {
         let base = std::env::temp_dir().join(format!("pf-sweep-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
-        // A process that has exited: its id names no process (until the system reuses it).
+        let folder = |name: &str| {
+            let dir = base.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("company.parquet"), b"rows").unwrap();
+            dir
+        };
+        // A run's folder whose lock nobody holds, one whose lock is held (by this process,
+        // through its own open file, as a live run's stage holds it), and another folder.
+        let abandoned = folder("partnerforge-run-a-stage-1-1f");
+        std::fs::write(abandoned.join(LOCK_FILE), b"").unwrap();
+        let live = folder("partnerforge-run-b-stage-2-2f");
+        let held = File::create(live.join(LOCK_FILE)).unwrap();
+        held.lock().unwrap();
+        let other = folder("partnerforge-notes");
+        sweep(&base, std::time::Duration::from_secs(3_600));
+        assert!(abandoned.exists(), "a folder younger than the minimum age stays");
+        sweep(&base, std::time::Duration::ZERO);
+        assert!(!abandoned.exists());
+        assert!(live.exists() && other.exists());
+        drop(held);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_folder_from_before_the_lock_goes_when_its_process_is_gone() {
+        let base = std::env::temp_dir().join(format!("pf-sweep-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
         let gone = base.join(format!("partnerforge-run-a-stage-{dead}-1f"));
-        let live = base.join(format!("partnerforge-run-b-stage-{}-2f", std::process::id()));
-        let other = base.join("partnerforge-notes");
-        for dir in [&gone, &live, &other] {
+        let mine = base.join(format!("partnerforge-run-b-stage-{}-2f", std::process::id()));
+        for dir in [&gone, &mine] {
             std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join("company.parquet"), b"rows").unwrap();
         }
-        sweep(&base);
+        sweep(&base, std::time::Duration::ZERO);
+        // Unless the system gave the exited child's id to another process meanwhile.
         assert!(!gone.exists() || Path::new(&format!("/proc/{dead}")).exists());
-        assert!(live.exists() && other.exists());
+        assert!(mine.exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

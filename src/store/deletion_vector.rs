@@ -18,14 +18,7 @@ const ARRAY_MAX: usize = 4_096;
 /// The portable `RoaringBitmapArray` of the row indexes (ascending, no duplicates).
 pub fn bitmap(rows: &[u64]) -> Vec<u8> {
     let mut out = MAGIC.to_le_bytes().to_vec();
-    let mut high: Vec<(u32, Vec<u32>)> = Vec::new();
-    for &row in rows {
-        let (key, low) = ((row >> 32) as u32, row as u32);
-        match high.last_mut() {
-            Some((k, values)) if *k == key => values.push(low),
-            _ => high.push((key, vec![low])),
-        }
-    }
+    let high = by_key(rows.iter().map(|&row| ((row >> 32) as u32, row as u32)));
     out.extend_from_slice(&(high.len() as u64).to_le_bytes());
     for (key, values) in &high {
         out.extend_from_slice(&key.to_le_bytes());
@@ -34,16 +27,22 @@ pub fn bitmap(rows: &[u64]) -> Vec<u8> {
     out
 }
 
-/// A 32-bit Roaring bitmap, portable format, no run containers.
-fn roaring32(values: &[u32], out: &mut Vec<u8>) {
-    let mut containers: Vec<(u16, Vec<u16>)> = Vec::new();
-    for &v in values {
-        let (key, low) = ((v >> 16) as u16, v as u16);
-        match containers.last_mut() {
+/// Ascending values split into their high and low halves: the low halves of each high
+/// half, in order.
+fn by_key<K: PartialEq, L>(values: impl Iterator<Item = (K, L)>) -> Vec<(K, Vec<L>)> {
+    let mut out: Vec<(K, Vec<L>)> = Vec::new();
+    for (key, low) in values {
+        match out.last_mut() {
             Some((k, lows)) if *k == key => lows.push(low),
-            _ => containers.push((key, vec![low])),
+            _ => out.push((key, vec![low])),
         }
     }
+    out
+}
+
+/// A 32-bit Roaring bitmap, portable format, no run containers.
+fn roaring32(values: &[u32], out: &mut Vec<u8>) {
+    let containers = by_key(values.iter().map(|&v| ((v >> 16) as u16, v as u16)));
     out.extend_from_slice(&NO_RUN_COOKIE.to_le_bytes());
     out.extend_from_slice(&(containers.len() as u32).to_le_bytes());
     for (key, lows) in &containers {
@@ -155,6 +154,22 @@ mod tests {
         let words = &bytes[first + 24..first + 24 + 8_192];
         let set: u32 = words.iter().map(|b| b.count_ones()).sum();
         assert_eq!(set, 5_000);
+    }
+
+    #[test]
+    fn a_reference_decoder_reads_back_every_kind_of_container() {
+        // Sparse and dense chunks, a chunk of exactly 4,096 and of 4,097 rows (the array's
+        // limit), a full chunk, and rows past 2^32 (a second 32-bit bitmap).
+        let mut rows: Vec<u64> = (0..100).map(|i| i * 7).collect();
+        rows.extend((1 << 16..(1 << 16) + 4_096).map(|i| i as u64));
+        rows.extend((2 << 16..(2 << 16) + 4_097).map(|i| i as u64));
+        rows.extend((3 << 16..4 << 16).map(|i| i as u64));
+        rows.extend((0..50).map(|i| (5 << 16) + i * 1_000));
+        rows.extend([(1 << 32) + 3, (1 << 32) + 70_000, (7 << 32) + 1]);
+        let bytes = bitmap(&rows);
+        assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()), MAGIC);
+        let decoded = roaring::RoaringTreemap::deserialize_from(&bytes[4..]).unwrap();
+        assert_eq!(decoded.iter().collect::<Vec<u64>>(), rows);
     }
 
     #[test]

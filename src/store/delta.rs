@@ -39,7 +39,10 @@ const SNAPSHOT_ID: &str = "snapshot_id";
 /// What a table's latest version holds, as PartnerForge recorded it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct Published {
-    /// Per snapshot file (its path in the store): the data file in the table.
+    /// Per snapshot file (its path in the store): the data file in the table. Written
+    /// as `data_files` (a build that knows only `files` refuses the state rather than
+    /// publish without the `snapshot_id` partition or a by-reference night's base file).
+    #[serde(rename = "data_files", alias = "files")]
     files: BTreeMap<String, DataFile>,
     /// The table's schema (Delta's JSON), without the partition column.
     schema: Vec<Value>,
@@ -51,6 +54,9 @@ struct Published {
     /// Whether the table declares deletion vectors (reader 3 / writer 7).
     #[serde(default)]
     deletion_vectors: bool,
+    /// When the table was created (milliseconds; the `metaData` action's `createdTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_time: Option<i64>,
 }
 
 fn date_only() -> Vec<String> {
@@ -91,13 +97,15 @@ impl DataFile {
         values
     }
 
-    fn add(&self, now: i64) -> Value {
+    /// Its `add` action; `data_change` false when the table's rows stay the same (a
+    /// file laid out again).
+    fn add(&self, now: i64, data_change: bool) -> Value {
         let mut add = json!({
             "path": self.path,
             "partitionValues": self.partition_values(),
             "size": self.size,
             "modificationTime": now,
-            "dataChange": true,
+            "dataChange": data_change,
         });
         if let Some(rows) = self.rows {
             add["stats"] = json!(json!({"numRecords": rows}).to_string());
@@ -108,11 +116,11 @@ impl DataFile {
         json!({"add": add})
     }
 
-    fn remove(&self, now: i64) -> Value {
+    fn remove(&self, now: i64, data_change: bool) -> Value {
         let mut remove = json!({
             "path": self.path,
             "deletionTimestamp": now,
-            "dataChange": true,
+            "dataChange": data_change,
             "extendedFileMetadata": true,
             "partitionValues": self.partition_values(),
             "size": self.size,
@@ -236,7 +244,6 @@ async fn publish_table(
                 continue;
             }
             let footer = footer(store, table, &entry.path, entry.bytes).await?;
-            merge_schema(&mut schema, footer.fields);
             let snapshot_id = (partitions.len() > 1).then(|| manifest.snapshot_id.clone());
             let folder = match &snapshot_id {
                 Some(id) => format!("{PARTITION}={}/{SNAPSHOT_ID}={id}", manifest.date),
@@ -255,8 +262,12 @@ async fn publish_table(
             };
             if let Some(base) = entry.base.as_deref() {
                 let link = format!("{folder}/g{:04}-base.parquet", manifest.generation);
-                file.base = Some(Box::new(base_link(store, table, manifest, entry, base, link, &file).await?));
+                let (linked, fields) = base_link(store, table, manifest, entry, base, link, &file).await?;
+                merge_schema(&mut schema, fields);
+                file.base = Some(Box::new(linked));
             }
+            // After its base's: the night's own file gives a column's type.
+            merge_schema(&mut schema, footer.fields);
             added.push((entry.path.clone(), file));
         }
         if added.is_empty() && removed.is_empty() && previous.is_some() {
@@ -269,6 +280,7 @@ async fn publish_table(
         if previous.is_none() || deletion_vectors != state.deletion_vectors {
             actions.push(protocol(deletion_vectors));
         }
+        let created_time = *state.created_time.get_or_insert(now);
         if previous.is_none() || schema != state.schema || relayout || deletion_vectors != state.deletion_vectors {
             let mut fields = schema.clone();
             // The date is the folders' only (the files have no such column); `snapshot_id`
@@ -284,14 +296,17 @@ async fn publish_table(
                 "schemaString": schema_string,
                 "partitionColumns": partitions,
                 "configuration": configuration,
-                "createdTime": now,
+                "createdTime": created_time,
             }}));
         }
-        for (_, removed) in &removed {
-            actions.extend(removed.files().map(|f| f.remove(now)));
+        // Laid out again, a snapshot's file still in the table is the same rows elsewhere.
+        for (source, removed) in &removed {
+            let data_change = !(relayout && wanted.contains(source.as_str()));
+            actions.extend(removed.files().map(|f| f.remove(now, data_change)));
         }
-        for (_, added) in &added {
-            actions.extend(added.files().map(|f| f.add(now)));
+        for (source, added) in &added {
+            let data_change = !(relayout && state.files.contains_key(source));
+            actions.extend(added.files().map(|f| f.add(now, data_change)));
         }
         for (source, _) in &removed {
             state.files.remove(source);
@@ -300,10 +315,14 @@ async fn publish_table(
         state.schema = schema;
         state.partitions = partitions.clone();
         state.deletion_vectors = deletion_vectors;
+        let (operation, parameters) = match relayout {
+            true => ("REPLACE PARTITIONING", json!({"partitionBy": partitions})),
+            false => ("WRITE", json!({"mode": "Append"})),
+        };
         actions.push(json!({"commitInfo": {
             "timestamp": now,
-            "operation": "WRITE",
-            "operationParameters": {"mode": "Append"},
+            "operation": operation,
+            "operationParameters": parameters,
             "engineInfo": concat!("partnerforge/", env!("CARGO_PKG_VERSION")),
             "isBlindAppend": removed.is_empty(),
             "partnerforge": state,
@@ -347,7 +366,8 @@ fn protocol(deletion_vectors: bool) -> Value {
             "minReaderVersion": 3,
             "minWriterVersion": 7,
             "readerFeatures": ["deletionVectors"],
-            "writerFeatures": ["deletionVectors"],
+            // A table upgraded from writer 2 keeps what writer 2 implied.
+            "writerFeatures": ["appendOnly", "invariants", "deletionVectors"],
         }})
     } else {
         json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
@@ -368,7 +388,7 @@ async fn base_link(
     base: &str,
     link: String,
     own: &DataFile,
-) -> Result<DataFile, DeltaError> {
+) -> Result<(DataFile, Vec<Value>), DeltaError> {
     let bad =
         |message: String| DeltaError::Table { table: table.into(), message: format!("{}: {message}", entry.path) };
     let Some(inputs) = manifest.file("target_inputs") else {
@@ -378,6 +398,8 @@ async fn base_link(
     let (own_bytes, base_bytes, inputs) =
         (store.get(&entry.path).await?, store.get(base).await?, store.get(&inputs.path).await?);
     let size = base_bytes.len() as u64;
+    // The base's columns are the table's too (an older generation's may be fewer).
+    let fields = footer(store, table, base, size).await?.fields;
     let Deletions { deleted, base_rows } =
         base_deletions(own_bytes, base_bytes, inputs).map_err(|e| bad(format!("with its base {base}: {e}")))?;
     store.copy(base, &format!("{ROOT}/{table}/{link}")).await?;
@@ -395,7 +417,7 @@ async fn base_link(
         store.put(&format!("{ROOT}/{table}/{}", dv.file_name), Bytes::from(dv.bytes)).await?;
         Some(dv.descriptor)
     };
-    Ok(DataFile {
+    let linked = DataFile {
         path: link,
         date: own.date.clone(),
         size,
@@ -403,7 +425,8 @@ async fn base_link(
         snapshot_id: own.snapshot_id.clone(),
         deletion_vector,
         base: None,
-    })
+    };
+    Ok((linked, fields))
 }
 
 /// A stable id for a table of this store.
