@@ -399,7 +399,7 @@ async fn base_link(
         (store.get(&entry.path).await?, store.get(base).await?, store.get(&inputs.path).await?);
     let size = base_bytes.len() as u64;
     // The base's columns are the table's too (an older generation's may be fewer).
-    let fields = footer(store, table, base, size).await?.fields;
+    let fields = footer_in(table, base, &base_bytes)?.fields;
     let Deletions { deleted, base_rows } =
         base_deletions(own_bytes, base_bytes, inputs).map_err(|e| bad(format!("with its base {base}: {e}")))?;
     store.copy(base, &format!("{ROOT}/{table}/{link}")).await?;
@@ -511,20 +511,38 @@ struct Footer {
 
 /// A Parquet file's footer, read with two range reads.
 async fn footer(store: &Store, table: &str, path: &str, size: u64) -> Result<Footer, DeltaError> {
-    let bad = |message: String| DeltaError::Table { table: table.to_string(), message: format!("{path}: {message}") };
+    let tail = if size < 12 { Bytes::new() } else { store.get_range(path, size - 8..size).await? };
+    let length = footer_length(table, path, size, &tail)?;
+    decode_footer(table, path, &store.get_range(path, size - 8 - length..size - 8).await?)
+}
+
+/// The footer of a Parquet file held in memory.
+fn footer_in(table: &str, path: &str, bytes: &Bytes) -> Result<Footer, DeltaError> {
+    let size = bytes.len() as u64;
+    let tail = if size < 12 { Bytes::new() } else { bytes.slice((size - 8) as usize..) };
+    let length = footer_length(table, path, size, &tail)?;
+    decode_footer(table, path, &bytes.slice((size - 8 - length) as usize..(size - 8) as usize))
+}
+
+/// The length of a Parquet file's footer, from its last 8 bytes.
+fn footer_length(table: &str, path: &str, size: u64, tail: &Bytes) -> Result<u64, DeltaError> {
+    let bad = |message: &str| DeltaError::Table { table: table.to_string(), message: format!("{path}: {message}") };
     if size < 12 {
-        return Err(bad("too short for a Parquet file".into()));
+        return Err(bad("too short for a Parquet file"));
     }
-    let tail = store.get_range(path, size - 8..size).await?;
-    let tail: [u8; 8] = tail.as_ref().try_into().map_err(|_| bad("short read of the footer".into()))?;
-    let length =
-        parquet::file::metadata::FooterTail::try_from(tail).map_err(|e| bad(e.to_string()))?.metadata_length() as u64;
+    let tail: [u8; 8] = tail.as_ref().try_into().map_err(|_| bad("short read of the footer"))?;
+    let length = parquet::file::metadata::FooterTail::try_from(tail).map_err(|e| bad(&e.to_string()))?;
+    let length = length.metadata_length() as u64;
     if length + 8 > size {
-        return Err(bad("the footer's length exceeds the file".into()));
+        return Err(bad("the footer's length exceeds the file"));
     }
-    let metadata = store.get_range(path, size - 8 - length..size - 8).await?;
+    Ok(length)
+}
+
+fn decode_footer(table: &str, path: &str, metadata: &Bytes) -> Result<Footer, DeltaError> {
+    let bad = |message: String| DeltaError::Table { table: table.to_string(), message: format!("{path}: {message}") };
     let metadata =
-        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&metadata).map_err(|e| bad(e.to_string()))?;
+        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(metadata).map_err(|e| bad(e.to_string()))?;
     let file = metadata.file_metadata();
     let schema = parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
         .map_err(|e| bad(e.to_string()))?;
