@@ -5,8 +5,10 @@
 //!   floor a full recompute is held to;
 //! - `full`: the whole table computed — joins, conflicts, ICP score, signals,
 //!   provenance, case studies — and written, as `rebuild` does;
-//! - `incremental`: the second night as a run with `[run] targets_by_reference_rows` commits it, carrying
-//!   forward every row whose input hash equals the first night's and computing the rest:
+//! - `incremental`: the second night as a run with `[run] targets_by_reference_rows` commits it, the
+//!   fetch having touched the changed domains: only their rows (and those whose inputs moved
+//!   with the date) are joined and hashed, carrying forward every row whose input hash
+//!   equals the first night's and computing the rest:
 //!   the first night's rows by reference (not read, not written again), then the columns
 //!   change tracking reads of the table, from its own rows and the base's;
 //! - `incremental-whole`: the same night written whole (the carried rows read and written
@@ -109,7 +111,9 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
             // change tracking reads of the table, its own rows and the base's); or whole.
             let by_reference = name == "incremental";
             let (targets, inputs) = (output("out1", "targets.parquet"), output("out1", "target_inputs.parquet"));
-            let reuse = Reuse { targets: targets.clone(), base: None, inputs, same_day: false, by_reference };
+            // The fetch touched the changed domains (the others' module rows are the first night's).
+            let touched = Some((0..n).filter(|i| synthetic::changed(*i)).map(synthetic::domain).collect());
+            let reuse = Reuse { targets: targets.clone(), base: None, inputs, same_day: false, by_reference, touched };
             let out = ensure(dir.join(if by_reference { "incremental2" } else { "whole2" }));
             let t = Instant::now();
             let done = assemble(n, 2, &night2, Some(&reuse), slicing, &out);

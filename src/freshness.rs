@@ -31,6 +31,10 @@ pub struct Carry {
     pub only: Option<BTreeSet<String>>,
     /// Fresh domains per module id: not fetched this run, carried forward.
     pub fresh: BTreeMap<&'static str, BTreeSet<String>>,
+    /// Domains with a stored module result that is not carried (stale, fetched again, or
+    /// never carried): their module rows may differ from the stored snapshot's. A domain
+    /// in neither this nor the run's fetched domains has the stored snapshot's rows.
+    pub stale: BTreeSet<String>,
 }
 
 impl Carry {
@@ -104,7 +108,7 @@ pub async fn plan(
         .filter(|m| !force.iter().any(|f| f == m.id))
         .filter(|m| m.tables.iter().all(|t| !unusable.contains(t)))
         .collect();
-    let mut carry = Carry { from: Some(previous.clone()), only: only_set.clone(), fresh: BTreeMap::new() };
+    let mut carry = Carry { from: Some(previous.clone()), only: only_set.clone(), ..Default::default() };
     for batch in read_batches(store.get(&file.path).await?)? {
         let (Some(modules), Some(domains), Some(dates)) =
             (column(&batch, "module"), column(&batch, "domain"), date_values(&batch, "fetched_on"))
@@ -112,12 +116,17 @@ pub async fn plan(
             return Ok(nothing());
         };
         for (i, fetched_on) in dates.into_iter().enumerate() {
-            let Some(module) = carryable.iter().find(|m| m.id == modules.value(i)) else { continue };
+            let Some(module) = carryable.iter().find(|m| m.id == modules.value(i)) else {
+                carry.stale.insert(domains.value(i).to_string());
+                continue;
+            };
             let excluded = only.is_some_and(|o| !o.iter().any(|m| m == module.id));
             let days = i64::from(freshness.get(module.id).copied().unwrap_or(0));
             let fresh = fetched_on.is_some_and(|d| (run_date - d).num_days() < days);
             if excluded || fresh {
                 carry.fresh.entry(module.id).or_default().insert(domains.value(i).to_string());
+            } else {
+                carry.stale.insert(domains.value(i).to_string());
             }
         }
     }

@@ -282,6 +282,7 @@ async fn rebuild_locked(
         counts: Counts { calls: 0, spend_usd: 0.0, targets_reused: 0, ..original.counts.clone() },
         // A rebuild computes every row from the raw bodies: the full path.
         reuse_from: None,
+        touched: None,
     };
     let manifest = commit(store, pipeline, draft, files, &book_rows(&work, book, &failed), Some(lock)).await?;
     Ok(RebuildReport { manifest, reparsed, delivery: None })

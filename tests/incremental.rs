@@ -230,3 +230,75 @@ fn a_night_stored_by_reference_reads_as_the_whole_table_and_keeps_its_base() {
     let dry = store.ok(&["gc", "--store", &store.store(), "--keep-daily", "1", "--keep-monthly", "0", "--dry-run"]);
     assert!(dry.contains("would remove snapshot 2026-11-20"), "{dry}");
 }
+
+/// The numbers of "targets: X of Y rows joined" in a run's log.
+fn rows_joined(log: &str) -> Option<(u64, u64)> {
+    let line = log.lines().find(|l| l.contains("rows joined and hashed"))?;
+    let text = &line[line.find("targets: ")? + "targets: ".len()..];
+    let mut words = text.split_whitespace();
+    let joined = words.next()?.parse().ok()?;
+    let book = words.nth(1)?.parse().ok()?;
+    Some((joined, book))
+}
+
+#[test]
+fn a_night_joins_only_the_rows_the_fetch_touched_and_equals_a_full_recompute() {
+    let store = TestStore::new();
+    // The daily modules weekly: a night after the first fetches only what is forced, and
+    // the rows of every other domain are carried without being joined. Stored by reference
+    // (to the first night, whole), in slices of 7 and parts of 30 joined rows.
+    let pipeline = store.pipeline(|t| {
+        ["m08", "m10", "m11", "m12"]
+            .iter()
+            .fold(t, |t, m| t.replace(&format!("{m} = 1 "), &format!("{m} = 7 ")))
+            .replace(
+                "[fetch]",
+                "[run]\nscore_slice_rows = 7\nscore_part_rows = 30\ntargets_by_reference_rows = 0\n\
+                 targets_rewrite_share = 0.5\n\n[fetch]",
+            )
+    });
+    let night = |date: &str, more: &[&str]| {
+        let mut args = vec!["run", "--limit", "120", "--date", date, "--pipeline", &pipeline];
+        args.extend(more);
+        store.ok_both(&args).1
+    };
+    let log = night("2026-11-20", &[]);
+    assert_eq!(rows_joined(&log), None, "nothing stored to skip on the first night: {log}");
+    // The financials fetched again for the public companies: their rows are joined (and,
+    // with a new fetch time, computed again); the rest are carried as stored.
+    let log = night("2026-11-21", &["--force", "m07"]);
+    let (joined, book) = rows_joined(&log).unwrap_or_else(|| panic!("no rows skipped: {log}"));
+    assert!(joined > 0 && joined < book / 2, "{joined} of {book} rows joined");
+    let counts = manifest_of(&store, "2026-11-21", 1)["counts"].clone();
+    let reused = counts["targets_reused"].as_u64().unwrap();
+    assert!(reused >= book - joined && reused < counts["targets"].as_u64().unwrap(), "{counts}");
+    // Nothing due: only the rows whose inputs move with the date are joined.
+    let log = night("2026-11-22", &[]);
+    let (joined_third, _) = rows_joined(&log).unwrap_or_else(|| panic!("no rows skipped: {log}"));
+    assert!(joined_third < joined, "{joined_third} rows joined on a night that fetched nothing");
+
+    // Again, from a night stored by reference: its own rows are copied, the base's named.
+    let log = night("2026-11-23", &["--force", "m07"]);
+    assert!(rows_joined(&log).is_some_and(|(j, b)| j > 0 && j < b / 2), "{log}");
+    assert!(log.contains("of them by reference"), "{log}");
+
+    // What `query` reads of the nights equals the same nights computed whole from their raw bodies.
+    let dir = tempfile::tempdir().unwrap();
+    let latest = dir.path().join("latest.parquet");
+    query_to_file(&store, "SELECT * EXCLUDE (listed) FROM targets", &latest);
+    let mut nights = vec![("2026-11-23".to_string(), latest)];
+    for date in ["2026-11-22", "2026-11-21"] {
+        let file = dir.path().join(format!("{date}.parquet"));
+        query_to_file(
+            &store,
+            &format!("SELECT * EXCLUDE (account_domain) FROM targets_history WHERE snapshot_id = '{date}'"),
+            &file,
+        );
+        nights.push((date.to_string(), file));
+    }
+    for (date, file) in &nights {
+        store.ok(&["rebuild", "--store", &store.store(), "--snapshot", date]);
+        let rebuilt = store.path().join(format!("store/snapshots/{date}/0002/targets.parquet"));
+        assert_eq!(rows_apart(&store, file, &rebuilt), 0, "{date}: the night equals its full recompute");
+    }
+}

@@ -125,6 +125,9 @@ pub(crate) struct Draft {
     /// The snapshot whose unchanged targets rows this commit may carry forward (a run's
     /// previous snapshot); `None` computes every row (`rebuild`).
     pub reuse_from: Option<Manifest>,
+    /// The book's domains whose module rows may differ from `reuse_from`'s (sorted; see
+    /// [`transform::Reuse::touched`]); `None`: not known, every row is joined.
+    pub touched: Option<Vec<String>>,
 }
 
 /// The stored targets and their inputs of `from`, when it has both (a snapshot an
@@ -135,6 +138,7 @@ async fn reuse_from(
     from: &Manifest,
     date: &str,
     by_reference: bool,
+    touched: Option<Vec<String>>,
 ) -> anyhow::Result<Option<(transform::Reuse, String)>> {
     let (Some(targets), Some(inputs)) = (from.file("targets"), from.file("target_inputs")) else { return Ok(None) };
     let base = match &targets.base {
@@ -147,6 +151,7 @@ async fn reuse_from(
         inputs: store.get(&inputs.path).await?,
         same_day: from.date == date,
         by_reference,
+        touched,
     };
     Ok(Some((reuse, targets.base.clone().unwrap_or_else(|| targets.path.clone()))))
 }
@@ -286,7 +291,7 @@ pub(crate) async fn commit(
     let run = &pipeline.pipeline.run;
     let by_reference = book_rows.len() >= run.targets_by_reference_rows;
     let (reuse, base_path) = match &draft.reuse_from {
-        Some(from) => reuse_from(store, from, date, by_reference).await?.unzip(),
+        Some(from) => reuse_from(store, from, date, by_reference, draft.touched.clone()).await?.unzip(),
         None => (None, None),
     };
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);

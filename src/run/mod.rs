@@ -566,7 +566,9 @@ async fn refresh(
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
-    let (Planner { failed, not_targets, .. }, totals, mut stage) = refresh.finish()?;
+    let (Planner { failed, not_targets, .. }, totals, mut stage, mut touched) = refresh.finish()?;
+    // The domains whose module rows may differ from the carried-from snapshot's.
+    touched.extend(carry.stale.iter().cloned());
     let staged = stage.finish()?;
     let files: Vec<(&'static str, TableFile)> = staged.iter().map(|(t, s)| (*t, TableFile::Staged(s))).collect();
 
@@ -592,6 +594,7 @@ async fn refresh(
         providers: prepared.account,
         counts,
         reuse_from: carry.from.clone(),
+        touched: Some(touched.into_iter().collect()),
     };
     let book_rows = book_rows(&work, book, &failed);
     let manifest = commit(store, pipeline, draft, files, &book_rows, Some(lock)).await?;
@@ -652,7 +655,7 @@ async fn carry_kept(
         .checks()
         .map(|m| (m.id, kept.iter().filter(|d| !carry.is_fresh(m.id, d)).cloned().collect()))
         .collect();
-    let late = freshness::Carry { from: carry.from.clone(), only: None, fresh };
+    let late = freshness::Carry { from: carry.from.clone(), only: None, fresh, stale: Default::default() };
     for (table, _) in Tables::default().batches(0, date)? {
         freshness::carried_rows(store, &late, table, date, |batch| refresh.stage().append(table, batch)).await?;
     }

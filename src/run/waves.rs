@@ -55,6 +55,8 @@ struct Buffer {
     targets: usize,
     totals: LedgerTotals,
     stage: Stage,
+    /// The domains whose module results this run recorded (fetched, or spared a call).
+    touched: BTreeSet<String>,
 }
 
 /// What the manifest counts of the ledger, kept as rows go by.
@@ -275,6 +277,7 @@ impl<'a> Refresh<'a> {
             targets: 0,
             totals: LedgerTotals::default(),
             stage,
+            touched: BTreeSet::new(),
         };
         Self { planner, fetcher, buffer, progress: None }
     }
@@ -384,18 +387,20 @@ impl<'a> Refresh<'a> {
         &mut self.buffer.stage
     }
 
-    /// Writes what is still buffered to the stage; the stage, to commit.
     /// Each provider's circuit now, and how many times it opened.
     pub(crate) fn circuits(&self) -> std::collections::BTreeMap<crate::config::ProviderId, (&'static str, u64)> {
         self.fetcher.circuits()
     }
 
-    pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage)> {
+    /// Writes what is still buffered to the stage. Returns the planner, the totals, the
+    /// stage (to commit) and the domains whose module results this run recorded.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn finish(mut self) -> anyhow::Result<(Planner<'a>, LedgerTotals, Stage, BTreeSet<String>)> {
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();
         }
         Sink { planner: &self.planner, fetcher: &self.fetcher, buffer: &mut self.buffer, progress: None }.flush()?;
-        Ok((self.planner, self.buffer.totals, self.buffer.stage))
+        Ok((self.planner, self.buffer.totals, self.buffer.stage, self.buffer.touched))
     }
 }
 
@@ -443,6 +448,7 @@ impl Sink<'_> {
         }
         let Pending { plan, answers, .. } = done;
         let domain = &plan.target.domain;
+        self.buffer.touched.insert(domain.clone());
         for row in plan.skipped {
             self.push_ledger(row);
         }

@@ -229,6 +229,21 @@ impl ModuleFiles {
         )
     }
 
+    /// The rows of the tables `read` names that `keep` holds for, only the columns read
+    /// (the filter is applied as the row groups are decoded).
+    fn narrowed(files: &ModuleFiles, read: &[(&str, &[&str])], keep: Expr) -> PolarsResult<Self> {
+        let mut out = changes::SnapshotFiles::new();
+        for (table, columns) in read {
+            let bytes = files.get(table);
+            let narrowed = match bytes.is_empty() {
+                true => bytes,
+                false => to_parquet(&mut scan_parquet(&bytes, columns)?.filter(keep.clone()).collect()?)?,
+            };
+            out.insert(table.to_string(), narrowed);
+        }
+        Ok(Self(out))
+    }
+
     fn get(&self, table: &str) -> Bytes {
         self.0.get(table).cloned().unwrap_or_default()
     }
@@ -389,6 +404,8 @@ fn signal_inputs(files: &ModuleFiles, rules: &SignalRules, snapshot_id: &str) ->
             col("published").max().alias("trigger_latest_on"),
             latest("headline", "published").alias("trigger_latest_headline"),
             col("source").first().alias("news_source"),
+            // The oldest event in the window: the row's inputs move the day it leaves.
+            col("published").min().alias("trigger_window_from"),
         ])
         .collect()?;
     let exec = recent
@@ -465,6 +482,13 @@ pub struct Reuse {
     /// base (the stored table's base, or the stored table itself when it is whole) is
     /// left out of the slices' rows and counted in `referenced`; the others are copied.
     pub by_reference: bool,
+    /// The domains (sorted) whose module rows may differ from those of the snapshot the
+    /// stored files are of: the run fetched them, or dropped rows it held. Every other
+    /// domain's module rows are that snapshot's, byte for byte. With it, a row of another
+    /// domain whose book fields hash the same (`book_hash`) and whose inputs do not move
+    /// with the date by now (`valid_until`, `dated`) is carried without being joined or
+    /// hashed: a night's work follows what the fetch touched. `None` joins every row.
+    pub touched: Option<Vec<String>>,
 }
 
 /// A targets table stored by reference: the base file (an earlier snapshot's whole
@@ -577,18 +601,139 @@ fn read_between(bytes: &Bytes, columns: &[&str], lo: &str, hi: &str) -> PolarsRe
     Ok(changes::read_range(bytes, columns, &from)?.filter(col("domain").lt_eq(lit(hi.to_string()))))
 }
 
-/// The domains of a slice whose stored row can be carried forward (with their stored
-/// `dated`): same input hash, and not dated unless the stored snapshot is of the same date.
-fn reusable(reuse: &Reuse, hashes: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
-    let stored = read_between(&reuse.inputs, &["domain", "input_hash", "dated"], lo, hi)?;
-    let keys = [col("domain"), col("input_hash")];
-    hashes
-        .clone()
+/// The domains of `keys` (a slice's rows' `domain` and `input_hash`) whose stored row can
+/// be carried forward, with their stored `dated`: same input hash in `stored` (the stored
+/// inputs' `domain`, `input_hash`, `dated`), and not dated unless the stored snapshot is of
+/// the same date.
+fn reusable(stored: LazyFrame, same_day: bool, keys: &DataFrame) -> PolarsResult<DataFrame> {
+    let on = [col("domain"), col("input_hash")];
+    keys.clone()
         .lazy()
-        .join(stored, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
-        .filter(col("dated").fill_null(lit(true)).not().or(lit(reuse.same_day)))
+        .select(on.clone())
+        .join(
+            stored.select([col("domain"), col("input_hash"), col("dated")]),
+            on.clone(),
+            on,
+            JoinArgs::new(JoinType::Inner),
+        )
+        .filter(col("dated").fill_null(lit(true)).not().or(lit(same_day)))
         .select([col("domain"), col("dated")])
         .collect()
+}
+
+/// The columns of `target_inputs` a row's keys fill (`dated` comes from its scored row).
+const KEY_COLUMNS: [&str; 4] = ["domain", "input_hash", "book_hash", "valid_until"];
+
+/// The book's fields of a row, as [`book_frame`] makes them: what its `book_hash` covers.
+const BOOK_COLUMNS: [&str; 9] = [
+    "domain",
+    "seed_company_name",
+    "seed_partner_tech",
+    "seed_vertical",
+    "seed_country",
+    "ticker",
+    "modules_failed",
+    "family_id",
+    "family_primary",
+];
+
+/// A joined slice's keys ([`KEY_COLUMNS`]): each row's `input_hash` (every column), its
+/// `book_hash` (the book's fields alone, seeded alike) and its `valid_until` — the first
+/// day its inputs move with the date though no data changes (the oldest trigger event of
+/// the window leaves it), null when none does.
+fn row_keys(joined: &DataFrame, seed: u64, window_days: Option<u32>) -> PolarsResult<DataFrame> {
+    let valid_until = match window_days {
+        Some(days) if joined.schema().get("trigger_window_from").is_some() => {
+            (col("trigger_window_from").cast(DataType::Int32) + lit(days as i32 + 1)).cast(DataType::Date)
+        }
+        _ => lit(NULL).cast(DataType::Date),
+    };
+    let mut keys = df!(
+        "domain" => joined.column("domain")?.as_materialized_series().clone(),
+        "input_hash" => input_hashes(joined, seed)?,
+        "book_hash" => input_hashes(&joined.select(BOOK_COLUMNS)?, seed)?,
+    )?;
+    let until = joined.clone().lazy().select([valid_until.alias("valid_until")]).collect()?;
+    keys.hstack_mut(until.columns())?;
+    Ok(keys)
+}
+
+/// Two frames of the same columns as one (either may be the empty frame).
+fn stack(a: DataFrame, b: DataFrame) -> PolarsResult<DataFrame> {
+    match (a.width(), b.width()) {
+        (0, _) => Ok(b),
+        (_, 0) => Ok(a),
+        _ => a.vstack(&b),
+    }
+}
+
+/// Which of the book's rows a night joins when the fetch says what it touched
+/// ([`Reuse::touched`]).
+struct Skipping {
+    /// Per book row (in domain order): joined and hashed (touched by the fetch, new, its
+    /// book fields changed, or its inputs moved with the date), or carried as stored.
+    join: Vec<bool>,
+    /// The stored keys and `dated` of the rows carried without a join, by domain.
+    skipped: DataFrame,
+    /// The stored `domain`, `input_hash` and `dated` of the rows joined (those that hash
+    /// the same are carried still).
+    stored_joined: DataFrame,
+}
+
+impl Skipping {
+    /// `None` when every row is joined: nothing touched is known, the stored inputs lack
+    /// the keys (written by an earlier build), or most rows must be joined anyway (then
+    /// narrowing the module tables to them costs more than it spares).
+    fn find(reuse: &Reuse, order: &[&BookRow], seed: u64, today: i32) -> PolarsResult<Option<Self>> {
+        let Some(touched) = &reuse.touched else { return Ok(None) };
+        let stored_columns = ["domain", "input_hash", "dated", "book_hash", "valid_until"];
+        let schema = changes::scan(&reuse.inputs)?.collect_schema()?;
+        if stored_columns.iter().any(|c| schema.get(c).is_none()) {
+            return Ok(None);
+        }
+        let book = book_frame(order)?.collect()?;
+        let book = df!(
+            "domain" => book.column("domain")?.as_materialized_series().clone(),
+            "book_hash" => input_hashes(&book, seed)?,
+        )?;
+        let stored =
+            read_parquet(reuse.inputs.clone(), &stored_columns)?.rename(["book_hash"], ["stored_book_hash"], true);
+        let touched = Series::new("touched".into(), touched.as_slice());
+        let must_join = col("input_hash")
+            .is_null()
+            .or(col("stored_book_hash").is_null())
+            .or(col("book_hash").neq(col("stored_book_hash")))
+            .or(col("valid_until").cast(DataType::Int32).lt_eq(lit(today)).fill_null(lit(false)))
+            .or(col("dated").fill_null(lit(true)).and(lit(!reuse.same_day)))
+            .or(col("domain").is_in(lit(touched).implode(false), false).fill_null(lit(false)));
+        let rows = book
+            .lazy()
+            .join(stored, [col("domain")], [col("domain")], JoinArgs::new(JoinType::Left))
+            .with_column(must_join.alias("join"))
+            .sort(["domain"], SortMultipleOptions::default())
+            .collect()?;
+        if rows.height() != order.len() {
+            return Ok(None); // (a domain twice in the stored inputs: not this build's file)
+        }
+        let join: Vec<bool> = rows.column("join")?.bool()?.iter().map(|j| j.unwrap_or(true)).collect();
+        let joined = join.iter().filter(|j| **j).count();
+        if joined * 2 > order.len() {
+            return Ok(None);
+        }
+        let flag = col("join");
+        let skipped = rows
+            .clone()
+            .lazy()
+            .filter(flag.clone().not())
+            .select([col("domain"), col("input_hash"), col("book_hash"), col("valid_until"), col("dated")])
+            .collect()?;
+        let stored_joined = rows
+            .lazy()
+            .filter(flag.and(col("input_hash").is_not_null()))
+            .select([col("domain"), col("input_hash"), col("dated")])
+            .collect()?;
+        Ok(Some(Self { join, skipped, stored_joined }))
+    }
 }
 
 /// The rows of `domains` (a frame with a `domain` column) of a Parquet file's range.
@@ -627,8 +772,9 @@ fn split_by_file(bytes: &Bytes, lo: &str, hi: &str, domains: &DataFrame) -> Pola
 /// stored for it is carried forward from the stored targets table (its `snapshot_id`
 /// set to this one) — or, with [`Reuse::by_reference`], left in the base it is a row of
 /// and only counted — and only the others go through conflicts, scoring, signals and case
-/// studies. Without `reuse` every row is computed: the same rows, as `rebuild` and a
-/// test check.
+/// studies. With [`Reuse::touched`], only the rows that may have changed are joined and
+/// hashed at all (see [`Skipping`]); the module tables are read for their domains alone.
+/// Without `reuse` every row is computed: the same rows, as `rebuild` and a test check.
 #[allow(clippy::too_many_arguments)]
 pub fn assemble_in_slices(
     book: &[BookRow],
@@ -671,11 +817,8 @@ pub fn assemble_in_slices(
     let slice_rows = slicing.rows.max(1);
     let mut order: Vec<&BookRow> = book.iter().collect();
     order.sort_by(|a, b| a.target.domain.cmp(&b.target.domain));
-    // The module tables split once by ranges of the book's domains (none for a book of one
-    // part): each part's rows are decoded (only the columns joined), sorted by domain and
-    // aggregated alone, and each slice of the part takes its rows by binary search.
-    let part_rows = slicing.part_rows.max(slice_rows);
-    let ranges = changes::DomainRange::split(order.iter().map(|r| r.target.domain.as_str()), part_rows);
+    let seed = inputs_fingerprint(model, signals);
+    let window_days = signals.map(|(rules, _)| rules.window_days);
     // Without signal rules, only the joined tables are read.
     let read = scored_columns();
     let read: Vec<(&str, &[&str])> = read
@@ -683,14 +826,59 @@ pub fn assemble_in_slices(
         .filter(|(table, _)| signals.is_some() || JOINED.iter().any(|(joined, _)| joined == table))
         .map(|(table, columns)| (*table, columns.as_slice()))
         .collect();
-    let split = parts::partition_by_range(&files.0, &read, &SIGNAL_ROWS, &ranges)
+    let part_rows = slicing.part_rows.max(slice_rows);
+    // With what the fetch touched, only the rows that may have changed are joined: the module
+    // tables are read for those domains alone, the other rows carried as stored.
+    let skipping = match reuse {
+        Some(reuse) if !order.is_empty() => Skipping::find(reuse, &order, seed, epoch_day(snapshot_id)?)?,
+        _ => None,
+    };
+    let mut narrowed = None;
+    let mut joined_domains: Vec<&str> = order.iter().map(|r| r.target.domain.as_str()).collect();
+    if let Some(skipping) = &skipping {
+        joined_domains.retain({
+            let mut join = skipping.join.iter();
+            move |_| join.next().copied().unwrap_or(true)
+        });
+        tracing::info!(
+            "targets: {} of {} rows joined and hashed; the fetch left the others' inputs as the stored snapshot's",
+            joined_domains.len(),
+            order.len()
+        );
+        let wanted = Series::new("wanted".into(), joined_domains.as_slice());
+        narrowed = Some(ModuleFiles::narrowed(files, &read, col("domain").is_in(lit(wanted).implode(false), false))?);
+    }
+    let module_files = narrowed.as_ref().unwrap_or(files);
+    // The module tables split once by ranges of the joined domains (none for one part):
+    // each part's rows are decoded (only the columns joined), sorted by domain and
+    // aggregated alone, and each slice of the part takes its rows by binary search.
+    let ranges = changes::DomainRange::split(joined_domains.iter().copied(), part_rows);
+    drop(joined_domains);
+    let split = parts::partition_by_range(&module_files.0, &read, &SIGNAL_ROWS, &ranges)
         .map_err(|e| PolarsError::ComputeError(format!("splitting the module tables: {e:#}").into()))?;
     if ranges.len() > 1 {
         tracing::debug!("module tables split into {} parts of {part_rows} targets", ranges.len());
     }
-    // An empty book still makes one (empty) slice: the table keeps its columns.
-    let book_parts: Vec<&[&BookRow]> = if order.is_empty() { vec![&[]] } else { order.chunks(part_rows).collect() };
-    let seed = inputs_fingerprint(model, signals);
+    // The book's rows of each range. An empty book still makes one (empty) slice: the table
+    // keeps its columns.
+    let book_parts: Vec<&[&BookRow]> = match order.is_empty() {
+        true => vec![&[]],
+        false => {
+            let mut rest = order.as_slice();
+            ranges
+                .iter()
+                .map(|range| {
+                    let end = range
+                        .hi
+                        .as_deref()
+                        .map_or(rest.len(), |hi| rest.partition_point(|r| r.target.domain.as_str() < hi));
+                    let (part, after) = rest.split_at(end);
+                    rest = after;
+                    part
+                })
+                .collect()
+        }
+    };
     let mut checked = false;
     // A slice's rows from their joined inputs: conflicts, score, signals, provenance,
     // case studies, in the table's column order.
@@ -733,7 +921,7 @@ pub fn assemble_in_slices(
             .sort(["domain"], SortMultipleOptions::default())
             .collect()
     };
-    // A slice's scored rows and its inputs' hashes become the slice handed to `emit`.
+    // A slice's scored rows and its inputs' keys become the slice handed to `emit`.
     // The rows carried by reference keep the `dated` stored for them.
     let mut emit =
         |targets: DataFrame, hashes: DataFrame, reused: usize, referenced: Option<DataFrame>| -> PolarsResult<()> {
@@ -751,6 +939,7 @@ pub fn assemble_in_slices(
                 .collect()?;
             emit(ScoredSlice { targets, inputs, reused, referenced: by_reference })
         };
+    let joiner = Joiner { enrichment, last_enriched, signals, snapshot_id };
     // With a stored snapshot, the rows to compute of several slices are scored together (a
     // night changes a few rows of each slice: scoring them slice by slice cost more in each
     // call's fixed work than in the rows); the slices wait, in order, holding only their
@@ -758,75 +947,79 @@ pub fn assemble_in_slices(
     let mut pending: Vec<Pending<'_, '_, '_>> = Vec::new();
     let mut fresh: Vec<DataFrame> = Vec::new();
     let mut fresh_rows = 0;
+    let mut flags = skipping.as_ref().map(|s| s.join.as_slice());
     for (p, part) in book_parts.into_iter().enumerate() {
-        let files = ModuleFiles(
+        let part_files = ModuleFiles(
             split.load(p).map_err(|e| PolarsError::ComputeError(format!("reading the module tables: {e:#}").into()))?,
         );
-        let tables = files.joined()?;
-        let inputs = match signals {
-            Some((rules, _)) => signal_inputs(&files, rules, snapshot_id)?.map(by_domain).into_iter().collect(),
-            None => Ok(Vec::new()),
-        }?;
-        drop(files);
-        // A slice's rows joined with their inputs (the book's fields and every module value).
-        let join = |slice: &[&BookRow], range: &Option<(String, String)>| -> PolarsResult<DataFrame> {
-            let within = |df: &DataFrame| match range {
-                Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
-                None => Ok(df.clone().lazy()),
-            };
-            let mut frame = book_frame(slice)?;
-            for table in &tables {
-                frame = frame.left_join(within(table)?, col("domain"), col("domain"));
+        let tables = joiner.tables(&part_files)?;
+        drop(part_files);
+        let join = |slice: &[&BookRow], range: &Option<(String, String)>| joiner.join(&tables, slice, range);
+        // A slice computed again whole (its stored rows could not be carried after all) needs
+        // every row's inputs: with the tables narrowed to the rows joined, they are read again
+        // for the slice's range.
+        let rejoin = |slice: &[&BookRow], range: &Option<(String, String)>| match (&narrowed, range) {
+            (Some(_), Some((lo, hi))) => {
+                let within = col("domain").gt_eq(lit(lo.clone())).and(col("domain").lt_eq(lit(hi.clone())));
+                let whole = joiner.tables(&ModuleFiles::narrowed(files, &read, within)?)?;
+                joiner.join(&whole, slice, range)
             }
-            let mut frame = frame
-                .filter(col("runs_algolia").fill_null(lit(false)).not())
-                .with_columns([
-                    // The book is curated by sales: its values win; the providers fill gaps.
-                    coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
-                    coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
-                    coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
-                    coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
-                    col("ticker").is_not_null().alias("is_public"),
-                ])
-                .with_columns([
-                    enrichment.clone().alias("enrichment_level"),
-                    last_enriched.clone().alias("last_enriched"),
-                ]);
-            for input in &inputs {
-                frame = frame.left_join(within(input)?, col("domain"), col("domain"));
-            }
-            frame.collect()
+            _ => join(slice, range),
         };
         let slices: Vec<&[&BookRow]> = if part.is_empty() { vec![&[]] } else { part.chunks(slice_rows).collect() };
         for slice in slices {
             let range =
                 slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
-            let joined = join(slice, &range)?;
+            // The rows to join: all, or (skipping) those the fetch touched or that must be
+            // computed again; the others are carried with their stored inputs.
+            let (to_join, skipped): (Vec<&BookRow>, Option<DataFrame>) = match (&skipping, flags.as_mut(), &range) {
+                (Some(skipping), Some(flags), Some((lo, hi))) => {
+                    let (these, rest) = flags.split_at(slice.len());
+                    *flags = rest;
+                    let rows = slice.iter().zip(these).filter(|(_, join)| **join).map(|(r, _)| *r).collect();
+                    (rows, Some(domain_range(&skipping.skipped, lo, hi)?))
+                }
+                _ => (slice.to_vec(), None),
+            };
+            let joined = if to_join.is_empty() && skipped.is_some() { None } else { Some(join(&to_join, &range)?) };
             // The row's inputs, hashed; with a stored snapshot, the unchanged rows are carried.
-            let hashes = df!(
-                "domain" => joined.column("domain")?.as_materialized_series().clone(),
-                "input_hash" => input_hashes(&joined, seed)?,
-            )?;
+            let keys = match &joined {
+                Some(joined) => row_keys(joined, seed, window_days)?,
+                None => DataFrame::empty(),
+            };
             let (Some(reuse), Some((lo, hi))) = (reuse, &range) else {
+                let joined = joined.unwrap_or_default();
                 let targets = score(joined)?;
-                emit(targets, hashes, 0, None)?;
+                emit(targets, keys, 0, None)?;
                 continue;
             };
-            let same = reusable(reuse, &hashes, lo, hi)?;
-            let rows = joined
-                .lazy()
-                .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
-                .collect()?;
-            fresh_rows += rows.height();
-            if rows.height() > 0 {
-                fresh.push(rows);
+            let stored = match &skipping {
+                Some(skipping) => skipping.stored_joined.clone().lazy(),
+                None => read_between(&reuse.inputs, &["domain", "input_hash", "dated"], lo, hi)?,
+            };
+            let mut same =
+                if keys.height() > 0 { reusable(stored, reuse.same_day, &keys)? } else { DataFrame::empty() };
+            let mut hashes = keys;
+            if let Some(skipped) = skipped.filter(|s| s.height() > 0) {
+                same = stack(same, skipped.select(["domain", "dated"])?)?;
+                hashes = stack(hashes, skipped.select(KEY_COLUMNS)?)?;
+            }
+            if let Some(joined) = joined {
+                let rows = joined
+                    .lazy()
+                    .join(same.clone().lazy(), [col("domain")], [col("domain")], JoinArgs::new(JoinType::Anti))
+                    .collect()?;
+                fresh_rows += rows.height();
+                if rows.height() > 0 {
+                    fresh.push(rows);
+                }
             }
             pending.push(Pending { slice, lo: lo.clone(), hi: hi.clone(), hashes, same });
             if fresh_rows >= slice_rows || pending.len() >= MAX_PENDING_SLICES {
                 let scored = score_fresh(&mut fresh, &mut score)?;
                 fresh_rows = 0;
                 for waiting in pending.drain(..) {
-                    carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
+                    carry(waiting, &scored, reuse, &columns, snapshot_id, &rejoin, &mut score, &mut emit)?;
                 }
             }
         }
@@ -835,11 +1028,71 @@ pub fn assemble_in_slices(
             let scored = score_fresh(&mut fresh, &mut score)?;
             fresh_rows = 0;
             for waiting in pending.drain(..) {
-                carry(waiting, &scored, reuse, &columns, snapshot_id, &join, &mut score, &mut emit)?;
+                carry(waiting, &scored, reuse, &columns, snapshot_id, &rejoin, &mut score, &mut emit)?;
             }
         }
     }
     Ok(())
+}
+
+/// How a slice's rows are joined with their inputs: the book's fields, every module value
+/// and the signal inputs, with the columns computed from them before scoring.
+struct Joiner<'a> {
+    enrichment: Expr,
+    last_enriched: Expr,
+    signals: Option<&'a SignalSetup>,
+    snapshot_id: &'a str,
+}
+
+/// A part's tables: the joined module tables and the signal inputs, each sorted by domain.
+struct PartTables {
+    joined: Vec<DataFrame>,
+    inputs: Vec<DataFrame>,
+}
+
+impl Joiner<'_> {
+    fn tables(&self, files: &ModuleFiles) -> PolarsResult<PartTables> {
+        let inputs = match self.signals {
+            Some((rules, _)) => signal_inputs(files, rules, self.snapshot_id)?.map(by_domain).into_iter().collect(),
+            None => Ok(Vec::new()),
+        }?;
+        Ok(PartTables { joined: files.joined()?, inputs })
+    }
+
+    /// A slice's rows joined with their inputs (the tables' rows of the slice's range).
+    fn join(
+        &self,
+        tables: &PartTables,
+        slice: &[&BookRow],
+        range: &Option<(String, String)>,
+    ) -> PolarsResult<DataFrame> {
+        let within = |df: &DataFrame| match range {
+            Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
+            None => Ok(df.clone().lazy()),
+        };
+        let mut frame = book_frame(slice)?;
+        for table in &tables.joined {
+            frame = frame.left_join(within(table)?, col("domain"), col("domain"));
+        }
+        let mut frame = frame
+            .filter(col("runs_algolia").fill_null(lit(false)).not())
+            .with_columns([
+                // The book is curated by sales: its values win; the providers fill gaps.
+                coalesce(&[col("seed_company_name"), col("bw_company_name")]).alias("company_name"),
+                coalesce(&[col("seed_partner_tech"), col("partner_tech_detected")]).alias("partner_tech"),
+                coalesce(&[col("seed_vertical"), col("bw_vertical")]).alias("vertical"),
+                coalesce(&[col("seed_country"), col("bw_country")]).alias("country"),
+                col("ticker").is_not_null().alias("is_public"),
+            ])
+            .with_columns([
+                self.enrichment.clone().alias("enrichment_level"),
+                self.last_enriched.clone().alias("last_enriched"),
+            ]);
+        for input in &tables.inputs {
+            frame = frame.left_join(within(input)?, col("domain"), col("domain"));
+        }
+        frame.collect()
+    }
 }
 
 /// How many slices wait for their rows to be scored together, at most.
