@@ -42,28 +42,47 @@ use partnerforge::serve::{self, params};
 use partnerforge::transform::{self, BookRow, ModuleFiles, Reuse, SliceWriter, Slicing};
 use synthetic::{DATES, flag, load, median, peak_rss_mib, save};
 
+/// The book of `n` synthetic targets and the shipped pipeline, made before a step's timer
+/// starts (a run holds both before it assembles).
+struct Setup {
+    targets: Vec<partnerforge::targets::Target>,
+    tickers: HashMap<String, String>,
+    pipeline: LoadedPipeline,
+}
+
+impl Setup {
+    fn new(n: usize) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let pipeline = LoadedPipeline::load(&root.join("pipelines/nightly.toml")).expect("the shipped pipeline");
+        let (targets, tickers) = synthetic::book(n);
+        Self { targets, tickers, pipeline }
+    }
+
+    fn rows(&self) -> Vec<BookRow<'_>> {
+        self.targets
+            .iter()
+            .map(|t| BookRow {
+                target: t,
+                ticker: self.tickers.get(&t.domain).map(String::as_str),
+                modules_failed: None,
+                family: None,
+            })
+            .collect()
+    }
+}
+
 /// One night's targets table (and its inputs) into `out`: `(rows, carried)` (the rows
 /// carried by reference counted in both).
 fn assemble(
-    n: usize,
+    setup: &Setup,
     day: usize,
     files: &HashMap<String, Bytes>,
     reuse: Option<&Reuse>,
     slicing: Slicing,
     out: &Path,
 ) -> (usize, usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline = LoadedPipeline::load(&root.join("pipelines/nightly.toml")).expect("the shipped pipeline");
-    let (targets, tickers) = synthetic::book(n);
-    let rows: Vec<BookRow> = targets
-        .iter()
-        .map(|t| BookRow {
-            target: t,
-            ticker: tickers.get(&t.domain).map(String::as_str),
-            modules_failed: None,
-            family: None,
-        })
-        .collect();
+    let pipeline = &setup.pipeline;
+    let rows = setup.rows();
     let mut writer = SliceWriter::new(&out.join("targets.parquet"));
     let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet"));
     let (mut carried, mut referenced) = (0, 0);
@@ -94,6 +113,7 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
     let night2 = load(dir, "2");
     // A file a step before this one wrote.
     let output = |d: &str, f: &str| Bytes::from(std::fs::read(dir.join(d).join(f)).expect("a night's output"));
+    let setup = || Setup::new(n);
     let t = Instant::now();
     let (rows, carried) = match name {
         "read" => {
@@ -104,8 +124,16 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
             }
             (rows, 0)
         }
-        "prepare" => assemble(n, 1, &load(dir, "1"), None, slicing, &ensure(dir.join("out1"))),
-        "full" => assemble(n, 2, &night2, None, slicing, &ensure(dir.join("full2"))),
+        "prepare" | "full" => {
+            let (day, files, out) = match name {
+                "prepare" => (1, load(dir, "1"), "out1"),
+                _ => (2, night2, "full2"),
+            };
+            let setup = setup();
+            let t = Instant::now();
+            let (rows, carried) = assemble(&setup, day, &files, None, slicing, &ensure(dir.join(out)));
+            return report(name, t.elapsed().as_secs_f64(), rows, carried);
+        }
         "incremental" | "incremental-whole" => {
             // As a run commits it: by reference to the first night's table (and the columns
             // change tracking reads of the table, its own rows and the base's); or whole.
@@ -115,8 +143,9 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
             let touched = Some((0..n).filter(|i| synthetic::changed(*i)).map(synthetic::domain).collect());
             let reuse = Reuse { targets: targets.clone(), base: None, inputs, same_day: false, by_reference, touched };
             let out = ensure(dir.join(if by_reference { "incremental2" } else { "whole2" }));
+            let setup = setup();
             let t = Instant::now();
-            let done = assemble(n, 2, &night2, Some(&reuse), slicing, &out);
+            let done = assemble(&setup, 2, &night2, Some(&reuse), slicing, &out);
             if by_reference {
                 let own = Bytes::from(std::fs::read(out.join("targets.parquet")).expect("own rows"));
                 let inputs = Bytes::from(std::fs::read(out.join("target_inputs.parquet")).expect("inputs"));
@@ -127,12 +156,7 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
                         .expect("the tracked columns");
                 assert_eq!(tracked.height(), done.0);
             }
-            let seconds = t.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                serde_json::json!({"step": name, "seconds": seconds, "rows": done.0, "carried": done.1, "peak_mib": peak_rss_mib()})
-            );
-            return;
+            return report(name, t.elapsed().as_secs_f64(), done.0, done.1);
         }
         "query" => return top_targets(&dir.join("full2").join("targets.parquet")),
         "publish" => {
@@ -186,7 +210,11 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
         }
         other => panic!("no step {other}"),
     };
-    let seconds = t.elapsed().as_secs_f64();
+    report(name, t.elapsed().as_secs_f64(), rows, carried);
+}
+
+/// A step's JSON line.
+fn report(name: &str, seconds: f64, rows: usize, carried: usize) {
     println!(
         "{}",
         serde_json::json!({"step": name, "seconds": seconds, "rows": rows, "carried": carried, "peak_mib": peak_rss_mib()})

@@ -1036,7 +1036,8 @@ mod tests {
         // A feed written as commits write it: a part per range of domains, in order.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("feed.parquet");
-        let mut writer = crate::transform::SliceWriter::new(&path).with_metadata(FEED_BASE, "base");
+        let mut writer =
+            crate::transform::SliceWriter::new(&path).with_metadata(FEED_BASE, "base").min_row_group_rows(1);
         let mut domains = Vec::new();
         for part in 0..6 {
             let names: Vec<String> = (0..3).map(|i| format!("d{part}{i}.com")).collect();

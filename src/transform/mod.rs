@@ -437,7 +437,20 @@ pub struct BookRow<'a> {
     pub family: Option<families::Membership>,
 }
 
-fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
+impl BookRow<'_> {
+    /// The hash of the row's book fields (its `book_hash`: domain, the seed's fields, ticker,
+    /// failed modules, family), seeded as `input_hash` is.
+    fn book_hash(&self, state: &PlSeedableRandomStateQuality) -> i64 {
+        use std::hash::BuildHasher as _;
+        let t = self.target;
+        let family = self.family.as_ref().map(|f| (f.family_id.as_str(), f.primary.as_str()));
+        let fields = (t.domain.as_str(), t.company_name.as_deref(), t.partner_tech.as_deref(), t.vertical.as_deref());
+        state.hash_one((fields, t.country.as_deref(), self.ticker, self.modules_failed.as_deref(), family)) as i64
+    }
+}
+
+/// The book's rows as a frame of their fields and their `book_hash` (seeded by `seed`).
+fn book_frame(rows: &[&BookRow], seed: u64) -> PolarsResult<LazyFrame> {
     // Borrowed: the book's strings are copied once, into the frame.
     let text = |f: &dyn for<'r> Fn(&'r BookRow<'r>) -> Option<&'r str>| {
         rows.iter().map(|r| f(r)).collect::<Vec<Option<&str>>>()
@@ -452,6 +465,10 @@ fn book_frame(rows: &[&BookRow]) -> PolarsResult<LazyFrame> {
         "modules_failed" => text(&|r| r.modules_failed.as_deref()),
         "family_id" => text(&|r| r.family.as_ref().map(|f| f.family_id.as_str())),
         "family_primary" => text(&|r| r.family.as_ref().map(|f| f.primary.as_str())),
+        "book_hash" => {
+            let state = PlSeedableRandomStateQuality::seed_from_u64(seed);
+            rows.iter().map(|r| r.book_hash(&state)).collect::<Vec<i64>>()
+        },
     )?;
     Ok(df.lazy())
 }
@@ -532,7 +549,7 @@ pub fn read_targets(
 }
 
 /// Writes a targets table stored by reference whole to a new file at `path`, `range_rows`
-/// domains at a time (a row group each): every column of `own`, in domain order. Returns
+/// domains at a time (a row group each, small ones together): every column of `own`, in domain order. Returns
 /// the rows written; on an error no file is left.
 pub fn write_whole(
     own: &Bytes,
@@ -624,21 +641,8 @@ fn reusable(stored: LazyFrame, same_day: bool, keys: &DataFrame) -> PolarsResult
 /// The columns of `target_inputs` a row's keys fill (`dated` comes from its scored row).
 const KEY_COLUMNS: [&str; 4] = ["domain", "input_hash", "book_hash", "valid_until"];
 
-/// The book's fields of a row, as [`book_frame`] makes them: what its `book_hash` covers.
-const BOOK_COLUMNS: [&str; 9] = [
-    "domain",
-    "seed_company_name",
-    "seed_partner_tech",
-    "seed_vertical",
-    "seed_country",
-    "ticker",
-    "modules_failed",
-    "family_id",
-    "family_primary",
-];
-
 /// A joined slice's keys ([`KEY_COLUMNS`]): each row's `input_hash` (every column), its
-/// `book_hash` (the book's fields alone, seeded alike) and its `valid_until` — the first
+/// `book_hash` (the book's fields alone, [`book_frame`]'s) and its `valid_until` — the first
 /// day its inputs move with the date though no data changes (the oldest trigger event of
 /// the window leaves it), null when none does.
 fn row_keys(joined: &DataFrame, seed: u64, window_days: Option<u32>) -> PolarsResult<DataFrame> {
@@ -651,7 +655,7 @@ fn row_keys(joined: &DataFrame, seed: u64, window_days: Option<u32>) -> PolarsRe
     let mut keys = df!(
         "domain" => joined.column("domain")?.as_materialized_series().clone(),
         "input_hash" => input_hashes(joined, seed)?,
-        "book_hash" => input_hashes(&joined.select(BOOK_COLUMNS)?, seed)?,
+        "book_hash" => joined.column("book_hash")?.as_materialized_series().clone(),
     )?;
     let until = joined.clone().lazy().select([valid_until.alias("valid_until")]).collect()?;
     keys.hstack_mut(until.columns())?;
@@ -686,52 +690,70 @@ impl Skipping {
     /// narrowing the module tables to them costs more than it spares).
     fn find(reuse: &Reuse, order: &[&BookRow], seed: u64, today: i32) -> PolarsResult<Option<Self>> {
         let Some(touched) = &reuse.touched else { return Ok(None) };
-        let stored_columns = ["domain", "input_hash", "dated", "book_hash", "valid_until"];
+        let columns = ["domain", "input_hash", "dated", "book_hash", "valid_until"];
         let schema = changes::scan(&reuse.inputs)?.collect_schema()?;
-        if stored_columns.iter().any(|c| schema.get(c).is_none()) {
+        if columns.iter().any(|c| schema.get(c).is_none()) {
             return Ok(None);
         }
-        let book = book_frame(order)?.collect()?;
-        let book = df!(
-            "domain" => book.column("domain")?.as_materialized_series().clone(),
-            "book_hash" => input_hashes(&book, seed)?,
-        )?;
-        let stored =
-            read_parquet(reuse.inputs.clone(), &stored_columns)?.rename(["book_hash"], ["stored_book_hash"], true);
-        let touched = Series::new("touched".into(), touched.as_slice());
-        let must_join = col("input_hash")
-            .is_null()
-            .or(col("stored_book_hash").is_null())
-            .or(col("book_hash").neq(col("stored_book_hash")))
-            .or(col("valid_until").cast(DataType::Int32).lt_eq(lit(today)).fill_null(lit(false)))
-            .or(col("dated").fill_null(lit(true)).and(lit(!reuse.same_day)))
-            .or(col("domain").is_in(lit(touched).implode(false), false).fill_null(lit(false)));
-        let rows = book
-            .lazy()
-            .join(stored, [col("domain")], [col("domain")], JoinArgs::new(JoinType::Left))
-            .with_column(must_join.alias("join"))
-            .sort(["domain"], SortMultipleOptions::default())
-            .collect()?;
-        if rows.height() != order.len() {
-            return Ok(None); // (a domain twice in the stored inputs: not this build's file)
+        // The stored inputs and the book, both in domain order, walked together.
+        let mut stored = read_parquet(reuse.inputs.clone(), &columns)?.collect()?;
+        let sorted = |df: &DataFrame| -> PolarsResult<bool> {
+            let domains = df.column("domain")?.str()?;
+            Ok(domains.null_count() == 0 && domains.iter().flatten().is_sorted_by(|a, b| a < b))
+        };
+        if !sorted(&stored)? {
+            stored = stored.sort(["domain"], SortMultipleOptions::default())?;
+            if !sorted(&stored)? {
+                return Ok(None); // (a domain twice, or none: not this build's file)
+            }
         }
-        let join: Vec<bool> = rows.column("join")?.bool()?.iter().map(|j| j.unwrap_or(true)).collect();
+        stored.rechunk_mut();
+        let mut touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+        if !touched.is_sorted() {
+            touched.sort_unstable();
+        }
+        let domains = stored.column("domain")?.str()?;
+        let hashes = stored.column("input_hash")?.i64()?;
+        let book_hashes = stored.column("book_hash")?.i64()?;
+        let dated = stored.column("dated")?.bool()?;
+        let until = stored.column("valid_until")?.cast(&DataType::Int32)?;
+        let until = until.i32()?;
+        let state = PlSeedableRandomStateQuality::seed_from_u64(seed);
+        let (mut at, mut next_touched) = (0, 0);
+        let mut join = Vec::with_capacity(order.len());
+        // Per stored row: 1 skipped, 2 joined (its stored hash still compared).
+        let mut taken = vec![0u8; stored.height()];
+        for row in order {
+            let domain = row.target.domain.as_str();
+            while at < domains.len() && domains.get(at).is_some_and(|d| d < domain) {
+                at += 1;
+            }
+            while next_touched < touched.len() && touched[next_touched] < domain {
+                next_touched += 1;
+            }
+            let is_touched = touched.get(next_touched) == Some(&domain);
+            let found = (at < domains.len() && domains.get(at) == Some(domain)).then_some(at);
+            let skip = found.is_some_and(|i| {
+                hashes.get(i).is_some()
+                    && book_hashes.get(i) == Some(row.book_hash(&state))
+                    && until.get(i).is_none_or(|day| day > today)
+                    && (reuse.same_day || dated.get(i) == Some(false))
+            }) && !is_touched;
+            if let Some(i) = found {
+                taken[i] = if skip { 1 } else { 2 };
+            }
+            join.push(!skip);
+        }
         let joined = join.iter().filter(|j| **j).count();
         if joined * 2 > order.len() {
             return Ok(None);
         }
-        let flag = col("join");
-        let skipped = rows
-            .clone()
-            .lazy()
-            .filter(flag.clone().not())
-            .select([col("domain"), col("input_hash"), col("book_hash"), col("valid_until"), col("dated")])
-            .collect()?;
-        let stored_joined = rows
-            .lazy()
-            .filter(flag.and(col("input_hash").is_not_null()))
-            .select([col("domain"), col("input_hash"), col("dated")])
-            .collect()?;
+        let rows = |mark: u8| -> PolarsResult<DataFrame> {
+            let mask: BooleanChunked = taken.iter().map(|t| *t == mark).collect();
+            stored.filter(&mask)
+        };
+        let skipped = rows(1)?.select(["domain", "input_hash", "book_hash", "valid_until", "dated"])?;
+        let stored_joined = rows(2)?.select(["domain", "input_hash", "dated"])?;
         Ok(Some(Self { join, skipped, stored_joined }))
     }
 }
@@ -939,7 +961,7 @@ pub fn assemble_in_slices(
                 .collect()?;
             emit(ScoredSlice { targets, inputs, reused, referenced: by_reference })
         };
-    let joiner = Joiner { enrichment, last_enriched, signals, snapshot_id };
+    let joiner = Joiner { seed, enrichment, last_enriched, signals, snapshot_id };
     // With a stored snapshot, the rows to compute of several slices are scored together (a
     // night changes a few rows of each slice: scoring them slice by slice cost more in each
     // call's fixed work than in the rows); the slices wait, in order, holding only their
@@ -966,7 +988,10 @@ pub fn assemble_in_slices(
             }
             _ => join(slice, range),
         };
-        let slices: Vec<&[&BookRow]> = if part.is_empty() { vec![&[]] } else { part.chunks(slice_rows).collect() };
+        // Skipping, a slice joins a few of its rows: slices of more book rows spare each
+        // slice's fixed work (its row group of `target_inputs` holds as many).
+        let book_slice = if skipping.is_some() { slice_rows * SKIPPING_SLICE_FACTOR } else { slice_rows };
+        let slices: Vec<&[&BookRow]> = if part.is_empty() { vec![&[]] } else { part.chunks(book_slice).collect() };
         for slice in slices {
             let range =
                 slice.first().zip(slice.last()).map(|(a, b)| (a.target.domain.clone(), b.target.domain.clone()));
@@ -1038,6 +1063,7 @@ pub fn assemble_in_slices(
 /// How a slice's rows are joined with their inputs: the book's fields, every module value
 /// and the signal inputs, with the columns computed from them before scoring.
 struct Joiner<'a> {
+    seed: u64,
     enrichment: Expr,
     last_enriched: Expr,
     signals: Option<&'a SignalSetup>,
@@ -1070,7 +1096,7 @@ impl Joiner<'_> {
             Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
             None => Ok(df.clone().lazy()),
         };
-        let mut frame = book_frame(slice)?;
+        let mut frame = book_frame(slice, self.seed)?;
         for table in &tables.joined {
             frame = frame.left_join(within(table)?, col("domain"), col("domain"));
         }
@@ -1094,6 +1120,10 @@ impl Joiner<'_> {
         frame.collect()
     }
 }
+
+/// How many times `score_slice_rows` book rows a slice holds when only the touched rows
+/// are joined (see [`Skipping`]).
+const SKIPPING_SLICE_FACTOR: usize = 4;
 
 /// How many slices wait for their rows to be scored together, at most.
 const MAX_PENDING_SLICES: usize = 32;
@@ -1329,22 +1359,35 @@ fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
     Ok(df.slice(start as i64, end.saturating_sub(start)))
 }
 
-/// Writes frames one after another into one Parquet file, a row group each, as every
-/// table of the store is written (`store::table::writer_properties`).
+/// Writes frames one after another into one Parquet file, a row group each — small frames
+/// (a by-reference night's own rows of a slice) several together, until a row group holds
+/// [`MIN_ROW_GROUP_ROWS`] rows (each row group costs a column chunk per column, and the
+/// footer a description of each) — as every table of the store is written
+/// (`store::table::writer_properties`). A frame's rows are never split between row groups.
 ///
 /// The frames go to arrow-rs's writer (through the Arrow C Data Interface, no copy), not
 /// Polars' own: on the targets table (lists of structs, a struct of 24 structs) Polars'
 /// writer spent 15–18 s on a million rows where arrow-rs takes 4.5 s (`BENCHMARKS.md`).
+/// The rows a [`SliceWriter`] gathers into a row group before it ends one with a frame.
+pub const MIN_ROW_GROUP_ROWS: usize = 8_192;
+
 pub struct SliceWriter {
     writer: Option<parquet::arrow::ArrowWriter<std::fs::File>>,
     path: std::path::PathBuf,
     metadata: Vec<(String, String)>,
+    min_rows: usize,
     pub rows: usize,
 }
 
 impl SliceWriter {
     pub fn new(path: &std::path::Path) -> Self {
-        Self { writer: None, path: path.to_path_buf(), metadata: Vec::new(), rows: 0 }
+        Self { writer: None, path: path.to_path_buf(), metadata: Vec::new(), min_rows: MIN_ROW_GROUP_ROWS, rows: 0 }
+    }
+
+    /// Ends a row group with a frame once it holds `rows` rows (1: a row group per frame).
+    pub fn min_row_group_rows(mut self, rows: usize) -> Self {
+        self.min_rows = rows;
+        self
     }
 
     /// A (key, value) pair for the file's metadata.
@@ -1367,8 +1410,10 @@ impl SliceWriter {
         if let Some(writer) = self.writer.as_mut().filter(|_| df.height() > 0) {
             let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", self.path.display()).into());
             writer.write(&batch).map_err(failed)?;
-            // One row group per frame: a slice's rows are found by their row group's statistics.
-            writer.flush().map_err(failed)?;
+            // A slice's rows are found by their row group's statistics: a row group ends with a frame.
+            if writer.in_progress_rows() >= self.min_rows {
+                writer.flush().map_err(failed)?;
+            }
         }
         self.rows += df.height();
         Ok(())
@@ -1575,7 +1620,7 @@ mod tests {
         let range = changes::DomainRange { lo: Some("b.com".into()), hi: Some("e.com".into()) };
         let part = read_targets(&own, Some(base), &["domain", "n"], "2026-11-22", &range).unwrap();
         assert!(part.equals(&expected.select(["domain", "n"]).unwrap().slice(1, 2)), "{part}");
-        // Written whole, a row group per range: the same table.
+        // Written whole, a range at a time: the same table.
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(write_whole(&own, base, "2026-11-22", 2, &dir.path().join("whole.parquet")).unwrap(), 4);
         let whole = Bytes::from(std::fs::read(dir.path().join("whole.parquet")).unwrap());
