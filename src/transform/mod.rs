@@ -988,9 +988,11 @@ pub fn assemble_in_slices(
             }
             _ => join(slice, range),
         };
-        // Skipping, a slice joins a few of its rows: slices of more book rows spare each
-        // slice's fixed work (its row group of `target_inputs` holds as many).
-        let book_slice = if skipping.is_some() { slice_rows * SKIPPING_SLICE_FACTOR } else { slice_rows };
+        // Skipping, a slice joins a few of its rows, and by reference it reads none of the
+        // others: slices of more book rows spare each slice's fixed work (its row group of
+        // `target_inputs` holds as many). Rows copied (not by reference) keep the slice's size.
+        let wide = skipping.is_some() && reuse.is_some_and(|r| r.by_reference);
+        let book_slice = if wide { slice_rows * SKIPPING_SLICE_FACTOR } else { slice_rows };
         let slices: Vec<&[&BookRow]> = if part.is_empty() { vec![&[]] } else { part.chunks(book_slice).collect() };
         for slice in slices {
             let range =
@@ -1122,7 +1124,7 @@ impl Joiner<'_> {
 }
 
 /// How many times `score_slice_rows` book rows a slice holds when only the touched rows
-/// are joined (see [`Skipping`]).
+/// are joined (see [`Skipping`]) and the carried rows are named by reference.
 const SKIPPING_SLICE_FACTOR: usize = 4;
 
 /// How many slices wait for their rows to be scored together, at most.
