@@ -44,7 +44,8 @@ fn main() {
 }
 
 /// The code a targets row is computed by — the transforms, the parsing of the scoring
-/// model and the signal rules, and the locked dependency versions (Polars) — as one
+/// model and the signal rules, how carried module rows are read and converted, and the
+/// locked dependency versions (Polars) — as one
 /// FNV-1a hash, `PARTNERFORGE_TRANSFORM_SOURCE`: a row carried forward from a snapshot
 /// that another revision of this code scored is computed again, never reused.
 fn transform_source_fingerprint() {
@@ -52,7 +53,11 @@ fn transform_source_fingerprint() {
     let mut files: Vec<PathBuf> = fs::read_dir(root.join("src/transform"))
         .map(|dir| dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect())
         .unwrap_or_default();
-    files.extend(["src/config/scoring.rs", "src/config/signals.rs", "Cargo.lock"].map(|f| root.join(f)));
+    // The carried module rows' conversion too: a night joins only the rows the fetch touched,
+    // trusting every other domain's carried rows to read as the stored snapshot's.
+    let more =
+        ["src/config/scoring.rs", "src/config/signals.rs", "src/freshness.rs", "src/store/table.rs", "Cargo.lock"];
+    files.extend(more.map(|f| root.join(f)));
     files.sort();
     println!("cargo:rerun-if-changed={}", root.join("src/transform").display());
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

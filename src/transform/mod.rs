@@ -646,20 +646,23 @@ const KEY_COLUMNS: [&str; 4] = ["domain", "input_hash", "book_hash", "valid_unti
 /// day its inputs move with the date though no data changes (the oldest trigger event of
 /// the window leaves it), null when none does.
 fn row_keys(joined: &DataFrame, seed: u64, window_days: Option<u32>) -> PolarsResult<DataFrame> {
+    let keys = |valid_until: Column| -> PolarsResult<DataFrame> {
+        let mut keys = df!(
+            "domain" => joined.column("domain")?.as_materialized_series().clone(),
+            "input_hash" => input_hashes(joined, seed)?,
+            "book_hash" => joined.column("book_hash")?.as_materialized_series().clone(),
+        )?;
+        keys.with_column(valid_until)?;
+        Ok(keys)
+    };
     let valid_until = match window_days {
         Some(days) if joined.schema().get("trigger_window_from").is_some() => {
             (col("trigger_window_from").cast(DataType::Int32) + lit(days as i32 + 1)).cast(DataType::Date)
         }
-        _ => lit(NULL).cast(DataType::Date),
+        // (A literal alone would make a one-row column.)
+        _ => return keys(Series::full_null("valid_until".into(), joined.height(), &DataType::Date).into()),
     };
-    let mut keys = df!(
-        "domain" => joined.column("domain")?.as_materialized_series().clone(),
-        "input_hash" => input_hashes(joined, seed)?,
-        "book_hash" => joined.column("book_hash")?.as_materialized_series().clone(),
-    )?;
-    let until = joined.clone().lazy().select([valid_until.alias("valid_until")]).collect()?;
-    keys.hstack_mut(until.columns())?;
-    Ok(keys)
+    keys(joined.clone().lazy().select([valid_until.alias("valid_until")]).collect()?.column("valid_until")?.clone())
 }
 
 /// Two frames of the same columns as one (either may be the empty frame).
@@ -1361,18 +1364,19 @@ fn domain_range(df: &DataFrame, lo: &str, hi: &str) -> PolarsResult<DataFrame> {
     Ok(df.slice(start as i64, end.saturating_sub(start)))
 }
 
+/// The rows a [`SliceWriter`] gathers into a row group before it ends one with a frame.
+pub const MIN_ROW_GROUP_ROWS: usize = 8_192;
+
 /// Writes frames one after another into one Parquet file, a row group each — small frames
 /// (a by-reference night's own rows of a slice) several together, until a row group holds
 /// [`MIN_ROW_GROUP_ROWS`] rows (each row group costs a column chunk per column, and the
 /// footer a description of each) — as every table of the store is written
-/// (`store::table::writer_properties`). A frame's rows are never split between row groups.
+/// (`store::table::writer_properties`). A row group ends with a frame, or at the writer's
+/// limit of 1,048,576 rows; readers find a range's rows by the row groups' statistics.
 ///
 /// The frames go to arrow-rs's writer (through the Arrow C Data Interface, no copy), not
 /// Polars' own: on the targets table (lists of structs, a struct of 24 structs) Polars'
 /// writer spent 15–18 s on a million rows where arrow-rs takes 4.5 s (`BENCHMARKS.md`).
-/// The rows a [`SliceWriter`] gathers into a row group before it ends one with a frame.
-pub const MIN_ROW_GROUP_ROWS: usize = 8_192;
-
 pub struct SliceWriter {
     writer: Option<parquet::arrow::ArrowWriter<std::fs::File>>,
     path: std::path::PathBuf,
@@ -1595,6 +1599,30 @@ mod tests {
         assert!(merge_by_domain(&shuffled, &computed).unwrap().equals(&sorted));
         assert!(merge_by_domain(&carried, &computed.slice(0, 0)).unwrap().equals(&carried));
         assert!(merge_by_domain(&carried.slice(0, 0), &computed).unwrap().equals(&computed));
+    }
+
+    #[test]
+    fn a_slices_keys_hold_a_row_each_with_or_without_a_trigger_window() {
+        let joined = df!("domain" => ["a.com", "b.com", "c.com"], "book_hash" => [1i64, 2, 3],
+            "trigger_window_from" => [Some(20_000i32), None, Some(20_010)])
+        .unwrap()
+        .lazy()
+        .with_column(col("trigger_window_from").cast(DataType::Date))
+        .collect()
+        .unwrap();
+        // Without signal rules no input moves with the date (a literal once made one row).
+        let keys = row_keys(&joined, 7, None).unwrap();
+        assert_eq!(keys.get_column_names(), ["domain", "input_hash", "book_hash", "valid_until"]);
+        assert_eq!((keys.height(), keys.column("valid_until").unwrap().null_count()), (3, 3));
+        assert_eq!(row_keys(&joined.slice(0, 0), 7, None).unwrap().width(), 4);
+        // A window of 90 days: the day after the oldest event's last day in it.
+        let keys = row_keys(&joined, 7, Some(90)).unwrap();
+        let until = keys.column("valid_until").unwrap().cast(&DataType::Int32).unwrap();
+        assert_eq!(until.i32().unwrap().iter().collect::<Vec<_>>(), [Some(20_091), None, Some(20_101)]);
+        assert_eq!(
+            keys.column("book_hash").unwrap().i64().unwrap().iter().collect::<Vec<_>>(),
+            [Some(1), Some(2), Some(3)]
+        );
     }
 
     #[test]
