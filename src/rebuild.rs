@@ -283,6 +283,7 @@ async fn rebuild_locked(
         // A rebuild computes every row from the raw bodies: the full path.
         reuse_from: None,
         touched: None,
+        not_targets: Default::default(),
     };
     let manifest = commit(store, pipeline, draft, files, &book_rows(&work, book, &failed), Some(lock)).await?;
     Ok(RebuildReport { manifest, reparsed, delivery: None })

@@ -128,6 +128,8 @@ pub(crate) struct Draft {
     /// The book's domains whose module rows may differ from `reuse_from`'s (sorted; see
     /// [`transform::Reuse::touched`]); `None`: not known, every row is joined.
     pub touched: Option<Vec<String>>,
+    /// The book's domains the run found running Algolia (their staged tech spend says so).
+    pub not_targets: BTreeSet<String>,
 }
 
 /// The stored targets and their inputs of `from`, when it has both (a snapshot an
@@ -284,6 +286,11 @@ pub(crate) async fn commit(
         book_rows.iter().map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() }).collect();
     drop(of_book);
     let book_rows = book_rows.as_slice();
+    // Domains found running Algolia are not targets: the join drops them by their tech spend.
+    // Left out of the assembly, a night need not join them to find that again (they are never
+    // in `target_inputs`); change tracking still follows them.
+    let scored_rows: Vec<BookRow> =
+        book_rows.iter().filter(|r| !draft.not_targets.contains(&r.target.domain)).cloned().collect();
     // Scored a slice of domains at a time, each slice a row group of a local file, then stored.
     let model = &pipeline.model;
     let mut tiers: Vec<TierCount> =
@@ -306,7 +313,7 @@ pub(crate) async fn commit(
         let (mut reused, mut referenced) = (0, 0);
         let signals = pipeline.signals.as_ref();
         let assembled = transform::assemble_in_slices(
-            book_rows,
+            &scored_rows,
             &ModuleFiles::from_tables(|t| module_bytes.get(t).cloned()),
             model,
             signals,

@@ -595,6 +595,7 @@ async fn refresh(
         counts,
         reuse_from: carry.from.clone(),
         touched: Some(touched.into_iter().collect()),
+        not_targets,
     };
     let book_rows = book_rows(&work, book, &failed);
     let manifest = commit(store, pipeline, draft, files, &book_rows, Some(lock)).await?;
