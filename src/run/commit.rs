@@ -282,15 +282,16 @@ pub(crate) async fn commit(
         bytes
     };
     step("families and renames written");
-    let book_rows: Vec<BookRow> =
-        book_rows.iter().map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() }).collect();
+    // The rows assembled: the book's, with their families. Domains found running Algolia are
+    // not targets: the join drops them by their tech spend. Left out here, a night need not
+    // join them to find that again (they are never in `target_inputs`); change tracking
+    // still follows them.
+    let scored_rows: Vec<BookRow> = book_rows
+        .iter()
+        .filter(|r| !draft.not_targets.contains(&r.target.domain))
+        .map(|r| BookRow { family: of_book.get(&r.target.domain).cloned(), ..r.clone() })
+        .collect();
     drop(of_book);
-    let book_rows = book_rows.as_slice();
-    // Domains found running Algolia are not targets: the join drops them by their tech spend.
-    // Left out of the assembly, a night need not join them to find that again (they are never
-    // in `target_inputs`); change tracking still follows them.
-    let scored_rows: Vec<BookRow> =
-        book_rows.iter().filter(|r| !draft.not_targets.contains(&r.target.domain)).cloned().collect();
     // Scored a slice of domains at a time, each slice a row group of a local file, then stored.
     let model = &pipeline.model;
     let mut tiers: Vec<TierCount> =
@@ -298,7 +299,7 @@ pub(crate) async fn commit(
     let run = &pipeline.pipeline.run;
     let by_reference = book_rows.len() >= run.targets_by_reference_rows;
     let (reuse, base_path) = match &draft.reuse_from {
-        Some(from) => reuse_from(store, from, date, by_reference, draft.touched.clone()).await?.unzip(),
+        Some(from) => reuse_from(store, from, date, by_reference, draft.touched).await?.unzip(),
         None => (None, None),
     };
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
