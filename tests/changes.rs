@@ -397,6 +397,20 @@ fn the_change_feed_gives_the_diff_of_both_states() {
             };
             let all = diff(None, true).await;
             assert_eq!(ids(all.clone()), ids(diff(None, false).await), "snapshots {from} → {to}");
+            // Without the feed the states are compared by their stored digests first; both
+            // read whole and every item hashed, they give the same events.
+            use partnerforge::transform::changes::{DomainRange, StateFile, events, read_state};
+            let state = async |m: &partnerforge::store::Manifest| {
+                store.get(&m.file("change_state").expect("a state").path).await.expect("the state")
+            };
+            let (old, new) = (state(a).await, state(b).await);
+            for bytes in [&old, &new] {
+                assert!(StateFile::new(bytes.clone()).expect("footer").digested, "stored with its digests");
+            }
+            let whole = DomainRange::all();
+            let (old, new) = (read_state(&old, &whole).expect("old"), read_state(&new, &whole).expect("new"));
+            let hashed = events(old, new, &rules, &a.snapshot_id, &b.snapshot_id).expect("events");
+            assert_eq!(ids(hashed), ids(all.clone()), "snapshots {from} → {to}, both states whole");
             // One domain's events, both ways: the domain with the most.
             let count = |d: &str| all.iter().filter(|e| e.domain == d).count();
             if let Some(domain) = all.iter().map(|e| e.domain.as_str()).max_by_key(|d| count(d)) {

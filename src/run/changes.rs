@@ -123,13 +123,16 @@ pub(crate) async fn commit_changes(
     let Some(rules) = &pipeline.changes else { return Ok((Vec::new(), BTreeMap::new(), 0)) };
     let (model, alert_rules) = (&pipeline.model, pipeline.alerts.as_ref());
     let old = match previous.as_ref().and_then(|m| m.file("change_state")) {
-        Some(entry) => Some(store.get(&entry.path).await?),
+        Some(entry) => Some(
+            transform::changes::StateFile::new(store.get(&entry.path).await?)
+                .with_context(|| format!("reading {}", entry.path))?,
+        ),
         None => None,
     };
     // A renamed domain's tracked items continue under its new name (when the book has
     // moved on to it): no "left"/"entered" pair, one "renamed" event.
     let renamed = match (&old, files.get("renames")) {
-        (Some(state), Some(renames)) => moved_state(state, renames, book)?,
+        (Some(state), Some(renames)) => moved_state(&state.bytes, renames, book)?,
         _ => None,
     };
     // One range of domains at a time (the book's, in slices of the scoring's size), each a
@@ -148,7 +151,8 @@ pub(crate) async fn commit_changes(
         std::env::temp_dir().join(format!("partnerforge-{table}-{}-{nanos:x}.parquet", std::process::id()))
     };
     let (state_file, feed_file) = (local("state"), local("feed"));
-    let mut writer = transform::SliceWriter::new(&state_file);
+    let mut writer = transform::SliceWriter::new(&state_file)
+        .with_metadata(transform::changes::STATE_DIGEST, transform::changes::DIGEST_VERSION);
     // The change feed: the rows of both states of the domains whose items differ, so that
     // the diff of this snapshot and the previous one reads them alone (about 1 % of a night).
     let base_path = previous.and_then(|m| m.file("change_state")).map(|e| e.path.clone());
@@ -169,18 +173,23 @@ pub(crate) async fn commit_changes(
             let observed = transform::changes::observations(&part, date, &model.name, &DomainRange::all())
                 .context("reading the observations")?;
             // Decoded once: the new state and the events both read it, several times over.
+            // Its stored digests spare hashing its items again (a renamed domain's are
+            // computed: its rows are moved under the new name).
             let mut base = match &old {
-                Some(bytes) => transform::changes::read_state(bytes, range)?,
+                Some(state) if renamed.is_none() => state.read(range)?,
+                Some(state) => transform::changes::read_state(&state.bytes, range)?,
                 None => transform::changes::empty_state()?,
             };
             if let Some(moved) = &renamed {
                 base = moved.in_range(base, range)?;
             }
             let base = base.collect().context("reading the previous state")?;
-            let state = transform::changes::next_state(base.clone().lazy(), observed, rules)?
+            let columns = transform::changes::STATE_COLUMNS.map(polars::prelude::col);
+            let state = transform::changes::next_state(base.clone().lazy().select(columns), observed, rules)?
                 .sort(["domain"], polars::prelude::SortMultipleOptions::default())
                 .collect()
                 .context("tracking changes")?;
+            let state = transform::changes::with_digests(state)?;
             if let (Some(feed), Some(m)) = (feed.as_mut(), &previous) {
                 let (before, after) = transform::changes::differing(base, state.clone())?;
                 events.extend(transform::changes::events(
@@ -592,7 +601,7 @@ pub async fn diff(
         }
         None => {
             let (old, new) = both_states(store, from, to).await?;
-            let renamed = moved_between(store, to, &old, &new).await?;
+            let renamed = moved_between(store, to, &old.bytes, &new.bytes).await?;
             let ranges = match (&only, to.file("targets")) {
                 (Some(range), _) => vec![range.clone()],
                 // Slices of the newer snapshot's targets (the ranges cover every domain either state holds).
@@ -604,11 +613,19 @@ pub async fn diff(
                 (None, None) => vec![DomainRange::all()],
             };
             for range in &ranges {
-                let mut a = transform::changes::read_state(&old, range)?;
-                if let Some(moved) = &renamed {
-                    a = moved.in_range(a, range)?;
-                }
-                let b = transform::changes::read_state(&new, range)?;
+                let (a, b) = match &renamed {
+                    // Renamed domains' rows are moved under their new names first.
+                    Some(moved) => (
+                        moved.in_range(transform::changes::read_state(&old.bytes, range)?, range)?,
+                        transform::changes::read_state(&new.bytes, range)?,
+                    ),
+                    // Compared by their stored digests first: only the rows of the domains
+                    // that differ are read.
+                    None => match transform::changes::between(&old, &new, range)? {
+                        Some((a, b)) => (a.lazy(), b.lazy()),
+                        None => continue,
+                    },
+                };
                 events.extend(transform::changes::events(a, b, rules, &from.snapshot_id, &to.snapshot_id)?);
             }
             renamed.map(|moved| moved.renames).unwrap_or_default()
@@ -624,9 +641,14 @@ pub async fn diff(
 }
 
 /// The stored states of two snapshots (both track changes: `diff` checked).
-async fn both_states(store: &Store, from: &Manifest, to: &Manifest) -> anyhow::Result<(bytes::Bytes, bytes::Bytes)> {
+async fn both_states(
+    store: &Store,
+    from: &Manifest,
+    to: &Manifest,
+) -> anyhow::Result<(transform::changes::StateFile, transform::changes::StateFile)> {
     let state = async |m: &Manifest| match stored_state(store, m).await? {
-        Some(bytes) => Ok(bytes),
+        Some(bytes) => transform::changes::StateFile::new(bytes)
+            .with_context(|| format!("reading snapshot {}'s change_state", m.snapshot_id)),
         None => anyhow::bail!("snapshot {} tracks no changes", m.snapshot_id),
     };
     Ok((state(from).await?, state(to).await?))

@@ -536,6 +536,108 @@ pub fn read_state(bytes: &Bytes, range: &DomainRange) -> PolarsResult<LazyFrame>
     Ok(read_range(bytes, &STATE_COLUMNS, range)?.with_columns([ms("since"), ms("fetched_at")]))
 }
 
+/// The column of a stored `change_state` holding its domain's digest (the same on every
+/// row of a domain): two states are compared domain by domain without hashing their items.
+pub const DIGEST: &str = "digest";
+
+/// The key, in `change_state`'s file metadata, of how its digests were computed: a state
+/// is compared by its stored digests only when it says [`DIGEST_VERSION`].
+pub const STATE_DIGEST: &str = "partnerforge.state_digest";
+
+/// The digests [`with_digests`] computes: of (field, key, value, number) of every item.
+pub const DIGEST_VERSION: &str = "1";
+
+/// A stored `change_state`, and whether its rows carry their domain's digest ([`DIGEST`]);
+/// states stored before the digests do not, and their digests are computed when compared.
+#[derive(Clone)]
+pub struct StateFile {
+    pub bytes: Bytes,
+    pub digested: bool,
+}
+
+impl StateFile {
+    /// Reads the file's footer.
+    pub fn new(bytes: Bytes) -> PolarsResult<Self> {
+        let digested = footer_value(&bytes, STATE_DIGEST, "change_state")?.as_deref() == Some(DIGEST_VERSION);
+        Ok(Self { bytes, digested })
+    }
+
+    /// The rows in `range`, with their digests when the file has them.
+    pub fn read(&self, range: &DomainRange) -> PolarsResult<LazyFrame> {
+        if !self.digested {
+            return read_state(&self.bytes, range);
+        }
+        let mut columns = STATE_COLUMNS.to_vec();
+        columns.push(DIGEST);
+        Ok(read_range(&self.bytes, &columns, range)?.with_columns([ms("since"), ms("fetched_at")]))
+    }
+}
+
+/// A key's value in a Parquet file's footer (`what` names the file in an error).
+fn footer_value(bytes: &Bytes, key: &str, what: &str) -> PolarsResult<Option<String>> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| PolarsError::ComputeError(format!("reading {what}'s metadata: {e}").into()))?;
+    let pairs = metadata.file_metadata().key_value_metadata();
+    Ok(pairs.and_then(|kv| kv.iter().find(|p| p.key == key)).and_then(|p| p.value.clone()))
+}
+
+/// The rows of two stored states in `range` that can make an event, or `None` when no
+/// domain's items differ. With both states' digests stored, only the domains and digests
+/// are read first and then the rows of the domains whose digests differ (about the share
+/// of the book that changed between them); otherwise both ranges are read whole, and
+/// [`events`] compares them domain by domain.
+pub fn between(old: &StateFile, new: &StateFile, range: &DomainRange) -> PolarsResult<Option<(DataFrame, DataFrame)>> {
+    if !(old.digested && new.digested) {
+        return Ok(Some((old.read(range)?.collect()?, new.read(range)?.collect()?)));
+    }
+    let digests = |state: &StateFile| read_range(&state.bytes, &["domain", DIGEST], range)?.collect();
+    let (a, b) = (digests(old)?, digests(new)?);
+    let wanted = {
+        let (a, b) = (Runs::of(&a)?, Runs::of(&b)?);
+        let (in_a, in_b) = a.differs_from(&b);
+        let mut wanted: Vec<&str> = a
+            .runs
+            .iter()
+            .zip(&in_a)
+            .chain(b.runs.iter().zip(&in_b))
+            .filter(|(_, differs)| **differs)
+            .map(|(run, _)| run.0)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        Series::new("wanted".into(), wanted)
+    };
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let rows = |state: &StateFile| {
+        state.read(range)?.filter(col("domain").is_in(lit(wanted.clone()).implode(false), false)).collect()
+    };
+    Ok(Some((rows(old)?, rows(new)?)))
+}
+
+/// A state with its domains' digests ([`DIGEST`]), as it is stored: `state` sorted by domain
+/// (as [`next_state`]'s callers sort it), so that each domain's rows are one run.
+pub fn with_digests(state: DataFrame) -> PolarsResult<DataFrame> {
+    let mut state = if state.schema().contains(DIGEST) { state.drop(DIGEST)? } else { state };
+    let digests: Vec<i64> = {
+        let runs = Runs::of(&state)?;
+        if runs.runs.iter().all(|r| r.1 != usize::MAX) {
+            let mut digests = vec![0i64; state.height()];
+            for &(_, row, rows, digest) in &runs.runs {
+                digests[row..row + rows].fill(digest as i64);
+            }
+            digests
+        } else {
+            let domains = state.column("domain")?.str()?;
+            domains.iter().map(|d| runs.digest(d.unwrap_or_default()).unwrap_or_default() as i64).collect()
+        }
+    };
+    state.with_column(Column::new(DIGEST.into(), digests))?;
+    Ok(state)
+}
+
 /// The state as stored: `since` and `fetched_at` as UTC timestamps.
 pub fn state_for_storage(state: &DataFrame) -> PolarsResult<DataFrame> {
     let mut out = state.clone();
@@ -832,60 +934,111 @@ fn matched(old: LazyFrame, new: LazyFrame, rules: &ChangeRules) -> PolarsResult<
 }
 
 /// Each run of rows with one domain (a state is sorted by domain) and an order-free
-/// digest of its items' (field, key, value, number): the sum of their hashes, and their
-/// count. The presence rows (`SEEN`) are not items: a new fetch time alone is no change.
+/// digest of its items' (field, key, value, number): from the sum of their hashes and
+/// their count, or as stored ([`DIGEST`]). The presence rows (`SEEN`) are not items: a new
+/// fetch time alone is no change.
 struct Runs<'a> {
-    /// (domain, first row, rows, digest, items), sorted by domain.
-    runs: Vec<(&'a str, usize, usize, u64, u64)>,
+    /// (domain, first row, rows, digest), sorted by domain.
+    runs: Vec<(&'a str, usize, usize, u64)>,
+}
+
+/// A domain's digest: the sum of its items' hashes, and their count.
+fn finish_digest(sum: u64, items: u64) -> u64 {
+    sum ^ items.wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(17)
 }
 
 impl<'a> Runs<'a> {
     fn of(df: &'a DataFrame) -> PolarsResult<Self> {
-        let state = PlSeedableRandomStateQuality::seed_from_u64(0x5eed_d1ff);
-        let mut hashes = Vec::with_capacity(df.height());
-        df.column("field")?.vec_hash(state.clone(), &mut hashes)?;
-        for name in ["key", "value", "number"] {
-            df.column(name)?.vec_hash_combine(state.clone(), &mut hashes)?;
-        }
-        let (domains, fields) = (df.column("domain")?.str()?, df.column("field")?.str()?);
+        let domains = df.column("domain")?.str()?;
+        // (domain, first row, rows, sum of the items' hashes or the stored digest, items)
         let mut runs: Vec<(&str, usize, usize, u64, u64)> = Vec::new();
-        for (row, ((domain, field), hash)) in domains.iter().zip(fields.iter()).zip(hashes).enumerate() {
-            let domain = domain.unwrap_or_default();
-            match runs.last_mut() {
-                Some(run) if run.0 == domain => run.2 += 1,
-                _ => runs.push((domain, row, 1, 0, 0)),
+        let stored = match df.column(DIGEST) {
+            Ok(c) if c.dtype() == &DataType::Int64 && c.null_count() == 0 => Some(c.i64()?),
+            _ => None,
+        };
+        if let Some(stored) = stored {
+            for (row, (domain, digest)) in domains.iter().zip(stored.iter()).enumerate() {
+                let domain = domain.unwrap_or_default();
+                match runs.last_mut() {
+                    Some(run) if run.0 == domain => run.2 += 1,
+                    _ => runs.push((domain, row, 1, digest.unwrap_or_default() as u64, 0)),
+                }
             }
-            if field != Some(SEEN)
-                && let Some(run) = runs.last_mut()
-            {
-                // Mixed once more, so that the hashes of several items do not cancel out.
-                run.3 = run.3.wrapping_add(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29));
-                run.4 += 1;
+        } else {
+            let state = PlSeedableRandomStateQuality::seed_from_u64(0x5eed_d1ff);
+            let mut hashes = Vec::with_capacity(df.height());
+            df.column("field")?.vec_hash(state.clone(), &mut hashes)?;
+            for name in ["key", "value", "number"] {
+                df.column(name)?.vec_hash_combine(state.clone(), &mut hashes)?;
+            }
+            let fields = df.column("field")?.str()?;
+            for (row, ((domain, field), hash)) in domains.iter().zip(fields.iter()).zip(hashes).enumerate() {
+                let domain = domain.unwrap_or_default();
+                match runs.last_mut() {
+                    Some(run) if run.0 == domain => run.2 += 1,
+                    _ => runs.push((domain, row, 1, 0, 0)),
+                }
+                if field != Some(SEEN)
+                    && let Some(run) = runs.last_mut()
+                {
+                    // Mixed once more, so that the hashes of several items do not cancel out.
+                    run.3 = run.3.wrapping_add(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29));
+                    run.4 += 1;
+                }
             }
         }
         if !runs.is_sorted_by(|a, b| a.0 < b.0) {
-            // Not grouped by domain after all: the runs of one domain are summed.
+            // Not grouped by domain after all: the runs of one domain are summed (a stored
+            // digest is the same on each of them).
             runs.sort_by(|a, b| a.0.cmp(b.0));
             runs.dedup_by(|later, first| {
                 let same = later.0 == first.0;
                 if same {
                     first.2 += later.2;
-                    first.3 = first.3.wrapping_add(later.3);
-                    first.4 += later.4;
+                    if stored.is_none() {
+                        first.3 = first.3.wrapping_add(later.3);
+                        first.4 += later.4;
+                    }
                     first.1 = usize::MAX; // rows no longer contiguous
                 }
                 same
             });
         }
+        let finish = stored.is_none();
+        let runs = runs
+            .into_iter()
+            .map(|(domain, row, rows, sum, items)| {
+                (domain, row, rows, if finish { finish_digest(sum, items) } else { sum })
+            })
+            .collect();
         Ok(Self { runs })
     }
 
-    /// The rows of `df` (the frame the runs are of) whose domain `differs`.
-    fn keep(&self, df: DataFrame, differs: impl Fn(&str, (u64, u64)) -> bool) -> PolarsResult<DataFrame> {
-        let wanted: Vec<_> = self.runs.iter().filter(|r| differs(r.0, (r.3, r.4))).collect();
-        if wanted.len() == self.runs.len() {
+    /// Whether each run of `self` and of `other` differs from the other side's run of its
+    /// domain (or has none there): one walk of both, sorted by domain.
+    fn differs_from(&self, other: &Runs) -> (Vec<bool>, Vec<bool>) {
+        let (mut mine, mut theirs) = (vec![true; self.runs.len()], vec![true; other.runs.len()]);
+        let (mut i, mut j) = (0, 0);
+        while i < self.runs.len() && j < other.runs.len() {
+            match self.runs[i].0.cmp(other.runs[j].0) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    let differs = self.runs[i].3 != other.runs[j].3;
+                    (mine[i], theirs[j]) = (differs, differs);
+                    (i, j) = (i + 1, j + 1);
+                }
+            }
+        }
+        (mine, theirs)
+    }
+
+    /// The rows of `df` (the frame the runs are of) of the runs flagged in `keep`.
+    fn keep(&self, df: DataFrame, keep: &[bool]) -> PolarsResult<DataFrame> {
+        if keep.iter().all(|k| *k) {
             return Ok(df);
         }
+        let wanted = self.runs.iter().zip(keep).filter(|(_, k)| **k).map(|(r, _)| r);
         if self.runs.iter().all(|r| r.1 != usize::MAX) {
             let mut mask = vec![false; df.height()];
             for run in wanted {
@@ -893,13 +1046,13 @@ impl<'a> Runs<'a> {
             }
             return df.filter(&BooleanChunked::from_slice("keep".into(), &mask));
         }
-        let wanted = Series::new("domain".into(), wanted.iter().map(|r| r.0).collect::<Vec<_>>());
+        let wanted = Series::new("domain".into(), wanted.map(|r| r.0).collect::<Vec<_>>());
         df.lazy().filter(col("domain").is_in(lit(wanted).implode(false), false)).collect()
     }
 
-    fn digest(&self, domain: &str) -> Option<(u64, u64)> {
+    fn digest(&self, domain: &str) -> Option<u64> {
         let i = self.runs.binary_search_by(|r| r.0.cmp(domain)).ok()?;
-        Some((self.runs[i].3, self.runs[i].4))
+        Some(self.runs[i].3)
     }
 }
 
@@ -907,9 +1060,8 @@ impl<'a> Runs<'a> {
 /// rows that can make an event, whatever the rules say.
 pub fn differing(old: DataFrame, new: DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
     let (a, b) = (Runs::of(&old)?, Runs::of(&new)?);
-    let old_kept = a.keep(old.clone(), |d, digest| b.digest(d) != Some(digest))?;
-    let new_kept = b.keep(new.clone(), |d, digest| a.digest(d) != Some(digest))?;
-    Ok((old_kept, new_kept))
+    let (keep_old, keep_new) = a.differs_from(&b);
+    Ok((a.keep(old.clone(), &keep_old)?, b.keep(new.clone(), &keep_new)?))
 }
 
 /// Renders a value for a summary.
@@ -1066,6 +1218,81 @@ mod tests {
         }
         seen.dedup();
         assert_eq!(seen, domains);
+    }
+
+    #[test]
+    fn stored_digests_compare_two_states_by_the_domains_that_differ() {
+        // a, b, c: fetched again, the same values (a new fetch time and marker); d: a value
+        // changed; e: new; f: gone.
+        let same = |night: i64| {
+            night_rows(&["a.com", "b.com", "c.com"], 1)
+                .with_columns([lit(night * 86_400_000).cast(DataType::Int64).alias("fetched_at"), lit(night as f64).alias("number_seen")])
+                .with_column(
+                    when(col("field").eq(lit(SEEN))).then(col("number_seen")).otherwise(col("number")).alias("number"),
+                )
+                .select(STATE_COLUMNS.map(col))
+        };
+        let sorted = |frames: Vec<LazyFrame>| {
+            concat(frames, UnionArgs::default()).unwrap().sort(["domain"], Default::default()).collect().unwrap()
+        };
+        let old = sorted(vec![same(1), night_rows(&["d.com"], 1), night_rows(&["f.com"], 1)]);
+        let new = sorted(vec![same(2), night_rows(&["d.com"], 2), night_rows(&["e.com"], 2)]);
+        // Stored digests are the ones computed from the items.
+        let digested = with_digests(new.clone()).unwrap();
+        assert_eq!(digested.column(DIGEST).unwrap().null_count(), 0);
+        let (stored, computed) = (Runs::of(&digested).unwrap().runs, Runs::of(&new).unwrap().runs);
+        assert_eq!(stored, computed);
+        assert_eq!(stored.len(), 5);
+        let distinct: std::collections::BTreeSet<u64> = stored.iter().map(|r| r.3).collect();
+        // d and e hold the same item (the domain is not hashed): their digests are alike,
+        // and domains are still compared by name.
+        assert_eq!(distinct.len(), 4, "{stored:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, state: &DataFrame, digests: bool| {
+            let path = dir.path().join(name);
+            let mut writer = crate::transform::SliceWriter::new(&path);
+            let mut state = state.clone();
+            if digests {
+                writer = writer.with_metadata(STATE_DIGEST, DIGEST_VERSION);
+                state = with_digests(state).unwrap();
+            }
+            writer.write(&state_for_storage(&state).unwrap()).unwrap();
+            writer.finish().unwrap();
+            StateFile::new(Bytes::from(std::fs::read(&path).unwrap())).unwrap()
+        };
+        let (a, b) = (write("a.parquet", &old, true), write("b.parquet", &new, true));
+        assert!(a.digested && b.digested);
+        let all = DomainRange::all();
+        let (x, y) = between(&a, &b, &all).unwrap().expect("domains differ");
+        assert_eq!(
+            (domains(&x), domains(&y)),
+            (vec!["d.com".to_string(), "f.com".into()], vec!["d.com".into(), "e.com".into()])
+        );
+        assert_eq!((x.height(), y.height()), (4, 4), "every row of those domains");
+        // The same domains as comparing both states whole, by hashing their items.
+        let (p, q) = differing(
+            read_state(&a.bytes, &all).unwrap().collect().unwrap(),
+            read_state(&b.bytes, &all).unwrap().collect().unwrap(),
+        )
+        .unwrap();
+        assert_eq!((domains(&p), domains(&q)), (domains(&x), domains(&y)));
+        // A range: only its domains.
+        let range = DomainRange { lo: Some("e.com".into()), hi: None };
+        let (x, y) = between(&a, &b, &range).unwrap().expect("e and f");
+        assert_eq!((domains(&x), domains(&y)), (vec!["f.com".to_string()], vec!["e.com".to_string()]));
+        // Two states alike: nothing to read.
+        assert!(between(&b, &b, &all).unwrap().is_none());
+        // A state stored before the digests: read whole, compared by hashing.
+        let older = write("older.parquet", &old, false);
+        assert!(!older.digested);
+        let (x, y) = between(&older, &b, &all).unwrap().expect("read whole");
+        assert_eq!((x.height(), y.height()), (old.height(), new.height()));
+        let (p, q) = differing(x, y).unwrap();
+        assert_eq!(
+            (domains(&p), domains(&q)),
+            (vec!["d.com".to_string(), "f.com".into()], vec!["d.com".into(), "e.com".into()])
+        );
     }
 
     /// A state's rows for `domains`: a tracked value and a marker each, as of `night`.
