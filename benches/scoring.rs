@@ -150,11 +150,19 @@ fn step(name: &str, n: usize, dir: &Path, slicing: Slicing) {
                 let own = Bytes::from(std::fs::read(out.join("targets.parquet")).expect("own rows"));
                 let inputs = Bytes::from(std::fs::read(out.join("target_inputs.parquet")).expect("inputs"));
                 let base = transform::Base { targets: &targets, inputs: &inputs };
-                let all = transform::changes::DomainRange::all();
-                let tracked =
-                    transform::read_targets(&own, Some(base), &transform::TRACKED_TARGET_COLUMNS, DATES[1], &all)
-                        .expect("the tracked columns");
-                assert_eq!(tracked.height(), done.0);
+                let mut domains: Vec<&str> = setup.targets.iter().map(|t| t.domain.as_str()).collect();
+                domains.sort_unstable();
+                let tracked = transform::write_targets(
+                    &own,
+                    Some(base),
+                    &transform::TRACKED_TARGET_COLUMNS,
+                    DATES[1],
+                    &domains,
+                    slicing.part_rows,
+                    &out.join("tracked.parquet"),
+                )
+                .expect("the tracked columns");
+                assert_eq!(tracked, done.0);
             }
             return report(name, t.elapsed().as_secs_f64(), done.0, done.1);
         }

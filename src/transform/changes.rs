@@ -1226,7 +1226,10 @@ mod tests {
         // changed; e: new; f: gone.
         let same = |night: i64| {
             night_rows(&["a.com", "b.com", "c.com"], 1)
-                .with_columns([lit(night * 86_400_000).cast(DataType::Int64).alias("fetched_at"), lit(night as f64).alias("number_seen")])
+                .with_columns([
+                    lit(night * 86_400_000).cast(DataType::Int64).alias("fetched_at"),
+                    lit(night as f64).alias("number_seen"),
+                ])
                 .with_column(
                     when(col("field").eq(lit(SEEN))).then(col("number_seen")).otherwise(col("number")).alias("number"),
                 )

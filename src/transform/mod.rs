@@ -548,6 +548,27 @@ pub fn read_targets(
     merge_by_domain(&zoneless(kept.collect()?)?, &zoneless(own_rows.collect()?)?)
 }
 
+/// [`read_targets`] of every domain written to `path` as one Parquet file, a range of
+/// about `range_rows` of the sorted `domains` at a time (a row group each): memory
+/// follows the range, not the table. The rows written.
+pub fn write_targets(
+    own: &Bytes,
+    base: Option<Base>,
+    columns: &[&str],
+    snapshot_id: &str,
+    domains: &[&str],
+    range_rows: usize,
+    path: &std::path::Path,
+) -> PolarsResult<usize> {
+    let mut writer = SliceWriter::new(path);
+    for range in changes::DomainRange::split(domains.iter().copied(), range_rows.max(1)) {
+        writer.write(&read_targets(own, base, columns, snapshot_id, &range)?)?;
+    }
+    let rows = writer.rows;
+    writer.finish()?;
+    Ok(rows)
+}
+
 /// Writes a targets table stored by reference whole to a new file at `path`, `range_rows`
 /// domains at a time (a row group each, small ones together): every column of `own`, in domain order. Returns
 /// the rows written; on an error no file is left.
