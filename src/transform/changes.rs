@@ -545,6 +545,9 @@ pub const DIGEST: &str = "digest";
 pub const STATE_DIGEST: &str = "partnerforge.state_digest";
 
 /// The digests [`with_digests`] computes: of (field, key, value, number) of every item.
+/// They are Polars' seeded hashes: should an upgrade hash otherwise, a state of the old
+/// build and one of the new compare every domain as differing (read and joined whole, as
+/// without digests: slower for that pair, never wrong), until both are of one build.
 pub const DIGEST_VERSION: &str = "1";
 
 /// A stored `change_state`, and whether its rows carry their domain's digest ([`DIGEST`]);
