@@ -541,8 +541,9 @@ pub struct DiffOptions<'a> {
     /// the states were written in: a row group each).
     pub slice_rows: usize,
     /// Read the newer snapshot's `change_feed` where it was taken against the older
-    /// state (the default); `false` reads both states whole (the two give the same
-    /// events: a test compares them).
+    /// state (the default); `false` compares both states (by their stored digests first,
+    /// then the rows of the domains that differ: the two give the same events, a test
+    /// compares them).
     pub use_feed: bool,
 }
 
@@ -550,7 +551,9 @@ pub struct DiffOptions<'a> {
 ///
 /// When `to` was committed on top of `from` (the nightly case), its `change_feed` holds
 /// the rows of both states that can make an event, and only they are read; any other
-/// pair reads both states, a range of `slice_rows` domains at a time.
+/// pair compares both states, a range of `slice_rows` domains at a time: their domains
+/// and stored digests first, then the rows of the domains that differ
+/// ([`transform::changes::between`]).
 pub async fn diff(
     store: &Store,
     from: &Manifest,

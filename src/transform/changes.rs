@@ -547,7 +547,8 @@ pub const STATE_DIGEST: &str = "partnerforge.state_digest";
 /// The digests [`with_digests`] computes: of (field, key, value, number) of every item.
 /// They are Polars' seeded hashes: should an upgrade hash otherwise, a state of the old
 /// build and one of the new compare every domain as differing (read and joined whole, as
-/// without digests: slower for that pair, never wrong), until both are of one build.
+/// without digests: slower for that pair, never wrong) — so the first commit after such
+/// an upgrade writes a change feed of both states whole — until both are of one build.
 pub const DIGEST_VERSION: &str = "1";
 
 /// A stored `change_state`, and whether its rows carry their domain's digest ([`DIGEST`]);
@@ -596,6 +597,15 @@ pub fn between(old: &StateFile, new: &StateFile, range: &DomainRange) -> PolarsR
     }
     let digests = |state: &StateFile| read_range(&state.bytes, &["domain", DIGEST], range)?.collect();
     let (a, b) = (digests(old)?, digests(new)?);
+    // A file that says it has digests but holds another column under the name is read whole.
+    let usable = |df: &DataFrame| {
+        df.column(DIGEST).is_ok_and(|c| c.dtype() == &DataType::Int64 && c.null_count() == 0)
+            && df.column("domain").is_ok_and(|c| c.null_count() == 0)
+    };
+    if !(usable(&a) && usable(&b)) {
+        let whole = |state: &StateFile| read_state(&state.bytes, range)?.collect();
+        return Ok(Some((whole(old)?, whole(new)?)));
+    }
     let wanted = {
         let (a, b) = (Runs::of(&a)?, Runs::of(&b)?);
         let (in_a, in_b) = a.differs_from(&b);
@@ -1289,6 +1299,19 @@ mod tests {
         assert_eq!((domains(&x), domains(&y)), (vec!["f.com".to_string()], vec!["e.com".to_string()]));
         // Two states alike: nothing to read.
         assert!(between(&b, &b, &all).unwrap().is_none());
+        // A file that says it has digests but holds a null among them: read whole.
+        let mut odd = with_digests(old.clone()).unwrap();
+        let mut digests: Vec<Option<i64>> = odd.column(DIGEST).unwrap().i64().unwrap().iter().collect();
+        digests[0] = None;
+        odd.with_column(Column::new(DIGEST.into(), digests)).unwrap();
+        let path = dir.path().join("odd.parquet");
+        let mut writer = crate::transform::SliceWriter::new(&path).with_metadata(STATE_DIGEST, DIGEST_VERSION);
+        writer.write(&state_for_storage(&odd).unwrap()).unwrap();
+        writer.finish().unwrap();
+        let odd = StateFile::new(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+        assert!(odd.digested);
+        let (x, y) = between(&odd, &b, &all).unwrap().expect("read whole");
+        assert_eq!((x.height(), y.height()), (old.height(), new.height()));
         // A state stored before the digests: read whole, compared by hashing.
         let older = write("older.parquet", &old, false);
         assert!(!older.digested);
