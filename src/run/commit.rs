@@ -436,22 +436,22 @@ pub(crate) async fn commit(
         schema: None,
         base: None,
     });
+    // The book's domains, sorted: ranges of them below, and change tracking's.
+    let mut book_domains: Vec<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
+    book_domains.sort_unstable();
     // A table stored by reference: what change tracking reads of it, from its own rows and
-    // its base's.
-    // A range of the book at a time (a part of the scoring's size), so that memory follows
-    // the range: a 10M book's tracked columns whole held 2-3 GB.
+    // its base's, a range of the book at a time (a part of the scoring's size), so that
+    // memory follows the range: a 10M book's tracked columns whole held 2-3 GB.
     let targets = match (targets, &base, &inputs) {
         (Ok(own), Some((base_path, base)), Some(inputs)) => {
             let base = transform::Base { targets: base, inputs };
-            let mut domains: Vec<&str> = scored_rows.iter().map(|r| r.target.domain.as_str()).collect();
-            domains.sort_unstable();
             let tracked = scratch("tracked");
             let written = transform::write_targets(
                 &Bytes::from(own),
                 Some(base),
                 &transform::TRACKED_TARGET_COLUMNS,
                 date,
-                &domains,
+                &book_domains,
                 run.score_part_rows,
                 &tracked,
             )
@@ -480,8 +480,6 @@ pub(crate) async fn commit(
     let mut change_counts = BTreeMap::new();
     let mut alerts_matched = 0;
     if pipeline.changes.is_some() {
-        let mut book_domains: Vec<&str> = book_rows.iter().map(|r| r.target.domain.as_str()).collect();
-        book_domains.sort_unstable();
         let targets = targets.context("reading back the targets table")?;
         let mut observed: transform::changes::SnapshotFiles =
             module_bytes.drain().map(|(t, b)| (t.to_string(), b)).collect();

@@ -548,27 +548,6 @@ pub fn read_targets(
     merge_by_domain(&zoneless(kept.collect()?)?, &zoneless(own_rows.collect()?)?)
 }
 
-/// [`read_targets`] of every domain written to `path` as one Parquet file, a range of
-/// about `range_rows` of the sorted `domains` at a time (a row group each): memory
-/// follows the range, not the table. The rows written.
-pub fn write_targets(
-    own: &Bytes,
-    base: Option<Base>,
-    columns: &[&str],
-    snapshot_id: &str,
-    domains: &[&str],
-    range_rows: usize,
-    path: &std::path::Path,
-) -> PolarsResult<usize> {
-    let mut writer = SliceWriter::new(path);
-    for range in changes::DomainRange::split(domains.iter().copied(), range_rows.max(1)) {
-        writer.write(&read_targets(own, base, columns, snapshot_id, &range)?)?;
-    }
-    let rows = writer.rows;
-    writer.finish()?;
-    Ok(rows)
-}
-
 /// Writes a targets table stored by reference whole to a new file at `path`, `range_rows`
 /// domains at a time (a row group each, small ones together): every column of `own`, in domain order. Returns
 /// the rows written; on an error no file is left.
@@ -584,12 +563,28 @@ pub fn write_whole(
     let inputs =
         read_parquet(base.inputs.clone(), &["domain"])?.sort(["domain"], SortMultipleOptions::default()).collect()?;
     let domains: Vec<&str> = inputs.column("domain")?.str()?.iter().flatten().collect();
-    let ranges = changes::DomainRange::split(domains.into_iter(), range_rows.max(1));
+    write_targets(own, Some(base), &names, snapshot_id, &domains, range_rows, path)
+}
+
+/// [`read_targets`] of every domain written to `path` as one Parquet file, a range of
+/// about `range_rows` of the sorted `domains` at a time (a row group each, small ones
+/// together): memory follows the range, not the table. Returns the rows written; on an
+/// error no file is left.
+pub fn write_targets(
+    own: &Bytes,
+    base: Option<Base>,
+    columns: &[&str],
+    snapshot_id: &str,
+    domains: &[&str],
+    range_rows: usize,
+    path: &std::path::Path,
+) -> PolarsResult<usize> {
+    let ranges = changes::DomainRange::split(domains.iter().copied(), range_rows.max(1));
     let mut writer = SliceWriter::new(path);
     let written = ranges
         .iter()
         .try_fold(0, |rows, range| {
-            let slice = read_targets(own, Some(base), &names, snapshot_id, range)?;
+            let slice = read_targets(own, base, columns, snapshot_id, range)?;
             // An empty range still gives the file its columns.
             if slice.height() > 0 || rows == 0 {
                 writer.write(&slice)?;
