@@ -190,13 +190,12 @@ pub fn add_matches(
     let gathered = matches
         .lazy()
         .sort(["cs_rank"], SortMultipleOptions::default())
-        .group_by_stable(key_names.clone())
-        .agg([as_struct(struct_fields).alias("case_studies")]);
-    let on_frame: Vec<Expr> = KEY_COLUMNS.iter().map(|c| col(*c)).collect();
-    frame
-        .lazy()
-        .join(gathered, on_frame, key_names, JoinArgs { nulls_equal: true, ..JoinArgs::new(JoinType::Left) })
-        .collect()
+        .group_by_stable(key_names)
+        .agg([as_struct(struct_fields).alias("case_studies")])
+        .collect()?;
+    let right_keys: Vec<String> = KEY_COLUMNS.iter().map(|c| format!("k_{c}")).collect();
+    let right_keys: Vec<&str> = right_keys.iter().map(String::as_str).collect();
+    super::gather::left_join_unique(frame, &gathered, &KEY_COLUMNS, &right_keys, true)
 }
 
 #[cfg(test)]

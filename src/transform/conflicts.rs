@@ -239,13 +239,14 @@ pub fn add_conflicts(frame: DataFrame, trust: &Trust, now_ms: i64) -> PolarsResu
         .lazy()
         .with_columns([col("fetched_at").cast(utc.clone()), col("other_fetched_at").cast(utc)])
         .group_by_stable([col("c_domain")])
-        .agg([as_struct(fields.iter().map(|f| col(*f)).collect()).alias("conflicts")]);
+        .agg([as_struct(fields.iter().map(|f| col(*f)).collect()).alias("conflicts")])
+        .collect()?;
     let [name, country] = held;
     let mut frame = frame;
     frame.replace("company_name", Column::new("company_name".into(), name))?;
     frame.replace("country", Column::new("country".into(), country))?;
     // A row without a conflict has none: a null list.
-    frame.lazy().left_join(gathered, col("domain"), col("c_domain")).collect()
+    super::gather::left_join_unique(frame, &gathered, &["domain"], &["c_domain"], false)
 }
 
 #[cfg(test)]

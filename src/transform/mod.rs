@@ -10,6 +10,7 @@ pub mod case_studies;
 pub mod changes;
 pub mod conflicts;
 pub mod families;
+pub mod gather;
 pub mod parts;
 pub mod renames;
 pub mod scoring;
@@ -956,11 +957,7 @@ pub fn assemble_in_slices(
             let s = &rules.case_studies;
             frame = case_studies::add_matches(frame, studies, &s.weights, s.per_target)?;
         }
-        frame
-            .lazy()
-            .select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
-            .sort(["domain"], SortMultipleOptions::default())
-            .collect()
+        sorted_by_domain(frame.select(columns.iter().map(String::as_str))?)
     };
     // A slice's scored rows and its inputs' keys become the slice handed to `emit`.
     // The rows carried by reference keep the `dated` stored for them.
@@ -1114,14 +1111,18 @@ impl Joiner<'_> {
         range: &Option<(String, String)>,
     ) -> PolarsResult<DataFrame> {
         let within = |df: &DataFrame| match range {
-            Some((lo, hi)) => domain_range(df, lo, hi).map(DataFrame::lazy),
-            None => Ok(df.clone().lazy()),
+            Some((lo, hi)) => domain_range(df, lo, hi),
+            None => Ok(df.clone()),
         };
-        let mut frame = book_frame(slice, self.seed)?;
+        let join = |frame: DataFrame, table: &DataFrame| {
+            gather::left_join_unique(frame, &within(table)?, &["domain"], &["domain"], false)
+        };
+        let mut frame = book_frame(slice, self.seed)?.collect()?;
         for table in &tables.joined {
-            frame = frame.left_join(within(table)?, col("domain"), col("domain"));
+            frame = join(frame, table)?;
         }
         let mut frame = frame
+            .lazy()
             .filter(col("runs_algolia").fill_null(lit(false)).not())
             .with_columns([
                 // The book is curated by sales: its values win; the providers fill gaps.
@@ -1134,11 +1135,12 @@ impl Joiner<'_> {
             .with_columns([
                 self.enrichment.clone().alias("enrichment_level"),
                 self.last_enriched.clone().alias("last_enriched"),
-            ]);
+            ])
+            .collect()?;
         for input in &tables.inputs {
-            frame = frame.left_join(within(input)?, col("domain"), col("domain"));
+            frame = join(frame, input)?;
         }
-        frame.collect()
+        Ok(frame)
     }
 }
 
@@ -1277,6 +1279,24 @@ fn zoneless(df: DataFrame) -> PolarsResult<DataFrame> {
 }
 
 /// Two frames sorted by domain (no domain in both) as one, in domain order: runs of
+/// `frame` in domain order. Rows already in that order (a slice's rows keep the book's
+/// order through its joins) are only flagged sorted: sorting gathers every column, and
+/// Polars gathers a nested list column row by row.
+fn sorted_by_domain(frame: DataFrame) -> PolarsResult<DataFrame> {
+    let mut domain = frame.column("domain")?.as_materialized_series().rechunk();
+    let in_order = {
+        let domains = domain.str()?;
+        domains.null_count() == 0 && domains.iter().flatten().is_sorted()
+    };
+    if !in_order {
+        return frame.sort(["domain"], SortMultipleOptions::default());
+    }
+    domain.set_sorted_flag(polars::series::IsSorted::Ascending);
+    let mut frame = frame;
+    frame.with_column(domain.into_column())?;
+    Ok(frame)
+}
+
 /// `a` with the runs of `b` that fall between them, sliced and stacked (no row is
 /// gathered), in one chunk. Frames that are not sorted after all are stacked and sorted.
 fn merge_by_domain(a: &DataFrame, b: &DataFrame) -> PolarsResult<DataFrame> {
@@ -1577,6 +1597,17 @@ pub fn utc_ms(series: &Series) -> PolarsResult<Series> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_in_domain_order_are_flagged_sorted_and_others_sorted() {
+        let rows = |domains: [&str; 3]| df!("domain" => domains, "n" => [1, 2, 3]).unwrap();
+        let in_order = sorted_by_domain(rows(["a.com", "b.com", "b.com"])).unwrap();
+        assert!(in_order.equals(&rows(["a.com", "b.com", "b.com"])));
+        assert_eq!(in_order.column("domain").unwrap().is_sorted_flag(), polars::series::IsSorted::Ascending);
+        let sorted = sorted_by_domain(rows(["c.com", "a.com", "b.com"])).unwrap();
+        let n: Vec<i32> = sorted.column("n").unwrap().i32().unwrap().into_no_null_iter().collect();
+        assert_eq!(n, [2, 3, 1]);
+    }
 
     #[test]
     fn a_range_of_a_sorted_frame_is_found_by_binary_search() {
