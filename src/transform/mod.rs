@@ -1574,13 +1574,21 @@ fn arrow_writer<W: std::io::Write + Send>(
         .into_builder()
         // Lists stored as the Parquet specification names them (`list.element`), as before.
         .set_coerce_types(true)
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("ARROW:schema".to_string(), hint)]))
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("ARROW:schema".to_string(), hint)]));
+    // A value of every row (the domain, the company's name) gains nothing from a dictionary
+    // but an index per row, and building one is a hash and a compare per value.
+    let properties = UNIQUE_COLUMNS
+        .iter()
+        .fold(properties, |p, c| p.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(*c), false))
         .build();
     let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
         .with_properties(properties)
         .with_skip_arrow_metadata(true);
     parquet::arrow::ArrowWriter::try_new_with_options(writer, batch.schema(), options).map_err(parquet_error)
 }
+
+/// The columns of a table written here that hold a different value in almost every row.
+const UNIQUE_COLUMNS: [&str; 2] = ["domain", "company_name"];
 
 /// A timestamp (or milliseconds) column as UTC milliseconds. Built from the numbers:
 /// a cast that names a zone keeps it only with Polars' `timezones` feature.
