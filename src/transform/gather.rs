@@ -81,7 +81,10 @@ pub fn gather_list(list: &ListChunked, rows: &IdxCa) -> PolarsResult<Series> {
     let mut values: Vec<IdxSize> = Vec::new();
     let mut validity = MutableBitmap::with_capacity(rows.len());
     for row in rows.iter() {
-        match row.map(|r| r as usize).filter(|r| *r < array.len() && array.is_valid(*r)) {
+        if let Some(r) = row.filter(|r| *r as usize >= array.len()) {
+            polars_bail!(oob = r, array.len());
+        }
+        match row.map(|r| r as usize).filter(|r| array.is_valid(*r)) {
             Some(r) => {
                 let (start, end) = (offsets[r], offsets[r + 1]);
                 values.extend((start..end).map(|v| v as IdxSize));
@@ -195,5 +198,7 @@ mod tests {
             assert_eq!(ours.dtype(), polars.dtype());
             assert!(ours.equals_missing(&polars), "{name}: {ours}\n{polars}");
         }
+        let list = right.column("ids").unwrap().as_materialized_series().list().unwrap().clone();
+        assert!(gather_list(&list, &IdxCa::new("rows".into(), [Some(99u32)])).is_err(), "a row past the end");
     }
 }

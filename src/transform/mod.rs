@@ -1278,7 +1278,6 @@ fn zoneless(df: DataFrame) -> PolarsResult<DataFrame> {
     df.lazy().select(cast.collect::<Vec<_>>()).collect()
 }
 
-/// Two frames sorted by domain (no domain in both) as one, in domain order: runs of
 /// `frame` in domain order. Rows already in that order (a slice's rows keep the book's
 /// order through its joins) are only flagged sorted: sorting gathers every column, and
 /// Polars gathers a nested list column row by row.
@@ -1297,6 +1296,7 @@ fn sorted_by_domain(frame: DataFrame) -> PolarsResult<DataFrame> {
     Ok(frame)
 }
 
+/// Two frames sorted by domain (no domain in both) as one, in domain order: runs of
 /// `a` with the runs of `b` that fall between them, sliced and stacked (no row is
 /// gathered), in one chunk. Frames that are not sorted after all are stacked and sorted.
 fn merge_by_domain(a: &DataFrame, b: &DataFrame) -> PolarsResult<DataFrame> {
