@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod case_studies;
 pub mod changes;
 pub mod conflicts;
+pub mod encode;
 pub mod families;
 pub mod gather;
 pub mod parts;
@@ -1413,17 +1414,49 @@ pub const MIN_ROW_GROUP_ROWS: usize = 8_192;
 /// The frames go to arrow-rs's writer (through the Arrow C Data Interface, no copy), not
 /// Polars' own: on the targets table (lists of structs, a struct of 24 structs) Polars'
 /// writer spent 15–18 s on a million rows where arrow-rs takes 4.5 s (`BENCHMARKS.md`).
+/// They are encoded and written on a thread of the writer's own while the caller scores
+/// the next slice, each row group's columns on every core ([`encode::ParallelWriter`]).
 pub struct SliceWriter {
-    writer: Option<parquet::arrow::ArrowWriter<std::fs::File>>,
+    worker: Option<Worker>,
     path: std::path::PathBuf,
     metadata: Vec<(String, String)>,
     min_rows: usize,
     pub rows: usize,
 }
 
+/// The thread a [`SliceWriter`] encodes and writes on, and the frames on their way to it.
+struct Worker {
+    frames: Option<std::sync::mpsc::SyncSender<DataFrame>>,
+    done: Option<std::thread::JoinHandle<PolarsResult<()>>>,
+}
+
+impl Worker {
+    /// Waits for the thread to write what it was sent and close the file.
+    fn join(&mut self, path: &std::path::Path) -> PolarsResult<()> {
+        drop(self.frames.take());
+        match self.done.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(written)) => written,
+            Some(Err(_)) => Err(PolarsError::ComputeError(format!("the writer of {} stopped", path.display()).into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SliceWriter {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.as_mut() {
+            let _ = worker.join(&self.path);
+        }
+    }
+}
+
+/// Frames a [`SliceWriter`] holds on their way to its thread, at most (beside the one
+/// being written): the next slice is scored while the last one is written.
+const FRAMES_IN_FLIGHT: usize = 1;
+
 impl SliceWriter {
     pub fn new(path: &std::path::Path) -> Self {
-        Self { writer: None, path: path.to_path_buf(), metadata: Vec::new(), min_rows: MIN_ROW_GROUP_ROWS, rows: 0 }
+        Self { worker: None, path: path.to_path_buf(), metadata: Vec::new(), min_rows: MIN_ROW_GROUP_ROWS, rows: 0 }
     }
 
     /// Ends a row group with a frame once it holds `rows` rows (1: a row group per frame).
@@ -1438,33 +1471,77 @@ impl SliceWriter {
         self
     }
 
+    /// Hands a frame to the writer's thread (the frame's buffers are shared, not copied);
+    /// an error of a frame written before is returned here or by [`Self::finish`].
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        let batch = record_batch(df)?;
-        if self.writer.is_none() {
-            let file = std::fs::File::create(&self.path)?;
-            let mut writer = arrow_writer(file, &batch)?;
-            for (key, value) in &self.metadata {
-                writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(key.clone(), value.clone()));
-            }
-            self.writer = Some(writer);
+        if self.worker.is_none() {
+            self.worker = Some(self.start()?);
         }
-        // An empty frame gives the file its schema, not an empty row group.
-        if let Some(writer) = self.writer.as_mut().filter(|_| df.height() > 0) {
-            let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", self.path.display()).into());
-            writer.write(&batch).map_err(failed)?;
-            // A slice's rows are found by their row group's statistics: a row group ends with a frame.
-            if writer.in_progress_rows() >= self.min_rows {
-                writer.flush().map_err(failed)?;
-            }
+        let Some(worker) = self.worker.as_mut() else { return Ok(()) };
+        let sent = worker.frames.as_ref().is_some_and(|frames| frames.send(df.clone()).is_ok());
+        if !sent {
+            // The thread stopped at an error: it is the answer.
+            worker.join(&self.path)?;
+            return Err(PolarsError::ComputeError(format!("the writer of {} stopped", self.path.display()).into()));
         }
         self.rows += df.height();
         Ok(())
     }
 
-    /// Closes the file (`assemble_in_slices` always emits at least one slice).
-    pub fn finish(self) -> PolarsResult<()> {
-        match self.writer {
-            Some(writer) => writer.close().map(|_| ()).map_err(parquet_error),
+    /// The thread that encodes the frames (each row group's columns on every core, see
+    /// [`encode::ParallelWriter`]) and writes them, as they come.
+    fn start(&self) -> PolarsResult<Worker> {
+        let (frames, received) = std::sync::mpsc::sync_channel::<DataFrame>(FRAMES_IN_FLIGHT);
+        let (path, metadata, min_rows) = (self.path.clone(), self.metadata.clone(), self.min_rows);
+        let done = std::thread::Builder::new()
+            .name("partnerforge-writer".into())
+            .spawn(move || -> PolarsResult<()> {
+                let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", path.display()).into());
+                let mut writer = None;
+                for df in received {
+                    let batch = record_batch(&df)?;
+                    let writer = match &mut writer {
+                        Some(writer) => writer,
+                        none => {
+                            let file = std::fs::File::create(&path).map_err(|e| {
+                                PolarsError::ComputeError(format!("creating {}: {e}", path.display()).into())
+                            })?;
+                            let mut writer = encode::ParallelWriter::new(arrow_writer(file, &batch)?, batch.schema())
+                                .map_err(failed)?;
+                            for (key, value) in &metadata {
+                                writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                                    key.clone(),
+                                    value.clone(),
+                                ));
+                            }
+                            none.insert(writer)
+                        }
+                    };
+                    // An empty frame gives the file its schema, not an empty row group.
+                    if df.height() > 0 {
+                        writer.write(&batch).map_err(failed)?;
+                        // A slice's rows are found by their row group's statistics: a row group ends with a frame.
+                        if writer.in_progress_rows() >= min_rows {
+                            writer.flush().map_err(failed)?;
+                        }
+                    }
+                }
+                match writer {
+                    Some(writer) => writer.close().map_err(failed),
+                    None => Err(PolarsError::NoData("no slice was written".into())),
+                }
+            })
+            .map_err(|e| {
+                PolarsError::ComputeError(format!("starting the writer of {}: {e}", self.path.display()).into())
+            })?;
+        Ok(Worker { frames: Some(frames), done: Some(done) })
+    }
+
+    /// Closes the file once every frame is written (`assemble_in_slices` always emits at
+    /// least one slice).
+    pub fn finish(mut self) -> PolarsResult<()> {
+        match self.worker.as_mut() {
+            Some(worker) => worker.join(&self.path),
             None => Err(PolarsError::NoData("no slice was written".into())),
         }
     }
@@ -1588,7 +1665,7 @@ fn arrow_writer<W: std::io::Write + Send>(
 }
 
 /// The columns of a table written here that hold a different value in almost every row.
-const UNIQUE_COLUMNS: [&str; 2] = ["domain", "company_name"];
+const UNIQUE_COLUMNS: [&str; 4] = ["domain", "company_name", "input_hash", "book_hash"];
 
 /// A timestamp (or milliseconds) column as UTC milliseconds. Built from the numbers:
 /// a cast that names a zone keeps it only with Polars' `timezones` feature.
@@ -1605,6 +1682,53 @@ pub fn utc_ms(series: &Series) -> PolarsResult<Series> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_writer_writes_its_frames_in_order_a_row_group_each_and_reports_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slices.parquet");
+        let mut writer = SliceWriter::new(&path).min_row_group_rows(1).with_metadata("k", "v");
+        let frames: Vec<DataFrame> = (0..5)
+            .map(|i| df!("domain" => [format!("d{i}-a.com"), format!("d{i}-b.com")], "n" => [i, i + 10]).unwrap())
+            .collect();
+        // An empty frame first: the file's columns, no row group.
+        writer.write(&frames[0].slice(0, 0)).unwrap();
+        for frame in &frames {
+            writer.write(frame).unwrap();
+        }
+        assert_eq!(writer.rows, 10);
+        writer.finish().unwrap();
+        let bytes = Bytes::from(std::fs::read(&path).unwrap());
+        let back = read_parquet(bytes.clone(), &["domain", "n"]).unwrap().collect().unwrap();
+        let mut expected = frames[0].clone();
+        for frame in &frames[1..] {
+            expected.vstack_mut(frame).unwrap();
+        }
+        assert!(back.equals(&expected));
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+        use parquet::file::reader::FileReader as _;
+        assert_eq!(reader.metadata().num_row_groups(), 5);
+        let kv = reader.metadata().file_metadata().key_value_metadata().unwrap();
+        assert!(kv.iter().any(|e| e.key == "k" && e.value.as_deref() == Some("v")));
+
+        // A file that cannot be created: the error names it, at the latest when finishing.
+        let missing = dir.path().join("no-such-folder").join("slices.parquet");
+        let mut writer = SliceWriter::new(&missing);
+        let mut failed = None;
+        for frame in frames.iter().cycle().take(50) {
+            if let Err(e) = writer.write(frame) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let error = match failed {
+            Some(e) => e.to_string(),
+            None => writer.finish().unwrap_err().to_string(),
+        };
+        assert!(error.contains("no-such-folder"), "{error}");
+        // Nothing written: no file, an error.
+        assert!(SliceWriter::new(&dir.path().join("none.parquet")).finish().is_err());
+    }
 
     #[test]
     fn rows_in_domain_order_are_flagged_sorted_and_others_sorted() {
