@@ -83,8 +83,8 @@ fn assemble(
 ) -> (usize, usize) {
     let pipeline = &setup.pipeline;
     let rows = setup.rows();
-    let mut writer = SliceWriter::new(&out.join("targets.parquet"));
-    let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet"));
+    let mut writer = SliceWriter::new(&out.join("targets.parquet")).one_row_per_domain();
+    let mut inputs = SliceWriter::new(&out.join("target_inputs.parquet")).one_row_per_domain();
     let (mut carried, mut referenced) = (0, 0);
     transform::assemble_in_slices(
         &rows,

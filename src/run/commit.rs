@@ -308,8 +308,8 @@ pub(crate) async fn commit(
     };
     let (local, local_inputs) = (scratch("targets"), scratch("target-inputs"));
     let (written, reused, referenced) = {
-        let mut writer = transform::SliceWriter::new(&local);
-        let mut inputs_writer = transform::SliceWriter::new(&local_inputs);
+        let mut writer = transform::SliceWriter::new(&local).one_row_per_domain();
+        let mut inputs_writer = transform::SliceWriter::new(&local_inputs).one_row_per_domain();
         let mut counted: anyhow::Result<()> = Ok(());
         let (mut reused, mut referenced) = (0, 0);
         let signals = pipeline.signals.as_ref();

@@ -27,6 +27,8 @@ pub struct ParallelWriter<W: std::io::Write + Send> {
     leaves: Vec<usize>,
     /// The rows a row group holds at most (the properties' limit).
     max_rows: usize,
+    /// The threads that encode a row group's columns.
+    threads: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
 }
@@ -44,7 +46,8 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
                 .ok_or_else(|| ParquetError::General(format!("column {leaf} has no field {root} in the schema")))? += 1;
         }
         let max_rows = file.properties().max_row_group_row_count().unwrap_or(usize::MAX).max(1);
-        Ok(Self { file, factory, schema, leaves, max_rows, pending: Vec::new(), pending_rows: 0 })
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(leaves.len()).max(1);
+        Ok(Self { file, factory, schema, leaves, max_rows, threads, pending: Vec::new(), pending_rows: 0 })
     }
 
     /// The rows written since the last row group ended.
@@ -59,6 +62,13 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
     /// Adds a batch to the row group in progress (which ends at the properties' row limit,
     /// as `ArrowWriter`'s does).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(ParquetError::General(format!(
+                "a batch of another schema than the file's: {:?}, not {:?}",
+                batch.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
+                self.schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+            )));
+        }
         let mut batch = batch.clone();
         while batch.num_rows() > 0 {
             let room = self.max_rows - self.pending_rows;
@@ -96,6 +106,14 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
             );
             for batch in &batches {
                 let leaves = compute_leaves(field, batch.column(c))?;
+                if leaves.len() != writers.len() {
+                    return Err(ParquetError::General(format!(
+                        "column {}: {} leaves, {} Parquet columns",
+                        field.name(),
+                        leaves.len(),
+                        writers.len()
+                    )));
+                }
                 for (writer, leaf) in writers.iter_mut().zip(&leaves) {
                     writer.write(leaf)?;
                 }
@@ -114,27 +132,29 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
                 }
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(columns.len());
-        if threads < 2 {
+        if self.threads < 2 {
             work();
         } else {
             std::thread::scope(|scope| {
-                for _ in 1..threads {
+                for _ in 1..self.threads {
                     scope.spawn(work);
                 }
                 work();
             });
         }
+        // Every column encoded (or the first error) before the row group begins.
+        let chunks = encoded
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner()
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| ParquetError::General("a column was not encoded".into()))?
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut row_group = self.file.next_row_group()?;
-        for slot in encoded {
-            let chunks = slot
-                .into_inner()
-                .ok()
-                .flatten()
-                .ok_or_else(|| ParquetError::General("a column was not encoded".into()))??;
-            for chunk in chunks {
-                chunk.append_to_row_group(&mut row_group)?;
-            }
+        for chunk in chunks.into_iter().flatten() {
+            chunk.append_to_row_group(&mut row_group)?;
         }
         row_group.close()?;
         Ok(())
@@ -217,6 +237,13 @@ mod tests {
                     w.flush().unwrap();
                 }
             }
+            // A batch of other columns is an error, and changes nothing.
+            let other = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
+            )
+            .unwrap();
+            assert!(w.write(&other).is_err());
             w.close().unwrap();
         }
         assert_eq!(got, expected);

@@ -582,7 +582,7 @@ pub fn write_targets(
     path: &std::path::Path,
 ) -> PolarsResult<usize> {
     let ranges = changes::DomainRange::split(domains.iter().copied(), range_rows.max(1));
-    let mut writer = SliceWriter::new(path);
+    let mut writer = SliceWriter::new(path).one_row_per_domain();
     let written = ranges
         .iter()
         .try_fold(0, |rows, range| {
@@ -1418,9 +1418,13 @@ pub const MIN_ROW_GROUP_ROWS: usize = 8_192;
 /// the next slice, each row group's columns on every core ([`encode::ParallelWriter`]).
 pub struct SliceWriter {
     worker: Option<Worker>,
+    /// Whether the file was finished: a writer dropped before removes its file.
+    finished: bool,
     path: std::path::PathBuf,
     metadata: Vec<(String, String)>,
     min_rows: usize,
+    /// The columns stored without a dictionary.
+    unique: &'static [&'static str],
     pub rows: usize,
 }
 
@@ -1431,21 +1435,34 @@ struct Worker {
 }
 
 impl Worker {
-    /// Waits for the thread to write what it was sent and close the file.
+    /// Waits for the thread to write what it was sent and close the file; its error (or
+    /// panic) names the file. A second call is an error too once the first was.
     fn join(&mut self, path: &std::path::Path) -> PolarsResult<()> {
         drop(self.frames.take());
+        let stopped = |why: String| PolarsError::ComputeError(format!("writing {}: {why}", path.display()).into());
         match self.done.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(written)) => written,
-            Some(Err(_)) => Err(PolarsError::ComputeError(format!("the writer of {} stopped", path.display()).into())),
+            Some(Ok(written)) => written.map_err(|e| stopped(e.to_string())),
+            Some(Err(panic)) => Err(stopped(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the writer's thread stopped".into()),
+            )),
             None => Ok(()),
         }
     }
 }
 
 impl Drop for SliceWriter {
+    /// A writer dropped unfinished (its caller stopped at an error) leaves no file: its
+    /// thread is waited for, then the file removed.
     fn drop(&mut self) {
         if let Some(worker) = self.worker.as_mut() {
             let _ = worker.join(&self.path);
+            if !self.finished {
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
     }
 }
@@ -1456,7 +1473,22 @@ const FRAMES_IN_FLIGHT: usize = 1;
 
 impl SliceWriter {
     pub fn new(path: &std::path::Path) -> Self {
-        Self { worker: None, path: path.to_path_buf(), metadata: Vec::new(), min_rows: MIN_ROW_GROUP_ROWS, rows: 0 }
+        Self {
+            worker: None,
+            finished: false,
+            path: path.to_path_buf(),
+            metadata: Vec::new(),
+            min_rows: MIN_ROW_GROUP_ROWS,
+            unique: &[],
+            rows: 0,
+        }
+    }
+
+    /// A table of one row per domain (the targets, their inputs): its domains, company names
+    /// and hashes stored without a dictionary.
+    pub fn one_row_per_domain(mut self) -> Self {
+        self.unique = &ONE_ROW_PER_DOMAIN;
+        self
     }
 
     /// Ends a row group with a frame once it holds `rows` rows (1: a row group per frame).
@@ -1480,9 +1512,16 @@ impl SliceWriter {
         let Some(worker) = self.worker.as_mut() else { return Ok(()) };
         let sent = worker.frames.as_ref().is_some_and(|frames| frames.send(df.clone()).is_ok());
         if !sent {
-            // The thread stopped at an error: it is the answer.
-            worker.join(&self.path)?;
-            return Err(PolarsError::ComputeError(format!("the writer of {} stopped", self.path.display()).into()));
+            // The thread stopped at an error: it is the answer (and `finish`'s after it).
+            let failed = worker.join(&self.path).err();
+            self.worker = None;
+            self.finished = true;
+            let _ = std::fs::remove_file(&self.path);
+            return Err(failed.unwrap_or_else(|| {
+                PolarsError::ComputeError(
+                    format!("writing {}: the writer's thread stopped", self.path.display()).into(),
+                )
+            }));
         }
         self.rows += df.height();
         Ok(())
@@ -1492,7 +1531,7 @@ impl SliceWriter {
     /// [`encode::ParallelWriter`]) and writes them, as they come.
     fn start(&self) -> PolarsResult<Worker> {
         let (frames, received) = std::sync::mpsc::sync_channel::<DataFrame>(FRAMES_IN_FLIGHT);
-        let (path, metadata, min_rows) = (self.path.clone(), self.metadata.clone(), self.min_rows);
+        let (path, metadata, min_rows, unique) = (self.path.clone(), self.metadata.clone(), self.min_rows, self.unique);
         let done = std::thread::Builder::new()
             .name("partnerforge-writer".into())
             .spawn(move || -> PolarsResult<()> {
@@ -1506,8 +1545,9 @@ impl SliceWriter {
                             let file = std::fs::File::create(&path).map_err(|e| {
                                 PolarsError::ComputeError(format!("creating {}: {e}", path.display()).into())
                             })?;
-                            let mut writer = encode::ParallelWriter::new(arrow_writer(file, &batch)?, batch.schema())
-                                .map_err(failed)?;
+                            let mut writer =
+                                encode::ParallelWriter::new(arrow_writer(file, &batch, unique)?, batch.schema())
+                                    .map_err(failed)?;
                             for (key, value) in &metadata {
                                 writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
                                     key.clone(),
@@ -1540,10 +1580,16 @@ impl SliceWriter {
     /// Closes the file once every frame is written (`assemble_in_slices` always emits at
     /// least one slice).
     pub fn finish(mut self) -> PolarsResult<()> {
-        match self.worker.as_mut() {
+        let written = match self.worker.as_mut() {
             Some(worker) => worker.join(&self.path),
-            None => Err(PolarsError::NoData("no slice was written".into())),
-        }
+            None if self.finished => Err(PolarsError::ComputeError(
+                format!("writing {}: an earlier write failed", self.path.display()).into(),
+            )),
+            None => Err(PolarsError::NoData(format!("{}: no slice was written", self.path.display()).into())),
+        };
+        // Closed: kept when written, removed (by `drop`) when not.
+        self.finished = written.is_ok();
+        written
     }
 }
 
@@ -1551,7 +1597,7 @@ impl SliceWriter {
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Bytes> {
     let batch = record_batch(df)?;
     let mut buffer = Vec::new();
-    let mut writer = arrow_writer(&mut buffer, &batch)?;
+    let mut writer = arrow_writer(&mut buffer, &batch, &[])?;
     writer.write(&batch).map_err(parquet_error)?;
     writer.close().map_err(parquet_error)?;
     Ok(Bytes::from(buffer))
@@ -1638,6 +1684,7 @@ fn stored_type(dtype: &arrow::datatypes::DataType, plain: bool) -> arrow::dataty
 fn arrow_writer<W: std::io::Write + Send>(
     writer: W,
     batch: &arrow::record_batch::RecordBatch,
+    unique: &[&str],
 ) -> PolarsResult<parquet::arrow::ArrowWriter<W>> {
     let fields: Vec<arrow::datatypes::Field> = batch
         .schema()
@@ -1652,9 +1699,9 @@ fn arrow_writer<W: std::io::Write + Send>(
         // Lists stored as the Parquet specification names them (`list.element`), as before.
         .set_coerce_types(true)
         .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("ARROW:schema".to_string(), hint)]));
-    // A value of every row (the domain, the company's name) gains nothing from a dictionary
-    // but an index per row, and building one is a hash and a compare per value.
-    let properties = UNIQUE_COLUMNS
+    // A value of every row (a target's domain, its company's name) gains nothing from a
+    // dictionary but an index per row, and building one is a hash and a compare per value.
+    let properties = unique
         .iter()
         .fold(properties, |p, c| p.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(*c), false))
         .build();
@@ -1664,8 +1711,10 @@ fn arrow_writer<W: std::io::Write + Send>(
     parquet::arrow::ArrowWriter::try_new_with_options(writer, batch.schema(), options).map_err(parquet_error)
 }
 
-/// The columns of a table written here that hold a different value in almost every row.
-const UNIQUE_COLUMNS: [&str; 4] = ["domain", "company_name", "input_hash", "book_hash"];
+/// The columns of the targets table and its inputs that hold a different value in almost
+/// every row ([`SliceWriter::one_row_per_domain`]). Other tables repeat a domain on each of
+/// its rows (the change state about 25 times): a dictionary stores it once a run.
+const ONE_ROW_PER_DOMAIN: [&str; 4] = ["domain", "company_name", "input_hash", "book_hash"];
 
 /// A timestamp (or milliseconds) column as UTC milliseconds. Built from the numbers:
 /// a cast that names a zone keeps it only with Polars' `timezones` feature.
@@ -1710,6 +1759,17 @@ mod tests {
         assert_eq!(reader.metadata().num_row_groups(), 5);
         let kv = reader.metadata().file_metadata().key_value_metadata().unwrap();
         assert!(kv.iter().any(|e| e.key == "k" && e.value.as_deref() == Some("v")));
+        // A domain repeated on many rows (the change state) keeps its dictionary; a table of one
+        // row per domain (the targets) stores it plain.
+        assert!(reader.metadata().row_group(0).column(0).dictionary_page_offset().is_some());
+        let plain = dir.path().join("plain.parquet");
+        let mut writer = SliceWriter::new(&plain).one_row_per_domain();
+        writer.write(&frames[0]).unwrap();
+        writer.finish().unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(Bytes::from(std::fs::read(&plain).unwrap())).unwrap();
+        assert!(reader.metadata().row_group(0).column(0).dictionary_page_offset().is_none());
+        assert!(reader.metadata().row_group(0).column(1).dictionary_page_offset().is_some());
 
         // A file that cannot be created: the error names it, at the latest when finishing.
         let missing = dir.path().join("no-such-folder").join("slices.parquet");
@@ -1722,12 +1782,24 @@ mod tests {
             }
         }
         let error = match failed {
-            Some(e) => e.to_string(),
+            Some(e) => {
+                // And finishing after it is an error too, not a file.
+                assert!(writer.finish().is_err());
+                e.to_string()
+            }
             None => writer.finish().unwrap_err().to_string(),
         };
         assert!(error.contains("no-such-folder"), "{error}");
         // Nothing written: no file, an error.
         assert!(SliceWriter::new(&dir.path().join("none.parquet")).finish().is_err());
+        // Dropped unfinished (its caller stopped at an error): its frames written, no file left.
+        let dropped = dir.path().join("dropped.parquet");
+        let mut writer = SliceWriter::new(&dropped);
+        for frame in &frames {
+            writer.write(frame).unwrap();
+        }
+        drop(writer);
+        assert!(!dropped.exists());
     }
 
     #[test]

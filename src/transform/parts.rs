@@ -58,6 +58,9 @@ impl Drop for Parts {
 /// `value` as text (`true` for a boolean). A table without one keeps every row.
 pub type Keep<'a> = (&'a str, &'a str, &'a str);
 
+/// The parts' files open at once while tables are split on several threads, at most.
+const MAX_OPEN_PARTS: usize = 256;
+
 /// Splits `tables` (each with the columns read from it; another table is not split) by the
 /// ranges (sorted, contiguous, as [`DomainRange::split`] makes them) in one pass over each,
 /// into local files (memory holds a batch and each range's open row group, not the parts:
@@ -86,10 +89,13 @@ pub fn partition_by_range(
     // (encoding costs what copying does), but dictionaries — the repeated sources, modules
     // and technologies of a million targets took 1.3 GB plain, 0.2 GB with them.
     // A table the snapshot lacks (or holds empty) has no parts.
-    let work: Vec<(&str, &[&str], &bytes::Bytes)> = tables
+    let mut work: Vec<(&str, &[&str], &bytes::Bytes)> = tables
         .iter()
         .filter_map(|(table, columns)| files.get(*table).filter(|b| !b.is_empty()).map(|b| (*table, *columns, b)))
         .collect();
+    // (A table named twice is split once: two threads would write the same files.)
+    let mut seen = std::collections::HashSet::new();
+    work.retain(|(table, _, _)| seen.insert(*table));
     parts.tables = work.iter().map(|(table, _, _)| table.to_string()).collect();
     // The tables on every core, the largest first.
     let mut order: Vec<usize> = (0..work.len()).collect();
@@ -103,7 +109,13 @@ pub fn partition_by_range(
             split_table(bytes, table, columns, kept, &bounds, &|r| parts.path(table, r), &props)?;
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
+    // Each table being split holds a file and a row group open per range: the threads are
+    // as many as keep that under `MAX_OPEN_PARTS` (one at 10M targets' 400 ranges).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len())
+        .min(MAX_OPEN_PARTS / ranges.len().max(1))
+        .max(1);
     std::thread::scope(|scope| {
         let others: Vec<_> = (1..threads).map(|_| scope.spawn(split)).collect();
         let mut done = split();
