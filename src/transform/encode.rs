@@ -10,6 +10,33 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// `f` of each index `0..items` on up to `threads` threads (the caller's among them), each
+/// taking the next index when it is free; the results in index order. `None` for an index
+/// whose thread panicked.
+pub fn each_on_threads<T: Send>(items: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<Option<T>> {
+    let slots: Vec<Mutex<Option<T>>> = (0..items).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { return };
+            // A panic leaves its slot empty; the other indices are still done.
+            let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).ok();
+            if let Ok(mut slot) = slot.lock() {
+                *slot = value;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads.min(items)).map(|_| scope.spawn(work)).collect();
+        work();
+        for other in others {
+            let _ = other.join();
+        }
+    });
+    slots.into_iter().map(|slot| slot.into_inner().ok().flatten()).collect()
+}
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -96,9 +123,6 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
         for count in &self.leaves {
             columns.push(Mutex::new(writers.by_ref().take(*count).collect()));
         }
-        let next = AtomicUsize::new(0);
-        let encoded: Vec<Mutex<Option<Result<Vec<ArrowColumnChunk>>>>> =
-            (0..columns.len()).map(|_| Mutex::new(None)).collect();
         let encode = |c: usize| -> Result<Vec<ArrowColumnChunk>> {
             let field = &self.schema.fields()[c];
             let mut writers = std::mem::take(
@@ -120,37 +144,10 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
             }
             writers.into_iter().map(ArrowColumnWriter::close).collect()
         };
-        let work = || {
-            loop {
-                let c = next.fetch_add(1, Ordering::Relaxed);
-                if c >= columns.len() {
-                    break;
-                }
-                let chunks = encode(c);
-                if let Ok(mut slot) = encoded[c].lock() {
-                    *slot = Some(chunks);
-                }
-            }
-        };
-        if self.threads < 2 {
-            work();
-        } else {
-            std::thread::scope(|scope| {
-                for _ in 1..self.threads {
-                    scope.spawn(work);
-                }
-                work();
-            });
-        }
         // Every column encoded (or the first error) before the row group begins.
-        let chunks = encoded
+        let chunks = each_on_threads(columns.len(), self.threads, encode)
             .into_iter()
-            .map(|slot| {
-                slot.into_inner()
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| ParquetError::General("a column was not encoded".into()))?
-            })
+            .map(|chunks| chunks.ok_or_else(|| ParquetError::General("a column was not encoded".into()))?)
             .collect::<Result<Vec<_>>>()?;
         let mut row_group = self.file.next_row_group()?;
         for chunk in chunks.into_iter().flatten() {
@@ -205,6 +202,18 @@ mod tests {
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .set_max_row_group_row_count(Some(1000))
             .build()
+    }
+
+    #[test]
+    fn each_index_is_done_once_in_order_and_a_panic_is_none() {
+        let done = each_on_threads(100, 3, |i| i * 2);
+        assert_eq!(done, (0..100).map(|i| Some(i * 2)).collect::<Vec<_>>());
+        let done = each_on_threads(5, 2, |i| {
+            assert!(i != 3, "index 3 fails");
+            i
+        });
+        assert_eq!(done, [Some(0), Some(1), Some(2), None, Some(4)]);
+        assert!(each_on_threads(0, 4, |i| i).is_empty());
     }
 
     #[test]

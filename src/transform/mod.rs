@@ -1420,6 +1420,8 @@ pub struct SliceWriter {
     worker: Option<Worker>,
     /// Whether the file was finished: a writer dropped before removes its file.
     finished: bool,
+    /// Whether a write found the thread stopped at an error (its file already removed).
+    failed: bool,
     path: std::path::PathBuf,
     metadata: Vec<(String, String)>,
     min_rows: usize,
@@ -1476,6 +1478,7 @@ impl SliceWriter {
         Self {
             worker: None,
             finished: false,
+            failed: false,
             path: path.to_path_buf(),
             metadata: Vec::new(),
             min_rows: MIN_ROW_GROUP_ROWS,
@@ -1515,7 +1518,7 @@ impl SliceWriter {
             // The thread stopped at an error: it is the answer (and `finish`'s after it).
             let failed = worker.join(&self.path).err();
             self.worker = None;
-            self.finished = true;
+            self.failed = true;
             let _ = std::fs::remove_file(&self.path);
             return Err(failed.unwrap_or_else(|| {
                 PolarsError::ComputeError(
@@ -1535,19 +1538,18 @@ impl SliceWriter {
         let done = std::thread::Builder::new()
             .name("partnerforge-writer".into())
             .spawn(move || -> PolarsResult<()> {
-                let failed = |e| PolarsError::ComputeError(format!("writing {}: {e}", path.display()).into());
+                // (`Worker::join` names the file in what this returns.)
                 let mut writer = None;
                 for df in received {
                     let batch = record_batch(&df)?;
                     let writer = match &mut writer {
                         Some(writer) => writer,
                         none => {
-                            let file = std::fs::File::create(&path).map_err(|e| {
-                                PolarsError::ComputeError(format!("creating {}: {e}", path.display()).into())
-                            })?;
+                            let file = std::fs::File::create(&path)
+                                .map_err(|e| PolarsError::ComputeError(format!("creating the file: {e}").into()))?;
                             let mut writer =
                                 encode::ParallelWriter::new(arrow_writer(file, &batch, unique)?, batch.schema())
-                                    .map_err(failed)?;
+                                    .map_err(parquet_error)?;
                             for (key, value) in &metadata {
                                 writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
                                     key.clone(),
@@ -1559,15 +1561,15 @@ impl SliceWriter {
                     };
                     // An empty frame gives the file its schema, not an empty row group.
                     if df.height() > 0 {
-                        writer.write(&batch).map_err(failed)?;
+                        writer.write(&batch).map_err(parquet_error)?;
                         // A slice's rows are found by their row group's statistics: a row group ends with a frame.
                         if writer.in_progress_rows() >= min_rows {
-                            writer.flush().map_err(failed)?;
+                            writer.flush().map_err(parquet_error)?;
                         }
                     }
                 }
                 match writer {
-                    Some(writer) => writer.close().map_err(failed),
+                    Some(writer) => writer.close().map_err(parquet_error),
                     None => Err(PolarsError::NoData("no slice was written".into())),
                 }
             })
@@ -1582,7 +1584,7 @@ impl SliceWriter {
     pub fn finish(mut self) -> PolarsResult<()> {
         let written = match self.worker.as_mut() {
             Some(worker) => worker.join(&self.path),
-            None if self.finished => Err(PolarsError::ComputeError(
+            None if self.failed => Err(PolarsError::ComputeError(
                 format!("writing {}: an earlier write failed", self.path.display()).into(),
             )),
             None => Err(PolarsError::NoData(format!("{}: no slice was written", self.path.display()).into())),

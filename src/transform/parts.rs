@@ -100,31 +100,18 @@ pub fn partition_by_range(
     // The tables on every core, the largest first.
     let mut order: Vec<usize> = (0..work.len()).collect();
     order.sort_by_key(|i| std::cmp::Reverse(work[*i].2.len()));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let split = || -> anyhow::Result<()> {
-        loop {
-            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some((table, columns, bytes)) = order.get(k).map(|i| work[*i]) else { return Ok(()) };
-            let kept = keep.iter().find(|(t, _, _)| *t == table).map(|(_, column, value)| (*column, *value));
-            split_table(bytes, table, columns, kept, &bounds, &|r| parts.path(table, r), &props)?;
-        }
+    let split = |k: usize| -> anyhow::Result<()> {
+        let (table, columns, bytes) = work[order[k]];
+        let kept = keep.iter().find(|(t, _, _)| *t == table).map(|(_, column, value)| (*column, *value));
+        split_table(bytes, table, columns, kept, &bounds, &|r| parts.path(table, r), &props)
     };
     // Each table being split holds a file and a row group open per range: the threads are
     // as many as keep that under `MAX_OPEN_PARTS` (one at 10M targets' 400 ranges).
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(work.len())
-        .min(MAX_OPEN_PARTS / ranges.len().max(1))
-        .max(1);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads).map(|_| scope.spawn(split)).collect();
-        let mut done = split();
-        for other in others {
-            let theirs = other.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a thread splitting the tables stopped")));
-            done = done.and(theirs);
-        }
-        done
-    })?;
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_OPEN_PARTS / ranges.len().max(1)).max(1);
+    for done in super::encode::each_on_threads(order.len(), threads, split) {
+        done.unwrap_or_else(|| Err(anyhow::anyhow!("a thread splitting the tables stopped")))?;
+    }
     Ok(parts)
 }
 
