@@ -218,6 +218,16 @@ fn bad_configuration_stops_before_any_call_naming_file_and_line() {
 }
 
 #[test]
+fn a_missing_file_is_named_with_its_cause_once() {
+    let store = TestStore::new();
+    let missing = store.path().join("no-such-pipeline.toml");
+    let err = store.fails(&["run", "--pipeline", missing.to_str().unwrap(), "--limit", "3"]);
+    assert!(err.contains("no-such-pipeline.toml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "the cause once: {err}");
+    assert!(store.manifests().is_empty());
+}
+
+#[test]
 fn query_on_an_empty_store_says_what_to_do() {
     let store = TestStore::new();
     let err = store.fails(&["query", "SELECT 1"]);
