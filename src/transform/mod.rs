@@ -709,7 +709,8 @@ impl Skipping {
     /// `None` when every row is joined: nothing touched is known, the stored inputs lack
     /// the keys (written by an earlier build), or most rows must be joined anyway (then
     /// narrowing the module tables to them costs more than it spares).
-    fn find(reuse: &Reuse, order: &[&BookRow], seed: u64, today: i32) -> PolarsResult<Option<Self>> {
+    /// The book is walked in pieces of `piece_rows` rows on every core.
+    fn find(reuse: &Reuse, order: &[&BookRow], seed: u64, today: i32, piece_rows: usize) -> PolarsResult<Option<Self>> {
         let Some(touched) = &reuse.touched else { return Ok(None) };
         let columns = ["domain", "input_hash", "dated", "book_hash", "valid_until"];
         let schema = changes::scan(&reuse.inputs)?.collect_schema()?;
@@ -728,42 +729,62 @@ impl Skipping {
                 return Ok(None); // (a domain twice, or none: not this build's file)
             }
         }
-        stored.rechunk_mut();
         let mut touched: Vec<&str> = touched.iter().map(String::as_str).collect();
         if !touched.is_sorted() {
             touched.sort_unstable();
         }
-        let domains = stored.column("domain")?.str()?;
-        let hashes = stored.column("input_hash")?.i64()?;
-        let book_hashes = stored.column("book_hash")?.i64()?;
-        let dated = stored.column("dated")?.bool()?;
-        let until = stored.column("valid_until")?.cast(&DataType::Int32)?;
-        let until = until.i32()?;
+        // The stored columns as plain vectors (read once), for a walk without lookups.
+        let domains: Vec<&str> = stored.column("domain")?.str()?.iter().map(Option::unwrap_or_default).collect();
+        let hashes: Vec<bool> = stored.column("input_hash")?.i64()?.iter().map(|h| h.is_some()).collect();
+        let book_hashes: Vec<Option<i64>> = stored.column("book_hash")?.i64()?.iter().collect();
+        let dated: Vec<Option<bool>> = stored.column("dated")?.bool()?.iter().collect();
+        let until: Vec<Option<i32>> = stored.column("valid_until")?.cast(&DataType::Int32)?.i32()?.iter().collect();
         let state = PlSeedableRandomStateQuality::seed_from_u64(seed);
-        let (mut at, mut next_touched) = (0, 0);
+        // The book in pieces, each walked with the stored rows and the touched domains on
+        // whichever thread is free (the book's hashes are most of the work). Per piece: its
+        // rows' join bits, and per stored row it met: 1 skipped, 2 joined (its stored hash
+        // still compared).
+        let piece_rows = piece_rows.max(1);
+        let walk = |piece: usize| -> (Vec<bool>, Vec<(usize, u8)>) {
+            let rows = &order[piece * piece_rows..((piece + 1) * piece_rows).min(order.len())];
+            let first = rows.first().map_or("", |r| r.target.domain.as_str());
+            let mut at = domains.partition_point(|d| *d < first);
+            let mut next_touched = touched.partition_point(|d| *d < first);
+            let (mut join, mut taken) = (Vec::with_capacity(rows.len()), Vec::new());
+            for row in rows {
+                let domain = row.target.domain.as_str();
+                while at < domains.len() && domains[at] < domain {
+                    at += 1;
+                }
+                while next_touched < touched.len() && touched[next_touched] < domain {
+                    next_touched += 1;
+                }
+                let is_touched = touched.get(next_touched) == Some(&domain);
+                let found = (at < domains.len() && domains[at] == domain).then_some(at);
+                let skip = !is_touched
+                    && found.is_some_and(|i| {
+                        hashes[i]
+                            && until[i].is_none_or(|day| day > today)
+                            && (reuse.same_day || dated[i] == Some(false))
+                            && book_hashes[i] == Some(row.book_hash(&state))
+                    });
+                if let Some(i) = found {
+                    taken.push((i, if skip { 1 } else { 2 }));
+                }
+                join.push(!skip);
+            }
+            (join, taken)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut join = Vec::with_capacity(order.len());
-        // Per stored row: 1 skipped, 2 joined (its stored hash still compared).
         let mut taken = vec![0u8; stored.height()];
-        for row in order {
-            let domain = row.target.domain.as_str();
-            while at < domains.len() && domains.get(at).is_some_and(|d| d < domain) {
-                at += 1;
+        for piece in encode::each_on_threads(order.len().div_ceil(piece_rows), threads, walk) {
+            let (bits, marks) =
+                piece.ok_or_else(|| PolarsError::ComputeError("walking the stored inputs panicked".into()))?;
+            join.extend(bits);
+            for (i, mark) in marks {
+                taken[i] = mark;
             }
-            while next_touched < touched.len() && touched[next_touched] < domain {
-                next_touched += 1;
-            }
-            let is_touched = touched.get(next_touched) == Some(&domain);
-            let found = (at < domains.len() && domains.get(at) == Some(domain)).then_some(at);
-            let skip = found.is_some_and(|i| {
-                hashes.get(i).is_some()
-                    && book_hashes.get(i) == Some(row.book_hash(&state))
-                    && until.get(i).is_none_or(|day| day > today)
-                    && (reuse.same_day || dated.get(i) == Some(false))
-            }) && !is_touched;
-            if let Some(i) = found {
-                taken[i] = if skip { 1 } else { 2 };
-            }
-            join.push(!skip);
         }
         let joined = join.iter().filter(|j| **j).count();
         if joined * 2 > order.len() {
@@ -873,7 +894,7 @@ pub fn assemble_in_slices(
     // With what the fetch touched, only the rows that may have changed are joined: the module
     // tables are read for those domains alone, the other rows carried as stored.
     let skipping = match reuse {
-        Some(reuse) if !order.is_empty() => Skipping::find(reuse, &order, seed, epoch_day(snapshot_id)?)?,
+        Some(reuse) if !order.is_empty() => Skipping::find(reuse, &order, seed, epoch_day(snapshot_id)?, slice_rows)?,
         _ => None,
     };
     let mut narrowed = None;
