@@ -22,3 +22,34 @@ pub mod simulate;
 pub mod store;
 pub mod targets;
 pub mod transform;
+
+/// An error and its causes on one line, each cause once. Many errors name their file and
+/// already end with their cause's text (`cannot read X: No such file or directory`), which
+/// `{:#}` would print a second time.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        // A cause its error already ends with is left out; one it does not is joined.
+        let named = anyhow::Error::new(crate::config::ConfigError::Read { path: "p.toml".into(), source: io });
+        assert_eq!(crate::error_text(&named), "cannot read p.toml: No such file or directory");
+        let wrapped = named.context("loading the pipeline");
+        assert_eq!(crate::error_text(&wrapped), "loading the pipeline: cannot read p.toml: No such file or directory");
+    }
+}

@@ -410,27 +410,10 @@ async fn cli_main() -> ExitCode {
     match dispatch(cli.command).await {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            eprintln!("error: {}", partnerforge::error_text(&e));
             ExitCode::from(Exit::of_error(&e) as u8)
         }
     }
-}
-
-/// An error and its causes on one line, each cause once: many errors name their file and
-/// already end with their cause's text, which `{:#}` would print a second time.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.ends_with(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }
 
 /// Runs a command; `run` exits with its own code (see `run::Exit`), every other command 0 or 1.
@@ -462,7 +445,11 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             if let Some(path) = &metrics_file
                 && let Err(e) = write_run_metrics(&store_url, &pipeline_name, path).await
             {
-                eprintln!("warning: could not write the run's metrics to {}: {e:#}", path.display());
+                eprintln!(
+                    "warning: could not write the run's metrics to {}: {}",
+                    path.display(),
+                    partnerforge::error_text(&e)
+                );
             }
             let report = result?;
             match format {

@@ -264,7 +264,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             }
             .into();
             end.exit_code = exit as u8;
-            end.error = Some(format!("{e:#}"));
+            end.error = Some(crate::error_text(e));
         }
     }
     history::write_end(&store, &end).await;
@@ -476,8 +476,9 @@ pub(crate) async fn deliver_after_commit(
     match changes::deliver_pending(store, rules, run_id, false, None).await {
         Ok(report) => report,
         Err(e) => {
-            tracing::error!("delivering alerts: {e:#}");
-            crate::alerts::DeliveryReport::failed_pass(format!("{e:#}"))
+            let text = crate::error_text(&e);
+            tracing::error!("delivering alerts: {text}");
+            crate::alerts::DeliveryReport::failed_pass(text)
         }
     }
 }

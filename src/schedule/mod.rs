@@ -270,7 +270,7 @@ pub async fn run_daemon(
         async move {
             let Some(job) = schedules.job(&name) else { return };
             if let Err(e) = start_job(job, trigger, &settings, &store, &state, done_tx).await {
-                tracing::error!(job = %name, "could not start: {e:#}");
+                tracing::error!(job = %name, "could not start: {}", crate::error_text(&e));
             }
         }
     };
