@@ -766,7 +766,7 @@ impl LoadedPipeline {
                     crate::transform::case_studies::load(&studies_path).map_err(|e| ConfigError::Invalid {
                         path: file.clone(),
                         key: "case_studies.file".into(),
-                        message: format!("{e:#}"),
+                        message: crate::error_text(&e),
                     })?;
                 Some((rules, studies))
             }

@@ -186,30 +186,18 @@ fn write_files(folder: &Path, files: &[(String, &str)]) -> Result<Vec<Written>, 
             sha256: crate::config::sha256_hex(text.as_bytes()),
         })
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if threads < 2 || files.len() < 64 {
+    if files.len() < 64 {
         return files.iter().map(write).collect();
     }
-    let chunk = files.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(write).collect::<Result<Vec<_>, _>>()))
-            .collect();
-        let mut out = Vec::with_capacity(files.len());
-        for worker in workers {
-            match worker.join() {
-                Ok(part) => out.extend(part?),
-                Err(_) => {
-                    return Err(ServeError::Export {
-                        path: folder.to_path_buf(),
-                        message: "a writer thread panicked".into(),
-                    });
-                }
-            }
-        }
-        Ok(out)
-    })
+    let threads = crate::transform::encode::cores().min(8);
+    crate::transform::encode::each_on_threads(files.len(), threads, |i| write(&files[i]))
+        .into_iter()
+        .map(|done| {
+            done.unwrap_or_else(|| {
+                Err(ServeError::Export { path: folder.to_path_buf(), message: "a writer thread panicked".into() })
+            })
+        })
+        .collect()
 }
 
 /// A file of the version: its path in the version folder, size and SHA-256.

@@ -374,7 +374,7 @@ impl Warehouse {
         let mut discovered: Vec<PathBuf> = Vec::new();
         let runs = crate::run::discovery::committed(store)
             .await
-            .map_err(|e| ServeError::Sql(format!("reading the discovery runs: {e:#}")))?;
+            .map_err(|e| ServeError::Sql(format!("reading the discovery runs: {}", crate::error_text(&e))))?;
         for (_, folder) in runs {
             for (table, into) in [("api_calls", None), ("candidates", Some(&mut discovered))] {
                 let local = store.local_object(&format!("{folder}/{table}.parquet"), cache_dir).await?;
@@ -464,7 +464,7 @@ impl Warehouse {
         insert_runs(&conn, &generations, &current)?;
         let history = crate::run::history::all(store)
             .await
-            .map_err(|e| ServeError::Sql(format!("reading the run history: {e:#}")))?;
+            .map_err(|e| ServeError::Sql(format!("reading the run history: {}", crate::error_text(&e))))?;
         add_run_history(&conn, &history)?;
         add_spend_record(&conn, store).await?;
         Ok(Self { conn, latest, snapshots: snapshots.len() })

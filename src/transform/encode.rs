@@ -10,6 +10,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The cores this process may run on (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// `f` of each index `0..items` on up to `threads` threads (the caller's among them), each
 /// taking the next index when it is free; the results in index order. `None` for an index
 /// whose thread panicked.
@@ -73,7 +78,7 @@ impl<W: std::io::Write + Send> ParallelWriter<W> {
                 .ok_or_else(|| ParquetError::General(format!("column {leaf} has no field {root} in the schema")))? += 1;
         }
         let max_rows = file.properties().max_row_group_row_count().unwrap_or(usize::MAX).max(1);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(leaves.len()).max(1);
+        let threads = cores().min(leaves.len()).max(1);
         Ok(Self { file, factory, schema, leaves, max_rows, threads, pending: Vec::new(), pending_rows: 0 })
     }
 

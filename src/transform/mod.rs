@@ -735,7 +735,7 @@ impl Skipping {
         }
         // The stored columns as plain vectors (read once), for a walk without lookups.
         let domains: Vec<&str> = stored.column("domain")?.str()?.iter().map(Option::unwrap_or_default).collect();
-        let hashes: Vec<bool> = stored.column("input_hash")?.i64()?.iter().map(|h| h.is_some()).collect();
+        let hashed: Vec<bool> = stored.column("input_hash")?.i64()?.iter().map(|h| h.is_some()).collect();
         let book_hashes: Vec<Option<i64>> = stored.column("book_hash")?.i64()?.iter().collect();
         let dated: Vec<Option<bool>> = stored.column("dated")?.bool()?.iter().collect();
         let until: Vec<Option<i32>> = stored.column("valid_until")?.cast(&DataType::Int32)?.i32()?.iter().collect();
@@ -763,7 +763,7 @@ impl Skipping {
                 let found = (at < domains.len() && domains[at] == domain).then_some(at);
                 let skip = !is_touched
                     && found.is_some_and(|i| {
-                        hashes[i]
+                        hashed[i]
                             && until[i].is_none_or(|day| day > today)
                             && (reuse.same_day || dated[i] == Some(false))
                             && book_hashes[i] == Some(row.book_hash(&state))
@@ -775,10 +775,9 @@ impl Skipping {
             }
             (join, taken)
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut join = Vec::with_capacity(order.len());
         let mut taken = vec![0u8; stored.height()];
-        for piece in encode::each_on_threads(order.len().div_ceil(piece_rows), threads, walk) {
+        for piece in encode::each_on_threads(order.len().div_ceil(piece_rows), encode::cores(), walk) {
             let (bits, marks) =
                 piece.ok_or_else(|| PolarsError::ComputeError("walking the stored inputs panicked".into()))?;
             join.extend(bits);
@@ -918,8 +917,9 @@ pub fn assemble_in_slices(
     // aggregated alone, and each slice of the part takes its rows by binary search.
     let ranges = changes::DomainRange::split(joined_domains.iter().copied(), part_rows);
     drop(joined_domains);
-    let split = parts::partition_by_range(&module_files.0, &read, &SIGNAL_ROWS, &ranges)
-        .map_err(|e| PolarsError::ComputeError(format!("splitting the module tables: {e:#}").into()))?;
+    let split = parts::partition_by_range(&module_files.0, &read, &SIGNAL_ROWS, &ranges).map_err(|e| {
+        PolarsError::ComputeError(format!("splitting the module tables: {}", crate::error_text(&e)).into())
+    })?;
     if ranges.len() > 1 {
         tracing::debug!("module tables split into {} parts of {part_rows} targets", ranges.len());
     }
@@ -1009,9 +1009,9 @@ pub fn assemble_in_slices(
     let mut fresh_rows = 0;
     let mut flags = skipping.as_ref().map(|s| s.join.as_slice());
     for (p, part) in book_parts.into_iter().enumerate() {
-        let part_files = ModuleFiles(
-            split.load(p).map_err(|e| PolarsError::ComputeError(format!("reading the module tables: {e:#}").into()))?,
-        );
+        let part_files = ModuleFiles(split.load(p).map_err(|e| {
+            PolarsError::ComputeError(format!("reading the module tables: {}", crate::error_text(&e)).into())
+        })?);
         let tables = joiner.tables(&part_files)?;
         drop(part_files);
         let join = |slice: &[&BookRow], range: &Option<(String, String)>| joiner.join(&tables, slice, range);

@@ -107,8 +107,7 @@ pub fn partition_by_range(
     };
     // Each table being split holds a file and a row group open per range: the threads are
     // as many as keep that under `MAX_OPEN_PARTS` (one at 10M targets' 400 ranges).
-    let threads =
-        std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_OPEN_PARTS / ranges.len().max(1)).max(1);
+    let threads = super::encode::cores().min(MAX_OPEN_PARTS / ranges.len().max(1)).max(1);
     for done in super::encode::each_on_threads(order.len(), threads, split) {
         done.unwrap_or_else(|| Err(anyhow::anyhow!("a thread splitting the tables stopped")))?;
     }
