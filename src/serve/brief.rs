@@ -10,7 +10,6 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::output::Format;
 use super::{ServeError, Warehouse};
 
 /// The target's detail (the export's `targets/<domain>.json`), or `None` when the
@@ -20,14 +19,10 @@ pub fn detail(warehouse: &Warehouse, sql_file: &Path, domain: &str) -> Result<Op
         std::fs::read_to_string(sql_file).map_err(|source| ServeError::Io { path: sql_file.to_path_buf(), source })?;
     // Every view narrowed to the one domain first: the detail query then reads one target's rows.
     warehouse.narrow_to_domain(domain)?;
-    let body = sql.trim().trim_end_matches(';');
-    let wrapped = format!("SELECT json FROM (\n{body}\n) AS detail WHERE key = $domain");
-    let out = warehouse.run(&wrapped, &[("domain".into(), duckdb::types::Value::Text(domain.to_string()))])?;
-    let mut buffer = Vec::new();
-    out.write(Format::Json, &mut buffer).map_err(|e| ServeError::Sql(format!("encoding the brief: {e}")))?;
-    let rows: Vec<Value> =
-        serde_json::from_slice(&buffer).map_err(|e| ServeError::Sql(format!("reading the brief: {e}")))?;
-    Ok(rows.into_iter().next().map(|mut r| r["json"].take()))
+    let statements = super::export::split_statements(&sql);
+    let files = super::export::query_keyed_files(warehouse, sql_file, &statements, Some(domain))?;
+    let Some((_, text)) = files.into_iter().find(|(key, _)| key == domain) else { return Ok(None) };
+    serde_json::from_str(&text).map(Some).map_err(|e| ServeError::Sql(format!("reading the brief: {e}")))
 }
 
 /// How old a time is, as a person says it.

@@ -2,11 +2,15 @@
 //!
 //! Every `queries/export/*.sql` file runs over the views an audience may see (see
 //! [`super::Warehouse::scope`]). A query returns either one row with one JSON column
-//! (written to `<name>.json`), or rows of `(key, json)` written one file per key to
-//! the path its header names: `-- output: targets/{key}.json`. A key that is not a
-//! safe file name is never used as a path; it is skipped and counted. A query whose
-//! header says `-- requires: spend` (or `financials`) runs only for audiences that
-//! may see it.
+//! (written to `<name>.json`), or rows keyed by their first column, written one file per
+//! key to the path its header names: `-- output: targets/{key}.json`. Such a file is the
+//! row's second column when it has no other (`key, json`); else it is the object of the
+//! row's other columns by name. It may hold several statements (`;` between them), each
+//! `(key, columns…)`: the first one's keys are the files, and each file the object of
+//! every statement's columns, in order (a key a statement lacks gives its columns
+//! `null`). A key that is not a safe file name is never used as a path; it is skipped
+//! and counted. A query whose header says `-- requires: spend` (or `financials`) runs
+//! only for audiences that may see it.
 //!
 //! A site is published atomically: the files go to a new `versions/<version>/`
 //! folder with a `manifest.json` (snapshot, audience, every file with its SHA-256);
@@ -73,7 +77,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
 /// One export query: its file, its output pattern, what it requires.
 struct ExportQuery {
     file: PathBuf,
-    sql: String,
+    /// Its statements, in order (comments and empty ones left out).
+    statements: Vec<String>,
     pattern: String,
     requires: Vec<String>,
 }
@@ -110,33 +115,215 @@ fn export_queries(queries_dir: &Path) -> Result<Vec<ExportQuery>, ServeError> {
                 message: format!("requires {unknown:?}: only spend and financials are known"),
             });
         }
-        out.push(ExportQuery { file, sql, pattern, requires });
+        let statements = split_statements(&sql);
+        if statements.is_empty() {
+            return Err(ServeError::Export { path: file, message: "holds no statement".into() });
+        }
+        if statements.len() > 1 && !pattern.contains("{key}") {
+            return Err(ServeError::Export {
+                path: file,
+                message: format!(
+                    "{pattern} is one file: only a query of a file per key ({{key}}) may have several statements"
+                ),
+            });
+        }
+        out.push(ExportQuery { file, statements, pattern, requires });
     }
     Ok(out)
 }
 
 /// Every column of a result as text: a text column as it is (a key, or JSON DuckDB
-/// wrote), any other column as the JSON of each value, encoded by arrow-json from the
-/// Arrow result (far faster than DuckDB's `to_json` on nested lists, and timestamps in
-/// ISO 8601).
+/// wrote), any other column as the JSON of each value ([`column_texts`]).
 fn text_columns(result: &super::Output) -> Result<Vec<Vec<Option<String>>>, String> {
+    (0..result.schema.fields().len()).map(|i| column_texts(result, i, true)).collect()
+}
+
+/// Column `i` of a result as text: a text column as it is when `text_as_is` (a key, or
+/// JSON DuckDB wrote), any other column (and then a text column too) as the JSON of
+/// each value, encoded by arrow-json from the Arrow result (far faster than DuckDB's
+/// `to_json` on nested lists, and timestamps in ISO 8601).
+fn column_texts(result: &super::Output, i: usize, text_as_is: bool) -> Result<Vec<Option<String>>, String> {
     use arrow::array::{Array, StringArray};
     use arrow::datatypes::DataType;
-    let mut columns = vec![Vec::with_capacity(result.rows()); result.schema.fields().len()];
+    let mut texts = Vec::with_capacity(result.rows());
     for batch in &result.batches {
-        for (i, column) in batch.columns().iter().enumerate() {
-            if matches!(column.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
-                let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
-                    return Err(format!("column {i} does not read as text"));
-                };
-                columns[i].extend((0..text.len()).map(|r| (!text.is_null(r)).then(|| text.value(r).to_string())));
-            } else {
-                columns[i].extend(json_values(column)?);
-            }
+        let column = batch.column(i);
+        if text_as_is && matches!(column.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+            let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+                return Err(format!("column {i} does not read as text"));
+            };
+            texts.extend((0..text.len()).map(|r| (!text.is_null(r)).then(|| text.value(r).to_string())));
+        } else {
+            texts.extend(json_values(column)?);
         }
     }
-    Ok(columns)
+    Ok(texts)
+}
+
+/// The statements of a SQL text, split at each `;` outside quotes and comments; a piece
+/// holding nothing but comments and blanks is left out.
+pub(super) fn split_statements(sql: &str) -> Vec<String> {
+    let bytes = sql.as_bytes();
+    let mut statements = Vec::new();
+    let (mut start, mut i, mut code) = (0, 0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && !(bytes[i] == quote && bytes.get(i + 1) != Some(&quote)) {
+                    i += if bytes[i] == quote { 2 } else { 1 };
+                }
+                code = true;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                if code {
+                    statements.push(sql[start..i].trim().to_string());
+                }
+                (start, code) = (i + 1, false);
+            }
+            c if !c.is_ascii_whitespace() => code = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    if code && start < sql.len() {
+        statements.push(sql[start..].trim().to_string());
+    }
+    statements
+}
+
+/// The files of a query of a file per key, over `warehouse`'s views: `(key, text)` for
+/// each row of its first statement. With `key`, each statement is read for that key
+/// alone (the brief's one target).
+pub(super) fn query_keyed_files(
+    warehouse: &Warehouse,
+    file: &Path,
+    statements: &[String],
+    key: Option<&str>,
+) -> Result<Vec<(String, String)>, ServeError> {
+    let fail = |message: String| ServeError::Export { path: file.to_path_buf(), message };
+    let all = statements.len();
+    let results = statements
+        .iter()
+        .enumerate()
+        .map(|(n, sql)| {
+            let run = match key {
+                None => warehouse.run(sql, &[]),
+                Some(key) => warehouse.run(
+                    &format!("SELECT * FROM (\n{sql}\n) AS part WHERE key = $key"),
+                    &[("key".into(), duckdb::types::Value::Text(key.to_string()))],
+                ),
+            };
+            run.map_err(|e| match all {
+                1 => fail(e.to_string()),
+                _ => fail(format!("statement {} of {all}: {e}", n + 1)),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keyed_files(&results).map_err(fail)
+}
+
+/// The files of a query of a file per key: `(key, text)` for each row of its first
+/// statement (see the module's header for how the text is made).
+fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, String)>, String> {
+    if results.is_empty() {
+        return Err("holds no statement".into());
+    }
+    let columns = |n: usize| results[n].schema.fields().len();
+    let of = |n: usize| match results.len() {
+        1 => String::new(),
+        all => format!("statement {} of {all}: ", n + 1),
+    };
+    for n in 0..results.len() {
+        if columns(n) < 2 {
+            return Err(format!("{}needs a key and a field; it returns {} column(s)", of(n), columns(n)));
+        }
+    }
+    let keys = column_texts(&results[0], 0, true)?;
+    let keys: Vec<String> = keys.into_iter().map(Option::unwrap_or_default).collect();
+    // The file is the row's one other column as it is (`key, json`).
+    if results.len() == 1 && columns(0) == 2 {
+        let texts = column_texts(&results[0], 1, true)?;
+        return Ok(keys.into_iter().zip(texts).map(|(k, t)| (k, t.unwrap_or_else(|| "null".into()))).collect());
+    }
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(keys.len());
+    for (row, key) in keys.iter().enumerate() {
+        if index.insert(key.as_str(), row).is_some() && safe_file_key(key) {
+            return Err(format!("{}returns the key {key:?} twice", of(0)));
+        }
+    }
+    // Every field's values as JSON, on every core (the largest, the target's row, first).
+    let jobs: Vec<(usize, usize)> =
+        results.iter().enumerate().flat_map(|(n, r)| (1..r.schema.fields().len()).map(move |i| (n, i))).collect();
+    let threads = crate::transform::encode::cores();
+    let mut encoded = crate::transform::encode::each_on_threads(jobs.len(), threads, |j| {
+        let (n, i) = jobs[j];
+        column_texts(&results[n], i, false)
+    })
+    .into_iter();
+    // Each field: its name as JSON, and its value's text for each file (`None`: null).
+    let mut fields: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    for (n, result) in results.iter().enumerate() {
+        let rows: Vec<Option<usize>> = match n {
+            0 => (0..keys.len()).map(Some).collect(),
+            _ => {
+                let mut seen = vec![false; keys.len()];
+                let mut rows = Vec::with_capacity(result.rows());
+                for key in column_texts(result, 0, true)? {
+                    let row = key.as_deref().and_then(|k| index.get(k).copied());
+                    if let Some(row) = row
+                        && std::mem::replace(&mut seen[row], true)
+                    {
+                        return Err(format!("{}returns the key {:?} twice", of(n), keys[row]));
+                    }
+                    rows.push(row);
+                }
+                rows
+            }
+        };
+        for field in result.schema.fields().iter().skip(1) {
+            let name = serde_json::to_string(field.name()).map_err(|e| e.to_string())?;
+            if fields.iter().any(|(known, _)| *known == name) {
+                return Err(format!("{}returns the field {} a statement before it returns", of(n), field.name()));
+            }
+            let mut values = vec![None; keys.len()];
+            let texts = encoded.next().flatten().ok_or("encoding a field as JSON panicked")??;
+            for (row, text) in rows.iter().zip(texts) {
+                if let Some(row) = row {
+                    values[*row] = text;
+                }
+            }
+            fields.push((name, values));
+        }
+    }
+    let mut files: Vec<(String, String)> = keys.into_iter().map(|k| (k, String::from("{"))).collect();
+    for (f, (name, values)) in fields.iter_mut().enumerate() {
+        for ((_, text), value) in files.iter_mut().zip(values.iter_mut()) {
+            if f > 0 {
+                text.push(',');
+            }
+            text.push_str(name);
+            text.push(':');
+            text.push_str(value.take().as_deref().unwrap_or("null"));
+        }
+    }
+    for (_, text) in &mut files {
+        text.push('}');
+    }
+    Ok(files)
 }
 
 /// The JSON text of each value of a column (`null` for a null).
@@ -236,29 +423,23 @@ pub fn export_site(
         }
         let fail = |message: String| ServeError::Export { path: query.file.clone(), message };
         let started = std::time::Instant::now();
-        let result = warehouse.run(&query.sql, &[]).map_err(|e| fail(e.to_string()))?;
-        let queried = started.elapsed();
-        let columns = result.schema.fields().len();
-        let texts = text_columns(&result).map_err(fail)?;
-        let files_before = written.len();
-        let mut pending: Vec<(String, &str)> = Vec::with_capacity(result.rows());
         let pattern = &query.pattern;
+        let keyed;
+        let single;
+        let mut pending: Vec<(String, &str)> = Vec::new();
         if pattern.contains("{key}") {
-            if columns != 2 {
-                return Err(ServeError::Export {
-                    path: query.file.clone(),
-                    message: format!("{pattern} needs two columns (key, json); the query returns {columns}"),
-                });
-            }
-            for (key, json) in texts[0].iter().zip(&texts[1]) {
-                let key = key.as_deref().unwrap_or_default();
+            keyed = query_keyed_files(warehouse, &query.file, &query.statements, None)?;
+            pending.reserve(keyed.len());
+            for (key, json) in &keyed {
                 if !safe_file_key(key) {
-                    summary.skipped_keys.push(key.to_string());
+                    summary.skipped_keys.push(key.clone());
                     continue;
                 }
-                pending.push((pattern.replace("{key}", key), json.as_deref().unwrap_or("null")));
+                pending.push((pattern.replace("{key}", key), json.as_str()));
             }
         } else {
+            let result = warehouse.run(&query.statements[0], &[]).map_err(|e| fail(e.to_string()))?;
+            let columns = result.schema.fields().len();
             if columns != 1 || result.rows() != 1 {
                 return Err(ServeError::Export {
                     path: query.file.clone(),
@@ -268,12 +449,15 @@ pub fn export_site(
                     ),
                 });
             }
-            pending.push((pattern.clone(), texts[0][0].as_deref().unwrap_or("null")));
+            single = text_columns(&result).map_err(fail)?;
+            pending.push((pattern.clone(), single[0][0].as_deref().unwrap_or("null")));
         }
+        let built = started.elapsed();
+        let files_before = written.len();
         written.extend(write_files(&folder, &pending)?);
         tracing::debug!(
             query = %query.file.display(),
-            query_ms = queried.as_secs_f64() * 1e3,
+            built_ms = built.as_secs_f64() * 1e3,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             files = written.len() - files_before,
             "export query"
@@ -364,6 +548,70 @@ mod tests {
         for bad in ["", "../etc/passwd", "a/b", ".hidden", "a..b", "UPPER.com", "a b.com", "a\\b"] {
             assert!(!safe_file_key(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes_and_comments() {
+        let sql = "-- header; with a semicolon\nSELECT 'a;b' AS \"x;y\", 'it''s;' AS q;\n\
+                   /* a block; comment */ SELECT 2 -- trailing; comment\n;\n-- only a comment;\n  ;\nSELECT 3";
+        assert_eq!(
+            split_statements(sql),
+            [
+                "-- header; with a semicolon\nSELECT 'a;b' AS \"x;y\", 'it''s;' AS q",
+                "/* a block; comment */ SELECT 2 -- trailing; comment",
+                "SELECT 3",
+            ]
+        );
+        assert!(split_statements("-- nothing but a comment;\n").is_empty());
+    }
+
+    fn output(columns: Vec<(&str, arrow::array::ArrayRef)>) -> super::super::Output {
+        let batch = arrow::array::RecordBatch::try_from_iter(columns).unwrap();
+        super::super::Output { schema: batch.schema(), batches: vec![batch] }
+    }
+
+    fn texts(keys: &[&str]) -> arrow::array::ArrayRef {
+        std::sync::Arc::new(arrow::array::StringArray::from(keys.to_vec()))
+    }
+
+    #[test]
+    fn a_file_per_key_is_the_object_of_every_statements_fields() {
+        use arrow::array::Int64Array;
+        use std::sync::Arc;
+        let first = output(vec![("key", texts(&["b.com", "a.com"])), ("name", texts(&["B \"quoted\"", "A"]))]);
+        // Another order, a key the first lacks (ignored), a.com missing (null).
+        let second = output(vec![
+            ("key", texts(&["x.com", "b.com"])),
+            ("visits", Arc::new(Int64Array::from(vec![Some(1), Some(7)]))),
+            ("rank", Arc::new(Int64Array::from(vec![Some(3), None]))),
+        ]);
+        let files = keyed_files(&[first, second]).unwrap();
+        assert_eq!(
+            files,
+            [
+                ("b.com".to_string(), r#"{"name":"B \"quoted\"","visits":7,"rank":null}"#.to_string()),
+                ("a.com".to_string(), r#"{"name":"A","visits":null,"rank":null}"#.to_string()),
+            ]
+        );
+        // One statement of (key, json): the text is the file as it is.
+        let json = output(vec![("key", texts(&["a.com"])), ("json", texts(&[r#"{"raw":true}"#]))]);
+        assert_eq!(keyed_files(&[json]).unwrap(), [("a.com".to_string(), r#"{"raw":true}"#.to_string())]);
+    }
+
+    #[test]
+    fn a_repeated_key_or_field_or_a_statement_without_a_field_is_refused() {
+        let twice = output(vec![("key", texts(&["a.com", "a.com"])), ("name", texts(&["x", "y"]))]);
+        let again = output(vec![("key", texts(&["a.com"])), ("other", texts(&["z"]))]);
+        let refused = keyed_files(&[twice, again]).unwrap_err();
+        assert_eq!(refused, r#"statement 1 of 2: returns the key "a.com" twice"#);
+        let first = output(vec![("key", texts(&["a.com"])), ("name", texts(&["x"]))]);
+        let same = output(vec![("key", texts(&["a.com"])), ("name", texts(&["y"]))]);
+        let refused = keyed_files(&[first, same]).unwrap_err();
+        assert_eq!(refused, "statement 2 of 2: returns the field name a statement before it returns");
+        let first = output(vec![("key", texts(&["a.com"])), ("name", texts(&["x"]))]);
+        let bare = output(vec![("key", texts(&["a.com"]))]);
+        let refused = keyed_files(&[first, bare]).unwrap_err();
+        assert_eq!(refused, "statement 2 of 2: needs a key and a field; it returns 1 column(s)");
     }
 
     #[test]
