@@ -22,7 +22,7 @@ pub fn detail(warehouse: &Warehouse, sql_file: &Path, domain: &str) -> Result<Op
     let statements = super::export::split_statements(&sql);
     let files = super::export::query_keyed_files(warehouse, sql_file, &statements, Some(domain))?;
     let Some((_, text)) = files.into_iter().find(|(key, _)| key == domain) else { return Ok(None) };
-    serde_json::from_str(&text).map(Some).map_err(|e| ServeError::Sql(format!("reading the brief: {e}")))
+    serde_json::from_slice(&text).map(Some).map_err(|e| ServeError::Sql(format!("reading the brief: {e}")))
 }
 
 /// How old a time is, as a person says it.

@@ -213,7 +213,7 @@ pub(super) fn query_keyed_files(
     file: &Path,
     statements: &[String],
     key: Option<&str>,
-) -> Result<Vec<(String, String)>, ServeError> {
+) -> Result<Vec<(String, Vec<u8>)>, ServeError> {
     let fail = |message: String| ServeError::Export { path: file.to_path_buf(), message };
     let all = statements.len();
     let results = statements
@@ -238,7 +238,7 @@ pub(super) fn query_keyed_files(
 
 /// The files of a query of a file per key: `(key, text)` for each row of its first
 /// statement (see the module's header for how the text is made).
-fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, String)>, String> {
+fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, Vec<u8>)>, String> {
     if results.is_empty() {
         return Err("holds no statement".into());
     }
@@ -257,7 +257,11 @@ fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, String)>, Strin
     // The file is the row's one other column as it is (`key, json`).
     if results.len() == 1 && columns(0) == 2 {
         let texts = column_texts(&results[0], 1, true)?;
-        return Ok(keys.into_iter().zip(texts).map(|(k, t)| (k, t.unwrap_or_else(|| "null".into()))).collect());
+        return Ok(keys
+            .into_iter()
+            .zip(texts)
+            .map(|(k, t)| (k, t.map_or_else(|| b"null".to_vec(), String::into_bytes)))
+            .collect());
     }
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(keys.len());
     for (row, key) in keys.iter().enumerate() {
@@ -265,65 +269,84 @@ fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, String)>, Strin
             return Err(format!("{}returns the key {key:?} twice", of(0)));
         }
     }
-    // Every field's values as JSON, on every core (the largest, the target's row, first).
-    let jobs: Vec<(usize, usize)> =
-        results.iter().enumerate().flat_map(|(n, r)| (1..r.schema.fields().len()).map(move |i| (n, i))).collect();
-    let threads = crate::transform::encode::cores();
-    let mut encoded = crate::transform::encode::each_on_threads(jobs.len(), threads, |j| {
-        let (n, i) = jobs[j];
-        column_texts(&results[n], i, false)
-    })
-    .into_iter();
-    // Each field: its name as JSON, and its value's text for each file (`None`: null).
-    let mut fields: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    // Where each file's row is in each statement's result: (batch, row), or none.
+    let mut located: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(results.len());
+    let mut names: Vec<String> = Vec::new();
     for (n, result) in results.iter().enumerate() {
-        let rows: Vec<Option<usize>> = match n {
-            0 => (0..keys.len()).map(Some).collect(),
-            _ => {
-                let mut seen = vec![false; keys.len()];
-                let mut rows = Vec::with_capacity(result.rows());
-                for key in column_texts(result, 0, true)? {
-                    let row = key.as_deref().and_then(|k| index.get(k).copied());
-                    if let Some(row) = row
-                        && std::mem::replace(&mut seen[row], true)
-                    {
-                        return Err(format!("{}returns the key {:?} twice", of(n), keys[row]));
-                    }
-                    rows.push(row);
-                }
-                rows
+        let mut at = vec![None; keys.len()];
+        let mut next = 0;
+        for (b, batch) in result.batches.iter().enumerate() {
+            if n == 0 {
+                at[next..next + batch.num_rows()].iter_mut().enumerate().for_each(|(r, a)| *a = Some((b, r)));
+                next += batch.num_rows();
+                continue;
             }
-        };
+            let single = super::Output { schema: result.schema.clone(), batches: vec![batch.clone()] };
+            for (r, key) in column_texts(&single, 0, true)?.into_iter().enumerate() {
+                let Some(row) = key.as_deref().and_then(|k| index.get(k).copied()) else { continue };
+                if at[row].replace((b, r)).is_some() {
+                    return Err(format!("{}returns the key {:?} twice", of(n), keys[row]));
+                }
+            }
+        }
+        located.push(at);
         for field in result.schema.fields().iter().skip(1) {
             let name = serde_json::to_string(field.name()).map_err(|e| e.to_string())?;
-            if fields.iter().any(|(known, _)| *known == name) {
+            if names.contains(&name) {
                 return Err(format!("{}returns the field {} a statement before it returns", of(n), field.name()));
             }
-            let mut values = vec![None; keys.len()];
-            let texts = encoded.next().flatten().ok_or("encoding a field as JSON panicked")??;
-            for (row, text) in rows.iter().zip(texts) {
-                if let Some(row) = row {
-                    values[*row] = text;
+            names.push(name);
+        }
+    }
+    // Each file written whole by arrow-json's encoders, the files in pieces on every core.
+    let options = arrow::json::writer::EncoderOptions::default().with_explicit_nulls(true);
+    const PIECE: usize = 64;
+    let pieces = keys.len().div_ceil(PIECE);
+    let threads = crate::transform::encode::cores();
+    let written = crate::transform::encode::each_on_threads(pieces, threads, |piece| {
+        let files = piece * PIECE..((piece + 1) * PIECE).min(keys.len());
+        let mut encoders = std::collections::HashMap::new();
+        let mut texts = Vec::with_capacity(files.len());
+        for file in files {
+            let mut text = Vec::with_capacity(4096);
+            text.push(b'{');
+            let mut name = names.iter();
+            for (n, result) in results.iter().enumerate() {
+                let at = located[n][file];
+                for (i, field) in result.schema.fields().iter().enumerate().skip(1) {
+                    if text.len() > 1 {
+                        text.push(b',');
+                    }
+                    text.extend_from_slice(name.next().map_or("\"\"", String::as_str).as_bytes());
+                    text.push(b':');
+                    let Some((b, r)) = at else {
+                        text.extend_from_slice(b"null");
+                        continue;
+                    };
+                    let encoder = match encoders.entry((n, i, b)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            arrow::json::writer::make_encoder(field, result.batches[b].column(i).as_ref(), &options)
+                                .map_err(|e| e.to_string())?,
+                        ),
+                    };
+                    if encoder.is_null(r) {
+                        text.extend_from_slice(b"null");
+                    } else {
+                        encoder.encode(r, &mut text);
+                    }
                 }
             }
-            fields.push((name, values));
+            text.push(b'}');
+            texts.push(text);
         }
+        Ok::<_, String>(texts)
+    });
+    let mut texts = Vec::with_capacity(keys.len());
+    for piece in written {
+        texts.extend(piece.ok_or("encoding files as JSON panicked")??);
     }
-    let mut files: Vec<(String, String)> = keys.into_iter().map(|k| (k, String::from("{"))).collect();
-    for (f, (name, values)) in fields.iter_mut().enumerate() {
-        for ((_, text), value) in files.iter_mut().zip(values.iter_mut()) {
-            if f > 0 {
-                text.push(',');
-            }
-            text.push_str(name);
-            text.push(':');
-            text.push_str(value.take().as_deref().unwrap_or("null"));
-        }
-    }
-    for (_, text) in &mut files {
-        text.push('}');
-    }
-    Ok(files)
+    Ok(keys.into_iter().zip(texts).collect())
 }
 
 /// The JSON text of each value of a column (`null` for a null).
@@ -356,7 +379,7 @@ fn json_values(column: &arrow::array::ArrayRef) -> Result<Vec<Option<String>>, S
 
 /// Writes files under `folder` on every core (a site is thousands of small files), each
 /// with its size and SHA-256, in the order given.
-fn write_files(folder: &Path, files: &[(String, &str)]) -> Result<Vec<Written>, ServeError> {
+fn write_files(folder: &Path, files: &[(String, &[u8])]) -> Result<Vec<Written>, ServeError> {
     let mut parents: Vec<PathBuf> =
         files.iter().filter_map(|(p, _)| folder.join(p).parent().map(Path::to_path_buf)).collect();
     parents.sort();
@@ -364,14 +387,10 @@ fn write_files(folder: &Path, files: &[(String, &str)]) -> Result<Vec<Written>, 
     for parent in &parents {
         std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     }
-    let write = |(relative, text): &(String, &str)| -> Result<Written, ServeError> {
+    let write = |(relative, text): &(String, &[u8])| -> Result<Written, ServeError> {
         let path = folder.join(relative);
         std::fs::write(&path, text).map_err(io_error(&path))?;
-        Ok(Written {
-            path: relative.clone(),
-            bytes: text.len() as u64,
-            sha256: crate::config::sha256_hex(text.as_bytes()),
-        })
+        Ok(Written { path: relative.clone(), bytes: text.len() as u64, sha256: crate::config::sha256_hex(text) })
     };
     if files.len() < 64 {
         return files.iter().map(write).collect();
@@ -426,7 +445,7 @@ pub fn export_site(
         let pattern = &query.pattern;
         let keyed;
         let single;
-        let mut pending: Vec<(String, &str)> = Vec::new();
+        let mut pending: Vec<(String, &[u8])> = Vec::new();
         if pattern.contains("{key}") {
             keyed = query_keyed_files(warehouse, &query.file, &query.statements, None)?;
             pending.reserve(keyed.len());
@@ -435,7 +454,7 @@ pub fn export_site(
                     summary.skipped_keys.push(key.clone());
                     continue;
                 }
-                pending.push((pattern.replace("{key}", key), json.as_str()));
+                pending.push((pattern.replace("{key}", key), json.as_slice()));
             }
         } else {
             let result = warehouse.run(&query.statements[0], &[]).map_err(|e| fail(e.to_string()))?;
@@ -450,7 +469,7 @@ pub fn export_site(
                 });
             }
             single = text_columns(&result).map_err(fail)?;
-            pending.push((pattern.clone(), single[0][0].as_deref().unwrap_or("null")));
+            pending.push((pattern.clone(), single[0][0].as_deref().unwrap_or("null").as_bytes()));
         }
         let built = started.elapsed();
         let files_before = written.len();
@@ -589,13 +608,24 @@ mod tests {
         assert_eq!(
             files,
             [
-                ("b.com".to_string(), r#"{"name":"B \"quoted\"","visits":7,"rank":null}"#.to_string()),
-                ("a.com".to_string(), r#"{"name":"A","visits":null,"rank":null}"#.to_string()),
+                ("b.com".to_string(), br#"{"name":"B \"quoted\"","visits":7,"rank":null}"#.to_vec()),
+                ("a.com".to_string(), br#"{"name":"A","visits":null,"rank":null}"#.to_vec()),
             ]
+        );
+        // Results come in batches (DuckDB's chunks): a file's row is found in any of them.
+        let first = output(vec![("key", texts(&["a.com", "b.com", "c.com"])), ("n", texts(&["A", "B", "C"]))]);
+        let mut split = output(vec![("key", texts(&["c.com"])), ("m", texts(&["3"]))]);
+        let more = output(vec![("key", texts(&["a.com", "d.com"])), ("m", texts(&["1", "4"]))]);
+        split.batches.extend(more.batches);
+        let files = keyed_files(&[first, split]).unwrap();
+        let text = |i: usize| String::from_utf8(files[i].1.clone()).unwrap();
+        assert_eq!(
+            [text(0), text(1), text(2)],
+            [r#"{"n":"A","m":"1"}"#, r#"{"n":"B","m":null}"#, r#"{"n":"C","m":"3"}"#]
         );
         // One statement of (key, json): the text is the file as it is.
         let json = output(vec![("key", texts(&["a.com"])), ("json", texts(&[r#"{"raw":true}"#]))]);
-        assert_eq!(keyed_files(&[json]).unwrap(), [("a.com".to_string(), r#"{"raw":true}"#.to_string())]);
+        assert_eq!(keyed_files(&[json]).unwrap(), [("a.com".to_string(), br#"{"raw":true}"#.to_vec())]);
     }
 
     #[test]
