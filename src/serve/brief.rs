@@ -19,9 +19,7 @@ pub fn detail(warehouse: &Warehouse, sql_file: &Path, domain: &str) -> Result<Op
         std::fs::read_to_string(sql_file).map_err(|source| ServeError::Io { path: sql_file.to_path_buf(), source })?;
     // Every view narrowed to the one domain first: the detail query then reads one target's rows.
     warehouse.narrow_to_domain(domain)?;
-    let statements = super::export::split_statements(&sql);
-    let files = super::export::query_keyed_files(warehouse, sql_file, &statements, Some(domain))?;
-    let Some((_, text)) = files.into_iter().find(|(key, _)| key == domain) else { return Ok(None) };
+    let Some(text) = super::export::keyed_file(warehouse, sql_file, &sql, domain)? else { return Ok(None) };
     serde_json::from_slice(&text).map(Some).map_err(|e| ServeError::Sql(format!("reading the brief: {e}")))
 }
 

@@ -163,7 +163,7 @@ fn column_texts(result: &super::Output, i: usize, text_as_is: bool) -> Result<Ve
 
 /// The statements of a SQL text, split at each `;` outside quotes and comments; a piece
 /// holding nothing but comments and blanks is left out.
-pub(super) fn split_statements(sql: &str) -> Vec<String> {
+fn split_statements(sql: &str) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut statements = Vec::new();
     let (mut start, mut i, mut code) = (0, 0, false);
@@ -205,35 +205,45 @@ pub(super) fn split_statements(sql: &str) -> Vec<String> {
     statements
 }
 
-/// The files of a query of a file per key, over `warehouse`'s views: `(key, text)` for
-/// each row of its first statement. With `key`, each statement is read for that key
-/// alone (the brief's one target).
-pub(super) fn query_keyed_files(
-    warehouse: &Warehouse,
+/// The results of a query's statements, an error naming the statement (of several).
+fn statement_results(
     file: &Path,
-    statements: &[String],
-    key: Option<&str>,
-) -> Result<Vec<(String, Vec<u8>)>, ServeError> {
-    let fail = |message: String| ServeError::Export { path: file.to_path_buf(), message };
-    let all = statements.len();
-    let results = statements
-        .iter()
+    results: impl IntoIterator<Item = Result<super::Output, ServeError>>,
+) -> Result<Vec<super::Output>, ServeError> {
+    let results: Vec<_> = results.into_iter().collect();
+    let all = results.len();
+    results
+        .into_iter()
         .enumerate()
-        .map(|(n, sql)| {
-            let run = match key {
-                None => warehouse.run(sql, &[]),
-                Some(key) => warehouse.run(
-                    &format!("SELECT * FROM (\n{sql}\n) AS part WHERE key = $key"),
-                    &[("key".into(), duckdb::types::Value::Text(key.to_string()))],
-                ),
-            };
-            run.map_err(|e| match all {
-                1 => fail(e.to_string()),
-                _ => fail(format!("statement {} of {all}: {e}", n + 1)),
+        .map(|(n, result)| {
+            result.map_err(|e| ServeError::Export {
+                path: file.to_path_buf(),
+                message: match all {
+                    1 => e.to_string(),
+                    _ => format!("statement {} of {all}: {e}", n + 1),
+                },
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    keyed_files(&results).map_err(fail)
+        .collect()
+}
+
+/// The file of one key of a query of a file per key (the brief's target), each statement
+/// read for that key alone: `None` when its first statement has no such key.
+pub(super) fn keyed_file(
+    warehouse: &Warehouse,
+    file: &Path,
+    sql: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, ServeError> {
+    let statements: Vec<String> = split_statements(sql)
+        .iter()
+        .map(|statement| format!("SELECT * FROM (\n{statement}\n) AS part WHERE key = $key"))
+        .collect();
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let params = [("key".to_string(), duckdb::types::Value::Text(key.to_string()))];
+    let results = statement_results(file, warehouse.run_all(&statements, &params, 1))?;
+    let files = keyed_files(&results).map_err(|message| ServeError::Export { path: file.to_path_buf(), message })?;
+    Ok(files.into_iter().find(|(k, _)| k == key).map(|(_, text)| text))
 }
 
 /// The files of a query of a file per key: `(key, text)` for each row of its first
@@ -432,22 +442,30 @@ pub fn export_site(
     let mut written: Vec<Written> = Vec::new();
     let mut summary =
         ExportSummary { dir: out.to_path_buf(), version: version.clone(), accounts, ..Default::default() };
-    for query in &queries {
-        let allowed = query.requires.iter().all(|r| match r.as_str() {
-            "spend" => sees_spend,
-            _ => sees_financials,
-        });
-        if !allowed {
-            continue;
-        }
+    let allowed: Vec<&ExportQuery> = queries
+        .iter()
+        .filter(|query| {
+            query.requires.iter().all(|r| match r.as_str() {
+                "spend" => sees_spend,
+                _ => sees_financials,
+            })
+        })
+        .collect();
+    // Every statement of every query at once, on every core: most are small.
+    let statements: Vec<&str> = allowed.iter().flat_map(|q| q.statements.iter().map(String::as_str)).collect();
+    let started = std::time::Instant::now();
+    let mut results = warehouse.run_all(&statements, &[], crate::transform::encode::cores()).into_iter();
+    tracing::debug!(statements = statements.len(), ms = started.elapsed().as_secs_f64() * 1e3, "export statements");
+    for query in allowed {
         let fail = |message: String| ServeError::Export { path: query.file.clone(), message };
         let started = std::time::Instant::now();
+        let results = statement_results(&query.file, results.by_ref().take(query.statements.len()))?;
         let pattern = &query.pattern;
         let keyed;
         let single;
         let mut pending: Vec<(String, &[u8])> = Vec::new();
         if pattern.contains("{key}") {
-            keyed = query_keyed_files(warehouse, &query.file, &query.statements, None)?;
+            keyed = keyed_files(&results).map_err(fail)?;
             pending.reserve(keyed.len());
             for (key, json) in &keyed {
                 if !safe_file_key(key) {
@@ -457,7 +475,7 @@ pub fn export_site(
                 pending.push((pattern.replace("{key}", key), json.as_slice()));
             }
         } else {
-            let result = warehouse.run(&query.statements[0], &[]).map_err(|e| fail(e.to_string()))?;
+            let result = &results[0];
             let columns = result.schema.fields().len();
             if columns != 1 || result.rows() != 1 {
                 return Err(ServeError::Export {
@@ -468,7 +486,7 @@ pub fn export_site(
                     ),
                 });
             }
-            single = text_columns(&result).map_err(fail)?;
+            single = text_columns(result).map_err(fail)?;
             pending.push((pattern.clone(), single[0][0].as_deref().unwrap_or("null").as_bytes()));
         }
         let built = started.elapsed();
