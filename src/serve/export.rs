@@ -281,76 +281,72 @@ fn keyed_files(results: &[super::Output]) -> Result<Vec<(String, Vec<u8>)>, Stri
     }
     // Where each file's row is in each statement's result: (batch, row), or none.
     let mut located: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(results.len());
-    let mut names: Vec<String> = Vec::new();
+    // Every field: its statement, its column there, its name as JSON.
+    let mut fields: Vec<(usize, usize, String)> = Vec::new();
     for (n, result) in results.iter().enumerate() {
-        let mut at = vec![None; keys.len()];
-        let mut next = 0;
-        for (b, batch) in result.batches.iter().enumerate() {
-            if n == 0 {
-                at[next..next + batch.num_rows()].iter_mut().enumerate().for_each(|(r, a)| *a = Some((b, r)));
-                next += batch.num_rows();
-                continue;
-            }
-            let single = super::Output { schema: result.schema.clone(), batches: vec![batch.clone()] };
-            for (r, key) in column_texts(&single, 0, true)?.into_iter().enumerate() {
-                let Some(row) = key.as_deref().and_then(|k| index.get(k).copied()) else { continue };
-                if at[row].replace((b, r)).is_some() {
-                    return Err(format!("{}returns the key {:?} twice", of(n), keys[row]));
+        let rows = result.batches.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)));
+        let at = match n {
+            0 => rows.map(Some).collect(),
+            _ => {
+                let mut at = vec![None; keys.len()];
+                for (key, row) in column_texts(result, 0, true)?.into_iter().zip(rows) {
+                    let Some(file) = key.as_deref().and_then(|k| index.get(k).copied()) else { continue };
+                    if at[file].replace(row).is_some() {
+                        return Err(format!("{}returns the key {:?} twice", of(n), keys[file]));
+                    }
                 }
+                at
             }
-        }
+        };
         located.push(at);
-        for field in result.schema.fields().iter().skip(1) {
+        for (i, field) in result.schema.fields().iter().enumerate().skip(1) {
             let name = serde_json::to_string(field.name()).map_err(|e| e.to_string())?;
-            if names.contains(&name) {
+            if fields.iter().any(|(_, _, known)| *known == name) {
                 return Err(format!("{}returns the field {} a statement before it returns", of(n), field.name()));
             }
-            names.push(name);
+            fields.push((n, i, name));
         }
     }
     // Each file written whole by arrow-json's encoders, the files in pieces on every core.
     let options = arrow::json::writer::EncoderOptions::default().with_explicit_nulls(true);
     const PIECE: usize = 64;
     let pieces = keys.len().div_ceil(PIECE);
-    let threads = crate::transform::encode::cores();
-    let written = crate::transform::encode::each_on_threads(pieces, threads, |piece| {
-        let files = piece * PIECE..((piece + 1) * PIECE).min(keys.len());
+    let written = crate::transform::encode::each_on_threads(pieces, crate::transform::encode::cores(), |piece| {
         let mut encoders = std::collections::HashMap::new();
-        let mut texts = Vec::with_capacity(files.len());
-        for file in files {
+        let mut page = |file: usize| -> Result<Vec<u8>, String> {
             let mut text = Vec::with_capacity(4096);
             text.push(b'{');
-            let mut name = names.iter();
-            for (n, result) in results.iter().enumerate() {
-                let at = located[n][file];
-                for (i, field) in result.schema.fields().iter().enumerate().skip(1) {
-                    if text.len() > 1 {
-                        text.push(b',');
-                    }
-                    text.extend_from_slice(name.next().map_or("\"\"", String::as_str).as_bytes());
-                    text.push(b':');
-                    let Some((b, r)) = at else {
-                        text.extend_from_slice(b"null");
-                        continue;
-                    };
-                    let encoder = match encoders.entry((n, i, b)) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                            arrow::json::writer::make_encoder(field, result.batches[b].column(i).as_ref(), &options)
+            for (f, (n, i, name)) in fields.iter().enumerate() {
+                if f > 0 {
+                    text.push(b',');
+                }
+                text.extend_from_slice(name.as_bytes());
+                text.push(b':');
+                let Some((b, r)) = located[*n][file] else {
+                    text.extend_from_slice(b"null");
+                    continue;
+                };
+                let encoder = match encoders.entry((f, b)) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let result = &results[*n];
+                        let column = result.batches[b].column(*i).as_ref();
+                        e.insert(
+                            arrow::json::writer::make_encoder(&result.schema.fields()[*i], column, &options)
                                 .map_err(|e| e.to_string())?,
-                        ),
-                    };
-                    if encoder.is_null(r) {
-                        text.extend_from_slice(b"null");
-                    } else {
-                        encoder.encode(r, &mut text);
+                        )
                     }
+                };
+                if encoder.is_null(r) {
+                    text.extend_from_slice(b"null");
+                } else {
+                    encoder.encode(r, &mut text);
                 }
             }
             text.push(b'}');
-            texts.push(text);
-        }
-        Ok::<_, String>(texts)
+            Ok(text)
+        };
+        (piece * PIECE..((piece + 1) * PIECE).min(keys.len())).map(&mut page).collect::<Result<Vec<_>, String>>()
     });
     let mut texts = Vec::with_capacity(keys.len());
     for piece in written {

@@ -613,55 +613,30 @@ impl Warehouse {
         if threads == 1 {
             return statements.iter().map(|sql| self.run(sql, params)).collect();
         }
-        let setup = || -> Result<Connection, ServeError> {
-            let (path, zone): (String, String) = self
-                .conn
-                .query_row("SELECT current_setting('search_path'), current_setting('TimeZone')", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .map_err(sql_error)?;
+        // Each connection reads as this one does; made here, each used by one thread.
+        let settings: Result<(String, String), ServeError> = self
+            .conn
+            .query_row("SELECT current_setting('search_path'), current_setting('TimeZone')", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(sql_error);
+        let connect = || -> Result<Connection, ServeError> {
+            let (path, zone) = settings.as_ref().map_err(|e| ServeError::Sql(e.to_string()))?;
             let conn = self.conn.try_clone().map_err(sql_error)?;
-            conn.execute_batch(&format!(
-                "SET search_path = {}; SET TimeZone = {};",
-                quote_literal(&path),
-                quote_literal(&zone)
-            ))
-            .map_err(sql_error)?;
+            let set = format!("SET search_path = {}; SET TimeZone = {};", quote_literal(path), quote_literal(zone));
+            conn.execute_batch(&set).map_err(sql_error)?;
             Ok(conn)
         };
-        let connections: Vec<Result<Connection, ServeError>> = (0..threads).map(|_| setup()).collect();
-        let slots: Vec<std::sync::Mutex<Option<Result<Output, ServeError>>>> =
-            statements.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for conn in connections {
-                let (slots, next) = (&slots, &next);
-                scope.spawn(move || {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(slot) = slots.get(i) else { return };
-                        let result = match &conn {
-                            Ok(conn) => {
-                                check_read_only(conn, statements[i]).and_then(|()| execute(conn, statements[i], params))
-                            }
-                            Err(e) => Err(ServeError::Sql(format!("opening a connection: {e}"))),
-                        };
-                        if let Ok(mut slot) = slot.lock() {
-                            *slot = Some(result);
-                        }
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|slot| {
-                slot.into_inner()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| Err(ServeError::Sql("a statement's thread panicked".into())))
-            })
-            .collect()
+        let connections = std::sync::Mutex::new((0..threads).map(|_| connect()).collect::<Vec<_>>());
+        let taken = || connections.lock().ok().and_then(|mut all| all.pop());
+        crate::transform::encode::each_on_threads_with(statements.len(), threads, taken, |conn, i| match conn {
+            Some(Ok(conn)) => check_read_only(conn, statements[i]).and_then(|()| execute(conn, statements[i], params)),
+            Some(Err(e)) => Err(ServeError::Sql(format!("opening a connection: {e}"))),
+            None => Err(ServeError::Sql("no connection left for a thread".into())),
+        })
+        .into_iter()
+        .map(|done| done.unwrap_or_else(|| Err(ServeError::Sql("a statement's thread panicked".into()))))
+        .collect()
     }
 
     /// Narrows every view (and table) with a `domain` column to one domain, for a read of
@@ -742,8 +717,6 @@ pub fn execute(conn: &Connection, sql: &str, params: &[(String, Value)]) -> Resu
     Ok(Output { schema, batches })
 }
 
-/// Reads DuckDB's verdict on a statement. Fails closed: only a verdict that says
-/// in so many words that there was no error lets the statement run.
 /// Refuses anything but a query over `conn` (see [`Warehouse::run`]).
 fn check_read_only(conn: &Connection, sql: &str) -> Result<(), ServeError> {
     let verdict: String =
@@ -751,6 +724,8 @@ fn check_read_only(conn: &Connection, sql: &str) -> Result<(), ServeError> {
     judge(sql, &verdict)
 }
 
+/// Reads DuckDB's verdict on a statement. Fails closed: only a verdict that says
+/// in so many words that there was no error lets the statement run.
 fn judge(sql: &str, verdict: &str) -> Result<(), ServeError> {
     let first_word = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
     let Ok(verdict) = serde_json::from_str::<serde_json::Value>(verdict) else {

@@ -19,14 +19,26 @@ pub fn cores() -> usize {
 /// taking the next index when it is free; the results in index order. `None` for an index
 /// whose thread panicked.
 pub fn each_on_threads<T: Send>(items: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<Option<T>> {
+    each_on_threads_with(items, threads, || (), |(), i| f(i))
+}
+
+/// [`each_on_threads`], each thread with a state of its own made by `state` on that thread
+/// (a connection, a buffer) and handed to `f` with every index it takes.
+pub fn each_on_threads_with<S, T: Send>(
+    items: usize,
+    threads: usize,
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) -> T + Sync,
+) -> Vec<Option<T>> {
     let slots: Vec<Mutex<Option<T>>> = (0..items).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let work = || {
+        let mut state = state();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(slot) = slots.get(i) else { return };
             // A panic leaves its slot empty; the other indices are still done.
-            let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).ok();
+            let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut state, i))).ok();
             if let Ok(mut slot) = slot.lock() {
                 *slot = value;
             }
